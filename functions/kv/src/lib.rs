@@ -1,0 +1,53 @@
+//! The key/value service (API §1): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//!
+//! # Layout
+//!
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation. They parse, call the
+//!   [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in `strata_core::kv`.
+//! - [`system`]: `GET /health` and the fallback for unknown routes; API-wide, hosted here because every
+//!   deployment has the key/value service.
+//! - [`ROUTES`] and [`FALLBACK`]: this crate's part of the route table, mounted by the local server and
+//!   checked against `template.yaml`.
+//! - `src/bin/*.rs`: the Lambda `main`s. Each only builds the DynamoDB stores once and runs its handler.
+
+pub mod handlers;
+pub mod system;
+
+pub use handlers::{delete, get, put};
+use strata_http::handler;
+use strata_http::route::Route;
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/health",
+        function: "health",
+        handler: handler!(system::health),
+    },
+    Route {
+        method: "GET",
+        path: "/kv/keys/{key+}",
+        function: "kv-get",
+        handler: handler!(handlers::get),
+    },
+    Route {
+        method: "PUT",
+        path: "/kv/keys/{key+}",
+        function: "kv-put",
+        handler: handler!(handlers::put),
+    },
+    Route {
+        method: "DELETE",
+        path: "/kv/keys/{key+}",
+        function: "kv-delete",
+        handler: handler!(handlers::delete),
+    },
+];
+
+/// Answers every request that no route matches (API Gateway's `$default` route), in the contract's JSON.
+pub const FALLBACK: Route = Route {
+    method: "ANY",
+    path: "$default",
+    function: "not-found",
+    handler: handler!(system::not_found),
+};

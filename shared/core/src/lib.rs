@@ -1,0 +1,18 @@
+//! strata's domain: the rules every service enforces, whatever the store and whatever the entry point.
+//!
+//! # Layout
+//!
+//! - [`error`]: the one error type of the domain ([`Error`]), with a [`Kind`] that the HTTP layer maps to a
+//!   status, a stable snake_case `code`, a human message and optional extra fields.
+//! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port.
+//! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB).
+//!
+//! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
+//! backend directly. Everything that both must agree on lives here.
+
+pub mod error;
+pub mod kv;
+pub mod stores;
+
+pub use error::{Error, Kind};
+pub use stores::{Backend, Stores};

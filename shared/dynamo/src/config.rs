@@ -1,0 +1,44 @@
+//! Building the client and finding the tables.
+
+use aws_sdk_dynamodb::Client;
+use std::sync::Arc;
+use strata_core::{Backend, Error, Stores};
+
+/// The table names of one deployment.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub kv: String,
+}
+
+impl Tables {
+    /// Reads the names the template sets (`KV_TABLE`, ...).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Looks each name up by its environment variable's name.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let var = |name: &str| {
+            lookup(name)
+                .ok_or_else(|| Error::internal(format!("environment variable {name} is not set")))
+        };
+        Ok(Self {
+            kv: var("KV_TABLE")?,
+        })
+    }
+}
+
+/// The ports on DynamoDB, sharing one client.
+pub fn stores(client: Client, tables: Tables) -> Stores {
+    Stores {
+        backend: Backend::DynamoDb,
+        kv: Arc::new(crate::kv::DynamoKv::new(client, tables.kv)),
+    }
+}
+
+/// The ports for a Lambda or `strata serve --store dynamodb`: credentials, region and endpoint from the
+/// environment (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_DYNAMODB` select DynamoDB Local or LocalStack).
+pub async fn stores_from_env() -> Result<Stores, Error> {
+    let config = aws_config::load_from_env().await;
+    Ok(stores(Client::new(&config), Tables::from_env()?))
+}

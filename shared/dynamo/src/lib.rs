@@ -1,0 +1,15 @@
+//! strata's DynamoDB backend: the store ports on DynamoDB, with conditional writes and transactions.
+//!
+//! # Layout
+//!
+//! - [`config`]: the client (built once per process; `AWS_ENDPOINT_URL` points it at DynamoDB Local or
+//!   LocalStack) and the table names, which the template passes in environment variables.
+//! - [`error`]: SDK errors mapped to domain errors: throttling and outages are retryable (`503`), a failed
+//!   condition is told apart so callers can turn it into the right domain answer.
+//! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
+
+pub mod config;
+pub mod error;
+pub mod kv;
+
+pub use config::{Tables, stores, stores_from_env};

@@ -1,0 +1,19 @@
+//! strata's embedded backend: the store ports on fjall, an LSM-tree in a local data directory.
+//!
+//! # Layout
+//!
+//! - [`store`]: [`Store`], which opens the database, its keyspaces ([`Space`]) and the writer, and hands out
+//!   the ports as a [`strata_core::Stores`].
+//! - [`writer`]: the single writer thread. It drains every queued command, runs them one after another
+//!   against a staging overlay, writes the whole batch with one fsync, and only then answers every command.
+//!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
+//! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
+//!
+//! Reads go straight to the keyspaces. fjall makes a batch visible only after its journal write (and the
+//! fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
+
+pub mod kv;
+pub mod store;
+pub mod writer;
+
+pub use store::{Space, Store};

@@ -1,0 +1,107 @@
+//! Opening the data directory and wiring the ports.
+
+use crate::writer::{Staging, Writer};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use std::path::Path;
+use std::sync::Arc;
+use strata_core::{Backend, Error, Stores};
+
+/// One keyspace per domain, so each domain's keys sort and compact on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    Kv,
+}
+
+impl Space {
+    const ALL: [Space; 1] = [Space::Kv];
+
+    fn name(self) -> &'static str {
+        match self {
+            Space::Kv => "kv",
+        }
+    }
+}
+
+/// The keyspaces, indexed by [`Space`].
+#[derive(Clone)]
+pub struct Spaces {
+    kv: Keyspace,
+}
+
+impl Spaces {
+    pub fn get(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Kv => &self.kv,
+        }
+    }
+}
+
+/// An open embedded store. Cloning is cheap; the writer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spaces: Spaces,
+    writer: Writer,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering every write that was acknowledged before.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let db = Database::builder(dir).open().map_err(fjall_error)?;
+        let open = |space: Space| {
+            db.keyspace(space.name(), KeyspaceCreateOptions::default)
+                .map_err(fjall_error)
+        };
+        debug_assert_eq!(Space::ALL.len(), 1);
+        let spaces = Spaces {
+            kv: open(Space::Kv)?,
+        };
+        let writer = Writer::start(db, spaces.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner { spaces, writer }),
+        })
+    }
+
+    /// The ports, all served by this store.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            backend: Backend::Embedded,
+            kv: Arc::new(crate::kv::EmbeddedKv::new(self.clone())),
+        }
+    }
+
+    pub(crate) fn space(&self, space: Space) -> &Keyspace {
+        self.inner.spaces.get(space)
+    }
+
+    /// Runs `command` on the writer thread and resolves once its writes are durable (or it failed, in which
+    /// case none of its writes are applied).
+    pub(crate) async fn write<T, F>(&self, command: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Staging<'_>) -> Result<T, Error> + Send + 'static,
+    {
+        self.inner.writer.submit(command).await
+    }
+
+    /// Reads the current value of `key` in `space`, straight from the keyspace.
+    pub(crate) fn read(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
+        self.space(space).get(key).map_err(fjall_error)
+    }
+}
+
+/// fjall I/O failures mean the disk cannot take writes (full, read-only, failing): retryable from the
+/// client's point of view, and never reported as success.
+pub(crate) fn fjall_error(e: fjall::Error) -> Error {
+    tracing::error!(error = %e, "embedded store error");
+    Error::unavailable("the embedded store cannot complete the operation")
+}

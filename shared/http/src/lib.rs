@@ -1,0 +1,24 @@
+//! strata's HTTP layer, shared by every handler, every Lambda and the local server.
+//!
+//! # Layout
+//!
+//! - [`request`]: reading a request: path parameters, the JSON body (size limit, `invalid_json`) and typed
+//!   field access that names the offending field in its error.
+//! - [`response`]: JSON responses, and the one place where a domain [`strata_core::Error`] becomes a status
+//!   and the error JSON of the API contract (internal details are logged, never sent).
+//! - [`route`]: the [`route::Route`] table type. Each service crate lists its routes once; the local server
+//!   mounts them and a test checks them against `template.yaml`.
+//! - [`lambda`]: the Lambda entry point: JSON logging, building the DynamoDB stores once, running a handler.
+
+pub mod lambda;
+pub mod request;
+pub mod response;
+pub mod route;
+
+pub use lambda_http::{Body, Request};
+
+/// Every handler answers with this; domain errors are responses too (see [`response::from_result`]).
+pub type Response = lambda_http::Response<Body>;
+
+/// Largest request body accepted, in bytes (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;

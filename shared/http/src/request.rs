@@ -1,0 +1,149 @@
+//! Reading requests: path parameters and JSON bodies, with errors that say exactly what is wrong.
+
+use crate::{MAX_BODY_BYTES, Request};
+use lambda_http::RequestExt;
+use serde_json::{Map, Value};
+use strata_core::Error;
+
+/// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
+pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
+    req.path_parameters()
+        .first(name)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::invalid(
+                "missing_path_parameter",
+                format!("the path has no `{name}`"),
+            )
+        })
+}
+
+/// The request body as a JSON object. Over 1 MiB → 413; not JSON, or not an object → 400 `invalid_json`.
+pub fn json_object(req: &Request) -> Result<Object, Error> {
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(body_too_large());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(Object(map)),
+        Ok(_) => Err(Error::invalid(
+            "invalid_json",
+            "the request body must be a JSON object",
+        )),
+        Err(e) if body.iter().all(u8::is_ascii_whitespace) => Err(Error::invalid(
+            "invalid_json",
+            format!("the request body is empty: {e}"),
+        )),
+        Err(e) => Err(Error::invalid(
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+pub fn body_too_large() -> Error {
+    Error::too_large(
+        "body_too_large",
+        format!("the request body is over {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// A JSON object from a request body, with typed accessors whose errors name the field.
+#[derive(Debug, Clone)]
+pub struct Object(pub Map<String, Value>);
+
+impl Object {
+    /// A required string field.
+    pub fn string(&self, field: &str) -> Result<String, Error> {
+        match self.0.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(Error::invalid_field(
+                field,
+                format!("`{field}` must be a string, not {}", type_name(other)),
+            )),
+            None => Err(missing(field)),
+        }
+    }
+
+    /// A required integer field in `1..=max`. Floats, strings and out-of-range numbers are refused.
+    pub fn positive_integer(&self, field: &str, max: u64) -> Result<u64, Error> {
+        let value = self.0.get(field).ok_or_else(|| missing(field))?;
+        let refuse = || {
+            Error::invalid_field(
+                field,
+                format!("`{field}` must be an integer from 1 to {max}, not {value}"),
+            )
+        };
+        match value.as_u64() {
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(refuse()),
+        }
+    }
+}
+
+fn missing(field: &str) -> Error {
+    Error::invalid_field(field, format!("`{field}` is required"))
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::Kind;
+
+    fn req(body: &str) -> Request {
+        http::Request::builder()
+            .body(lambda_http::Body::from(body))
+            .unwrap()
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_are_invalid_json() {
+        for body in ["", "  ", "{", "nope", "[1]", "\"s\"", "3", "{\"a\":1}x"] {
+            let e = json_object(&req(body)).unwrap_err();
+            assert_eq!(
+                (e.kind, e.code.as_ref()),
+                (Kind::Invalid, "invalid_json"),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_413() {
+        let body = format!("{{\"value\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(json_object(&req(&body)).unwrap_err().kind, Kind::TooLarge);
+    }
+
+    #[test]
+    fn fields_are_typed_and_named_in_errors() {
+        let o = json_object(&req(
+            r#"{"s":"x","n":5,"f":1.5,"neg":-1,"big":9007199254740992}"#,
+        ))
+        .unwrap();
+        assert_eq!(o.string("s").unwrap(), "x");
+        let e = o.string("n").unwrap_err();
+        assert_eq!(e.extra["field"], "n");
+        assert!(e.message.contains("not a number"), "{}", e.message);
+        assert_eq!(o.string("missing").unwrap_err().extra["field"], "missing");
+        assert_eq!(o.positive_integer("n", 10).unwrap(), 5);
+        for bad in ["f", "neg", "s", "missing"] {
+            assert_eq!(
+                o.positive_integer(bad, u64::MAX).unwrap_err().code,
+                "invalid_field"
+            );
+        }
+        assert!(o.positive_integer("big", (1 << 53) - 1).is_err());
+        assert!(o.positive_integer("n", 4).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Building responses, and the single mapping from domain errors to HTTP.
+
+use crate::{Body, Response};
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde::Serialize;
+use serde_json::json;
+use strata_core::{Error, Kind};
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    // Serializing our own response types cannot fail: they hold only strings, numbers and maps.
+    let bytes = serde_json::to_vec(body).expect("response bodies serialize");
+    http::Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::Text(
+            String::from_utf8(bytes).expect("serde_json writes UTF-8"),
+        ))
+        .expect("a valid status and header")
+}
+
+/// A response with no body (`204`).
+pub fn empty(status: StatusCode) -> Response {
+    http::Response::builder()
+        .status(status)
+        .body(Body::Empty)
+        .expect("a valid status")
+}
+
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::Invalid => StatusCode::BAD_REQUEST,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`.
+pub fn error(e: &Error) -> Response {
+    let message = match e.kind {
+        Kind::Internal => {
+            tracing::error!(code = %e.code, message = %e.message, "internal error");
+            "an internal error occurred; it has been logged".to_owned()
+        }
+        Kind::Unavailable => {
+            tracing::warn!(code = %e.code, message = %e.message, "store unavailable");
+            e.message.clone()
+        }
+        _ => e.message.clone(),
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("code".into(), json!(e.code));
+    body.insert("message".into(), json!(message));
+    for (name, value) in &e.extra {
+        body.insert(name.clone(), value.clone());
+    }
+    let mut response = json(status_of(e.kind), &json!({ "error": body }));
+    if let Some(seconds) = e.retry_after {
+        response.headers_mut().insert(RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+/// The end of every handler: a response, or the error as a response.
+pub fn from_result(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| error(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(r: &Response) -> serde_json::Value {
+        serde_json::from_slice(r.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn errors_have_the_contract_shape_and_status() {
+        let r = error(&Error::conflict("conflict", "key changed").with("key", "k"));
+        assert_eq!(r.status(), 409);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body_json(&r),
+            json!({"error": {"code": "conflict", "message": "key changed", "key": "k"}})
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_details_and_unavailable_says_when_to_retry() {
+        let r = error(&Error::internal("disk exploded at /var/secret"));
+        assert_eq!(r.status(), 500);
+        assert!(!String::from_utf8_lossy(r.body().as_ref()).contains("secret"));
+        let r = error(&Error::unavailable("writer closed"));
+        assert_eq!(
+            (r.status().as_u16(), &r.headers()[RETRY_AFTER]),
+            (503, &"1".parse::<http::HeaderValue>().unwrap())
+        );
+    }
+}
