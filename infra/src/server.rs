@@ -1,6 +1,7 @@
 //! The HTTP side of `strata serve`.
 
 use axum::extract::RawPathParams;
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::routing::{MethodFilter, on};
 use http::Method;
 use lambda_http::RequestExt;
@@ -24,7 +25,8 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
             &axum_path(route.path),
             on(
                 filter,
-                move |params: RawPathParams, req: axum::extract::Request| {
+                move |params: Result<RawPathParams, RawPathParamsRejection>,
+                      req: axum::extract::Request| {
                     call(stores, route, Some(params), req)
                 },
             ),
@@ -56,9 +58,14 @@ pub fn axum_path(path: &str) -> String {
 async fn call(
     stores: Arc<Stores>,
     route: Route,
-    params: Option<RawPathParams>,
+    params: Option<Result<RawPathParams, RawPathParamsRejection>>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
+    // axum refuses a path whose parameters are not valid UTF-8 once decoded; answer in the contract's JSON.
+    let params = match params.transpose() {
+        Ok(params) => params,
+        Err(_) => return to_axum(error(&invalid_path())),
+    };
     match to_lambda(params, req).await {
         Ok(req) => to_axum((route.handler)(&stores, req).await),
         Err(e) => to_axum(error(&e)),
@@ -97,6 +104,10 @@ async fn to_lambda(
     Ok(http::Request::from_parts(parts, body)
         .with_path_parameters(path)
         .with_query_string_parameters(query))
+}
+
+fn invalid_path() -> Error {
+    Error::invalid("invalid_path", "the path is not percent-encoded UTF-8")
 }
 
 fn query_map(query: &str) -> QueryMap {

@@ -1,1 +1,25 @@
-//! placeholder
+//! strata's integration test harness.
+//!
+//! # Layout
+//!
+//! - [`dynamodb`]: one DynamoDB Local per test run (started on first use, stopped when the run ends), or the
+//!   endpoint in `AWS_ENDPOINT_URL` (LocalStack, a DynamoDB Local of your own). Each test gets its own table
+//!   prefix, so tests run in parallel and never see each other's data.
+//! - [`fixture`]: a [`fixture::Fixture`] is one backend (embedded in a temp dir, or DynamoDB) plus an
+//!   in-process [`fixture::App`] that answers HTTP requests through the local server's router: the contract
+//!   suite runs the same assertions against both.
+//! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
+//!
+//! The tests themselves are in `tests/suite/`.
+
+pub mod dynamodb;
+pub mod fixture;
+pub mod server;
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}

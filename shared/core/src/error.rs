@@ -24,11 +24,15 @@ pub enum Kind {
     Internal,
 }
 
-/// A domain error. `code` is stable and machine-readable; `message` is a sentence for people;
-/// `extra` carries fields that clients rely on (the conflicting `key`, the `remaining` shares, ...).
+/// A domain error; its [`Details`] are boxed so `Result<T, Error>` stays one pointer wide on the error side.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct Error {
+#[error("{}: {}", .0.code, .0.message)]
+pub struct Error(Box<Details>);
+
+/// What an error says. `code` is stable and machine-readable; `message` is a sentence for people;
+/// `extra` carries fields that clients rely on (the conflicting `key`, the `remaining` shares, ...).
+#[derive(Debug, Clone)]
+pub struct Details {
     pub kind: Kind,
     pub code: Cow<'static, str>,
     pub message: String,
@@ -37,27 +41,35 @@ pub struct Error {
     pub retry_after: Option<u64>,
 }
 
+impl std::ops::Deref for Error {
+    type Target = Details;
+
+    fn deref(&self) -> &Details {
+        &self.0
+    }
+}
+
 impl Error {
     pub fn new(kind: Kind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Details {
             kind,
             code: code.into(),
             message: message.into(),
             extra: Map::new(),
             retry_after: None,
-        }
+        }))
     }
 
     /// Adds a field to the error object (`{"error": {..., "<name>": value}}`).
     #[must_use]
     pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(name.to_owned(), value.into());
+        self.0.extra.insert(name.to_owned(), value.into());
         self
     }
 
     #[must_use]
     pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
+        self.0.retry_after = Some(seconds);
         self
     }
 

@@ -1,0 +1,151 @@
+//! A backend under test, and an HTTP client that goes through the local server's router in-process.
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use strata_core::Stores;
+use tower::ServiceExt;
+
+/// One backend, ready to serve.
+pub struct Fixture {
+    pub name: &'static str,
+    pub stores: Stores,
+    pub app: App,
+    /// The embedded store and its directory (None on DynamoDB), kept alive for the test.
+    pub embedded: Option<(strata_embedded::Store, tempfile::TempDir)>,
+}
+
+impl Fixture {
+    pub async fn embedded() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = strata_embedded::Store::open(dir.path()).expect("embedded store opens");
+        let stores = store.stores();
+        Self {
+            name: "embedded",
+            app: App::new(stores.clone()),
+            stores,
+            embedded: Some((store, dir)),
+        }
+    }
+
+    pub async fn dynamodb() -> Self {
+        let (client, tables) = crate::dynamodb::fresh_tables().await;
+        let stores = strata_dynamo::stores(client, tables);
+        Self {
+            name: "dynamodb",
+            app: App::new(stores.clone()),
+            stores,
+            embedded: None,
+        }
+    }
+}
+
+/// Sends requests through the local server's router (the same adapter and handlers as `strata serve`).
+#[derive(Clone)]
+pub struct App {
+    router: axum::Router,
+}
+
+/// A response: status, headers and the body parsed as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error.code` of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl App {
+    pub fn new(stores: Stores) -> Self {
+        Self {
+            router: strata::server::router(Arc::new(stores)),
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.raw(method, path, body.into_bytes()).await
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("valid request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{path}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(&body)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+}
+
+/// Runs a contract test against both backends: `contract!(fn_a, fn_b)` makes `embedded::fn_a`,
+/// `dynamodb::fn_a`, ... each calling `fn_a(Fixture)`.
+#[macro_export]
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::fixture::Fixture::embedded().await).await
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::fixture::Fixture::dynamodb().await).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,133 @@
+//! The real `strata` binary, started as a child process on free ports.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `strata` binary of this build (built first if the test run did not build it).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/strata
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("strata");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "strata", "--bin", "strata"])
+            .current_dir(crate::repo_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building strata failed");
+    }
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `strata serve` on an embedded data directory.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub line_port: u16,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts `strata serve` on `data_dir` with free ports and waits for `/health`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, base, line_port) = spawn(data_dir, &extra);
+        Self {
+            child,
+            base,
+            line_port,
+            data_dir: data_dir.to_owned(),
+            extra,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strata did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory (new ports).
+    pub fn restart(&mut self) {
+        let (child, base, line_port) = spawn(&self.data_dir, &self.extra);
+        self.child = child;
+        self.base = base;
+        self.line_port = line_port;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String, u16) {
+    let (http_port, line_port) = (free_port(), free_port());
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--line-listen", &format!("127.0.0.1:{line_port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("strata starts");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok() {
+            return (child, base, line_port);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("strata exited before serving: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strata did not start listening within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

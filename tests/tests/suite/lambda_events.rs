@@ -1,0 +1,84 @@
+//! The event files in `infra/events/` (real API Gateway HTTP API v2 payloads, the ones `sam local invoke -e`
+//! and `cargo lambda invoke --data-file` take) driven through the very handlers the Lambdas run.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use strata::routes;
+use strata_http::route::Route;
+use strata_tests::fixture::Fixture;
+
+fn events_dir() -> PathBuf {
+    strata_tests::repo_root().join("infra/events")
+}
+
+fn route_of(function: &str) -> Route {
+    routes::all()
+        .into_iter()
+        .chain([routes::FALLBACK])
+        .find(|r| r.function == function)
+        .unwrap_or_else(|| panic!("no route is served by function {function}"))
+}
+
+async fn invoke(f: &Fixture, function: &str) -> (StatusCode, Value) {
+    let text = std::fs::read_to_string(events_dir().join(format!("{function}.json"))).unwrap();
+    let request =
+        lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{function}.json: {e}"));
+    let response = (route_of(function).handler)(&f.stores, request).await;
+    let body = response.body().as_ref();
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap()
+    };
+    (response.status(), body)
+}
+
+#[tokio::test]
+async fn every_function_in_the_template_has_an_event_file() {
+    for route in strata::template::Template::load().http_routes() {
+        let file = events_dir().join(format!("{}.json", route.binary));
+        assert!(
+            file.is_file(),
+            "{} has no event file {}",
+            route.binary,
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn kv_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    assert_eq!(invoke(&f, "kv-get").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = invoke(&f, "kv-put").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"key": "greeting", "value": "hello, world — 3 * 3 = 9", "version": 1})
+    );
+    let (status, body) = invoke(&f, "kv-get").await;
+    assert_eq!(
+        (status, &body["value"]),
+        (StatusCode::OK, &json!("hello, world — 3 * 3 = 9"))
+    );
+    assert_eq!(
+        invoke(&f, "kv-delete").await,
+        (StatusCode::OK, json!({"key": "greeting", "deleted": true}))
+    );
+    assert_eq!(invoke(&f, "kv-get").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn system_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    assert_eq!(
+        invoke(&f, "health").await,
+        (StatusCode::OK, json!({"status": "ok", "store": "embedded"}))
+    );
+    let (status, body) = invoke(&f, "not-found").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("route_not_found"))
+    );
+}

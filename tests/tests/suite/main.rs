@@ -1,0 +1,6 @@
+//! strata's integration suite: one binary, so one DynamoDB Local serves the whole run.
+
+mod e2e_kv;
+mod kv_contract;
+mod lambda_events;
+mod routes;
