@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use strata::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
-use strata_core::Stores;
+use strata_core::{Settings, Stores};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,9 @@ struct Serve {
     /// With --store dynamodb: create missing tables from template.yaml first (for DynamoDB Local, LocalStack).
     #[arg(long)]
     create_tables: bool,
+    /// Seconds a key/value transaction may sit idle before it expires.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    tx_idle_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,12 +91,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings {
+        tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
+    };
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
     let stores: Stores = match args.store {
         StoreKind::Embedded => {
             let store = strata_embedded::Store::open(&args.data_dir)?;
-            let stores = store.stores();
+            let stores = store.stores(&settings);
             embedded = Some(store);
             stores
         }
@@ -114,7 +120,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                     std::env::var(var).ok().or_else(|| by_var.get(var).cloned())
                 })?
             };
-            strata_dynamo::stores(client, tables)
+            strata_dynamo::stores(client, tables, &settings)
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

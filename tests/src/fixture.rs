@@ -4,7 +4,7 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use strata_core::Stores;
+use strata_core::{Settings, Stores};
 use tower::ServiceExt;
 
 /// One backend, ready to serve.
@@ -18,9 +18,13 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn embedded() -> Self {
+        Self::embedded_with(Settings::default()).await
+    }
+
+    pub async fn embedded_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = strata_embedded::Store::open(dir.path()).expect("embedded store opens");
-        let stores = store.stores();
+        let stores = store.stores(&settings);
         Self {
             name: "embedded",
             app: App::new(stores.clone()),
@@ -30,8 +34,12 @@ impl Fixture {
     }
 
     pub async fn dynamodb() -> Self {
+        Self::dynamodb_with(Settings::default()).await
+    }
+
+    pub async fn dynamodb_with(settings: Settings) -> Self {
         let (client, tables) = crate::dynamodb::fresh_tables().await;
-        let stores = strata_dynamo::stores(client, tables);
+        let stores = strata_dynamo::stores(client, tables, &settings);
         Self {
             name: "dynamodb",
             app: App::new(stores.clone()),

@@ -8,7 +8,7 @@ use strata_http::request::{json_object, path_param};
 use strata_http::response::{from_result, json};
 use strata_http::{Request, Response};
 
-fn key(req: &Request) -> Result<Key, Error> {
+pub fn key(req: &Request) -> Result<Key, Error> {
     Key::parse(&path_param(req, "key")?)
 }
 

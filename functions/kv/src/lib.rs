@@ -4,6 +4,7 @@
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation. They parse, call the
 //!   [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in `strata_core::kv`.
+//! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
 //! - [`system`]: `GET /health` and the fallback for unknown routes; API-wide, hosted here because every
 //!   deployment has the key/value service.
 //! - [`ROUTES`] and [`FALLBACK`]: this crate's part of the route table, mounted by the local server and
@@ -12,6 +13,7 @@
 
 pub mod handlers;
 pub mod system;
+pub mod transactions;
 
 pub use handlers::{delete, get, put};
 use strata_http::handler;
@@ -41,6 +43,42 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/keys/{key+}",
         function: "kv-delete",
         handler: handler!(handlers::delete),
+    },
+    Route {
+        method: "POST",
+        path: "/kv/transactions",
+        function: "kv-tx-begin",
+        handler: handler!(transactions::begin),
+    },
+    Route {
+        method: "GET",
+        path: "/kv/transactions/{id}/keys/{key+}",
+        function: "kv-tx-get",
+        handler: handler!(transactions::get),
+    },
+    Route {
+        method: "PUT",
+        path: "/kv/transactions/{id}/keys/{key+}",
+        function: "kv-tx-put",
+        handler: handler!(transactions::put),
+    },
+    Route {
+        method: "DELETE",
+        path: "/kv/transactions/{id}/keys/{key+}",
+        function: "kv-tx-delete",
+        handler: handler!(transactions::delete),
+    },
+    Route {
+        method: "POST",
+        path: "/kv/transactions/{id}/commit",
+        function: "kv-tx-commit",
+        handler: handler!(transactions::commit),
+    },
+    Route {
+        method: "POST",
+        path: "/kv/transactions/{id}/rollback",
+        function: "kv-tx-rollback",
+        handler: handler!(transactions::rollback),
     },
 ];
 

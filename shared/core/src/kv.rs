@@ -4,6 +4,8 @@
 //! tombstone with a new version). That makes "has this key changed since I read it?" a plain version
 //! comparison with no ABA problem: a key that is deleted and re-created never returns to an old version.
 
+pub mod tx;
+
 use crate::Error;
 use async_trait::async_trait;
 

@@ -4,8 +4,11 @@
 //!
 //! - [`error`]: the one error type of the domain ([`Error`]), with a [`Kind`] that the HTTP layer maps to a
 //!   status, a stable snake_case `code`, a human message and optional extra fields.
-//! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port.
-//! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB).
+//! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port;
+//!   [`kv::tx`]: transactions (buffer, limits, commit plan) and the [`kv::tx::KvTransactions`] port.
+//! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
+//!   and [`Settings`], the tunables every backend honours.
+//! - [`time`]: timestamps as the API shows them.
 //!
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
 //! backend directly. Everything that both must agree on lives here.
@@ -13,6 +16,7 @@
 pub mod error;
 pub mod kv;
 pub mod stores;
+pub mod time;
 
 pub use error::{Error, Kind};
-pub use stores::{Backend, Stores};
+pub use stores::{Backend, Settings, Stores};

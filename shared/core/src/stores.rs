@@ -1,7 +1,9 @@
 //! The ports a handler can reach, bundled so one value wires a whole deployment.
 
 use crate::kv::KvStore;
+use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which backend serves the ports; reported by `GET /health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,4 +26,36 @@ impl Backend {
 pub struct Stores {
     pub backend: Backend,
     pub kv: Arc<dyn KvStore>,
+    pub kv_tx: Arc<dyn KvTransactions>,
+}
+
+/// Tunables that every backend honours the same way.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a key/value transaction may sit idle before it expires.
+    pub tx_idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tx_idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl Settings {
+    /// From the environment the template sets (`KV_TX_IDLE_TIMEOUT_SECONDS`), defaults otherwise.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        let mut settings = Self::default();
+        if let Ok(raw) = std::env::var("KV_TX_IDLE_TIMEOUT_SECONDS") {
+            let seconds: u64 = raw.parse().map_err(|_| {
+                crate::Error::internal(format!(
+                    "KV_TX_IDLE_TIMEOUT_SECONDS is not a number of seconds: {raw:?}"
+                ))
+            })?;
+            settings.tx_idle_timeout = Duration::from_secs(seconds);
+        }
+        Ok(settings)
+    }
 }

@@ -2,12 +2,13 @@
 
 use aws_sdk_dynamodb::Client;
 use std::sync::Arc;
-use strata_core::{Backend, Error, Stores};
+use strata_core::{Backend, Error, Settings, Stores};
 
 /// The table names of one deployment.
 #[derive(Debug, Clone)]
 pub struct Tables {
     pub kv: String,
+    pub kv_tx: String,
 }
 
 impl Tables {
@@ -24,15 +25,22 @@ impl Tables {
         };
         Ok(Self {
             kv: var("KV_TABLE")?,
+            kv_tx: var("KV_TX_TABLE")?,
         })
     }
 }
 
 /// The ports on DynamoDB, sharing one client.
-pub fn stores(client: Client, tables: Tables) -> Stores {
+pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
     Stores {
         backend: Backend::DynamoDb,
-        kv: Arc::new(crate::kv::DynamoKv::new(client, tables.kv)),
+        kv: Arc::new(crate::kv::DynamoKv::new(client.clone(), tables.kv.clone())),
+        kv_tx: Arc::new(crate::kv_tx::DynamoKvTx::new(
+            client,
+            tables.kv,
+            tables.kv_tx,
+            settings.tx_idle_timeout,
+        )),
     }
 }
 
@@ -40,5 +48,9 @@ pub fn stores(client: Client, tables: Tables) -> Stores {
 /// environment (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_DYNAMODB` select DynamoDB Local or LocalStack).
 pub async fn stores_from_env() -> Result<Stores, Error> {
     let config = aws_config::load_from_env().await;
-    Ok(stores(Client::new(&config), Tables::from_env()?))
+    Ok(stores(
+        Client::new(&config),
+        Tables::from_env()?,
+        &Settings::from_env()?,
+    ))
 }

@@ -7,9 +7,12 @@
 //! - [`error`]: SDK errors mapped to domain errors: throttling and outages are retryable (`503`), a failed
 //!   condition is told apart so callers can turn it into the right domain answer.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
+//! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
+//!   commit is a single `TransactWriteItems`.
 
 pub mod config;
 pub mod error;
 pub mod kv;
+pub mod kv_tx;
 
 pub use config::{Tables, stores, stores_from_env};

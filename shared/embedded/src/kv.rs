@@ -150,7 +150,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_to_one_key_in_one_batch_each_get_their_own_version() {
         let (_dir, store) = store();
-        let kv = store.stores().kv;
+        let kv = store.stores(&Default::default()).kv;
         let key = Key::parse("hot").unwrap();
         let writes = (0..200).map(|i| {
             let (kv, key) = (kv.clone(), key.clone());
@@ -176,7 +176,7 @@ mod tests {
     #[tokio::test]
     async fn versions_keep_increasing_across_delete_and_recreate() {
         let (dir, store) = store();
-        let kv = store.stores().kv;
+        let kv = store.stores(&Default::default()).kv;
         let key = Key::parse("k").unwrap();
         let v = |s: &str| Value::parse(s.into()).unwrap();
         assert_eq!(kv.put(&key, &v("a")).await.unwrap(), 1);
@@ -187,7 +187,13 @@ mod tests {
         drop((kv, store));
         // reopening recovers the acknowledged state
         let store = Store::open(dir.path()).unwrap();
-        let got = store.stores().kv.get(&key).await.unwrap().unwrap();
+        let got = store
+            .stores(&Default::default())
+            .kv
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((got.value.as_str(), got.version), ("b", 3));
     }
 }

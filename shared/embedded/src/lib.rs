@@ -8,11 +8,13 @@
 //!   against a staging overlay, writes the whole batch with one fsync, and only then answers every command.
 //!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
 //! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
+//! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
 //!
 //! Reads go straight to the keyspaces. fjall makes a batch visible only after its journal write (and the
 //! fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
 
 pub mod kv;
+pub mod kv_tx;
 pub mod store;
 pub mod writer;
 

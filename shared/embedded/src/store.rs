@@ -4,7 +4,7 @@ use crate::writer::{Staging, Writer};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{Backend, Error, Stores};
+use strata_core::{Backend, Error, Settings, Stores};
 
 /// One keyspace per domain, so each domain's keys sort and compact on their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,10 +72,14 @@ impl Store {
     }
 
     /// The ports, all served by this store.
-    pub fn stores(&self) -> Stores {
+    pub fn stores(&self, settings: &Settings) -> Stores {
         Stores {
             backend: Backend::Embedded,
             kv: Arc::new(crate::kv::EmbeddedKv::new(self.clone())),
+            kv_tx: Arc::new(crate::kv_tx::EmbeddedKvTx::new(
+                self.clone(),
+                settings.tx_idle_timeout,
+            )),
         }
     }
 

@@ -20,8 +20,16 @@ fn route_of(function: &str) -> Route {
         .unwrap_or_else(|| panic!("no route is served by function {function}"))
 }
 
+/// The transaction id the `kv-tx-*` event files carry; tests swap in the id of a real transaction.
+const EVENT_TX_ID: &str = "5f0c1e9a8b7d4c3e2f1a0b9c8d7e6f5a";
+
 async fn invoke(f: &Fixture, function: &str) -> (StatusCode, Value) {
+    invoke_in(f, function, EVENT_TX_ID).await
+}
+
+async fn invoke_in(f: &Fixture, function: &str, tx: &str) -> (StatusCode, Value) {
     let text = std::fs::read_to_string(events_dir().join(format!("{function}.json"))).unwrap();
+    let text = text.replace(EVENT_TX_ID, tx);
     let request =
         lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{function}.json: {e}"));
     let response = (route_of(function).handler)(&f.stores, request).await;
@@ -80,5 +88,47 @@ async fn system_events_drive_the_handlers() {
     assert_eq!(
         (status, &body["error"]["code"]),
         (StatusCode::NOT_FOUND, &json!("route_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn kv_transaction_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    // the events' own id names no transaction
+    for function in [
+        "kv-tx-get",
+        "kv-tx-put",
+        "kv-tx-delete",
+        "kv-tx-commit",
+        "kv-tx-rollback",
+    ] {
+        let (status, body) = invoke(&f, function).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::NOT_FOUND, &json!("transaction_not_found"))
+        );
+    }
+    let (status, body) = invoke(&f, "kv-tx-begin").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let tx = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(invoke_in(&f, "kv-tx-put", &tx).await.0, StatusCode::OK);
+    let (status, body) = invoke_in(&f, "kv-tx-get", &tx).await;
+    assert_eq!(
+        (status, &body["value"]),
+        (StatusCode::OK, &json!("hello from a transaction"))
+    );
+    assert_eq!(invoke_in(&f, "kv-tx-delete", &tx).await.0, StatusCode::OK);
+    assert_eq!(
+        invoke_in(&f, "kv-tx-commit", &tx).await,
+        (
+            StatusCode::OK,
+            json!({"id": tx, "committed": true, "writes": 1})
+        )
+    );
+    let (_, body) = invoke(&f, "kv-tx-begin").await;
+    let tx = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        invoke_in(&f, "kv-tx-rollback", &tx).await,
+        (StatusCode::OK, json!({"id": tx, "rolled_back": true}))
     );
 }

@@ -2,5 +2,6 @@
 
 mod e2e_kv;
 mod kv_contract;
+mod kv_tx_contract;
 mod lambda_events;
 mod routes;
