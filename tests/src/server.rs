@@ -1,29 +1,10 @@
-//! The real `strata` binary, started as a child process on free ports.
+//! The real `strata` command, started as a child process on free ports. Integration tests pass
+//! `env!("CARGO_BIN_EXE_strata-under-test")`: the current build of `strata::cli`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `strata` binary of this build (built first if the test run did not build it).
-pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/strata
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("strata");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "strata", "--bin", "strata"])
-            .current_dir(crate::repo_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building strata failed");
-    }
-    bin
-}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -35,6 +16,7 @@ pub fn free_port() -> u16 {
 
 /// A running `strata serve` on an embedded data directory.
 pub struct Server {
+    binary: PathBuf,
     child: Child,
     pub base: String,
     pub line_port: u16,
@@ -43,11 +25,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `strata serve` on `data_dir` with free ports and waits for `/health`.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    /// Starts `binary serve` on `data_dir` with free ports and waits until it listens.
+    pub fn start(binary: &str, data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base, line_port) = spawn(data_dir, &extra);
+        let (child, base, line_port) = spawn(binary.as_ref(), data_dir, &extra);
         Self {
+            binary: binary.into(),
             child,
             base,
             line_port,
@@ -88,7 +71,7 @@ impl Server {
 
     /// Starts the server again on the same data directory (new ports).
     pub fn restart(&mut self) {
-        let (child, base, line_port) = spawn(&self.data_dir, &self.extra);
+        let (child, base, line_port) = spawn(&self.binary, &self.data_dir, &self.extra);
         self.child = child;
         self.base = base;
         self.line_port = line_port;
@@ -102,9 +85,9 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String, u16) {
+fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> (Child, String, u16) {
     let (http_port, line_port) = (free_port(), free_port());
-    let mut child = Command::new(binary())
+    let mut child = Command::new(binary)
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{http_port}")])
         .args(["--line-listen", &format!("127.0.0.1:{line_port}")])

@@ -5,3 +5,6 @@ mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
 mod routes;
+
+/// The `strata` command of this very build, for end-to-end tests.
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata-under-test");

@@ -1,0 +1,151 @@
+//! The `strata` command line: `strata serve` runs the whole API locally; `strata dynamodb-local` runs
+//! DynamoDB Local for `--store dynamodb`. `main.rs` only calls [`main`].
+
+use crate::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strata_core::{Settings, Stores};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "strata: consistent data for serverless backends, on one machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the whole HTTP API (and the key/value line protocol) from this machine.
+    Serve(Serve),
+    /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
+    DynamodbLocal {
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Prefix of the table names it creates.
+        #[arg(long, default_value = "strata-")]
+        table_prefix: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address of the key/value line protocol (TCP).
+    #[arg(long, default_value = "127.0.0.1:9888")]
+    line_listen: SocketAddr,
+    /// Where data lives: the embedded store in --data-dir, or DynamoDB (at AWS_ENDPOINT_URL if set).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// With --store dynamodb: table names are <prefix><LogicalId> unless KV_TABLE etc. are set.
+    #[arg(long, default_value = "strata-")]
+    table_prefix: String,
+    /// With --store dynamodb: create missing tables from template.yaml first (for DynamoDB Local, LocalStack).
+    #[arg(long)]
+    create_tables: bool,
+    /// Seconds a key/value transaction may sit idle before it expires.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    tx_idle_timeout: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Dynamodb,
+}
+
+/// Parses the command line and runs it.
+#[tokio::main]
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::DynamodbLocal { port, table_prefix } => {
+            let local = DynamoDbLocal::start(port)?;
+            create_tables(&local_client(&local.endpoint).await, &table_prefix).await?;
+            println!(
+                "DynamoDB Local at {} with strata's tables (prefix {table_prefix:?}); Ctrl-C stops it",
+                local.endpoint
+            );
+            println!(
+                "  AWS_ENDPOINT_URL={} strata serve --store dynamodb --table-prefix {table_prefix}",
+                local.endpoint
+            );
+            shutdown_signal().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings {
+        tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
+    };
+    // Kept until the server is done: dropping the embedded store flushes and closes it.
+    let mut embedded = None;
+    let stores: Stores = match args.store {
+        StoreKind::Embedded => {
+            let store = strata_embedded::Store::open(&args.data_dir)?;
+            let stores = store.stores(&settings);
+            embedded = Some(store);
+            stores
+        }
+        StoreKind::Dynamodb => {
+            let config = aws_config::load_from_env().await;
+            let client = aws_sdk_dynamodb::Client::new(&config);
+            let tables = if args.create_tables {
+                create_tables(&client, &args.table_prefix).await?
+            } else {
+                let prefix = args.table_prefix.clone();
+                let by_var: std::collections::HashMap<String, String> =
+                    crate::template::Template::load()
+                        .tables()
+                        .into_iter()
+                        .map(|t| (t.env_var, format!("{prefix}{}", t.logical_id)))
+                        .collect();
+                strata_dynamo::Tables::from_lookup(|var| {
+                    std::env::var(var).ok().or_else(|| by_var.get(var).cloned())
+                })?
+            };
+            strata_dynamo::stores(client, tables, &settings)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(
+        http = %listener.local_addr()?,
+        line = %args.line_listen,
+        store = stores.backend.as_str(),
+        "strata serving"
+    );
+    let router = crate::server::router(Arc::new(stores));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    drop(embedded);
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
