@@ -23,6 +23,25 @@ struct Cli {
 enum Command {
     /// Serve the whole HTTP API (and the key/value line protocol) from this machine.
     Serve(Serve),
+    /// Measure a running strata: throughput, latency percentiles and errors, with a JSON report.
+    Bench {
+        #[arg(value_enum)]
+        workload: crate::bench::Workload,
+        /// Base URL of the API.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        target: String,
+        #[arg(long, default_value_t = 20)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Distinct keys to spread over.
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
     DynamodbLocal {
         #[arg(long, default_value_t = 8000)]
@@ -74,6 +93,29 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Bench {
+            workload,
+            target,
+            connections,
+            duration,
+            keys,
+            output,
+        } => {
+            let report = crate::bench::run(crate::bench::Options {
+                workload,
+                target: target.trim_end_matches('/').to_owned(),
+                connections: connections.max(1),
+                duration: std::time::Duration::from_secs_f64(duration),
+                keys: keys.max(2),
+            })
+            .await?;
+            report.print();
+            if let Some(path) = output {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+                println!("  report      {}", path.display());
+            }
+            Ok(())
+        }
         Command::DynamodbLocal { port, table_prefix } => {
             let local = DynamoDbLocal::start(port)?;
             create_tables(&local_client(&local.endpoint).await, &table_prefix).await?;

