@@ -75,6 +75,9 @@ struct Serve {
     /// Seconds a key/value transaction may sit idle before it expires.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     tx_idle_timeout: u64,
+    /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
+    #[arg(long, default_value = "CS=2600000,PS=750000")]
+    default_classes: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -136,6 +139,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
+        default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
     };
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;

@@ -4,7 +4,7 @@ use strata_http::route::Route;
 
 /// Every route the API serves, in no particular order.
 pub fn all() -> Vec<Route> {
-    [strata_kv::ROUTES].concat()
+    [strata_kv::ROUTES, strata_certificates::ROUTES].concat()
 }
 
 /// What answers requests that match no route.

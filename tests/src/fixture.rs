@@ -89,6 +89,12 @@ impl App {
             .header("content-type", "application/json")
             .body(Body::from(body))
             .expect("valid request");
+        self.send(request).await
+    }
+
+    /// Sends a request built by the caller (custom headers and all).
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let path = request.uri().path().to_owned();
         let response = self
             .router
             .clone()

@@ -11,7 +11,7 @@ use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::request::{json_object, path_param};
 use strata_http::response::{from_result, json};
-use strata_http::{Request, Response};
+use strata_http::{Request, Response, idempotency};
 
 fn tx_id(req: &Request) -> Result<TxId, Error> {
     TxId::parse(&path_param(req, "id")?)
@@ -19,19 +19,22 @@ fn tx_id(req: &Request) -> Result<TxId, Error> {
 
 /// `POST /kv/transactions` (body `{}` or empty) → `201 {"id","expires_at"}`.
 pub async fn begin(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            if !req.body().as_ref().is_empty() {
-                json_object(&req)?;
+    idempotency::run(stores, req, "kv-tx-begin", |req, _| async move {
+        from_result(
+            async {
+                if !req.body().as_ref().is_empty() {
+                    json_object(&req)?;
+                }
+                let began = stores.kv_tx.begin().await?;
+                Ok(json(
+                    StatusCode::CREATED,
+                    &json!({"id": began.id.as_str(), "expires_at": rfc3339(began.expires_at)}),
+                ))
             }
-            let began = stores.kv_tx.begin().await?;
-            Ok(json(
-                StatusCode::CREATED,
-                &json!({"id": began.id.as_str(), "expires_at": rfc3339(began.expires_at)}),
-            ))
-        }
-        .await,
-    )
+            .await,
+        )
+    })
+    .await
 }
 
 /// `GET /kv/transactions/{id}/keys/{key}` → as `GET /kv/keys/{key}`; `version` is `null` for the

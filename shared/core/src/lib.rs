@@ -6,6 +6,8 @@
 //!   status, a stable snake_case `code`, a human message and optional extra fields.
 //! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port;
 //!   [`kv::tx`]: transactions (buffer, limits, commit plan) and the [`kv::tx::KvTransactions`] port.
+//! - [`certificates`]: share classes and gapless certificate numbers; the [`certificates::Ledger`] port.
+//! - [`idempotency`]: `Idempotency-Key` semantics and the [`idempotency::Idempotency`] port, for every service.
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
 //! - [`time`]: timestamps as the API shows them.
@@ -13,7 +15,9 @@
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
 //! backend directly. Everything that both must agree on lives here.
 
+pub mod certificates;
 pub mod error;
+pub mod idempotency;
 pub mod kv;
 pub mod stores;
 pub mod time;

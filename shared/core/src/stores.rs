@@ -1,5 +1,7 @@
 //! The ports a handler can reach, bundled so one value wires a whole deployment.
 
+use crate::certificates::{ClassCode, Ledger, default_classes, parse_default_classes};
+use crate::idempotency::Idempotency;
 use crate::kv::KvStore;
 use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct Stores {
     pub backend: Backend,
     pub kv: Arc<dyn KvStore>,
     pub kv_tx: Arc<dyn KvTransactions>,
+    pub ledger: Arc<dyn Ledger>,
+    pub idempotency: Arc<dyn Idempotency>,
 }
 
 /// Tunables that every backend honours the same way.
@@ -34,18 +38,22 @@ pub struct Stores {
 pub struct Settings {
     /// How long a key/value transaction may sit idle before it expires.
     pub tx_idle_timeout: Duration,
+    /// Share classes that exist from the first start, with their authorized shares.
+    pub default_classes: Vec<(ClassCode, u64)>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             tx_idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            default_classes: default_classes(),
         }
     }
 }
 
 impl Settings {
-    /// From the environment the template sets (`KV_TX_IDLE_TIMEOUT_SECONDS`), defaults otherwise.
+    /// From the environment the template sets (`KV_TX_IDLE_TIMEOUT_SECONDS`, `DEFAULT_SHARE_CLASSES` as
+    /// `CS=2600000,PS=750000`), defaults otherwise.
     pub fn from_env() -> Result<Self, crate::Error> {
         let mut settings = Self::default();
         if let Ok(raw) = std::env::var("KV_TX_IDLE_TIMEOUT_SECONDS") {
@@ -55,6 +63,9 @@ impl Settings {
                 ))
             })?;
             settings.tx_idle_timeout = Duration::from_secs(seconds);
+        }
+        if let Ok(raw) = std::env::var("DEFAULT_SHARE_CLASSES") {
+            settings.default_classes = parse_default_classes(&raw)?;
         }
         Ok(settings)
     }

@@ -9,6 +9,8 @@ use strata_core::{Backend, Error, Settings, Stores};
 pub struct Tables {
     pub kv: String,
     pub kv_tx: String,
+    pub ledger: String,
+    pub idempotency: String,
 }
 
 impl Tables {
@@ -26,6 +28,8 @@ impl Tables {
         Ok(Self {
             kv: var("KV_TABLE")?,
             kv_tx: var("KV_TX_TABLE")?,
+            ledger: var("LEDGER_TABLE")?,
+            idempotency: var("IDEMPOTENCY_TABLE")?,
         })
     }
 }
@@ -36,10 +40,19 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
         backend: Backend::DynamoDb,
         kv: Arc::new(crate::kv::DynamoKv::new(client.clone(), tables.kv.clone())),
         kv_tx: Arc::new(crate::kv_tx::DynamoKvTx::new(
-            client,
+            client.clone(),
             tables.kv,
             tables.kv_tx,
             settings.tx_idle_timeout,
+        )),
+        ledger: Arc::new(crate::ledger::DynamoLedger::new(
+            client.clone(),
+            tables.ledger,
+            settings.default_classes.clone(),
+        )),
+        idempotency: Arc::new(crate::idempotency::DynamoIdempotency::new(
+            client,
+            tables.idempotency,
         )),
     }
 }

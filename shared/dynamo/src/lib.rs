@@ -7,12 +7,16 @@
 //! - [`error`]: SDK errors mapped to domain errors: throttling and outages are retryable (`503`), a failed
 //!   condition is told apart so callers can turn it into the right domain answer.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
+//! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
+//! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
 //!   commit is a single `TransactWriteItems`.
 
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;
+pub mod ledger;
 
 pub use config::{Tables, stores, stores_from_env};

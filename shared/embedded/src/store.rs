@@ -10,14 +10,28 @@ use strata_core::{Backend, Error, Settings, Stores};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Space {
     Kv,
+    Classes,
+    Certificates,
+    Requests,
+    Idempotency,
 }
 
 impl Space {
-    const ALL: [Space; 1] = [Space::Kv];
+    const ALL: [Space; 5] = [
+        Space::Kv,
+        Space::Classes,
+        Space::Certificates,
+        Space::Requests,
+        Space::Idempotency,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Space::Kv => "kv",
+            Space::Classes => "classes",
+            Space::Certificates => "certificates",
+            Space::Requests => "requests",
+            Space::Idempotency => "idempotency",
         }
     }
 }
@@ -25,14 +39,12 @@ impl Space {
 /// The keyspaces, indexed by [`Space`].
 #[derive(Clone)]
 pub struct Spaces {
-    kv: Keyspace,
+    spaces: Vec<Keyspace>,
 }
 
 impl Spaces {
     pub fn get(&self, space: Space) -> &Keyspace {
-        match space {
-            Space::Kv => &self.kv,
-        }
+        &self.spaces[space as usize]
     }
 }
 
@@ -57,13 +69,16 @@ impl Store {
             ))
         })?;
         let db = Database::builder(dir).open().map_err(fjall_error)?;
-        let open = |space: Space| {
-            db.keyspace(space.name(), KeyspaceCreateOptions::default)
-                .map_err(fjall_error)
-        };
-        debug_assert_eq!(Space::ALL.len(), 1);
         let spaces = Spaces {
-            kv: open(Space::Kv)?,
+            spaces: Space::ALL
+                .iter()
+                .enumerate()
+                .map(|(index, space)| {
+                    debug_assert_eq!(index, *space as usize, "Space::ALL is in declaration order");
+                    db.keyspace(space.name(), KeyspaceCreateOptions::default)
+                        .map_err(fjall_error)
+                })
+                .collect::<Result<_, _>>()?,
         };
         let writer = Writer::start(db, spaces.clone())?;
         Ok(Self {
@@ -80,6 +95,11 @@ impl Store {
                 self.clone(),
                 settings.tx_idle_timeout,
             )),
+            ledger: Arc::new(crate::ledger::EmbeddedLedger::new(
+                self.clone(),
+                settings.default_classes.clone(),
+            )),
+            idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(self.clone())),
         }
     }
 

@@ -8,8 +8,10 @@
 //!   and the error JSON of the API contract (internal details are logged, never sent).
 //! - [`route`]: the [`route::Route`] table type. Each service crate lists its routes once; the local server
 //!   mounts them and a test checks them against `template.yaml`.
+//! - [`idempotency`]: `Idempotency-Key` handling around any handler (claim, replay, `422`, release on `5xx`).
 //! - [`lambda`]: the Lambda entry point: JSON logging, building the DynamoDB stores once, running a handler.
 
+pub mod idempotency;
 pub mod lambda;
 pub mod request;
 pub mod response;

@@ -48,6 +48,39 @@ pub fn body_too_large() -> Error {
     )
 }
 
+/// A query parameter as an integer in `min..=max`, or `default` when absent.
+pub fn query_integer(
+    req: &Request,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, Error> {
+    match req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+    {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(Error::invalid_field(
+                name,
+                format!(
+                    "query parameter `{name}` must be an integer from {min} to {max}, not {raw:?}"
+                ),
+            )),
+        },
+    }
+}
+
+/// A required query parameter.
+pub fn query_string(req: &Request, name: &str) -> Result<String, Error> {
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid_field(name, format!("query parameter `{name}` is required")))
+}
+
 /// A JSON object from a request body, with typed accessors whose errors name the field.
 #[derive(Debug, Clone)]
 pub struct Object(pub Map<String, Value>);
@@ -67,16 +100,18 @@ impl Object {
 
     /// A required integer field in `1..=max`. Floats, strings and out-of-range numbers are refused.
     pub fn positive_integer(&self, field: &str, max: u64) -> Result<u64, Error> {
+        self.integer(field, 1, max)
+    }
+
+    /// A required integer field in `min..=max`. Floats, strings and out-of-range numbers are refused.
+    pub fn integer(&self, field: &str, min: u64, max: u64) -> Result<u64, Error> {
         let value = self.0.get(field).ok_or_else(|| missing(field))?;
-        let refuse = || {
-            Error::invalid_field(
-                field,
-                format!("`{field}` must be an integer from 1 to {max}, not {value}"),
-            )
-        };
         match value.as_u64() {
-            Some(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(refuse()),
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(Error::invalid_field(
+                field,
+                format!("`{field}` must be an integer from {min} to {max}, not {value}"),
+            )),
         }
     }
 }

@@ -387,6 +387,7 @@ async fn unknown_transactions_and_bad_input(f: Fixture) {
 async fn idle_transactions_expire(f: Fixture) {
     let settings = Settings {
         tx_idle_timeout: Duration::from_millis(1500),
+        ..Settings::default()
     };
     let f = if f.name == "embedded" {
         Fixture::embedded_with(settings).await

@@ -132,3 +132,44 @@ async fn kv_transaction_events_drive_the_handlers() {
         (StatusCode::OK, json!({"id": tx, "rolled_back": true}))
     );
 }
+
+#[tokio::test]
+async fn certificate_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    assert_eq!(
+        invoke(&f, "share-classes-get").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = invoke(&f, "share-classes-put").await;
+    assert_eq!(
+        (status, &body["authorized"]),
+        (StatusCode::OK, &json!(1000))
+    );
+    assert_eq!(invoke(&f, "share-classes-get").await.1["remaining"], 1000);
+    assert_eq!(
+        invoke(&f, "certificates-get").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, first) = invoke(&f, "certificates-issue").await;
+    assert_eq!(
+        (status, &first["id"]),
+        (StatusCode::CREATED, &json!("RS-1"))
+    );
+    // the event carries an Idempotency-Key: invoking it again replays the same certificate
+    assert_eq!(
+        invoke(&f, "certificates-issue").await,
+        (StatusCode::CREATED, first.clone())
+    );
+    assert_eq!(
+        invoke(&f, "certificates-get").await,
+        (StatusCode::OK, first.clone())
+    );
+    let (status, page) = invoke(&f, "certificates-list").await;
+    assert_eq!(
+        (status, page),
+        (
+            StatusCode::OK,
+            json!({"certificates": [first], "next_after": null})
+        )
+    );
+}

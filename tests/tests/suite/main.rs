@@ -1,5 +1,7 @@
 //! strata's integration suite: one binary, so one DynamoDB Local serves the whole run.
 
+mod certificates_contract;
+mod certificates_faults;
 mod e2e_kv;
 mod kv_contract;
 mod kv_tx_contract;

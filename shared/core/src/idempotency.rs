@@ -1,0 +1,72 @@
+//! Idempotency keys (API common rules): a retried request with the same `Idempotency-Key` and the same body
+//! gets the original status and body and changes nothing; the same key with another body is `422`.
+//!
+//! The record goes through two states, as in Powertools for AWS Lambda: *in progress* (claimed by a request
+//! that is running; it expires after [`IN_PROGRESS_TTL`] so a crashed request does not block the key
+//! forever) and *completed* (the stored response, kept for [`RETENTION`]).
+
+use crate::Error;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// How long a completed response is remembered (the contract promises at least 24 hours).
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a claim by a running request holds; longer than any request may run (the Lambda timeout).
+pub const IN_PROGRESS_TTL: Duration = Duration::from_secs(30);
+/// Longest accepted key.
+pub const MAX_KEY_CHARS: usize = 255;
+
+/// A response as stored for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new (or its earlier claim expired): run the request, then [`Idempotency::complete`].
+    Proceed,
+    /// The request already ran: answer with this.
+    Replay(Stored),
+}
+
+/// Validates a client's key: 1..=255 visible ASCII characters.
+pub fn validate_key(raw: &str) -> Result<(), Error> {
+    if raw.is_empty() || raw.len() > MAX_KEY_CHARS || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn mismatch() -> Error {
+    Error::new(
+        crate::Kind::IdempotencyMismatch,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with a different request",
+    )
+}
+
+pub fn in_progress() -> Error {
+    Error::conflict(
+        "request_in_progress",
+        "a request with this Idempotency-Key is still running; retry shortly",
+    )
+    .retry_after(1)
+}
+
+/// The idempotency port. `key` is already scoped to the operation; `fingerprint` identifies the request.
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Claims the key for this request. Errors: [`mismatch`] (another request used the key),
+    /// [`in_progress`] (the same request is running elsewhere).
+    async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error>;
+    /// Stores the response of a claimed request.
+    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error>;
+    /// Gives the key up after a failure that should not be replayed (a `5xx`), so a retry runs again.
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), Error>;
+}

@@ -1,0 +1,159 @@
+//! Idempotency records on DynamoDB (table `IdempotencyTable`, key `id`), in the pattern of Powertools for
+//! AWS Lambda: a conditional put claims the key (in progress, with a short expiry), the response completes it
+//! (kept 24 hours; `ttl` lets DynamoDB delete it afterwards), a failure that should not be replayed deletes it.
+
+use crate::error::{is_condition_failed, store_error};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_core::Error;
+use strata_core::idempotency::{
+    Claim, IN_PROGRESS_TTL, Idempotency, RETENTION, Stored, in_progress, mismatch,
+};
+
+const ID: &str = "id";
+const STATE: &str = "st";
+const FINGERPRINT: &str = "fp";
+/// Until when the record holds, in milliseconds (in progress: the claim; completed: the retention).
+const UNTIL: &str = "until";
+/// DynamoDB's TTL attribute, in seconds.
+const TTL: &str = "ttl";
+const STATUS: &str = "status";
+const BODY: &str = "body";
+
+const IN_PROGRESS: &str = "in_progress";
+const COMPLETED: &str = "completed";
+
+pub struct DynamoIdempotency {
+    client: Client,
+    table: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+impl DynamoIdempotency {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+}
+
+#[async_trait]
+impl Idempotency for DynamoIdempotency {
+    async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
+        let now = now_ms();
+        let until = now + IN_PROGRESS_TTL.as_millis() as u64;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(ID, s(key))
+            .item(STATE, s(IN_PROGRESS))
+            .item(FINGERPRINT, s(fingerprint))
+            .item(UNTIL, n(until))
+            .item(TTL, n((now + RETENTION.as_millis() as u64) / 1000))
+            .condition_expression("attribute_not_exists(#id) OR #until < :now")
+            .expression_attribute_names("#id", ID)
+            .expression_attribute_names("#until", UNTIL)
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(Claim::Proceed),
+            Err(e) if is_condition_failed(&e) => e,
+            Err(e) => return Err(store_error("PutItem", e)),
+        };
+        let old = match e.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                c.item.clone().unwrap_or_default()
+            }
+            _ => HashMap::new(),
+        };
+        let text = |name: &str| {
+            old.get(name)
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+        };
+        if text(FINGERPRINT) != Some(fingerprint) {
+            return Err(mismatch());
+        }
+        if text(STATE) != Some(COMPLETED) {
+            return Err(in_progress());
+        }
+        let status = old
+            .get(STATUS)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok());
+        match (status, text(BODY)) {
+            (Some(status), Some(body)) => Ok(Claim::Replay(Stored {
+                status,
+                body: body.to_owned(),
+            })),
+            _ => Err(Error::internal(
+                "completed idempotency record without a response",
+            )),
+        }
+    }
+
+    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
+        let until = now_ms() + RETENTION.as_millis() as u64;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(ID, s(key))
+            .update_expression("SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body")
+            .condition_expression("#fp = :fp")
+            .expression_attribute_names("#st", STATE)
+            .expression_attribute_names("#until", UNTIL)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#body", BODY)
+            .expression_attribute_names("#fp", FINGERPRINT)
+            .expression_attribute_values(":completed", s(COMPLETED))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":ttl", n(until / 1000))
+            .expression_attribute_values(":status", n(u64::from(response.status)))
+            .expression_attribute_values(":body", s(&response.body))
+            .expression_attribute_values(":fp", s(fingerprint))
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(ID, s(key))
+            .condition_expression("#st = :in_progress AND #fp = :fp")
+            .expression_attribute_names("#st", STATE)
+            .expression_attribute_names("#fp", FINGERPRINT)
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":fp", s(fingerprint))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(store_error("DeleteItem", e)),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Idempotency records on the embedded store.
+//!
+//! Claims of running requests live in memory: they only matter while this process runs the request, and a
+//! crash ends the request as well. Completed responses are written durably (keyspace `idempotency`:
+//! key → expiry, fingerprint, status, body) and kept for 24 hours; an expired record is replaced on the next
+//! claim of its key.
+
+use crate::{Space, Store};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_core::Error;
+use strata_core::idempotency::{
+    Claim, IN_PROGRESS_TTL, Idempotency, RETENTION, Stored, in_progress, mismatch,
+};
+
+pub struct EmbeddedIdempotency {
+    store: Store,
+    // A std Mutex, not a tokio one: nothing awaits while it is held.
+    running: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+struct Record {
+    expires_ms: u64,
+    fingerprint: String,
+    stored: Stored,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+fn corrupt() -> Error {
+    Error::internal("corrupt idempotency record")
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        out.extend_from_slice(&(self.fingerprint.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.fingerprint.as_bytes());
+        out.extend_from_slice(&self.stored.status.to_be_bytes());
+        out.extend_from_slice(self.stored.body.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let expires_ms = u64::from_be_bytes(
+            bytes
+                .get(..8)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        );
+        let fp_len = u16::from_be_bytes(
+            bytes
+                .get(8..10)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let fingerprint = bytes.get(10..10 + fp_len).ok_or_else(corrupt)?;
+        let status = bytes.get(10 + fp_len..12 + fp_len).ok_or_else(corrupt)?;
+        let body = bytes.get(12 + fp_len..).ok_or_else(corrupt)?;
+        Ok(Self {
+            expires_ms,
+            fingerprint: String::from_utf8(fingerprint.to_vec()).map_err(|_| corrupt())?,
+            stored: Stored {
+                status: u16::from_be_bytes(status.try_into().map_err(|_| corrupt())?),
+                body: String::from_utf8(body.to_vec()).map_err(|_| corrupt())?,
+            },
+        })
+    }
+}
+
+impl EmbeddedIdempotency {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Idempotency for EmbeddedIdempotency {
+    async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
+        if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
+            let record = Record::decode(&bytes)?;
+            if record.expires_ms > now_ms() {
+                return if record.fingerprint == fingerprint {
+                    Ok(Claim::Replay(record.stored))
+                } else {
+                    Err(mismatch())
+                };
+            }
+        }
+        let mut running = self
+            .running
+            .lock()
+            .expect("no panics while holding the lock");
+        let now = Instant::now();
+        match running.get(key) {
+            Some((fp, until)) if *until > now => Err(if fp == fingerprint {
+                in_progress()
+            } else {
+                mismatch()
+            }),
+            _ => {
+                running.insert(
+                    key.to_owned(),
+                    (fingerprint.to_owned(), now + IN_PROGRESS_TTL),
+                );
+                Ok(Claim::Proceed)
+            }
+        }
+    }
+
+    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
+        let record = Record {
+            expires_ms: now_ms() + RETENTION.as_millis() as u64,
+            fingerprint: fingerprint.to_owned(),
+            stored: response.clone(),
+        };
+        let owned_key = key.as_bytes().to_vec();
+        let result = self
+            .store
+            .write(move |staging| {
+                staging.put(Space::Idempotency, owned_key, record.encode());
+                Ok(())
+            })
+            .await;
+        self.running
+            .lock()
+            .expect("no panics while holding the lock")
+            .remove(key);
+        result
+    }
+
+    async fn release(&self, key: &str, _fingerprint: &str) -> Result<(), Error> {
+        self.running
+            .lock()
+            .expect("no panics while holding the lock")
+            .remove(key);
+        Ok(())
+    }
+}
