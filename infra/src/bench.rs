@@ -25,6 +25,8 @@ pub enum Workload {
     KvGet,
     /// 2-key read-modify-write transactions (begin, 2 gets, 2 puts, commit); conflicts counted and retried.
     KvTx,
+    /// `POST /certificates` of 1 share, 3 in 4 to class CS, 1 in 4 to PS.
+    Certificates,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +203,17 @@ async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: 
                     .send()
                     .await,
             ),
+            Workload::Certificates => {
+                let class = if pick(4) == 0 { "PS" } else { "CS" };
+                let body = json!({"name": "Bench Holder", "amount": 1, "class": class});
+                status_of(
+                    client
+                        .post(format!("{}/certificates", options.target))
+                        .json(&body)
+                        .send()
+                        .await,
+                )
+            }
             Workload::KvTx => {
                 let (a, b) = (pick(options.keys), pick(options.keys));
                 read_modify_write(
