@@ -78,6 +78,12 @@ struct Serve {
     /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
     #[arg(long, default_value = "CS=2600000,PS=750000")]
     default_classes: String,
+    /// Counters: strong (in the total when acknowledged) or eventual (logged, folded within a second).
+    #[arg(long, default_value = "strong", value_parser = ["strong", "eventual"])]
+    counter_mode: String,
+    /// Limit each client address to N requests per SECONDS on each route (e.g. 1000/5); over it: 429.
+    #[arg(long, value_parser = crate::server::RateLimit::parse)]
+    rate_limit: Option<crate::server::RateLimit>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,6 +146,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
+        counter_mode: strata_core::counters::Mode::parse(&args.counter_mode)?,
     };
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
@@ -177,10 +184,17 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         store = stores.backend.as_str(),
         "strata serving"
     );
-    let router = crate::server::router(Arc::new(stores));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let mut router = crate::server::router(Arc::new(stores));
+    if let Some(limit) = args.rate_limit {
+        router = crate::server::rate_limited(router, limit);
+    }
+    // Connection info gives the rate limiter each client's address.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("shutting down");
     drop(embedded);
     Ok(())

@@ -4,7 +4,12 @@ use strata_http::route::Route;
 
 /// Every route the API serves, in no particular order.
 pub fn all() -> Vec<Route> {
-    [strata_kv::ROUTES, strata_certificates::ROUTES].concat()
+    [
+        strata_kv::ROUTES,
+        strata_certificates::ROUTES,
+        strata_counters::ROUTES,
+    ]
+    .concat()
 }
 
 /// What answers requests that match no route.

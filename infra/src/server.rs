@@ -42,6 +42,82 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
         .method_not_allowed_fallback(fallback)
 }
 
+/// `--rate-limit N/SECONDS`: at most N requests per SECONDS per client address and route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: std::time::Duration,
+}
+
+impl RateLimit {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let bad = || format!("expected REQUESTS/SECONDS such as 1000/5, not {raw:?}");
+        let (requests, seconds) = raw.split_once('/').ok_or_else(bad)?;
+        let requests: u32 = requests.trim().parse().map_err(|_| bad())?;
+        let seconds: f64 = seconds.trim().parse().map_err(|_| bad())?;
+        if requests == 0 || !(seconds > 0.0 && seconds.is_finite()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            requests,
+            per: std::time::Duration::from_secs_f64(seconds),
+        })
+    }
+}
+
+/// Rate limiting by client address and route (tower_governor's GCRA): a burst of N, refilled evenly over
+/// SECONDS. Over the limit: `429` in the API's error JSON with `retry-after`, and the request never reaches
+/// its handler, so nothing is counted or changed.
+pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
+    use tower_governor::GovernorLayer;
+    use tower_governor::governor::GovernorConfigBuilder;
+    let config = GovernorConfigBuilder::default()
+        .key_extractor(ClientAndRoute)
+        .period(limit.per / limit.requests)
+        .burst_size(limit.requests)
+        .finish()
+        .expect("a positive period and burst");
+    let layer = GovernorLayer::new(Arc::new(config)).error_handler(|e| {
+        let retry_after = match e {
+            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => wait_time.max(1),
+            _ => 1,
+        };
+        to_axum(error(
+            &Error::new(
+                strata_core::Kind::Throttled,
+                "rate_limited",
+                "too many requests; slow down",
+            )
+            .retry_after(retry_after),
+        ))
+    });
+    router.route_layer(layer)
+}
+
+/// The rate-limiting key: the client's address and the route (method and path template) it called.
+#[derive(Debug, Clone, Copy)]
+struct ClientAndRoute;
+
+impl tower_governor::key_extractor::KeyExtractor for ClientAndRoute {
+    type Key = (std::net::IpAddr, Method, String);
+
+    fn extract<T>(
+        &self,
+        req: &http::Request<T>,
+    ) -> Result<Self::Key, tower_governor::GovernorError> {
+        let client = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)?;
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+        Ok((client, req.method().clone(), route))
+    }
+}
+
 /// API Gateway's `{name+}` (rest of the path) is axum's `{*name}`.
 pub fn axum_path(path: &str) -> String {
     path.split('/')
@@ -132,7 +208,16 @@ fn to_axum(response: strata_http::Response) -> axum::response::Response {
 
 #[cfg(test)]
 mod tests {
-    use super::axum_path;
+    use super::{RateLimit, axum_path};
+
+    #[test]
+    fn rate_limits_parse() {
+        let limit = RateLimit::parse("50/5").unwrap();
+        assert_eq!((limit.requests, limit.per.as_secs()), (50, 5));
+        for bad in ["", "50", "0/5", "50/0", "x/5", "50/-1"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn greedy_parameters_become_wildcards() {

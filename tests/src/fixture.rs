@@ -39,6 +39,29 @@ impl Fixture {
 
     pub async fn dynamodb_with(settings: Settings) -> Self {
         let (client, tables) = crate::dynamodb::fresh_tables().await;
+        if settings.counter_mode == strata_core::counters::Mode::Eventual {
+            // What the counters-aggregate Lambda does on AWS: fold every batch its stream delivers.
+            let aggregator = strata_dynamo::aggregator::Aggregator::new(
+                client.clone(),
+                tables.counters.clone(),
+                tables.counter_log.clone(),
+            );
+            let mut reader = crate::streams::StreamReader::open(
+                crate::dynamodb::endpoint(),
+                &tables.counter_log,
+            )
+            .await;
+            tokio::spawn(async move {
+                loop {
+                    let event = reader.next_event().await;
+                    let entries = strata_counters::stream::entries(&event);
+                    if let Err(e) = aggregator.fold(entries).await {
+                        eprintln!("fold failed (the batch is not redelivered here): {e}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+        }
         let stores = strata_dynamo::stores(client, tables, &settings);
         Self {
             name: "dynamodb",

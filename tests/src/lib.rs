@@ -8,6 +8,8 @@
 //! - [`fixture`]: a [`fixture::Fixture`] is one backend (embedded in a temp dir, or DynamoDB) plus an
 //!   in-process [`fixture::App`] that answers HTTP requests through the local server's router: the contract
 //!   suite runs the same assertions against both.
+//! - [`streams`]: DynamoDB Local's streams read and turned into real `DynamoDbEvent` payloads, for the
+//!   counter aggregator.
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
 //!
 //! The tests themselves are in `tests/suite/`.
@@ -15,6 +17,7 @@
 pub mod dynamodb;
 pub mod fixture;
 pub mod server;
+pub mod streams;
 
 /// The repository root.
 pub fn repo_root() -> std::path::PathBuf {

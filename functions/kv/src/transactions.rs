@@ -91,30 +91,37 @@ pub async fn delete(stores: &Stores, req: Request) -> Response {
 
 /// `POST /kv/transactions/{id}/commit` → `200 {"id","committed":true,"writes":n}`, `409 conflict`.
 pub async fn commit(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let id = tx_id(&req)?;
-            let writes = stores.kv_tx.commit(&id).await?;
-            Ok(json(
-                StatusCode::OK,
-                &json!({"id": id.as_str(), "committed": true, "writes": writes}),
-            ))
-        }
-        .await,
-    )
+    // With an Idempotency-Key, a retry of a commit whose answer was lost gets that answer again.
+    idempotency::run(stores, req, "kv-tx-commit", |req, _| async move {
+        from_result(
+            async {
+                let id = tx_id(&req)?;
+                let writes = stores.kv_tx.commit(&id).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &json!({"id": id.as_str(), "committed": true, "writes": writes}),
+                ))
+            }
+            .await,
+        )
+    })
+    .await
 }
 
 /// `POST /kv/transactions/{id}/rollback` → `200 {"id","rolled_back":true}`.
 pub async fn rollback(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let id = tx_id(&req)?;
-            stores.kv_tx.rollback(&id).await?;
-            Ok(json(
-                StatusCode::OK,
-                &json!({"id": id.as_str(), "rolled_back": true}),
-            ))
-        }
-        .await,
-    )
+    idempotency::run(stores, req, "kv-tx-rollback", |req, _| async move {
+        from_result(
+            async {
+                let id = tx_id(&req)?;
+                stores.kv_tx.rollback(&id).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &json!({"id": id.as_str(), "rolled_back": true}),
+                ))
+            }
+            .await,
+        )
+    })
+    .await
 }

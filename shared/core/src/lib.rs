@@ -7,6 +7,7 @@
 //! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port;
 //!   [`kv::tx`]: transactions (buffer, limits, commit plan) and the [`kv::tx::KvTransactions`] port.
 //! - [`certificates`]: share classes and gapless certificate numbers; the [`certificates::Ledger`] port.
+//! - [`counters`]: strong and eventual counters, overflow reservation; the [`counters::Counters`] port.
 //! - [`idempotency`]: `Idempotency-Key` semantics and the [`idempotency::Idempotency`] port, for every service.
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
@@ -16,6 +17,7 @@
 //! backend directly. Everything that both must agree on lives here.
 
 pub mod certificates;
+pub mod counters;
 pub mod error;
 pub mod idempotency;
 pub mod kv;

@@ -1,6 +1,7 @@
 //! The ports a handler can reach, bundled so one value wires a whole deployment.
 
 use crate::certificates::{ClassCode, Ledger, default_classes, parse_default_classes};
+use crate::counters::{Counters, Mode};
 use crate::idempotency::Idempotency;
 use crate::kv::KvStore;
 use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
@@ -30,6 +31,7 @@ pub struct Stores {
     pub kv: Arc<dyn KvStore>,
     pub kv_tx: Arc<dyn KvTransactions>,
     pub ledger: Arc<dyn Ledger>,
+    pub counters: Arc<dyn Counters>,
     pub idempotency: Arc<dyn Idempotency>,
 }
 
@@ -40,6 +42,8 @@ pub struct Settings {
     pub tx_idle_timeout: Duration,
     /// Share classes that exist from the first start, with their authorized shares.
     pub default_classes: Vec<(ClassCode, u64)>,
+    /// Strong or eventual counters.
+    pub counter_mode: Mode,
 }
 
 impl Default for Settings {
@@ -47,13 +51,14 @@ impl Default for Settings {
         Self {
             tx_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             default_classes: default_classes(),
+            counter_mode: Mode::Strong,
         }
     }
 }
 
 impl Settings {
     /// From the environment the template sets (`KV_TX_IDLE_TIMEOUT_SECONDS`, `DEFAULT_SHARE_CLASSES` as
-    /// `CS=2600000,PS=750000`), defaults otherwise.
+    /// `CS=2600000,PS=750000`, `COUNTER_MODE`), defaults otherwise.
     pub fn from_env() -> Result<Self, crate::Error> {
         let mut settings = Self::default();
         if let Ok(raw) = std::env::var("KV_TX_IDLE_TIMEOUT_SECONDS") {
@@ -63,6 +68,9 @@ impl Settings {
                 ))
             })?;
             settings.tx_idle_timeout = Duration::from_secs(seconds);
+        }
+        if let Ok(raw) = std::env::var("COUNTER_MODE") {
+            settings.counter_mode = Mode::parse(&raw)?;
         }
         if let Ok(raw) = std::env::var("DEFAULT_SHARE_CLASSES") {
             settings.default_classes = parse_default_classes(&raw)?;

@@ -10,6 +10,8 @@ pub struct Tables {
     pub kv: String,
     pub kv_tx: String,
     pub ledger: String,
+    pub counters: String,
+    pub counter_log: String,
     pub idempotency: String,
 }
 
@@ -29,6 +31,8 @@ impl Tables {
             kv: var("KV_TABLE")?,
             kv_tx: var("KV_TX_TABLE")?,
             ledger: var("LEDGER_TABLE")?,
+            counters: var("COUNTER_TABLE")?,
+            counter_log: var("COUNTER_LOG_TABLE")?,
             idempotency: var("IDEMPOTENCY_TABLE")?,
         })
     }
@@ -49,6 +53,12 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
             client.clone(),
             tables.ledger,
             settings.default_classes.clone(),
+        )),
+        counters: Arc::new(crate::counters::DynamoCounters::new(
+            client.clone(),
+            tables.counters,
+            tables.counter_log,
+            settings.counter_mode,
         )),
         idempotency: Arc::new(crate::idempotency::DynamoIdempotency::new(
             client,

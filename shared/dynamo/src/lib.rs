@@ -8,11 +8,15 @@
 //!   condition is told apart so callers can turn it into the right domain answer.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
+//! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append) counters.
+//! - [`aggregator`]: folds the counter log, delivered by its stream, into the totals exactly once.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
 //!   commit is a single `TransactWriteItems`.
 
+pub mod aggregator;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod idempotency;
 pub mod kv;

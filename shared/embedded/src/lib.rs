@@ -9,12 +9,14 @@
 //!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
 //! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
 //! - [`ledger`]: stock certificates: an issue is one writer command (check, allocate, store).
+//! - [`counters`]: strong and eventual counters; in eventual mode a folder thread moves the log into totals.
 //! - [`idempotency`]: `Idempotency-Key` records: running claims in memory, completed responses on disk.
 //! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
 //!
 //! Reads go straight to the keyspaces. fjall makes a batch visible only after its journal write (and the
 //! fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
 
+pub mod counters;
 pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;

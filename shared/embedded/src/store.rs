@@ -14,15 +14,21 @@ pub enum Space {
     Certificates,
     Requests,
     Idempotency,
+    Counters,
+    CounterLog,
+    CounterRequests,
 }
 
 impl Space {
-    const ALL: [Space; 5] = [
+    const ALL: [Space; 8] = [
         Space::Kv,
         Space::Classes,
         Space::Certificates,
         Space::Requests,
         Space::Idempotency,
+        Space::Counters,
+        Space::CounterLog,
+        Space::CounterRequests,
     ];
 
     fn name(self) -> &'static str {
@@ -32,6 +38,9 @@ impl Space {
             Space::Certificates => "certificates",
             Space::Requests => "requests",
             Space::Idempotency => "idempotency",
+            Space::Counters => "counters",
+            Space::CounterLog => "counter_log",
+            Space::CounterRequests => "counter_requests",
         }
     }
 }
@@ -99,7 +108,42 @@ impl Store {
                 self.clone(),
                 settings.default_classes.clone(),
             )),
+            counters: Arc::new(crate::counters::EmbeddedCounters::new(
+                self.clone(),
+                settings.counter_mode,
+            )),
             idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(self.clone())),
+        }
+    }
+
+    /// Runs `task` every `every` on a thread of its own until the store is dropped. The thread holds the
+    /// store only while a round runs, so it never keeps the store open.
+    pub(crate) fn start_background<F, Fut>(&self, name: &str, every: std::time::Duration, task: F)
+    where
+        F: Fn(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        return tracing::error!(error = %e, "cannot start a background runtime");
+                    }
+                };
+                loop {
+                    std::thread::sleep(every);
+                    let Some(inner) = weak.upgrade() else { return };
+                    runtime.block_on(task(Store { inner }));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start background thread {name}");
         }
     }
 

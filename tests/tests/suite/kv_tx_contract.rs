@@ -21,6 +21,7 @@ contract!(
     a_99_key_transaction_commits_and_the_100th_key_is_refused,
     writes_over_4_mb_are_refused_and_the_transaction_stays_usable,
     unknown_transactions_and_bad_input,
+    a_retried_commit_with_an_idempotency_key_gets_the_original_answer,
     idle_transactions_expire,
     concurrent_read_modify_write_loses_no_update,
     readers_that_commit_never_see_half_a_commit,
@@ -539,4 +540,25 @@ async fn readers_that_commit_never_see_half_a_commit(f: Fixture) {
         clean += r.await.unwrap().0;
     }
     assert!(clean > 0, "some readers committed");
+}
+
+async fn a_retried_commit_with_an_idempotency_key_gets_the_original_answer(f: Fixture) {
+    let app = &f.app;
+    let tx = begin(app).await;
+    app.put(&key_path(&tx, "once"), json!({"value": "1"})).await;
+    let commit_with_key = || {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("/kv/transactions/{tx}/commit"))
+            .header("idempotency-key", "commit-1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.send(request)
+    };
+    let first = commit_with_key().await;
+    assert_eq!(first.status, StatusCode::OK);
+    // without the key a second commit is 404 (the transaction is over); with it, the answer is replayed
+    let again = commit_with_key().await;
+    assert_eq!((again.status, &again.body), (StatusCode::OK, &first.body));
+    assert_eq!(commit(app, &tx).await.code(), "transaction_not_found");
 }

@@ -173,3 +173,17 @@ async fn certificate_events_drive_the_handlers() {
         )
     );
 }
+
+#[tokio::test]
+async fn counter_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    assert_eq!(invoke(&f, "counters-get").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        invoke(&f, "counters-increment").await,
+        (StatusCode::OK, json!({"key": "hello world", "value": 20}))
+    );
+    assert_eq!(
+        invoke(&f, "counters-get").await,
+        (StatusCode::OK, json!({"hello world": 20}))
+    );
+}

@@ -1,0 +1,264 @@
+//! Counters on DynamoDB.
+//!
+//! `CounterTable` (key `key`): `total`, `pending` (accepted, not yet folded) and `room`, what is left below
+//! 2^63 − 1 once total and pending are counted. DynamoDB conditions cannot add, so the room is kept as its
+//! own attribute: every increment takes its value out of `room` under `room >= :value`, in the same write
+//! that adds it, so an overflow is refused before anything is counted and never touches another counter.
+//!
+//! Strong: one `UpdateItem` (`ADD total`) per increment; with an idempotency key, one `TransactWriteItems`
+//! that also puts the request's marker (`done#<key>` in the log table), so a retry counts nothing more.
+//!
+//! Eventual: one `TransactWriteItems` per increment: the log entry (`r#<key>` or `u#<random>`, only if
+//! absent), a check that the request was not folded already, and the reservation in the counter. The log
+//! table's stream feeds [`crate::aggregator`], which folds batches into totals.
+
+use crate::error::store_error;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_core::Error;
+use strata_core::counters::{CounterKey, Counters, Incremented, MAX_TOTAL, Mode, overflow};
+
+pub(crate) const KEY: &str = "key";
+pub(crate) const TOTAL: &str = "total";
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const ROOM: &str = "room";
+/// Log table attributes.
+pub(crate) const ID: &str = "id";
+pub(crate) const VALUE: &str = "value";
+pub(crate) const TTL: &str = "ttl";
+/// How long the marker of a counted request is kept (the idempotency retention).
+pub(crate) const MARKER_TTL: Duration = strata_core::idempotency::RETENTION;
+
+pub struct DynamoCounters {
+    client: Client,
+    table: String,
+    log_table: String,
+    mode: Mode,
+}
+
+pub(crate) fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+pub(crate) fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn marker_id(request_id: &str) -> String {
+    format!("done#{request_id}")
+}
+
+pub(crate) fn marker_ttl() -> u64 {
+    (SystemTime::now() + MARKER_TTL)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+fn room_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
+    item.and_then(|i| i.get(ROOM))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_TOTAL)
+}
+
+impl DynamoCounters {
+    pub fn new(client: Client, table: String, log_table: String, mode: Mode) -> Self {
+        Self {
+            client,
+            table,
+            log_table,
+            mode,
+        }
+    }
+
+    /// The update that reserves `value` in a counter (and adds it to `target`: total or pending).
+    fn reserve(&self, key: &CounterKey, value: u64, target: &str) -> Update {
+        Update::builder()
+            .table_name(&self.table)
+            .key(KEY, s(key.as_str()))
+            .update_expression("ADD #target :v SET #room = if_not_exists(#room, :max) - :v")
+            .condition_expression("attribute_not_exists(#room) OR #room >= :v")
+            .expression_attribute_names("#target", target)
+            .expression_attribute_names("#room", ROOM)
+            .expression_attribute_values(":v", n(value))
+            .expression_attribute_values(":max", n(MAX_TOTAL))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("update is complete")
+    }
+
+    async fn total(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, s(key.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        Ok(out.item.map(|item| {
+            item.get(TOTAL)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// Runs a transaction whose last action is the reservation; `Ok(false)`: an earlier action's condition
+    /// failed (the request was already counted).
+    async fn transact(
+        &self,
+        key: &CounterKey,
+        value: u64,
+        actions: Vec<TransactWriteItem>,
+    ) -> Result<bool, Error> {
+        let reservation = actions.len() - 1;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(true),
+            Err(e) => e,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+        {
+            let reasons = c.cancellation_reasons();
+            let failed =
+                |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+            if failed(reservation) {
+                return Err(overflow(key, room_of(reasons[reservation].item()), value));
+            }
+            if (0..reservation).any(failed) {
+                return Ok(false);
+            }
+            return Err(Error::unavailable("the counter is busy; retry"));
+        }
+        Err(store_error("TransactWriteItems", e))
+    }
+}
+
+#[async_trait]
+impl Counters for DynamoCounters {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    async fn increment(
+        &self,
+        key: &CounterKey,
+        value: u64,
+        request_id: Option<&str>,
+    ) -> Result<Incremented, Error> {
+        if value > MAX_TOTAL {
+            // No counter can take it; the room guard cannot say so for a counter that does not exist yet.
+            let room = MAX_TOTAL - self.total(key).await?.unwrap_or(0);
+            return Err(overflow(key, room, value));
+        }
+        match (self.mode, request_id) {
+            (Mode::Strong, None) => {
+                let reserve = self.reserve(key, value, TOTAL);
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(reserve.key))
+                    .update_expression(reserve.update_expression)
+                    .set_condition_expression(reserve.condition_expression)
+                    .set_expression_attribute_names(reserve.expression_attribute_names)
+                    .set_expression_attribute_values(reserve.expression_attribute_values)
+                    .return_values(ReturnValue::UpdatedNew)
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                match result {
+                    Ok(out) => {
+                        let total = out
+                            .attributes
+                            .as_ref()
+                            .and_then(|a| a.get(TOTAL))
+                            .and_then(|v| v.as_n().ok());
+                        Ok(Incremented::Total(
+                            total.and_then(|t| t.parse().ok()).unwrap_or(value),
+                        ))
+                    }
+                    Err(e) => match e.as_service_error() {
+                        Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                            Err(overflow(key, room_of(c.item.as_ref()), value))
+                        }
+                        _ => Err(store_error("UpdateItem", e)),
+                    },
+                }
+            }
+            (Mode::Strong, Some(request)) => {
+                let marker = Put::builder()
+                    .table_name(&self.log_table)
+                    .item(ID, s(&marker_id(request)))
+                    .item(TTL, n(marker_ttl()))
+                    .condition_expression("attribute_not_exists(#id)")
+                    .expression_attribute_names("#id", ID)
+                    .build()
+                    .expect("put is complete");
+                let actions = vec![
+                    TransactWriteItem::builder().put(marker).build(),
+                    TransactWriteItem::builder()
+                        .update(self.reserve(key, value, TOTAL))
+                        .build(),
+                ];
+                self.transact(key, value, actions).await?;
+                Ok(Incremented::Total(self.total(key).await?.unwrap_or(0)))
+            }
+            (Mode::Eventual, request) => {
+                let id = match request {
+                    Some(r) => format!("r#{r}"),
+                    None => format!("u#{}", strata_core::kv::tx::TxId::generate().as_str()),
+                };
+                let entry = Put::builder()
+                    .table_name(&self.log_table)
+                    .item(ID, s(&id))
+                    .item(KEY, s(key.as_str()))
+                    .item(VALUE, n(value))
+                    .condition_expression("attribute_not_exists(#id)")
+                    .expression_attribute_names("#id", ID)
+                    .build()
+                    .expect("put is complete");
+                let mut actions = vec![TransactWriteItem::builder().put(entry).build()];
+                if let Some(r) = request {
+                    let folded = ConditionCheck::builder()
+                        .table_name(&self.log_table)
+                        .key(ID, s(&marker_id(r)))
+                        .condition_expression("attribute_not_exists(#id)")
+                        .expression_attribute_names("#id", ID)
+                        .build()
+                        .expect("check is complete");
+                    actions.push(TransactWriteItem::builder().condition_check(folded).build());
+                }
+                actions.push(
+                    TransactWriteItem::builder()
+                        .update(self.reserve(key, value, PENDING))
+                        .build(),
+                );
+                self.transact(key, value, actions).await?;
+                Ok(Incremented::Accepted)
+            }
+        }
+    }
+
+    async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+        self.total(key).await
+    }
+}
