@@ -18,10 +18,16 @@ start_server() {
   "$STRATA" serve --listen "127.0.0.1:$port" --line-listen "127.0.0.1:$line_port" --data-dir "$DATA" "$@" \
     >"$DATA.log" 2>&1 &
   SERVER=$!
-  trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA" "$DATA.log"' EXIT
+  trap stop_server EXIT
   URL="http://127.0.0.1:$port"
   LINE_PORT=$line_port
   until curl -sf "$URL/health" >/dev/null; do sleep 0.1; done
+}
+
+stop_server() {
+  kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  rm -rf "$DATA" "$DATA.log"
 }
 
 wrk_rate() { # prints requests/s; fails on any non-2xx or socket error

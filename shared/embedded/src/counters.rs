@@ -1,17 +1,21 @@
 //! Counters on the embedded store.
 //!
-//! Keyspaces: `counters` (key → total, pending: accepted but not yet folded), `counter_log` (entry id →
-//! value and key; eventual mode) and `counter_requests` (request id → marker: this request already counted).
-//! Every increment is one writer command that checks the request marker and the room left below 2^63 − 1
-//! (total + pending), then adds to the total (strong) or appends to the log (eventual).
+//! Keyspaces: `counters` (key → total, pending: accepted but not yet folded), `counter_log` (sequence
+//! number → value and key; eventual mode) and `counter_requests` (request id → marker: this request was
+//! counted or logged). Every increment is one writer command that checks the request marker and the room
+//! left below 2^63 − 1 (total + pending), then adds to the total (strong) or appends to the log (eventual),
+//! writing the marker in the same batch.
 //!
 //! In eventual mode a folder thread moves log entries into totals every 50 ms: one writer command per round
-//! re-reads each entry, adds it, deletes it and (for requests with a key) writes the marker, all in one
-//! durable batch. A crash before that batch leaves the entries for the next round; after it, they are gone:
-//! each entry is counted exactly once.
+//! re-reads each entry, adds it and deletes it, all in one durable batch. A crash before that batch leaves the
+//! entries for the next round; after it, they are gone: each entry is counted exactly once. Log keys are
+//! sequence numbers in commit order, so the folder resumes after the last entry it folded instead of walking
+//! the deleted ones again (an LSM tree keeps tombstones until compaction).
 
 use crate::{Space, Store};
 use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use strata_core::Error;
 use strata_core::counters::{CounterKey, Counters, Incremented, MAX_TOTAL, Mode, overflow};
@@ -22,6 +26,8 @@ const FOLD_BATCH: usize = 10_000;
 pub struct EmbeddedCounters {
     store: Store,
     mode: Mode,
+    /// The next log sequence number; assigned inside writer commands, so in commit order.
+    next_entry: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,32 +69,44 @@ fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
     ))
 }
 
-/// Log entry ids: `r<request id>` for increments with a key (a retry finds it), `u<random>` otherwise.
-fn entry_id(request_id: Option<&str>) -> Vec<u8> {
-    match request_id {
-        Some(id) => format!("r{id}").into_bytes(),
-        None => format!("u{}", strata_core::kv::tx::TxId::generate().as_str()).into_bytes(),
-    }
-}
-
 impl EmbeddedCounters {
     pub fn new(store: Store, mode: Mode) -> Self {
+        // Above every entry left in the log (a restart reuses only numbers already folded away).
+        let next = store
+            .space(Space::CounterLog)
+            .last_key_value()
+            .and_then(|entry| entry.key().ok())
+            .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
+            .map_or(0, |key| u64::from_be_bytes(key) + 1);
         if mode == Mode::Eventual {
-            store.start_background("strata-folder", FOLD_EVERY, |store| async move {
-                if let Err(e) = fold(&store).await {
-                    tracing::warn!(error = %e, "folding the counter log failed; will retry");
+            let cursor = Arc::new(AtomicU64::new(0));
+            store.start_background("strata-folder", FOLD_EVERY, move |store| {
+                let cursor = cursor.clone();
+                async move {
+                    match fold(&store, cursor.load(Ordering::Relaxed)).await {
+                        Ok(Some(last)) => cursor.store(last + 1, Ordering::Relaxed),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "folding the counter log failed; will retry")
+                        }
+                    }
                 }
             });
         }
-        Self { store, mode }
+        Self {
+            store,
+            mode,
+            next_entry: Arc::new(AtomicU64::new(next)),
+        }
     }
 }
 
-/// One folding round: everything in the log (up to a batch) into the totals, exactly once.
-pub async fn fold(store: &Store) -> Result<usize, Error> {
+/// One folding round: the log from sequence number `from` on (up to a batch) into the totals, exactly once.
+/// Returns the last sequence number folded, if any.
+pub async fn fold(store: &Store, from: u64) -> Result<Option<u64>, Error> {
     let ids: Vec<Vec<u8>> = store
         .space(Space::CounterLog)
-        .iter()
+        .range(from.to_be_bytes()..)
         .take(FOLD_BATCH)
         .map(|entry| {
             entry
@@ -97,12 +115,12 @@ pub async fn fold(store: &Store) -> Result<usize, Error> {
                 .map_err(crate::store::fjall_error)
         })
         .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
+    let Some(last) = ids.last().and_then(|k| <[u8; 8]>::try_from(&k[..]).ok()) else {
+        return Ok(None);
+    };
+    let last = u64::from_be_bytes(last);
     store
         .write(move |staging| {
-            let mut folded = 0;
             for id in ids {
                 // Re-read inside the command: whatever another round already folded is gone.
                 let Some(bytes) = staging.get(Space::CounterLog, &id)? else {
@@ -114,13 +132,9 @@ pub async fn fold(store: &Store) -> Result<usize, Error> {
                 counter.total += value;
                 counter.pending -= value;
                 staging.put(Space::Counters, key, counter.encode());
-                staging.remove(Space::CounterLog, id.clone());
-                if let Some(request) = id.strip_prefix(b"r") {
-                    staging.put(Space::CounterRequests, request.to_vec(), Vec::new());
-                }
-                folded += 1;
+                staging.remove(Space::CounterLog, id);
             }
-            Ok(folded)
+            Ok(Some(last))
         })
         .await
 }
@@ -137,9 +151,8 @@ impl Counters for EmbeddedCounters {
         value: u64,
         request_id: Option<&str>,
     ) -> Result<Incremented, Error> {
-        let (key, mode) = (key.clone(), self.mode);
+        let (key, mode, next_entry) = (key.clone(), self.mode, self.next_entry.clone());
         let request = request_id.map(|r| r.as_bytes().to_vec());
-        let entry = entry_id(request_id);
         self.store
             .write(move |staging| {
                 let stored = Counter::decode(
@@ -148,16 +161,10 @@ impl Counters for EmbeddedCounters {
                         .as_deref(),
                 )?;
                 let mut counter = stored.unwrap_or_default();
-                // Counted before (a retry after a crash lost the first answer): count nothing more.
-                let counted = match &request {
-                    Some(r) => {
-                        staging.get(Space::CounterRequests, r)?.is_some()
-                            || (mode == Mode::Eventual
-                                && staging.get(Space::CounterLog, &entry)?.is_some())
-                    }
-                    None => false,
-                };
-                if counted {
+                // Counted (or logged) before: a retry after a crash lost the first answer. Count nothing more.
+                if let Some(r) = &request
+                    && staging.get(Space::CounterRequests, r)?.is_some()
+                {
                     return Ok(match mode {
                         Mode::Strong => Incremented::Total(counter.total),
                         Mode::Eventual => Incremented::Accepted,
@@ -166,17 +173,22 @@ impl Counters for EmbeddedCounters {
                 if value > counter.room() {
                     return Err(overflow(&key, counter.room(), value));
                 }
+                if let Some(r) = request {
+                    staging.put(Space::CounterRequests, r, Vec::new());
+                }
                 let answer = match mode {
                     Mode::Strong => {
                         counter.total += value;
-                        if let Some(r) = request {
-                            staging.put(Space::CounterRequests, r, Vec::new());
-                        }
                         Incremented::Total(counter.total)
                     }
                     Mode::Eventual => {
                         counter.pending += value;
-                        staging.put(Space::CounterLog, entry, log_entry(&key, value));
+                        let seq = next_entry.fetch_add(1, Ordering::Relaxed);
+                        staging.put(
+                            Space::CounterLog,
+                            seq.to_be_bytes().to_vec(),
+                            log_entry(&key, value),
+                        );
                         Incremented::Accepted
                     }
                 };
