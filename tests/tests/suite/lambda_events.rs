@@ -187,3 +187,21 @@ async fn counter_events_drive_the_handlers() {
         (StatusCode::OK, json!({"hello world": 20}))
     );
 }
+
+#[tokio::test]
+async fn the_commands_event_drives_the_line_protocol() {
+    let f = Fixture::embedded().await;
+    let text = std::fs::read_to_string(events_dir().join("kv-commands.json")).unwrap();
+    let request = lambda_http::request::from_str(&text).unwrap();
+    let response = (route_of("kv-commands").handler)(&f.stores, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(response.body().to_vec()).unwrap(),
+        concat!(
+            "{\"status\": \"Ok\"}\n",
+            "{\"status\": \"Ok\", \"result\": \"hello, world\"}\n",
+            "{\"status\": \"Ok\"}\n{\"status\": \"Ok\"}\n{\"status\": \"Ok\"}\n",
+            "{\"status\": \"Ok\", \"result\": \"bonjour\"}\n"
+        )
+    );
+}

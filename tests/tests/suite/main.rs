@@ -8,6 +8,7 @@ mod e2e_kv;
 mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
+mod line_protocol;
 mod routes;
 
 /// The `strata` command of this very build, for end-to-end tests.

@@ -1,0 +1,155 @@
+//! The line-protocol session: what each command does, inside or outside a transaction. One session per TCP
+//! connection, per `POST /kv/commands` request, per WebSocket connection; all three use this code.
+
+use http::StatusCode;
+use strata_core::kv::line::{self, Command, MAX_LINE_BYTES};
+use strata_core::kv::tx::TxId;
+use strata_core::kv::{Key, Value};
+use strata_core::{Error, Kind, Stores};
+use strata_http::request::body_too_large;
+use strata_http::response::error;
+use strata_http::{Body, MAX_BODY_BYTES, Request, Response};
+
+/// A client's state: at most one open transaction.
+#[derive(Debug, Default)]
+pub struct Session {
+    tx: Option<TxId>,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A session resumed with its open transaction (WebSocket sessions live between invocations).
+    pub fn resume(tx: Option<TxId>) -> Self {
+        Self { tx }
+    }
+
+    pub fn transaction(&self) -> Option<&TxId> {
+        self.tx.as_ref()
+    }
+
+    /// Runs one line; `None` for a blank line (no reply). The reply ends in `\n`.
+    pub async fn execute(&mut self, stores: &Stores, raw: &str) -> Option<String> {
+        if raw.len() > MAX_LINE_BYTES {
+            return Some(line::error(&format!(
+                "Line too long (limit {MAX_LINE_BYTES} bytes)"
+            )));
+        }
+        let command = match line::parse(raw) {
+            Ok(Some(command)) => command,
+            Ok(None) => return None,
+            Err(message) => return Some(line::error(&message)),
+        };
+        Some(match self.run(stores, command).await {
+            Ok(reply) => reply,
+            Err(e) => line::error(&e.message),
+        })
+    }
+
+    /// Ends the session: an open transaction is rolled back (a client that disconnects).
+    pub async fn close(&mut self, stores: &Stores) {
+        if let Some(tx) = self.tx.take()
+            && let Err(e) = stores.kv_tx.rollback(&tx).await
+            && e.kind != Kind::NotFound
+        {
+            tracing::warn!(error = %e, "cannot roll back a disconnected session's transaction");
+        }
+    }
+
+    async fn run(&mut self, stores: &Stores, command: Command<'_>) -> Result<String, Error> {
+        let outcome = match command {
+            Command::Put { key, value } => {
+                let (key, value) = (Key::parse(key)?, Value::parse(value.to_owned())?);
+                match &self.tx {
+                    Some(tx) => stores.kv_tx.stage(tx, &key, Some(value)).await,
+                    None => stores.kv.put(&key, &value).await.map(drop),
+                }
+                .map(|()| line::ok())
+            }
+            Command::Get { key } => {
+                let key = Key::parse(key)?;
+                let value = match &self.tx {
+                    Some(tx) => stores.kv_tx.get(tx, &key).await.map(|v| v.map(|v| v.value)),
+                    None => stores.kv.get(&key).await.map(|v| v.map(|v| v.value)),
+                };
+                value.map(|v| v.map_or_else(|| line::error("Key not found!"), |v| line::result(&v)))
+            }
+            Command::Del { key } => {
+                let key = Key::parse(key)?;
+                match &self.tx {
+                    Some(tx) => stores.kv_tx.stage(tx, &key, None).await,
+                    None => stores.kv.delete(&key).await.map(drop),
+                }
+                .map(|()| line::ok())
+            }
+            Command::Start => {
+                if self.tx.is_some() {
+                    return Ok(line::error("Transaction already in progress"));
+                }
+                self.tx = Some(stores.kv_tx.begin().await?.id);
+                Ok(line::ok())
+            }
+            Command::Commit => {
+                let Some(tx) = self.tx.take() else {
+                    return Ok(line::error("No transaction in progress"));
+                };
+                match stores.kv_tx.commit(&tx).await {
+                    Ok(_) => Ok(line::ok()),
+                    Err(e) if e.code == "conflict" => Ok(line::error(&format!(
+                        "Conflict on key {}: the transaction was rolled back",
+                        e.extra.get("key").and_then(|k| k.as_str()).unwrap_or("?")
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Rollback => {
+                let Some(tx) = self.tx.take() else {
+                    return Ok(line::error("No transaction in progress"));
+                };
+                match stores.kv_tx.rollback(&tx).await {
+                    Ok(()) => Ok(line::ok()),
+                    Err(e) if e.kind == Kind::NotFound => Ok(line::ok()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        // A transaction that expired under the session is over: say so, and leave the session usable.
+        match outcome {
+            Err(e) if e.code == "transaction_not_found" => {
+                self.tx = None;
+                Ok(line::error("Transaction expired; it was rolled back"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// `POST /kv/commands` (text/plain, one command per line) → `200` with one reply line per command. The
+/// lines run in one session; a transaction still open at the end of the body is rolled back.
+pub async fn commands(stores: &Stores, req: Request) -> Response {
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return error(&body_too_large());
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return error(&Error::invalid(
+            "invalid_body",
+            "the commands are not UTF-8 text",
+        ));
+    };
+    let mut session = Session::new();
+    let mut replies = String::new();
+    for raw in text.split('\n') {
+        if let Some(reply) = session.execute(stores, raw).await {
+            replies.push_str(&reply);
+        }
+    }
+    session.close(stores).await;
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::Text(replies))
+        .expect("a valid response")
+}

@@ -1,0 +1,301 @@
+//! The key/value line protocol (API §1): exact reply bytes over TCP, the classic two-client scenario,
+//! pipelining and framing, transactions bound to connections, 1,000 connections at once, `POST /kv/commands`
+//! on both stores, and the local WebSocket with a real client.
+
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use strata_tests::contract;
+use strata_tests::fixture::Fixture;
+use strata_tests::server::Server;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap();
+        let (read, writer) = stream.into_split();
+        Self {
+            reader: BufReader::new(read),
+            writer,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+
+    async fn reply(&mut self) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
+            .await
+            .expect("a reply")
+            .unwrap();
+        line
+    }
+
+    async fn call(&mut self, command: &str) -> String {
+        self.send(format!("{command}\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+const OK: &str = "{\"status\": \"Ok\"}\n";
+
+fn result(value: &str) -> String {
+    format!("{{\"status\": \"Ok\", \"result\": {value}}}\n")
+}
+
+fn error(mesg: &str) -> String {
+    format!("{{\"status\": \"Error\", \"mesg\": \"{mesg}\"}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_command_answers_with_the_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.call("PUT   a    3 * 3 = 9 ").await, OK);
+    assert_eq!(c.call("GET a").await, result("\"3 * 3 = 9 \""));
+    assert_eq!(
+        c.call("get a").await,
+        result("\"3 * 3 = 9 \""),
+        "keywords are case-insensitive"
+    );
+    assert_eq!(
+        c.call("GET A").await,
+        error("Key not found!"),
+        "keys are not"
+    );
+    assert_eq!(
+        c.call("PUT j {\"first_name\": \"George\", \"role\": \"President\"}")
+            .await,
+        OK
+    );
+    assert_eq!(
+        c.call("GET j").await,
+        result(r#""{\"first_name\": \"George\", \"role\": \"President\"}""#)
+    );
+    assert_eq!(c.call("PUT u 说 é 🚀 \\ /").await, OK);
+    assert_eq!(
+        c.call("GET u").await,
+        result(r#""\u8bf4 \u00e9 \ud83d\ude80 \\ /""#)
+    );
+    assert_eq!(c.call("DEL a").await, OK);
+    assert_eq!(
+        c.call("DELETE a").await,
+        OK,
+        "deleting an absent key is fine"
+    );
+    assert_eq!(c.call("GET a").await, error("Key not found!"));
+    assert_eq!(c.call("PUT a").await, error("Usage: PUT key value"));
+    assert_eq!(c.call("GET a b").await, error("Usage: GET key"));
+    assert_eq!(c.call("DEL").await, error("Usage: DEL key"));
+    assert_eq!(c.call("JUMP a").await, error("Unknown command: JUMP"));
+    assert_eq!(c.call("COMMIT").await, error("No transaction in progress"));
+    assert_eq!(
+        c.call("ROLLBACK").await,
+        error("No transaction in progress")
+    );
+    assert_eq!(c.call("START").await, OK);
+    assert_eq!(c.call("PUT t inside").await, OK);
+    assert_eq!(
+        c.call("start").await,
+        error("Transaction already in progress")
+    );
+    assert_eq!(
+        c.call("GET t").await,
+        result("\"inside\""),
+        "the open transaction was kept"
+    );
+    assert_eq!(c.call("COMMIT").await, OK);
+    assert_eq!(c.call("GET t").await, result("\"inside\""));
+    let long_key = "k".repeat(1025);
+    assert!(
+        c.call(&format!("GET {long_key}"))
+            .await
+            .starts_with("{\"status\": \"Error\", \"mesg\": \"key is 1025 bytes")
+    );
+    // \r\n endings, blank lines (no reply), pipelining in one write, a line split across writes
+    c.send(b"PUT p 1\r\n\r\n\n  \nGET p\r\nGET t\n").await;
+    assert_eq!(c.reply().await, OK);
+    assert_eq!(c.reply().await, result("\"1\""));
+    assert_eq!(c.reply().await, result("\"inside\""));
+    c.send(b"GE").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(b"T p\n").await;
+    assert_eq!(c.reply().await, result("\"1\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_over_long_line_is_an_error_and_the_connection_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let mut c = Client::connect(&server).await;
+    let mut huge = b"PUT big ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 1024 * 1024 + 10));
+    huge.push(b'\n');
+    c.send(&huge).await;
+    assert_eq!(
+        c.reply().await,
+        error("Line too long (limit 1048576 bytes)")
+    );
+    assert_eq!(c.call("GET big").await, error("Key not found!"));
+    c.send(&[0xff, 0xfe, b'\n']).await;
+    assert_eq!(c.reply().await, error("Invalid UTF-8 in command"));
+    assert_eq!(c.call("PUT ok yes").await, OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_classic_two_client_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let run = |who: &'static str| {
+        let server = &server;
+        async move {
+            let mut c = Client::connect(server).await;
+            assert_eq!(c.call("GET a").await, error("Key not found!"));
+            assert_eq!(c.call("START").await, OK);
+            assert_eq!(c.call(&format!("PUT a {who}")).await, OK);
+            assert_eq!(
+                c.call("GET a").await,
+                result(&format!("\"{who}\"")),
+                "each sees its own value"
+            );
+            assert_eq!(c.call("COMMIT").await, OK, "blind writes do not conflict");
+        }
+    };
+    tokio::join!(run("one"), run("two"));
+    let mut c = Client::connect(&server).await;
+    let last = c.call("GET a").await;
+    assert!(
+        last == result("\"one\"") || last == result("\"two\""),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disconnect_rolls_back_and_a_conflict_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let mut a = Client::connect(&server).await;
+    assert_eq!(a.call("START").await, OK);
+    assert_eq!(a.call("PUT gone 1").await, OK);
+    drop(a);
+    let mut b = Client::connect(&server).await;
+    assert_eq!(b.call("GET gone").await, error("Key not found!"));
+    // a transaction that read a key someone else then changed fails to commit, and the session goes on
+    assert_eq!(b.call("PUT k 1").await, OK);
+    assert_eq!(b.call("START").await, OK);
+    assert_eq!(b.call("GET k").await, result("\"1\""));
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.call("PUT k 2").await, OK);
+    assert_eq!(b.call("PUT k 3").await, OK);
+    assert_eq!(
+        b.call("COMMIT").await,
+        error("Conflict on key k: the transaction was rolled back")
+    );
+    assert_eq!(b.call("GET k").await, result("\"2\""));
+    assert_eq!(b.call("START").await, OK, "a new transaction can start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_connections_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        clients.push(Client::connect(&server).await);
+    }
+    let tasks = clients.into_iter().enumerate().map(|(i, mut c)| {
+        tokio::spawn(async move {
+            assert_eq!(c.call(&format!("PUT conn{i} {i}")).await, OK);
+            c
+        })
+    });
+    let mut clients = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        clients.push(t.await.unwrap());
+    }
+    for (i, c) in clients.iter_mut().enumerate().step_by(97) {
+        assert_eq!(
+            c.call(&format!("GET conn{i}")).await,
+            result(&format!("\"{i}\""))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_websocket_speaks_the_same_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    let url = server.url("/kv/ws").replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut call = async |command: &str| {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(command))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        reply.into_text().unwrap().to_string()
+    };
+    assert_eq!(call("START").await, OK.trim_end());
+    assert_eq!(call("PUT w über").await, OK.trim_end());
+    assert_eq!(call("GET w").await, result("\"\\u00fcber\"").trim_end());
+    assert_eq!(call("COMMIT").await, OK.trim_end());
+    assert_eq!(
+        call("COMMIT").await,
+        error("No transaction in progress").trim_end()
+    );
+    assert_eq!(call("START").await, OK.trim_end());
+    assert_eq!(call("PUT w rolled back").await, OK.trim_end());
+    drop(ws); // closing the socket rolls back its transaction
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.call("GET w").await, result("\"\\u00fcber\""));
+}
+
+contract!(commands_over_http_run_in_one_session);
+
+async fn commands_over_http_run_in_one_session(f: Fixture) {
+    let r = f
+        .app
+        .text(
+            http::Method::POST,
+            "/kv/commands",
+            b"PUT a 1\nSTART\r\nPUT a 2\nGET a\n\nCOMMIT\nGET a\nGET zz\nFROB\nSTART\nPUT b 9"
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let expected = [
+        OK,
+        OK,
+        OK,
+        &result("\"2\""),
+        OK,
+        &result("\"2\""),
+        &error("Key not found!"),
+        &error("Unknown command: FROB"),
+        OK,
+        OK,
+    ]
+    .concat();
+    assert_eq!(r.1, expected);
+    // the transaction left open at the end of the body was rolled back
+    let r = f
+        .app
+        .text(http::Method::POST, "/kv/commands", b"GET b".to_vec())
+        .await;
+    assert_eq!(r.1, error("Key not found!"));
+}
