@@ -7,6 +7,8 @@
 //! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
 //!   `POST /kv/commands` handler.
 //! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
+//! - [`websocket`]: the API Gateway WebSocket routes (`$connect`, `$disconnect`, `$default`) on the same
+//!   session, with the open transaction kept per connection id.
 //! - [`system`]: `GET /health` and the fallback for unknown routes; API-wide, hosted here because every
 //!   deployment has the key/value service.
 //! - [`ROUTES`] and [`FALLBACK`]: this crate's part of the route table, mounted by the local server and
@@ -17,6 +19,7 @@ pub mod handlers;
 pub mod line;
 pub mod system;
 pub mod transactions;
+pub mod websocket;
 
 pub use handlers::{delete, get, put};
 use strata_http::handler;

@@ -4,6 +4,7 @@ use crate::certificates::{ClassCode, Ledger, default_classes, parse_default_clas
 use crate::counters::{Counters, Mode};
 use crate::idempotency::Idempotency;
 use crate::kv::KvStore;
+use crate::kv::line::Connections;
 use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Stores {
     pub ledger: Arc<dyn Ledger>,
     pub counters: Arc<dyn Counters>,
     pub idempotency: Arc<dyn Idempotency>,
+    /// Open transactions of WebSocket connections (line protocol).
+    pub connections: Arc<dyn Connections>,
 }
 
 /// Tunables that every backend honours the same way.

@@ -13,6 +13,7 @@ pub struct Tables {
     pub counters: String,
     pub counter_log: String,
     pub idempotency: String,
+    pub ws_sessions: String,
 }
 
 impl Tables {
@@ -34,12 +35,14 @@ impl Tables {
             counters: var("COUNTER_TABLE")?,
             counter_log: var("COUNTER_LOG_TABLE")?,
             idempotency: var("IDEMPOTENCY_TABLE")?,
+            ws_sessions: var("WS_SESSION_TABLE")?,
         })
     }
 }
 
 /// The ports on DynamoDB, sharing one client.
 pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
+    let client_for_connections = client.clone();
     Stores {
         backend: Backend::DynamoDb,
         kv: Arc::new(crate::kv::DynamoKv::new(client.clone(), tables.kv.clone())),
@@ -63,6 +66,10 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
         idempotency: Arc::new(crate::idempotency::DynamoIdempotency::new(
             client,
             tables.idempotency,
+        )),
+        connections: Arc::new(crate::connections::DynamoConnections::new(
+            client_for_connections,
+            tables.ws_sessions,
         )),
     }
 }

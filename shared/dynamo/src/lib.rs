@@ -8,6 +8,7 @@
 //!   condition is told apart so callers can turn it into the right domain answer.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
+//! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
 //! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append) counters.
 //! - [`aggregator`]: folds the counter log, delivered by its stream, into the totals exactly once.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
@@ -16,6 +17,7 @@
 
 pub mod aggregator;
 pub mod config;
+pub mod connections;
 pub mod counters;
 pub mod error;
 pub mod idempotency;

@@ -9,6 +9,7 @@
 //!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
 //! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
 //! - [`ledger`]: stock certificates: an issue is one writer command (check, allocate, store).
+//! - [`connections`]: WebSocket sessions' open transactions, in memory.
 //! - [`counters`]: strong and eventual counters; in eventual mode a folder thread moves the log into totals.
 //! - [`idempotency`]: `Idempotency-Key` records: running claims in memory, completed responses on disk.
 //! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
@@ -16,6 +17,7 @@
 //! Reads go straight to the keyspaces. fjall makes a batch visible only after its journal write (and the
 //! fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
 
+pub mod connections;
 pub mod counters;
 pub mod idempotency;
 pub mod kv;

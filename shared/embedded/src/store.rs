@@ -113,6 +113,7 @@ impl Store {
                 settings.counter_mode,
             )),
             idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(self.clone())),
+            connections: Arc::new(crate::connections::MemoryConnections::default()),
         }
     }
 

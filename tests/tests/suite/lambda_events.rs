@@ -205,3 +205,75 @@ async fn the_commands_event_drives_the_line_protocol() {
         )
     );
 }
+
+/// A WebSocket event file with another message body.
+fn ws_event(function: &str, body: Option<&str>) -> lambda_http::Request {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join(format!("{function}.json"))).unwrap(),
+    )
+    .unwrap();
+    if let Some(body) = body {
+        event["body"] = json!(body);
+    }
+    lambda_http::request::from_str(&event.to_string())
+        .unwrap_or_else(|e| panic!("{function}.json: {e}"))
+}
+
+async fn ws(f: &Fixture, function: &str, body: Option<&str>) -> (StatusCode, String) {
+    let handler = match function {
+        "ws-connect" => strata_http::handler!(strata_kv::websocket::connect),
+        "ws-disconnect" => strata_http::handler!(strata_kv::websocket::disconnect),
+        _ => strata_http::handler!(strata_kv::websocket::default),
+    };
+    let response = handler(&f.stores, ws_event(function, body)).await;
+    (
+        response.status(),
+        String::from_utf8(response.body().to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn websocket_events_keep_a_session_per_connection() {
+    for f in [Fixture::embedded().await, Fixture::dynamodb().await] {
+        assert_eq!(ws(&f, "ws-connect", None).await.0, StatusCode::OK);
+        let ok = "{\"status\": \"Ok\"}".to_owned();
+        assert_eq!(
+            ws(&f, "ws-default", None).await,
+            (StatusCode::OK, ok.clone())
+        );
+        assert_eq!(ws(&f, "ws-default", Some("START")).await.1, ok);
+        assert_eq!(
+            ws(
+                &f,
+                "ws-default",
+                Some("PUT greeting changed in a transaction")
+            )
+            .await
+            .1,
+            ok
+        );
+        // the transaction lives between invocations: the next message sees it, the store does not
+        assert_eq!(
+            ws(&f, "ws-default", Some("GET greeting")).await.1,
+            "{\"status\": \"Ok\", \"result\": \"changed in a transaction\"}"
+        );
+        assert_eq!(
+            ws(&f, "ws-default", Some("START")).await.1,
+            "{\"status\": \"Error\", \"mesg\": \"Transaction already in progress\"}"
+        );
+        assert_eq!(ws(&f, "ws-disconnect", None).await.0, StatusCode::OK);
+        // $disconnect rolled it back
+        let got = f
+            .stores
+            .kv
+            .get(&strata_core::kv::Key::parse("greeting").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.value, "hello over a socket", "{}", f.name);
+        assert_eq!(
+            ws(&f, "ws-default", Some("COMMIT")).await.1,
+            "{\"status\": \"Error\", \"mesg\": \"No transaction in progress\"}"
+        );
+    }
+}

@@ -4,6 +4,22 @@
 //! Parsing and reply encoding live here; the session (which store calls a command makes, transactions)
 //! is in `strata_kv::line`, shared by the TCP listener, `POST /kv/commands` and the WebSocket routes.
 
+use crate::Error;
+use crate::kv::tx::TxId;
+use async_trait::async_trait;
+
+/// Where a WebSocket connection's open transaction is kept between messages (on AWS each message is its own
+/// Lambda invocation, so the session cannot live in memory).
+#[async_trait]
+pub trait Connections: Send + Sync {
+    /// The connection's open transaction, if any.
+    async fn transaction(&self, connection: &str) -> Result<Option<TxId>, Error>;
+    /// Records the connection's open transaction (`None`: it has none).
+    async fn set_transaction(&self, connection: &str, tx: Option<&TxId>) -> Result<(), Error>;
+    /// Forgets the connection (it closed) and returns the transaction it left open.
+    async fn forget(&self, connection: &str) -> Result<Option<TxId>, Error>;
+}
+
 /// Longest accepted line, in bytes (terminator excluded).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 

@@ -1,0 +1,78 @@
+//! The line protocol over an API Gateway WebSocket API: `$connect`, `$disconnect` and `$default`, one Lambda
+//! each. Every message is one command line, run in the connection's session; the reply is the `$default`
+//! route's response, which API Gateway sends back on the socket. The session's open transaction is kept in
+//! the [`strata_core::kv::line::Connections`] port between messages and rolled back on `$disconnect`.
+
+use crate::line::Session;
+use http::StatusCode;
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+use strata_core::{Error, Stores};
+use strata_http::response::from_result;
+use strata_http::{Body, Request, Response};
+
+fn connection_id(req: &Request) -> Result<String, Error> {
+    match req.request_context_ref() {
+        Some(RequestContext::WebSocket(context)) => context.connection_id.clone(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::invalid(
+            "not_a_websocket",
+            "this function serves API Gateway WebSocket events",
+        )
+    })
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    http::Response::builder()
+        .status(status)
+        .body(if body.is_empty() {
+            Body::Empty
+        } else {
+            Body::Text(body)
+        })
+        .expect("a valid response")
+}
+
+/// `$connect`: nothing to set up until the client starts a transaction.
+pub async fn connect(_stores: &Stores, req: Request) -> Response {
+    from_result(connection_id(&req).map(|_| text(StatusCode::OK, String::new())))
+}
+
+/// `$disconnect`: the connection's open transaction is rolled back.
+pub async fn disconnect(stores: &Stores, req: Request) -> Response {
+    from_result(
+        async {
+            let connection = connection_id(&req)?;
+            let mut session = Session::resume(stores.connections.forget(&connection).await?);
+            session.close(stores).await;
+            Ok(text(StatusCode::OK, String::new()))
+        }
+        .await,
+    )
+}
+
+/// `$default`: one command line in, its reply line out (without the newline).
+pub async fn default(stores: &Stores, req: Request) -> Response {
+    from_result(
+        async {
+            let connection = connection_id(&req)?;
+            let line = String::from_utf8_lossy(req.body().as_ref()).into_owned();
+            let before = stores.connections.transaction(&connection).await?;
+            let mut session = Session::resume(before.clone());
+            let reply = session.execute(stores, &line).await.unwrap_or_default();
+            if session.transaction() != before.as_ref() {
+                stores
+                    .connections
+                    .set_transaction(&connection, session.transaction())
+                    .await?;
+            }
+            Ok(text(
+                StatusCode::OK,
+                reply.trim_end_matches('\n').to_owned(),
+            ))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,85 @@
+//! WebSocket sessions on DynamoDB (`WsSessionTable`, key `connection`): the connection's open transaction,
+//! with a TTL past API Gateway's two-hour limit on a connection's life.
+
+use crate::error::store_error;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use std::time::{Duration, SystemTime};
+use strata_core::Error;
+use strata_core::kv::line::Connections;
+use strata_core::kv::tx::TxId;
+use strata_core::time::epoch_seconds;
+
+const CONNECTION: &str = "connection";
+const TX: &str = "tx";
+const TTL: &str = "ttl";
+const KEEP: Duration = Duration::from_secs(3 * 3600);
+
+pub struct DynamoConnections {
+    client: Client,
+    table: String,
+}
+
+impl DynamoConnections {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+}
+
+fn tx_of(item: Option<&std::collections::HashMap<String, AttributeValue>>) -> Option<TxId> {
+    let raw = item?.get(TX)?.as_s().ok()?;
+    TxId::parse(raw).ok()
+}
+
+#[async_trait]
+impl Connections for DynamoConnections {
+    async fn transaction(&self, connection: &str) -> Result<Option<TxId>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(CONNECTION, AttributeValue::S(connection.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        Ok(tx_of(out.item.as_ref()))
+    }
+
+    async fn set_transaction(&self, connection: &str, tx: Option<&TxId>) -> Result<(), Error> {
+        let ttl = AttributeValue::N(epoch_seconds(SystemTime::now() + KEEP).to_string());
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(CONNECTION, AttributeValue::S(connection.to_owned()))
+            .expression_attribute_names("#tx", TX)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":ttl", ttl);
+        let request = match tx {
+            Some(tx) => request
+                .update_expression("SET #tx = :tx, #ttl = :ttl")
+                .expression_attribute_values(":tx", AttributeValue::S(tx.as_str().to_owned())),
+            None => request.update_expression("SET #ttl = :ttl REMOVE #tx"),
+        };
+        request
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn forget(&self, connection: &str) -> Result<Option<TxId>, Error> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(CONNECTION, AttributeValue::S(connection.to_owned()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem", e))?;
+        Ok(tx_of(out.attributes.as_ref()))
+    }
+}
