@@ -45,7 +45,7 @@ report() { # report TITLE baseline workload...
   local title=$1 base
   shift
   base=$(median "${RESULTS[$1]}")
-  printf '%-30s %12s %8s   %s\n' "$title (c=$CONNECTIONS)" "median req/s" "x health" "all rounds"
+  printf '%-30s %12s %8s   %s\n' "$title (c=$CONNECTIONS)" "median req/s" "x first" "all rounds"
   for w in "$@"; do
     local m
     m=$(median "${RESULTS[$w]}")

@@ -27,6 +27,9 @@ pub enum Workload {
     KvTx,
     /// `POST /certificates` of 1 share, 3 in 4 to class CS, 1 in 4 to PS.
     Certificates,
+    /// The key/value line protocol over TCP (`--target tcp://HOST:PORT`): PUT and GET alternating, one
+    /// connection per client, each waiting for its reply (no pipelining), like `redis-benchmark -P 1`.
+    Line,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +164,9 @@ async fn prepare(
 }
 
 async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: Instant) -> Worker {
+    if options.workload == Workload::Line {
+        return line_worker(id, options, deadline).await;
+    }
     let mut w = Worker {
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         operations: 0,
@@ -203,6 +209,7 @@ async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: 
                     .send()
                     .await,
             ),
+            Workload::Line => unreachable!("line clients run in line_worker"),
             Workload::Certificates => {
                 let class = if pick(4) == 0 { "PS" } else { "CS" };
                 let body = json!({"name": "Bench Holder", "amount": 1, "class": class});
@@ -298,4 +305,49 @@ async fn read_modify_write(
     )
     .await?;
     Ok(())
+}
+
+/// One line-protocol connection: `PUT bench-<n> value` and `GET bench-<n>` alternating.
+async fn line_worker(id: usize, options: &Options, deadline: Instant) -> Worker {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut w = Worker {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        operations: 0,
+        errors: BTreeMap::new(),
+    };
+    let address = options.target.trim_start_matches("tcp://");
+    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+        w.errors.insert("transport: connect".into(), 1);
+        return w;
+    };
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut reply = String::new();
+    let mut n: usize = id;
+    while Instant::now() < deadline {
+        n = n.wrapping_add(1);
+        let key = n % options.keys;
+        let command = if n.is_multiple_of(2) {
+            format!("PUT bench-{key} benchmark value {n}\n")
+        } else {
+            format!("GET bench-{key}\n")
+        };
+        let started = Instant::now();
+        reply.clear();
+        if write.write_all(command.as_bytes()).await.is_err()
+            || read.read_line(&mut reply).await.unwrap_or(0) == 0
+        {
+            *w.errors.entry("transport: error".into()).or_insert(0) += 1;
+            break;
+        }
+        if reply.starts_with("{\"status\": \"Ok\"") || reply.contains("Key not found!") {
+            w.operations += 1;
+            let micros = started.elapsed().as_micros().max(1) as u64;
+            let _ = w.histogram.record(micros.min(60_000_000));
+        } else {
+            *w.errors.entry(reply.trim().to_owned()).or_insert(0) += 1;
+        }
+    }
+    w
 }
