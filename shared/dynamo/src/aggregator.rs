@@ -7,7 +7,8 @@
 //! chunk happens or none of it. A batch delivered again, or retried after a crash between chunks, finds the
 //! folded entries gone: their deletes fail their condition, and the chunk is retried without them.
 
-use crate::counters::{ID, KEY, PENDING, TOTAL, TTL, marker_id, marker_ttl, n, s};
+use crate::attr::{n, s};
+use crate::counters::{ID, KEY, PENDING, TOTAL, TTL, marker_id, marker_ttl};
 use crate::error::store_error;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;

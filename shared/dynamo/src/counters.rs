@@ -12,6 +12,7 @@
 //! absent), a check that the request was not folded already, and the reservation in the counter. The log
 //! table's stream feeds [`crate::aggregator`], which folds batches into totals.
 
+use crate::attr::{n, s};
 use crate::error::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -42,14 +43,6 @@ pub struct DynamoCounters {
     table: String,
     log_table: String,
     mode: Mode,
-}
-
-pub(crate) fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-pub(crate) fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 pub(crate) fn marker_id(request_id: &str) -> String {

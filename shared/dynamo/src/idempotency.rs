@@ -2,13 +2,13 @@
 //! AWS Lambda: a conditional put claims the key (in progress, with a short expiry), the response completes it
 //! (kept 24 hours; `ttl` lets DynamoDB delete it afterwards), a failure that should not be replayed deletes it.
 
+use crate::attr::{n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::idempotency::{
     Claim, IN_PROGRESS_TTL, Idempotency, RETENTION, Stored, in_progress, mismatch,
@@ -30,21 +30,6 @@ const COMPLETED: &str = "completed";
 pub struct DynamoIdempotency {
     client: Client,
     table: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 impl DynamoIdempotency {

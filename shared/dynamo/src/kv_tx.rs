@@ -11,6 +11,7 @@
 //! `TransactWriteItems`: an update per written key, a `ConditionCheck` per key only read, and the header's
 //! move from open to committed, guarded by "still open"); rollback 1 (`UpdateItem`).
 
+use crate::attr::{n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
 use async_trait::async_trait;
@@ -61,26 +62,12 @@ pub struct DynamoKvTx {
     idle_timeout: Duration,
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn num(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)?.as_s().ok().map(String::as_str)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn item_sk(key: &Key) -> String {

@@ -17,6 +17,7 @@
 //!
 //! One class item takes about 1,000 writes per second on DynamoDB, so one class tops out near 1,000 issues/s.
 
+use crate::attr::{n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -27,7 +28,7 @@ use aws_sdk_dynamodb::types::{
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
@@ -64,14 +65,6 @@ pub struct DynamoLedger {
     fail_after_allocation: AtomicBool,
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn num(item: &Item, name: &str) -> Result<u64, Error> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
@@ -92,13 +85,6 @@ fn text(item: &Item, name: &str) -> Result<String, Error> {
                 "ledger item attribute {name} is missing or not a string"
             ))
         })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }
 
 fn key(pk: String, number: u64) -> Item {

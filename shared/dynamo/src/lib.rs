@@ -16,6 +16,7 @@
 //!   commit is a single `TransactWriteItems`.
 
 pub mod aggregator;
+mod attr;
 pub mod config;
 pub mod connections;
 pub mod counters;

@@ -72,13 +72,15 @@ fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
 impl EmbeddedCounters {
     pub fn new(store: Store, mode: Mode) -> Self {
         // Above every entry left in the log (a restart reuses only numbers already folded away).
-        let next = store
-            .space(Space::CounterLog)
-            .last_key_value()
-            .and_then(|entry| entry.key().ok())
-            .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
-            .map_or(0, |key| u64::from_be_bytes(key) + 1);
-        if mode == Mode::Eventual {
+        let next_entry = store.counter_log_sequence(|| {
+            store
+                .space(Space::CounterLog)
+                .last_key_value()
+                .and_then(|entry| entry.key().ok())
+                .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
+                .map_or(0, |key| u64::from_be_bytes(key) + 1)
+        });
+        if mode == Mode::Eventual && store.claim_folder() {
             let cursor = Arc::new(AtomicU64::new(0));
             store.start_background("strata-folder", FOLD_EVERY, move |store| {
                 let cursor = cursor.clone();
@@ -96,7 +98,7 @@ impl EmbeddedCounters {
         Self {
             store,
             mode,
-            next_entry: Arc::new(AtomicU64::new(next)),
+            next_entry,
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct Store {
 struct Inner {
     spaces: Spaces,
     writer: Writer,
+    /// The counter log's next sequence number and whether its folder runs: one per store, however many
+    /// times [`Store::stores`] is called.
+    counter_log: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
+    folder_started: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -91,7 +95,12 @@ impl Store {
         };
         let writer = Writer::start(db, spaces.clone())?;
         Ok(Self {
-            inner: Arc::new(Inner { spaces, writer }),
+            inner: Arc::new(Inner {
+                spaces,
+                writer,
+                counter_log: std::sync::OnceLock::new(),
+                folder_started: std::sync::atomic::AtomicBool::new(false),
+            }),
         })
     }
 
@@ -146,6 +155,25 @@ impl Store {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start background thread {name}");
         }
+    }
+
+    /// The counter log's sequence, started at `initial` the first time it is asked for.
+    pub(crate) fn counter_log_sequence(
+        &self,
+        initial: impl FnOnce() -> u64,
+    ) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner
+            .counter_log
+            .get_or_init(|| Arc::new(std::sync::atomic::AtomicU64::new(initial())))
+            .clone()
+    }
+
+    /// True the first time only: whoever gets it starts the counter folder.
+    pub(crate) fn claim_folder(&self) -> bool {
+        !self
+            .inner
+            .folder_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn space(&self, space: Space) -> &Keyspace {
