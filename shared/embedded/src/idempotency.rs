@@ -90,6 +90,13 @@ impl EmbeddedIdempotency {
 #[async_trait]
 impl Idempotency for EmbeddedIdempotency {
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
+        // Decided under the lock: `complete` makes the record durable and visible before it drops the
+        // running claim (also under the lock), so a claim sees either the running claim or the record, never
+        // neither, and a request cannot run twice.
+        let mut running = self
+            .running
+            .lock()
+            .expect("no panics while holding the lock");
         if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
             let record = Record::decode(&bytes)?;
             if record.expires_ms > now_ms() {
@@ -100,10 +107,6 @@ impl Idempotency for EmbeddedIdempotency {
                 };
             }
         }
-        let mut running = self
-            .running
-            .lock()
-            .expect("no panics while holding the lock");
         let now = Instant::now();
         match running.get(key) {
             Some((fp, until)) if *until > now => Err(if fp == fingerprint {
