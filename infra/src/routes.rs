@@ -8,6 +8,7 @@ pub fn all() -> Vec<Route> {
         strata_kv::ROUTES,
         strata_certificates::ROUTES,
         strata_counters::ROUTES,
+        strata_widgets::ROUTES,
     ]
     .concat()
 }

@@ -9,6 +9,7 @@
 //! - [`certificates`]: share classes and gapless certificate numbers; the [`certificates::Ledger`] port.
 //! - [`counters`]: strong and eventual counters, overflow reservation; the [`counters::Counters`] port.
 //! - [`idempotency`]: `Idempotency-Key` semantics and the [`idempotency::Idempotency`] port, for every service.
+//! - [`widgets`]: port slots, associations and their invariants; the [`widgets::Widgets`] port.
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
 //! - [`time`]: timestamps as the API shows them.
@@ -23,6 +24,7 @@ pub mod idempotency;
 pub mod kv;
 pub mod stores;
 pub mod time;
+pub mod widgets;
 
 pub use error::{Error, Kind};
 pub use stores::{Backend, Settings, Stores};

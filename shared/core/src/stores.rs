@@ -6,6 +6,7 @@ use crate::idempotency::Idempotency;
 use crate::kv::KvStore;
 use crate::kv::line::Connections;
 use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
+use crate::widgets::Widgets;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct Stores {
     pub kv_tx: Arc<dyn KvTransactions>,
     pub ledger: Arc<dyn Ledger>,
     pub counters: Arc<dyn Counters>,
+    pub widgets: Arc<dyn Widgets>,
     pub idempotency: Arc<dyn Idempotency>,
     /// Open transactions of WebSocket connections (line protocol).
     pub connections: Arc<dyn Connections>,

@@ -14,6 +14,7 @@ pub struct Tables {
     pub counter_log: String,
     pub idempotency: String,
     pub ws_sessions: String,
+    pub widgets: String,
 }
 
 impl Tables {
@@ -36,6 +37,7 @@ impl Tables {
             counter_log: var("COUNTER_LOG_TABLE")?,
             idempotency: var("IDEMPOTENCY_TABLE")?,
             ws_sessions: var("WS_SESSION_TABLE")?,
+            widgets: var("WIDGET_TABLE")?,
         })
     }
 }
@@ -43,6 +45,10 @@ impl Tables {
 /// The ports on DynamoDB, sharing one client.
 pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
     let client_for_connections = client.clone();
+    let widgets = Arc::new(crate::widgets::DynamoWidgets::new(
+        client.clone(),
+        tables.widgets.clone(),
+    ));
     Stores {
         backend: Backend::DynamoDb,
         kv: Arc::new(crate::kv::DynamoKv::new(client.clone(), tables.kv.clone())),
@@ -67,6 +73,7 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
             client,
             tables.idempotency,
         )),
+        widgets,
         connections: Arc::new(crate::connections::DynamoConnections::new(
             client_for_connections,
             tables.ws_sessions,

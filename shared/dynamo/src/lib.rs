@@ -11,6 +11,7 @@
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
 //! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append) counters.
 //! - [`aggregator`]: folds the counter log, delivered by its stream, into the totals exactly once.
+//! - [`widgets`]: port-slot claims as one `TransactWriteItems` over both widgets.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
 //!   commit is a single `TransactWriteItems`.
@@ -25,5 +26,6 @@ pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;
 pub mod ledger;
+pub mod widgets;
 
 pub use config::{Tables, stores, stores_from_env};

@@ -12,6 +12,7 @@
 //! - [`connections`]: WebSocket sessions' open transactions, in memory.
 //! - [`counters`]: strong and eventual counters; in eventual mode a folder thread moves the log into totals.
 //! - [`idempotency`]: `Idempotency-Key` records: running claims in memory, completed responses on disk.
+//! - [`widgets`]: widgets; every claim, release and delete is one writer command over both sides.
 //! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
 //!
 //! Reads go straight to the keyspaces. fjall makes a batch visible only after its journal write (and the
@@ -24,6 +25,7 @@ pub mod kv;
 pub mod kv_tx;
 pub mod ledger;
 pub mod store;
+pub mod widgets;
 pub mod writer;
 
 pub use store::{Space, Store};

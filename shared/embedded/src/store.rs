@@ -17,10 +17,11 @@ pub enum Space {
     Counters,
     CounterLog,
     CounterRequests,
+    Widgets,
 }
 
 impl Space {
-    const ALL: [Space; 8] = [
+    const ALL: [Space; 9] = [
         Space::Kv,
         Space::Classes,
         Space::Certificates,
@@ -29,6 +30,7 @@ impl Space {
         Space::Counters,
         Space::CounterLog,
         Space::CounterRequests,
+        Space::Widgets,
     ];
 
     fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Space {
             Space::Counters => "counters",
             Space::CounterLog => "counter_log",
             Space::CounterRequests => "counter_requests",
+            Space::Widgets => "widgets",
         }
     }
 }
@@ -123,6 +126,7 @@ impl Store {
             )),
             idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(self.clone())),
             connections: Arc::new(crate::connections::MemoryConnections::default()),
+            widgets: Arc::new(crate::widgets::EmbeddedWidgets::new(self.clone())),
         }
     }
 

@@ -277,3 +277,41 @@ async fn websocket_events_keep_a_session_per_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn widget_events_drive_the_handlers() {
+    let f = Fixture::embedded().await;
+    assert_eq!(invoke(&f, "widgets-get").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = invoke(&f, "widgets-create").await;
+    assert_eq!(
+        (status, &body["free"]),
+        (StatusCode::CREATED, &json!({"P": 1, "R": 2, "Q": 0}))
+    );
+    assert_eq!(
+        invoke(&f, "widgets-associate").await.1["error"]["code"],
+        "widget_not_found"
+    );
+    f.app
+        .post(
+            "/widgets",
+            json!({"serial_number": "W-2002", "name": "Gear", "ports": ["R"]}),
+        )
+        .await;
+    assert_eq!(
+        invoke(&f, "widgets-associate").await,
+        (
+            StatusCode::CREATED,
+            json!({"serial_number": "W-1001", "peer": "W-2002", "port": "R"})
+        )
+    );
+    assert_eq!(
+        invoke(&f, "widgets-get").await.1["associations"],
+        json!([{"port": "R", "peer": "W-2002"}])
+    );
+    assert_eq!(
+        invoke(&f, "widgets-dissociate").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(invoke(&f, "widgets-delete").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(invoke(&f, "widgets-get").await.0, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,230 @@
+//! Widgets (API §3): 1 to 3 port slots of types P, R and Q; two widgets associate on a port type, each giving
+//! one free slot of that type. Invariants at every instant: used slots ≤ slots of that type, every association
+//! is symmetric, never twice on the same type for one pair, and no association points at a missing widget.
+//!
+//! Stores make each claim one atomic step on both widgets (DynamoDB: one `TransactWriteItems` with capacity
+//! and duplicate conditions; embedded: one writer command), so there are no locks to order and no deadlock.
+
+use crate::Error;
+use async_trait::async_trait;
+
+/// Longest serial number, in bytes.
+pub const MAX_SERIAL_BYTES: usize = 128;
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// A port type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Port {
+    P,
+    R,
+    Q,
+}
+
+impl Port {
+    pub const ALL: [Port; 3] = [Port::P, Port::R, Port::Q];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "P" => Some(Port::P),
+            "R" => Some(Port::R),
+            "Q" => Some(Port::Q),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::P => "P",
+            Port::R => "R",
+            Port::Q => "Q",
+        }
+    }
+}
+
+/// A serial number: 1 to 128 bytes, no whitespace or control characters.
+pub fn validate_serial(raw: &str, field: &str) -> Result<(), Error> {
+    if raw.is_empty()
+        || raw.len() > MAX_SERIAL_BYTES
+        || raw.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid_field(
+            field,
+            format!(
+                "`{field}` must be 1 to {MAX_SERIAL_BYTES} bytes without whitespace or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(Error::invalid_field(
+            "name",
+            format!("`name` must be 1 to {MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// 1 to 3 slots, each exactly `P`, `R` or `Q`.
+pub fn parse_ports(raw: &[String]) -> Result<Vec<Port>, Error> {
+    if raw.is_empty() || raw.len() > 3 {
+        return Err(Error::invalid_field(
+            "ports",
+            format!("a widget has 1 to 3 ports, not {}", raw.len()),
+        ));
+    }
+    raw.iter()
+        .map(|p| {
+            Port::parse(p).ok_or_else(|| {
+                Error::invalid_field(
+                    "ports",
+                    format!("a port is \"P\", \"R\" or \"Q\", not {p:?}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A widget and its associations, in the order they were made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widget {
+    pub serial: String,
+    pub name: String,
+    pub ports: Vec<Port>,
+    pub associations: Vec<(Port, String)>,
+}
+
+impl Widget {
+    pub fn capacity(&self, port: Port) -> usize {
+        self.ports.iter().filter(|p| **p == port).count()
+    }
+
+    pub fn used(&self, port: Port) -> usize {
+        self.associations.iter().filter(|(p, _)| *p == port).count()
+    }
+
+    pub fn free(&self, port: Port) -> usize {
+        self.capacity(port).saturating_sub(self.used(port))
+    }
+
+    pub fn is_associated(&self, port: Port, peer: &str) -> bool {
+        self.associations
+            .iter()
+            .any(|(p, s)| *p == port && s == peer)
+    }
+
+    /// Why `self` cannot take an association with `peer` on `port`, if it cannot.
+    pub fn refuse(&self, port: Port, peer: &str) -> Option<Error> {
+        if self.is_associated(port, peer) {
+            return Some(already_associated(&self.serial, peer, port));
+        }
+        if self.free(port) == 0 {
+            return Some(no_free_slot(&self.serial, port));
+        }
+        None
+    }
+}
+
+pub fn widget_not_found(serial: &str) -> Error {
+    Error::not_found("widget_not_found", format!("no widget {serial:?}"))
+        .with("serial_number", serial)
+}
+
+pub fn duplicate_serial(serial: &str) -> Error {
+    Error::conflict(
+        "duplicate_serial_number",
+        format!("a widget {serial:?} exists already"),
+    )
+    .with("serial_number", serial)
+}
+
+pub fn self_association() -> Error {
+    Error::invalid("self_association", "a widget cannot associate with itself")
+}
+
+pub fn no_free_slot(serial: &str, port: Port) -> Error {
+    Error::conflict(
+        "no_free_slot",
+        format!("widget {serial:?} has no free {} slot", port.as_str()),
+    )
+    .with("serial_number", serial)
+    .with("port", port.as_str())
+}
+
+pub fn already_associated(serial: &str, peer: &str, port: Port) -> Error {
+    Error::conflict(
+        "already_associated",
+        format!(
+            "{serial:?} and {peer:?} are associated on {} already",
+            port.as_str()
+        ),
+    )
+}
+
+pub fn association_not_found(serial: &str, peer: &str, port: Port) -> Error {
+    Error::not_found(
+        "association_not_found",
+        format!(
+            "{serial:?} and {peer:?} are not associated on {}",
+            port.as_str()
+        ),
+    )
+}
+
+/// The widgets port.
+#[async_trait]
+pub trait Widgets: Send + Sync {
+    async fn create(&self, widget: &Widget) -> Result<(), Error>;
+    async fn get(&self, serial: &str) -> Result<Option<Widget>, Error>;
+    /// Deletes the widget and releases every association on both sides, atomically.
+    async fn delete(&self, serial: &str) -> Result<(), Error>;
+    /// Claims one free `port` slot on both widgets, atomically, or nothing.
+    async fn associate(&self, serial: &str, peer: &str, port: Port) -> Result<(), Error>;
+    async fn dissociate(&self, serial: &str, peer: &str, port: Port) -> Result<(), Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(raw: &[&str]) -> Result<Vec<Port>, Error> {
+        parse_ports(&raw.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(
+            ports(&["P", "R", "R"]).unwrap(),
+            vec![Port::P, Port::R, Port::R]
+        );
+        for bad in [&[][..], &["p"], &["X"], &["P", "P", "P", "P"], &["PR"]] {
+            assert_eq!(ports(bad).unwrap_err().extra["field"], "ports", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn slots_and_refusals() {
+        let w = Widget {
+            serial: "A".into(),
+            name: "a".into(),
+            ports: vec![Port::Q, Port::Q],
+            associations: vec![(Port::Q, "B".into())],
+        };
+        assert_eq!(
+            (
+                w.capacity(Port::Q),
+                w.used(Port::Q),
+                w.free(Port::Q),
+                w.free(Port::P)
+            ),
+            (2, 1, 1, 0)
+        );
+        assert_eq!(w.refuse(Port::Q, "B").unwrap().code, "already_associated");
+        assert_eq!(w.refuse(Port::P, "C").unwrap().code, "no_free_slot");
+        assert!(w.refuse(Port::Q, "C").is_none());
+    }
+}
