@@ -42,6 +42,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Widgets on the embedded store.
+    Widgets {
+        #[command(subcommand)]
+        command: WidgetsCommand,
+    },
     /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
     DynamodbLocal {
         #[arg(long, default_value_t = 8000)]
@@ -49,6 +54,20 @@ enum Command {
         /// Prefix of the table names it creates.
         #[arg(long, default_value = "strata-")]
         table_prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WidgetsCommand {
+    /// Create N widgets with random ports and about N/2 random associations (durable; re-running the same
+    /// command resumes it: existing widgets are skipped).
+    Load {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -123,6 +142,23 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
                 println!("  report      {}", path.display());
             }
+            Ok(())
+        }
+        Command::Widgets {
+            command:
+                WidgetsCommand::Load {
+                    count,
+                    seed,
+                    data_dir,
+                },
+        } => {
+            let store = strata_embedded::Store::open(&data_dir)?;
+            let widgets = store.stores(&Settings::default()).widgets;
+            let loaded = crate::widgets_load::load(widgets, count, seed).await?;
+            println!(
+                "{} widgets created ({} already there), {} associations, in {:.1} s",
+                loaded.created, loaded.skipped, loaded.associated, loaded.seconds
+            );
             Ok(())
         }
         Command::DynamodbLocal { port, table_prefix } => {

