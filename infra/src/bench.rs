@@ -27,6 +27,11 @@ pub enum Workload {
     KvTx,
     /// `POST /certificates` of 1 share, 3 in 4 to class CS, 1 in 4 to PS.
     Certificates,
+    /// `GET /widgets/{serial}` of widgets made by `strata widgets load --seed 1` (serials below `--keys`).
+    WidgetsGet,
+    /// Associate two random loaded widgets on a random port, then dissociate if it succeeded; every answer
+    /// below 500 (a refusal such as `no_free_slot` included) counts as an operation.
+    WidgetsLink,
     /// The key/value line protocol over TCP (`--target tcp://HOST:PORT`): PUT and GET alternating, one
     /// connection per client, each waiting for its reply (no pipelining), like `redis-benchmark -P 1`.
     Line,
@@ -210,6 +215,29 @@ async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: 
                     .await,
             ),
             Workload::Line => unreachable!("line clients run in line_worker"),
+            Workload::WidgetsGet => {
+                let serial = crate::widgets_load::serial(1, pick(options.keys) as u64);
+                status_of(client.get(format!("{}/widgets/{serial}", options.target)).send().await)
+            }
+            Workload::WidgetsLink => {
+                let (a, b) = (
+                    crate::widgets_load::serial(1, pick(options.keys) as u64),
+                    crate::widgets_load::serial(1, pick(options.keys) as u64),
+                );
+                let port = ["P", "R", "Q"][pick(3)];
+                let linked = client
+                    .post(format!("{}/widgets/{a}/associations", options.target))
+                    .json(&json!({"peer": b, "port": port}))
+                    .send()
+                    .await;
+                match linked {
+                    Ok(r) if r.status() == 201 => status_of(
+                        client.delete(format!("{}/widgets/{a}/associations/{port}/{b}", options.target)).send().await,
+                    ),
+                    Ok(r) if r.status().is_client_error() => Ok(()),
+                    other => status_of(other),
+                }
+            }
             Workload::Certificates => {
                 let class = if pick(4) == 0 { "PS" } else { "CS" };
                 let body = json!({"name": "Bench Holder", "amount": 1, "class": class});
