@@ -217,7 +217,12 @@ async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: 
             Workload::Line => unreachable!("line clients run in line_worker"),
             Workload::WidgetsGet => {
                 let serial = crate::widgets_load::serial(1, pick(options.keys) as u64);
-                status_of(client.get(format!("{}/widgets/{serial}", options.target)).send().await)
+                status_of(
+                    client
+                        .get(format!("{}/widgets/{serial}", options.target))
+                        .send()
+                        .await,
+                )
             }
             Workload::WidgetsLink => {
                 let (a, b) = (
@@ -232,7 +237,13 @@ async fn work(id: usize, client: &reqwest::Client, options: &Options, deadline: 
                     .await;
                 match linked {
                     Ok(r) if r.status() == 201 => status_of(
-                        client.delete(format!("{}/widgets/{a}/associations/{port}/{b}", options.target)).send().await,
+                        client
+                            .delete(format!(
+                                "{}/widgets/{a}/associations/{port}/{b}",
+                                options.target
+                            ))
+                            .send()
+                            .await,
                     ),
                     Ok(r) if r.status().is_client_error() => Ok(()),
                     other => status_of(other),

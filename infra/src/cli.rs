@@ -91,6 +91,9 @@ struct Serve {
     /// With --store dynamodb: create missing tables from template.yaml first (for DynamoDB Local, LocalStack).
     #[arg(long)]
     create_tables: bool,
+    /// Block cache of the embedded store, in MiB (the hot part of a large data set should fit).
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
     /// Seconds a key/value transaction may sit idle before it expires.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     tx_idle_timeout: u64,
@@ -188,7 +191,10 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let mut embedded = None;
     let stores: Stores = match args.store {
         StoreKind::Embedded => {
-            let store = strata_embedded::Store::open(&args.data_dir)?;
+            let store = strata_embedded::Store::open_with_cache(
+                &args.data_dir,
+                args.cache_mb * 1024 * 1024,
+            )?;
             let stores = store.stores(&settings);
             embedded = Some(store);
             stores

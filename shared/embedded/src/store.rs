@@ -76,15 +76,24 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, recovering every write that was acknowledged before.
+    /// Opens (or creates) the store in `dir` with fjall's default block cache (32 MiB).
     pub fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_with_cache(dir, 32 * 1024 * 1024)
+    }
+
+    /// Opens (or creates) the store in `dir`, recovering every write that was acknowledged before, with a block
+    /// cache of `cache_bytes` (large data sets read much faster when their hot part fits in it).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::unavailable(format!(
                 "cannot create data directory {}: {e}",
                 dir.display()
             ))
         })?;
-        let db = Database::builder(dir).open().map_err(fjall_error)?;
+        let db = Database::builder(dir)
+            .cache_size(cache_bytes)
+            .open()
+            .map_err(fjall_error)?;
         let spaces = Spaces {
             spaces: Space::ALL
                 .iter()
