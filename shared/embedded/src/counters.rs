@@ -14,6 +14,7 @@
 
 use crate::{Space, Store};
 use async_trait::async_trait;
+use fjall::Readable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -74,8 +75,8 @@ impl EmbeddedCounters {
         // Above every entry left in the log (a restart reuses only numbers already folded away).
         let next_entry = store.counter_log_sequence(|| {
             store
-                .space(Space::CounterLog)
-                .last_key_value()
+                .snapshot()
+                .last_key_value(store.space(Space::CounterLog))
                 .and_then(|entry| entry.key().ok())
                 .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
                 .map_or(0, |key| u64::from_be_bytes(key) + 1)
@@ -106,9 +107,11 @@ impl EmbeddedCounters {
 /// One folding round: the log from sequence number `from` on (up to a batch) into the totals, exactly once.
 /// Returns the last sequence number folded, if any.
 pub async fn fold(store: &Store, from: u64) -> Result<Option<u64>, Error> {
+    // A snapshot, not a plain keyspace scan: that one can see a batch half applied (its items go in one by
+    // one, in no particular order), and the cursor would then skip the entries not there yet.
     let ids: Vec<Vec<u8>> = store
-        .space(Space::CounterLog)
-        .range(from.to_be_bytes()..)
+        .snapshot()
+        .range(store.space(Space::CounterLog), from.to_be_bytes()..)
         .take(FOLD_BATCH)
         .map(|entry| {
             entry

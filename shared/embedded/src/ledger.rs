@@ -11,6 +11,7 @@
 
 use crate::{Space, Store};
 use async_trait::async_trait;
+use fjall::Readable;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{
@@ -218,10 +219,11 @@ impl Ledger for EmbeddedLedger {
         };
         let range = certificate_key(class, first)..=certificate_key(class, u64::MAX);
         let mut out = Vec::new();
+        // A snapshot sees whole batches only, so a listing never shows a class ahead of its certificates.
         for entry in self
             .store
-            .space(Space::Certificates)
-            .range(range)
+            .snapshot()
+            .range(self.store.space(Space::Certificates), range)
             .take(limit as usize)
         {
             let (key, value) = entry.into_inner().map_err(crate::store::fjall_error)?;

@@ -69,6 +69,9 @@ pub struct Store {
 struct Inner {
     spaces: Spaces,
     writer: Writer,
+    /// For snapshots: fjall's plain keyspace reads can see a batch while it is being applied, item by item;
+    /// a snapshot reads at the last fully applied batch, so every read sees whole batches.
+    db: Database,
     /// The counter log's next sequence number and whether its folder runs: one per store, however many
     /// times [`Store::stores`] is called.
     counter_log: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
@@ -105,11 +108,12 @@ impl Store {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let writer = Writer::start(db, spaces.clone())?;
+        let writer = Writer::start(db.clone(), spaces.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 spaces,
                 writer,
+                db,
                 counter_log: std::sync::OnceLock::new(),
                 folder_started: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -203,9 +207,19 @@ impl Store {
         self.inner.writer.submit(command).await
     }
 
-    /// Reads the current value of `key` in `space`, straight from the keyspace.
+    /// Reads the current value of `key` in `space`, from a snapshot (whole batches only).
     pub(crate) fn read(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
-        self.space(space).get(key).map_err(fjall_error)
+        use fjall::Readable;
+        self.inner
+            .db
+            .snapshot()
+            .get(self.space(space), key)
+            .map_err(fjall_error)
+    }
+
+    /// A consistent view of every keyspace, for scans.
+    pub(crate) fn snapshot(&self) -> fjall::Snapshot {
+        self.inner.db.snapshot()
     }
 }
 
