@@ -15,9 +15,10 @@
 //! - [`widgets`]: widgets; every claim, release and delete is one writer command over both sides.
 //! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
 //!
-//! Reads go to the keyspaces through snapshots. fjall applies a batch to its memtables only after its journal
-//! write (and the fsync we ask for) has returned, so a reader never sees a write that a crash could still
-//! lose; and a snapshot reads at the last fully applied batch, so a reader never sees part of a batch.
+//! Reads go straight to the keyspaces. fjall applies a batch to its memtables only after its journal write
+//! (and the fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
+//! Scans that must see whole batches (listings, the counter folder) read a snapshot: a plain keyspace scan can
+//! see a batch while its items are being applied one by one.
 
 pub mod connections;
 pub mod counters;
