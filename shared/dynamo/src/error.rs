@@ -1,6 +1,7 @@
 //! From SDK errors to domain errors.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use strata_core::Error;
 
 /// Error codes after which a retry can succeed: throttling and transient service faults.
@@ -43,5 +44,20 @@ where
         Error::unavailable("the store is busy or unavailable; retry shortly")
     } else {
         Error::internal(format!("DynamoDB {operation} failed: {detail}"))
+    }
+}
+
+/// The reasons a `TransactWriteItems` was cancelled (one code per action, in order), if that is what happened.
+pub(crate) fn cancellation_codes<R>(
+    e: &SdkError<TransactWriteItemsError, R>,
+) -> Option<Vec<String>> {
+    match e.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect(),
+        ),
+        _ => None,
     }
 }

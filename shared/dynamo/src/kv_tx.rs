@@ -12,12 +12,10 @@
 //! move from open to committed, guarded by "still open"); rollback 1 (`UpdateItem`).
 
 use crate::attr::{n, now_ms, s};
-use crate::error::{is_condition_failed, store_error};
+use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Get, TransactGetItem, TransactWriteItem, Update,
 };
@@ -89,21 +87,6 @@ fn open_header(id: &TxId, item: Option<&Item>, now: u64) -> Result<Header, Error
             })
         }
         _ => Err(not_found(id.as_str())),
-    }
-}
-
-/// The reasons a `TransactWriteItems` was cancelled (one per action, in order), if that is what happened.
-fn cancellation_codes(
-    e: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
-) -> Option<Vec<String>> {
-    match e.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(c) => Some(
-            c.cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None").to_owned())
-                .collect(),
-        ),
-        _ => None,
     }
 }
 

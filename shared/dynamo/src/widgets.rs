@@ -7,10 +7,9 @@
 //! made concurrently makes it retry) and removes it from every peer. No locks, so nothing to deadlock.
 
 use crate::attr::{n, s};
-use crate::error::{is_condition_failed, store_error};
+use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -180,14 +179,9 @@ impl DynamoWidgets {
             .await
         {
             Ok(_) => Ok(None),
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c)) => Ok(Some(
-                    c.cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None").to_owned())
-                        .collect(),
-                )),
-                _ => Err(store_error("TransactWriteItems", e)),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) => Ok(Some(codes)),
+                None => Err(store_error("TransactWriteItems", e)),
             },
         }
     }
