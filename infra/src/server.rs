@@ -38,6 +38,8 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
         "/kv/ws",
         axum::routing::get(move |upgrade| crate::line::websocket(ws_stores, upgrade)),
     );
+    // The API's OpenAPI document (local server only; on AWS it is a file of the repository).
+    router = router.route("/openapi.json", axum::routing::get(crate::openapi::serve));
     let fallback = {
         let stores = stores.clone();
         move |req: axum::extract::Request| call(stores, crate::routes::FALLBACK, None, req)
