@@ -1,4 +1,5 @@
-//! `template.yaml`, read as data: the routes it serves and the tables it declares.
+//! `template.yaml`, read as data: the routes it serves, the tables it declares, and its resources for the
+//! checks on policies, logs and alarms.
 //!
 //! The template is the single declaration of tables and API routes. The local server and the tests read it
 //! from here (it is compiled into the binary), so nothing restates a table's keys or a route's path.
@@ -43,7 +44,13 @@ impl Template {
         })
     }
 
-    fn resources(&self) -> impl Iterator<Item = (&str, &Value)> {
+    /// The whole document, for checks that look past routes and tables (policies, alarms, parameters).
+    pub fn doc(&self) -> &Value {
+        &self.doc
+    }
+
+    /// Every resource as `(logical id, resource)`, in template order.
+    pub fn resources(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.doc["Resources"]
             .as_mapping()
             .into_iter()
@@ -100,6 +107,15 @@ impl Template {
             }
         }
         by_table
+    }
+
+    /// The resources of one type (`AWS::Serverless::Function`, `AWS::IAM::Role`, ...).
+    pub fn resources_of_type<'a>(
+        &'a self,
+        ty: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> {
+        self.resources()
+            .filter(move |(_, r)| r["Type"].as_str() == Some(ty))
     }
 
     /// Every `AWS::DynamoDB::Table`, with the environment variable that carries its name.

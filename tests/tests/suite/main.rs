@@ -10,6 +10,7 @@ mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
 mod routes;
+mod template;
 mod widgets_contract;
 
 /// The `strata` command of this very build, for end-to-end tests.
