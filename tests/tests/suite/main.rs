@@ -9,6 +9,7 @@ mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
+mod openapi;
 mod routes;
 mod template;
 mod widgets_contract;
