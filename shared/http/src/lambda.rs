@@ -1,23 +1,248 @@
 //! The Lambda entry point: what every `src/bin/<operation>.rs` calls.
 
-use crate::Request;
 use crate::route::Handler;
-use lambda_http::service_fn;
+use crate::{Request, Response, metrics};
+use lambda_http::{RequestExt, service_fn};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Instant;
 use strata_core::Stores;
 
 /// Logging for Lambda: JSON when the function's log format is JSON (the template sets it), with the
 /// request id on every line; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+///
+/// The request id comes from the runtime: each invocation runs inside its `Lambda runtime invoke` span,
+/// which carries `requestId` (and `xrayTraceId`), and the JSON format writes the current span into every
+/// line as `"span":{"requestId":...}`.
 pub fn init() {
     lambda_http::tracing::init_default_subscriber();
 }
 
 /// Serves one operation until the runtime stops the instance. `stores` is built once per instance, before
-/// the first request, and shared by every invocation.
+/// the first request, and shared by every invocation. Each invocation's metrics are written to stdout as
+/// CloudWatch Embedded Metric Format when it ends (see [`invoke`]).
 pub async fn run(stores: Stores, handler: Handler) -> Result<(), lambda_http::Error> {
     // Lives as long as the process; the runtime never returns while it serves.
     let stores: &'static Stores = Box::leak(Box::new(stores));
+    let emf = metrics::emf();
+    let operation = operation();
     lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, lambda_http::Error>(handler(stores, req).await)
+        let request_id = req
+            .lambda_context_ref()
+            .map(|context| context.request_id.clone())
+            .unwrap_or_default();
+        let response = invoke(
+            emf,
+            operation,
+            &request_id,
+            handler(stores, req),
+            &mut std::io::stdout(),
+        )
+        .await;
+        Ok::<_, lambda_http::Error>(response)
     }))
     .await
+}
+
+/// One invocation: awaits the handler's `response`, records it under `operation` and writes this
+/// invocation's metrics to `out` (one EMF line) before the response goes back to the runtime, so the line is
+/// in the log before Lambda may freeze the instance.
+pub async fn invoke(
+    emf: Option<&metrics_cloudwatch_embedded::Collector>,
+    operation: &'static str,
+    request_id: &str,
+    response: impl Future<Output = Response>,
+    out: &mut impl std::io::Write,
+) -> Response {
+    let started = Instant::now();
+    let response = response.await;
+    metrics::observe(operation, started, &response);
+    if let Some(collector) = emf
+        && let Err(e) = metrics::flush_emf(collector, request_id, out)
+    {
+        tracing::warn!(error = %e, "cannot write metrics");
+    }
+    response
+}
+
+/// The `operation` label of this function: its name on AWS (`AWS_LAMBDA_FUNCTION_NAME`, which `cargo lambda
+/// watch` sets to the binary name), else the executable's name.
+fn operation() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .or_else(|| {
+                std::env::current_exe().ok().and_then(|exe| {
+                    exe.file_stem()
+                        .map(|stem| stem.to_string_lossy().into_owned())
+                })
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The only tests of this crate that record metrics: the EMF recorder is process-wide.
+
+    use super::invoke;
+    use crate::metrics;
+    use crate::response::{error, from_result, json};
+    use http::StatusCode;
+    use serde_json::{Value, json};
+    use strata_core::Error;
+
+    /// The EMF lines one invocation writes.
+    async fn lines_of(
+        operation: &'static str,
+        request_id: &str,
+        response: crate::Response,
+    ) -> Vec<Value> {
+        let mut out = Vec::new();
+        let answered = invoke(
+            metrics::emf(),
+            operation,
+            request_id,
+            async { response },
+            &mut out,
+        )
+        .await;
+        assert!(answered.status().as_u16() >= 200);
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn metric_names(line: &Value) -> Vec<&str> {
+        let mut names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn each_invocation_writes_one_emf_line_with_its_outcome() {
+        let collector = metrics::emf().expect("the first recorder of this process");
+        // Installing again is harmless: the same recorder.
+        assert!(std::ptr::eq(collector, metrics::emf().unwrap()));
+
+        let shares = from_result(Err(Error::conflict(
+            "insufficient_shares",
+            "class CS has 10 shares left, 20 were requested",
+        )));
+        let lines = lines_of("certificates-issue", "req-1", shares).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "strata");
+        let mut dimensions: Vec<&str> = directive["Dimensions"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        dimensions.sort();
+        assert_eq!(dimensions, ["code", "operation", "status"]);
+        assert_eq!(
+            metric_names(line),
+            [
+                "strata_conflicts_total",
+                "strata_insufficient_shares_total",
+                "strata_request_duration_seconds",
+                "strata_requests_total",
+            ]
+        );
+        let duration = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Name"] == metrics::DURATION)
+            .unwrap();
+        assert_eq!(duration["Unit"], "Seconds");
+        assert_eq!(
+            (
+                &line["operation"],
+                &line["status"],
+                &line["code"],
+                &line["requestId"]
+            ),
+            (
+                &json!("certificates-issue"),
+                &json!("409"),
+                &json!("insufficient_shares"),
+                &json!("req-1")
+            )
+        );
+        assert_eq!(line["strata_requests_total"], 1);
+        assert_eq!(line["strata_conflicts_total"], 1);
+        assert_eq!(line["strata_insufficient_shares_total"], 1);
+        let seconds = line["strata_request_duration_seconds"].as_array().unwrap();
+        assert!(
+            seconds.len() == 1 && seconds[0].as_f64().unwrap() >= 0.0,
+            "{seconds:?}"
+        );
+
+        // The next invocation reports only itself: counters start again from zero after each flush.
+        let lines = lines_of(
+            "certificates-issue",
+            "req-2",
+            json(StatusCode::CREATED, &json!({})),
+        )
+        .await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(
+            metric_names(line),
+            ["strata_request_duration_seconds", "strata_requests_total"]
+        );
+        assert_eq!(
+            (
+                &line["status"],
+                &line["code"],
+                &line["requestId"],
+                &line["strata_requests_total"]
+            ),
+            (&json!("201"), &json!("none"), &json!("req-2"), &json!(1))
+        );
+
+        // A replayed response has no code attached: it is read from the stored body.
+        let mut replay = error(&Error::conflict(
+            "no_free_slot",
+            "widget \"a\" has no free RJ45 slot",
+        ));
+        replay.extensions_mut().clear();
+        let lines = lines_of("widgets-associate", "req-3", replay).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["code"], "no_free_slot");
+        assert_eq!(lines[0]["strata_slot_refusals_total"], 1);
+        assert_eq!(lines[0]["strata_conflicts_total"], 1);
+
+        // A throttled answer.
+        let throttled = error(&Error::new(
+            strata_core::Kind::Throttled,
+            "rate_limited",
+            "slow down",
+        ));
+        let lines = lines_of("kv-get", "req-4", throttled).await;
+        assert_eq!(
+            metric_names(&lines[0]),
+            [
+                "strata_request_duration_seconds",
+                "strata_requests_total",
+                "strata_throttles_total",
+            ]
+        );
+        assert_eq!(
+            (&lines[0]["status"], &lines[0]["operation"]),
+            (&json!("429"), &json!("kv-get"))
+        );
+    }
 }

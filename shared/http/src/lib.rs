@@ -9,10 +9,14 @@
 //! - [`route`]: the [`route::Route`] table type. Each service crate lists its routes once; the local server
 //!   mounts them and a test checks them against `template.yaml`.
 //! - [`idempotency`]: `Idempotency-Key` handling around any handler (claim, replay, `422`, release on `5xx`).
-//! - [`lambda`]: the Lambda entry point: JSON logging, building the DynamoDB stores once, running a handler.
+//! - [`lambda`]: the Lambda entry point: JSON logging, building the DynamoDB stores once, running a handler,
+//!   flushing each invocation's metrics as CloudWatch Embedded Metric Format.
+//! - [`metrics`]: the request metrics (requests, latency, conflicts, refusals, throttles), recorded in one
+//!   place for the Lambdas and the local server.
 
 pub mod idempotency;
 pub mod lambda;
+pub mod metrics;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -61,6 +61,10 @@ pub fn error(e: &Error) -> Response {
         body.insert(name.clone(), value.clone());
     }
     let mut response = json(status_of(e.kind), &json!({ "error": body }));
+    // For the metrics, which count answers by code without reading bodies back.
+    response
+        .extensions_mut()
+        .insert(crate::metrics::ErrorCode(e.code.clone()));
     if let Some(seconds) = e.retry_after {
         response.headers_mut().insert(RETRY_AFTER, seconds.into());
     }
