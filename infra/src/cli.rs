@@ -23,25 +23,9 @@ struct Cli {
 enum Command {
     /// Serve the whole HTTP API (and the key/value line protocol) from this machine.
     Serve(Serve),
-    /// Measure a running strata: throughput, latency percentiles and errors, with a JSON report.
-    Bench {
-        #[arg(value_enum)]
-        workload: crate::bench::Workload,
-        /// Base URL of the API.
-        #[arg(long, default_value = "http://127.0.0.1:3000")]
-        target: String,
-        #[arg(long, default_value_t = 20)]
-        connections: usize,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        /// Distinct keys to spread over.
-        #[arg(long, default_value_t = 1000)]
-        keys: usize,
-        /// Write the report as JSON here.
-        #[arg(long)]
-        output: Option<PathBuf>,
-    },
+    /// Measure a running strata: throughput, latency percentiles, refusals and errors, with a JSON report
+    /// and a latency plot.
+    Bench(crate::bench::Args),
     /// Widgets on the embedded store.
     Widgets {
         #[command(subcommand)]
@@ -124,29 +108,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
-        Command::Bench {
-            workload,
-            target,
-            connections,
-            duration,
-            keys,
-            output,
-        } => {
-            let report = crate::bench::run(crate::bench::Options {
-                workload,
-                target: target.trim_end_matches('/').to_owned(),
-                connections: connections.max(1),
-                duration: std::time::Duration::from_secs_f64(duration),
-                keys: keys.max(2),
-            })
-            .await?;
-            report.print();
-            if let Some(path) = output {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-                println!("  report      {}", path.display());
-            }
-            Ok(())
-        }
+        Command::Bench(args) => crate::bench::command(args).await.map_err(|e| e as _),
         Command::Widgets {
             command:
                 WidgetsCommand::Load {
@@ -201,7 +163,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         }
         StoreKind::Dynamodb => {
             let config = aws_config::load_from_env().await;
-            let client = aws_sdk_dynamodb::Client::new(&config);
+            let client = strata_dynamo::config::client(&config);
             let tables = if args.create_tables {
                 create_tables(&client, &args.table_prefix).await?
             } else {
