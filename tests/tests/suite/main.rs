@@ -1,5 +1,6 @@
 //! strata's integration suite: one binary, so one DynamoDB Local serves the whole run.
 
+mod bench;
 mod certificates_contract;
 mod certificates_faults;
 mod counters_contract;
