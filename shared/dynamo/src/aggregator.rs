@@ -55,7 +55,7 @@ impl Aggregator {
         let config = aws_config::load_from_env().await;
         let tables = crate::Tables::from_env()?;
         Ok(Self::new(
-            Client::new(&config),
+            crate::config::client(&config),
             tables.counters,
             tables.counter_log,
         ))

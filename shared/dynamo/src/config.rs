@@ -1,8 +1,50 @@
 //! Building the client and finding the tables.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use std::sync::Arc;
+use std::time::Duration;
 use strata_core::{Backend, Error, Settings, Stores};
+
+/// Most attempts the SDK makes for one DynamoDB call (the first and two retries), with the standard retry
+/// mode's jittered exponential backoff between them. Throttling, 5xx answers, timeouts and connection
+/// failures are retried; after the last attempt the request answers `429 store_throttled` (throttling) or
+/// `503 store_unavailable` (anything else transient), both with `retry-after`, and the client retries.
+/// More attempts here would only hold a Lambda (and its API Gateway request, 29 s at most) longer.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// The first retry waits up to this long (jittered), each later one twice as long ...
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// ... but never longer than this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Establishing a connection to DynamoDB; a healthy endpoint answers in milliseconds.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One attempt, from sending to the whole answer: a 100-item `TransactWriteItems` takes well under a
+/// second, so an attempt that takes this long is stuck, and another attempt is the better bet.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One call with all its attempts and backoffs: the most a request waits for DynamoDB before it answers.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The DynamoDB client strata uses everywhere: `sdk`'s credentials, region and endpoint, with the bounded
+/// retries and timeouts above (the SDK's defaults have no operation timeout at all).
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(INITIAL_BACKOFF)
+                .with_max_backoff(MAX_BACKOFF),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
 
 /// The table names of one deployment.
 #[derive(Debug, Clone)]
@@ -86,7 +128,7 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
 pub async fn stores_from_env() -> Result<Stores, Error> {
     let config = aws_config::load_from_env().await;
     Ok(stores(
-        Client::new(&config),
+        client(&config),
         Tables::from_env()?,
         &Settings::from_env()?,
     ))
