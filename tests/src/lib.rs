@@ -11,9 +11,12 @@
 //! - [`streams`]: DynamoDB Local's streams read and turned into real `DynamoDbEvent` payloads, for the
 //!   counter aggregator.
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
+//! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
+//!   and every invariant of the contract checked over everything acknowledged so far.
 //!
 //! The tests themselves are in `tests/suite/`.
 
+pub mod crash;
 pub mod dynamodb;
 pub mod fixture;
 pub mod server;

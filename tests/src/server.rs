@@ -43,6 +43,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The process id of the running server (to send it other signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");

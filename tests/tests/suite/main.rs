@@ -5,6 +5,7 @@ mod certificates_contract;
 mod certificates_faults;
 mod counters_contract;
 mod counters_faults;
+mod crash_recovery;
 mod e2e_kv;
 mod kv_contract;
 mod kv_tx_contract;
