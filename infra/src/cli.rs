@@ -15,8 +15,17 @@ use strata_core::{Settings, Stores};
     about = "strata: consistent data for serverless backends, on one machine"
 )]
 struct Cli {
+    /// Log lines as text, or as JSON objects (one a line, with the request's span and its `request_id`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -101,12 +110,17 @@ enum StoreKind {
 /// Parses the command line and runs it.
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => crate::bench::command(args).await.map_err(|e| e as _),
         Command::Widgets {
@@ -198,6 +212,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(limit) = args.rate_limit {
         router = crate::server::rate_limited(router, limit);
     }
+    // GET /metrics, request ids and request logging, around everything (the limiter's 429s too).
+    let router = crate::server::observed(router);
     // Connection info gives the rate limiter each client's address.
     axum::serve(
         listener,

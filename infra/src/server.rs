@@ -99,7 +99,136 @@ pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
             .retry_after(retry_after),
         ))
     });
-    router.route_layer(layer)
+    // Outside the limiter, so it sees the 429s the limiter answers without calling a handler (which
+    // records its own answers).
+    let operations = Arc::new(operations());
+    router
+        .route_layer(layer)
+        .route_layer(axum::middleware::from_fn(move |req, next| {
+            count_throttled(operations.clone(), req, next)
+        }))
+}
+
+/// Route template (axum syntax) and method → operation, for the answers no handler gave.
+type Operations = HashMap<String, Vec<(Method, &'static str)>>;
+
+fn operations() -> Operations {
+    let mut operations = Operations::new();
+    for route in crate::routes::all() {
+        let method = Method::from_bytes(route.method.as_bytes()).expect("route methods are valid");
+        operations
+            .entry(axum_path(route.path))
+            .or_default()
+            .push((method, route.function));
+    }
+    operations
+}
+
+async fn count_throttled(
+    operations: Arc<Operations>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    if let Some(code) = response
+        .extensions()
+        .get::<strata_http::metrics::ErrorCode>()
+        && code.0 == "rate_limited"
+        && let Some(operation) = route
+            .and_then(|route| operations.get(route.as_str()))
+            .and_then(|methods| methods.iter().find(|(m, _)| *m == method))
+            .map(|(_, operation)| *operation)
+    {
+        strata_http::metrics::record(operation, started, response.status().as_u16(), code.label());
+    }
+    response
+}
+
+/// `GET /metrics` (Prometheus text), request ids and request logging: what `strata serve` adds around the
+/// API's router. Not part of [`router`], so that tests serving the router in-process install no recorder.
+pub fn observed(router: axum::Router) -> axum::Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::trace::{DefaultOnResponse, TraceLayer};
+    let prometheus = prometheus();
+    let x_request_id = http::HeaderName::from_static("x-request-id");
+    router
+        // Local only, like `/kv/ws`: on AWS the same metrics are EMF lines in CloudWatch.
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    prometheus.render(),
+                )
+            }),
+        )
+        // Innermost first: the id is set (or kept, if the client sent one), then the request's span
+        // carries it, so every line logged while serving it names it; the response echoes it.
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &http::Request<axum::body::Body>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|id| id.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                // One line per request at debug (`RUST_LOG=tower_http=debug`); 5xx are logged as errors.
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+}
+
+/// The Prometheus recorder of this process, installed as the global recorder on first use (later calls get
+/// the same handle, so starting two servers in one process cannot fail). If another recorder was installed
+/// first, the handle renders nothing and a warning says why.
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                // Histograms with buckets (not the default summaries): cheap to record, aggregatable.
+                .set_buckets_for_metric(
+                    Matcher::Full(strata_http::metrics::DURATION.to_owned()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
+                )
+                .expect("buckets are given")
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => strata_http::metrics::describe(),
+                Err(_) => tracing::warn!(
+                    "GET /metrics is empty: another metrics recorder was installed first"
+                ),
+            }
+            // Drains recorded histogram values into their buckets even when nobody scrapes.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
 }
 
 /// The rate-limiting key: the client's address and the route (method and path template) it called.
@@ -150,10 +279,13 @@ async fn call(
         Ok(params) => params,
         Err(_) => return to_axum(error(&invalid_path())),
     };
-    match to_lambda(params, req).await {
-        Ok(req) => to_axum((route.handler)(&stores, req).await),
-        Err(e) => to_axum(error(&e)),
-    }
+    let started = std::time::Instant::now();
+    let response = match to_lambda(params, req).await {
+        Ok(req) => (route.handler)(&stores, req).await,
+        Err(e) => error(&e),
+    };
+    strata_http::metrics::observe(route.function, started, &response);
+    to_axum(response)
 }
 
 /// The request as API Gateway (HTTP API, payload 2.0) would hand it to the Lambda: decoded path

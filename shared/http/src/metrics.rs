@@ -72,9 +72,17 @@ pub fn describe() {
 
 /// Records one answered request of `operation` that started at `started`.
 pub fn observe(operation: &'static str, started: Instant, response: &Response) {
+    record(
+        operation,
+        started,
+        response.status().as_u16(),
+        error_code(response),
+    );
+}
+
+/// Records one answer given outside a handler (the local server's rate limiter), by status and code.
+pub fn record(operation: &'static str, started: Instant, status: u16, code: SharedString) {
     let elapsed = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16();
-    let code = error_code(response);
     let labels = [
         Label::from_static_parts("operation", operation),
         Label::new("status", status_label(status)),
@@ -96,14 +104,21 @@ pub fn observe(operation: &'static str, started: Instant, response: &Response) {
     }
 }
 
+impl ErrorCode {
+    /// As a label value; no copy for the codes written in the source.
+    pub fn label(&self) -> SharedString {
+        match &self.0 {
+            Cow::Borrowed(code) => SharedString::const_str(code),
+            Cow::Owned(code) => SharedString::from_owned(code.clone()),
+        }
+    }
+}
+
 /// The code an error response carries: from [`ErrorCode`], or (a replayed idempotent response, which is
 /// rebuilt from its stored body) from the body's `error.code`.
 fn error_code(response: &Response) -> SharedString {
-    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
-        return match code {
-            Cow::Borrowed(code) => SharedString::const_str(code),
-            Cow::Owned(code) => SharedString::from_owned(code.clone()),
-        };
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        return code.label();
     }
     if response.status().as_u16() < 400 {
         return SharedString::const_str("none");
