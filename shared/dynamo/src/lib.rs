@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the client (built once per process; `AWS_ENDPOINT_URL` points it at DynamoDB Local or
-//!   LocalStack) and the table names, which the template passes in environment variables.
-//! - [`error`]: SDK errors mapped to domain errors: throttling and outages are retryable (`503`), a failed
-//!   condition is told apart so callers can turn it into the right domain answer.
+//! - [`config`]: the client (built once per process, with bounded retries and timeouts; `AWS_ENDPOINT_URL`
+//!   points it at DynamoDB Local or LocalStack) and the table names, which the template passes in
+//!   environment variables.
+//! - [`error`]: SDK errors mapped to domain errors: throttling is `429`, outages `503` (both retryable), a
+//!   failed condition is told apart so callers can turn it into the right domain answer.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.

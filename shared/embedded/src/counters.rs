@@ -72,15 +72,7 @@ fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
 
 impl EmbeddedCounters {
     pub fn new(store: Store, mode: Mode) -> Self {
-        // Above every entry left in the log (a restart reuses only numbers already folded away).
-        let next_entry = store.counter_log_sequence(|| {
-            store
-                .snapshot()
-                .last_key_value(store.space(Space::CounterLog))
-                .and_then(|entry| entry.key().ok())
-                .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
-                .map_or(0, |key| u64::from_be_bytes(key) + 1)
-        });
+        let next_entry = store.counter_log_sequence();
         if mode == Mode::Eventual && store.claim_folder() {
             let cursor = Arc::new(AtomicU64::new(0));
             store.start_background("strata-folder", FOLD_EVERY, move |store| {
@@ -109,9 +101,10 @@ impl EmbeddedCounters {
 pub async fn fold(store: &Store, from: u64) -> Result<Option<u64>, Error> {
     // A snapshot, not a plain keyspace scan: that one can see a batch half applied (its items go in one by
     // one, in no particular order), and the cursor would then skip the entries not there yet.
-    let ids: Vec<Vec<u8>> = store
+    let view = store.view()?;
+    let ids: Vec<Vec<u8>> = view
         .snapshot()
-        .range(store.space(Space::CounterLog), from.to_be_bytes()..)
+        .range(view.space(Space::CounterLog), from.to_be_bytes()..)
         .take(FOLD_BATCH)
         .map(|entry| {
             entry

@@ -220,10 +220,10 @@ impl Ledger for EmbeddedLedger {
         let range = certificate_key(class, first)..=certificate_key(class, u64::MAX);
         let mut out = Vec::new();
         // A snapshot sees whole batches only, so a listing never shows a class ahead of its certificates.
-        for entry in self
-            .store
+        let view = self.store.view()?;
+        for entry in view
             .snapshot()
-            .range(self.store.space(Space::Certificates), range)
+            .range(view.space(Space::Certificates), range)
             .take(limit as usize)
         {
             let (key, value) = entry.into_inner().map_err(crate::store::fjall_error)?;

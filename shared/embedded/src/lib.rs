@@ -7,6 +7,8 @@
 //! - [`writer`]: the single writer thread. It drains every queued command, runs them one after another
 //!   against a staging overlay, writes the whole batch with one fsync, and only then answers every command.
 //!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
+//!   A batch the disk refuses is answered `503`; the writer reopens the data directory once the disk takes
+//!   writes again.
 //! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
 //! - [`ledger`]: stock certificates: an issue is one writer command (check, allocate, store).
 //! - [`connections`]: WebSocket sessions' open transactions, in memory.

@@ -1,9 +1,11 @@
 //! Opening the data directory and wiring the ports.
 
 use crate::writer::{Staging, Writer};
+use fjall::Readable;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use strata_core::{Backend, Error, Settings, Stores};
 
 /// One keyspace per domain, so each domain's keys sort and compact on their own.
@@ -60,6 +62,69 @@ impl Spaces {
     }
 }
 
+/// One open fjall database and its keyspaces. The writer replaces it as a whole when it reopens the data
+/// directory after a failed write, so a snapshot and the keyspaces it reads always belong together.
+pub(crate) struct Handles {
+    pub(crate) db: Database,
+    pub(crate) spaces: Spaces,
+}
+
+impl Handles {
+    /// Opens the database in `dir`; fjall replays its journal, so this is every acknowledged write.
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, fjall::Error> {
+        let db = Database::builder(dir).cache_size(cache_bytes).open()?;
+        let spaces = Spaces {
+            spaces: Space::ALL
+                .iter()
+                .enumerate()
+                .map(|(index, space)| {
+                    debug_assert_eq!(index, *space as usize, "Space::ALL is in declaration order");
+                    db.keyspace(space.name(), KeyspaceCreateOptions::default)
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Self { db, spaces })
+    }
+
+    pub(crate) fn space(&self, space: Space) -> &Keyspace {
+        self.spaces.get(space)
+    }
+
+    /// A consistent view of every keyspace, for scans.
+    pub(crate) fn snapshot(&self) -> fjall::Snapshot {
+        self.db.snapshot()
+    }
+}
+
+/// What the readers and the writer share: the data directory and its current [`Handles`].
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) cache_bytes: u64,
+    /// `None` only while the writer reopens the data directory (fjall locks it, so the old database must be
+    /// gone before the new one opens).
+    current: RwLock<Option<Arc<Handles>>>,
+}
+
+impl Shared {
+    pub(crate) fn current(&self) -> Option<Arc<Handles>> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the handles; returns the old ones, so the caller decides when they are dropped.
+    pub(crate) fn replace(&self, handles: Option<Arc<Handles>>) -> Option<Arc<Handles>> {
+        std::mem::replace(
+            &mut *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            handles,
+        )
+    }
+}
+
 /// An open embedded store. Cloning is cheap; the writer stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Store {
@@ -67,14 +132,13 @@ pub struct Store {
 }
 
 struct Inner {
-    spaces: Spaces,
+    /// Declared before `shared`: dropping it joins the writer thread, which holds the database too.
     writer: Writer,
-    /// For snapshots: fjall's plain keyspace reads can see a batch while it is being applied, item by item;
-    /// a snapshot reads at the last fully applied batch.
-    db: Database,
+    shared: Arc<Shared>,
     /// The counter log's next sequence number and whether its folder runs: one per store, however many
-    /// times [`Store::stores`] is called.
-    counter_log: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
+    /// times [`Store::stores`] is called. It only ever grows in memory, so reopening the data directory
+    /// needs no re-derivation: the log on disk never holds a number at or above it.
+    counter_log: Arc<AtomicU64>,
     folder_started: std::sync::atomic::AtomicBool,
 }
 
@@ -93,28 +157,25 @@ impl Store {
                 dir.display()
             ))
         })?;
-        let db = Database::builder(dir)
-            .cache_size(cache_bytes)
-            .open()
-            .map_err(fjall_error)?;
-        let spaces = Spaces {
-            spaces: Space::ALL
-                .iter()
-                .enumerate()
-                .map(|(index, space)| {
-                    debug_assert_eq!(index, *space as usize, "Space::ALL is in declaration order");
-                    db.keyspace(space.name(), KeyspaceCreateOptions::default)
-                        .map_err(fjall_error)
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let writer = Writer::start(db.clone(), spaces.clone())?;
+        let handles = Handles::open(dir, cache_bytes).map_err(fjall_error)?;
+        // Above every entry left in the log (a restart reuses only numbers already folded away).
+        let next_log_entry = handles
+            .snapshot()
+            .last_key_value(handles.space(Space::CounterLog))
+            .and_then(|entry| entry.key().ok())
+            .and_then(|key| <[u8; 8]>::try_from(&key[..]).ok())
+            .map_or(0, |key| u64::from_be_bytes(key) + 1);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            cache_bytes,
+            current: RwLock::new(Some(Arc::new(handles))),
+        });
+        let writer = Writer::start(shared.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
-                spaces,
                 writer,
-                db,
-                counter_log: std::sync::OnceLock::new(),
+                shared,
+                counter_log: Arc::new(AtomicU64::new(next_log_entry)),
                 folder_started: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -174,15 +235,9 @@ impl Store {
         }
     }
 
-    /// The counter log's sequence, started at `initial` the first time it is asked for.
-    pub(crate) fn counter_log_sequence(
-        &self,
-        initial: impl FnOnce() -> u64,
-    ) -> Arc<std::sync::atomic::AtomicU64> {
-        self.inner
-            .counter_log
-            .get_or_init(|| Arc::new(std::sync::atomic::AtomicU64::new(initial())))
-            .clone()
+    /// The counter log's sequence: the next number to assign.
+    pub(crate) fn counter_log_sequence(&self) -> Arc<AtomicU64> {
+        self.inner.counter_log.clone()
     }
 
     /// True the first time only: whoever gets it starts the counter folder.
@@ -191,10 +246,6 @@ impl Store {
             .inner
             .folder_started
             .swap(true, std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub(crate) fn space(&self, space: Space) -> &Keyspace {
-        self.inner.spaces.get(space)
     }
 
     /// Runs `command` on the writer thread and resolves once its writes are durable (or it failed, in which
@@ -207,16 +258,19 @@ impl Store {
         self.inner.writer.submit(command).await
     }
 
-    /// Reads the current value of `key` in `space`. A point read needs no snapshot: it sees one key, whose
-    /// value is already durable when fjall applies it. Scans that must see whole batches use
-    /// [`Self::snapshot`] (a snapshot per point read cost about a quarter of the GET throughput).
-    pub(crate) fn read(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
-        self.space(space).get(key).map_err(fjall_error)
+    /// The current database and keyspaces: `503` for the moment the writer reopens the data directory.
+    pub(crate) fn view(&self) -> Result<Arc<Handles>, Error> {
+        self.inner
+            .shared
+            .current()
+            .ok_or_else(|| Error::unavailable("the embedded store is reopening its data directory"))
     }
 
-    /// A consistent view of every keyspace, for scans.
-    pub(crate) fn snapshot(&self) -> fjall::Snapshot {
-        self.inner.db.snapshot()
+    /// Reads the current value of `key` in `space`. A point read needs no snapshot: it sees one key, whose
+    /// value is already durable when fjall applies it. Scans that must see whole batches use a snapshot of
+    /// [`Self::view`] (a snapshot per point read cost about a quarter of the GET throughput).
+    pub(crate) fn read(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
+        self.view()?.space(space).get(key).map_err(fjall_error)
     }
 }
 

@@ -6,10 +6,23 @@
 //! whole batch atomically with a single fsync, and then answers every command with the outcome. A command
 //! that fails leaves no trace in the batch. If the fsync fails, every command of the batch is told so: a
 //! client never gets a success that a crash could undo.
+//!
+//! When the disk refuses a batch (full, read-only, failing), fjall applies none of it to its memtables, so
+//! readers never see it, but it refuses every later write until the database is opened again. The writer
+//! then answers every command `503 store_unavailable` and keeps the old database for readers. Before the
+//! next batch (at most every [`RETRY_EVERY`]) it checks that the data directory takes a write and an fsync
+//! again, closes the old database and opens it afresh from disk, which is exactly the acknowledged writes,
+//! with one exception it repairs: closing flushes what the journal still buffered of the refused batch, and
+//! if that completes it, the reopened database would show it. The writer remembers what the refused batch
+//! overwrote and, if any of it shows after the reopen, writes the old values back (durably) before it lets
+//! readers or commands see the new database.
 
-use crate::store::{Space, Spaces, fjall_error};
+use crate::store::{Handles, Shared, Space, Spaces, fjall_error};
 use fjall::{Database, PersistMode};
 use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use strata_core::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +32,15 @@ const MAX_BATCH_COMMANDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Commands waiting for the writer; a full queue makes callers wait (back-pressure), not fail.
 const QUEUE_DEPTH: usize = 8192;
+/// After a refused batch, how often the writer checks whether the disk takes writes again. Below the
+/// `retry-after: 1` a refused client gets, so a client that waits as told finds the store writable.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How much the check writes and fsyncs: a full disk with a few bytes free must not pass it.
+const PROBE_BYTES: usize = 256 * 1024;
+/// The check's file, in the data directory (the same file system as the journal), removed right after.
+const PROBE_FILE: &str = "strata-write-probe";
+/// How long a reopen waits for readers to let go of the old database (fjall locks the directory).
+const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
 
 type Reply = Box<dyn FnOnce(Result<(), Error>) + Send>;
 type Job = Box<dyn FnOnce(&mut Staging<'_>) -> Reply + Send>;
@@ -42,11 +64,11 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(db: Database, spaces: Spaces) -> Result<Self, Error> {
+    pub(crate) fn start(shared: Arc<Shared>) -> Result<Self, Error> {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("strata-writer".into())
-            .spawn(move || run(&db, &spaces, jobs))
+            .spawn(move || run(&shared, jobs))
             .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             queue: Some(queue),
@@ -81,10 +103,22 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, spaces: &Spaces, mut jobs: mpsc::Receiver<Job>) {
+/// What a command is told when the store cannot take writes.
+fn refused() -> Error {
+    Error::unavailable(
+        "the data directory cannot take writes (full, read-only or failing); nothing was written",
+    )
+}
+
+fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
+    let mut fault: Option<Fault> = None;
     // `blocking_recv` returns None once every sender is gone: the store was dropped, time to stop.
     while let Some(first) = jobs.blocking_recv() {
-        let mut staging = Staging::new(spaces);
+        if let Some(refused_batch) = fault.take() {
+            fault = recover(shared, refused_batch);
+        }
+        let handles = shared.current();
+        let mut staging = Staging::new(handles.as_deref().map(|h| &h.spaces));
         let mut replies = vec![first(&mut staging)];
         while replies.len() < MAX_BATCH_COMMANDS && staging.bytes < MAX_BATCH_BYTES {
             match jobs.try_recv() {
@@ -92,14 +126,143 @@ fn run(db: &Database, spaces: &Spaces, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let durable = staging.commit(db);
+        let durable = match (&fault, &handles) {
+            (None, Some(handles)) => match staging.commit(&handles.db) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "the disk refused a batch; writes answer 503 until it takes them again");
+                    fault = Some(Fault::new(staging, handles));
+                    Err(refused())
+                }
+            },
+            _ => Err(refused()),
+        };
         for reply in replies {
             reply(durable.clone());
         }
     }
-    if let Err(e) = db.persist(PersistMode::SyncAll) {
+    if fault.is_none()
+        && let Some(handles) = shared.current()
+        && let Err(e) = handles.db.persist(PersistMode::SyncAll)
+    {
         tracing::error!(error = %e, "final persist failed");
     }
+}
+
+/// The value a refused batch overwrote in one slot (`Some(None)`: the slot was empty); `None` when it could
+/// not be read (the disk failing reads too), so it cannot be put back, only reported.
+type Before = Option<Option<Vec<u8>>>;
+
+/// A batch the disk refused: every slot it wrote, with the value it overwrote.
+struct Fault {
+    slots: Vec<(Slot, Before)>,
+    next_attempt: Instant,
+}
+
+impl Fault {
+    /// Reads what the batch would have overwritten from the database that refused it: fjall applies a batch
+    /// to its memtables only after the journal took it, so that database still shows the values before it.
+    fn new(staging: Staging<'_>, handles: &Handles) -> Self {
+        let slots = staging
+            .batch
+            .into_iter()
+            .map(|((space, key), _)| {
+                let before = match handles.space(space).get(&key) {
+                    Ok(value) => Some(value.map(|v| v.to_vec())),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the value a refused write overwrote");
+                        None
+                    }
+                };
+                ((space, key), before)
+            })
+            .collect();
+        Self {
+            slots,
+            next_attempt: Instant::now() + RETRY_EVERY,
+        }
+    }
+
+    fn later(mut self) -> Option<Self> {
+        self.next_attempt = Instant::now() + RETRY_EVERY;
+        Some(self)
+    }
+}
+
+/// Tries to bring the store back after a refused batch; `None` once it takes writes again.
+fn recover(shared: &Shared, fault: Fault) -> Option<Fault> {
+    if Instant::now() < fault.next_attempt {
+        return Some(fault);
+    }
+    if let Err(e) = probe(&shared.dir) {
+        tracing::debug!(error = %e, "the data directory still refuses writes");
+        return fault.later();
+    }
+    // Readers get 503 for the moment the directory has no open database; the old one goes first, because
+    // fjall locks the directory. Closing it flushes whatever its journal still buffers.
+    drop(shared.replace(None));
+    let deadline = Instant::now() + REOPEN_PATIENCE;
+    let handles = loop {
+        match Handles::open(&shared.dir, shared.cache_bytes) {
+            Ok(handles) => break handles,
+            // A reader still holds the old database for a moment.
+            Err(fjall::Error::Locked) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the data directory failed; will retry");
+                return fault.later();
+            }
+        }
+    };
+    if let Err(e) = put_back(&handles, &fault) {
+        tracing::warn!(error = %e, "undoing a refused batch failed; will retry");
+        return fault.later();
+    }
+    shared.replace(Some(Arc::new(handles)));
+    tracing::warn!("the data directory takes writes again; the store is reopened");
+    None
+}
+
+/// Writes back what the refused batch overwrote, if the reopened database shows any of the batch (a journal
+/// batch is all or nothing, so then it shows all of it).
+fn put_back(handles: &Handles, fault: &Fault) -> Result<(), fjall::Error> {
+    let mut landed = false;
+    for ((space, key), before) in &fault.slots {
+        let now = handles.space(*space).get(key)?.map(|v| v.to_vec());
+        if before.as_ref().is_some_and(|before| *before != now) {
+            landed = true;
+        }
+    }
+    if !landed {
+        return Ok(());
+    }
+    tracing::warn!("a refused batch reached the journal after all; writing back what it overwrote");
+    let mut batch = handles.db.batch().durability(Some(PersistMode::SyncAll));
+    for ((space, key), before) in &fault.slots {
+        let keyspace = handles.space(*space);
+        match before {
+            Some(Some(value)) => batch.insert(keyspace, key.as_slice(), value.as_slice()),
+            Some(None) => batch.remove(keyspace, key.as_slice()),
+            None => tracing::error!(
+                ?space,
+                "a refused write is visible and its old value is unknown; it stays"
+            ),
+        }
+    }
+    batch.commit()
+}
+
+/// Whether the data directory takes a write and an fsync right now.
+fn probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let path = dir.join(PROBE_FILE);
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let removed = std::fs::remove_file(&path);
+    written.and(removed)
 }
 
 type Slot = (Space, Vec<u8>);
@@ -109,7 +272,8 @@ type Slot = (Space, Vec<u8>);
 /// `None` marks a removal. Each key appears once in the batch however often it is written, which is also
 /// what fjall needs: every item of a batch gets the same sequence number.
 pub struct Staging<'a> {
-    spaces: &'a Spaces,
+    /// `None` while the data directory is being reopened: every read fails with `503`.
+    spaces: Option<&'a Spaces>,
     batch: HashMap<Slot, Option<Vec<u8>>>,
     /// The current command's writes, merged into `batch` only if the command succeeds.
     command: HashMap<Slot, Option<Vec<u8>>>,
@@ -117,7 +281,7 @@ pub struct Staging<'a> {
 }
 
 impl<'a> Staging<'a> {
-    fn new(spaces: &'a Spaces) -> Self {
+    fn new(spaces: Option<&'a Spaces>) -> Self {
         Self {
             spaces,
             batch: HashMap::new(),
@@ -132,8 +296,8 @@ impl<'a> Staging<'a> {
         if let Some(staged) = self.command.get(&slot).or_else(|| self.batch.get(&slot)) {
             return Ok(staged.clone());
         }
-        Ok(self
-            .spaces
+        let spaces = self.spaces.ok_or_else(refused)?;
+        Ok(spaces
             .get(space)
             .get(key)
             .map_err(fjall_error)?
@@ -160,19 +324,23 @@ impl<'a> Staging<'a> {
     }
 
     /// Writes the batch atomically and waits for the fsync. fjall applies the batch to its memtables (makes
-    /// it visible to readers) only after the journal write and fsync succeeded.
-    fn commit(self, db: &Database) -> Result<(), Error> {
+    /// it visible to readers) only after the journal write and fsync succeeded. Keeps the batch, so a refused
+    /// one can be remembered.
+    fn commit(&self, db: &Database) -> Result<(), fjall::Error> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        let Some(spaces) = self.spaces else {
+            return Err(fjall::Error::Poisoned);
+        };
         let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-        for ((space, key), value) in self.batch {
-            let keyspace = self.spaces.get(space);
+        for ((space, key), value) in &self.batch {
+            let keyspace = spaces.get(*space);
             match value {
-                Some(value) => batch.insert(keyspace, key, value),
-                None => batch.remove(keyspace, key),
+                Some(value) => batch.insert(keyspace, key.as_slice(), value.as_slice()),
+                None => batch.remove(keyspace, key.as_slice()),
             }
         }
-        batch.commit().map_err(fjall_error)
+        batch.commit()
     }
 }
