@@ -182,9 +182,17 @@ pub fn observed(router: axum::Router) -> axum::Router {
                         .get("x-request-id")
                         .and_then(|id| id.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                    // At error level so that it is on whenever anything is logged: a warning or an
+                    // error met while serving a request always names the request.
+                    tracing::error_span!(
+                        "request",
+                        request_id = %id,
+                        method = %req.method(),
+                        path = %req.uri().path()
+                    )
                 })
                 // One line per request at debug (`RUST_LOG=tower_http=debug`); 5xx are logged as errors.
+                .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))

@@ -11,6 +11,7 @@ mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
+mod metrics;
 mod openapi;
 mod routes;
 mod template;
