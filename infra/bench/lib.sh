@@ -8,9 +8,16 @@ ROUNDS=${ROUNDS:-3}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# STRATA=path/to/strata uses that binary instead of building the release one.
+build_strata() {
+  if [[ -z ${STRATA:-} ]]; then
+    cargo build --release -q -p strata --manifest-path "$root/Cargo.toml"
+    STRATA="$root/target/release/strata"
+  fi
+}
+
 start_server() {
-  cargo build --release -q -p strata --manifest-path "$root/Cargo.toml"
-  STRATA="$root/target/release/strata"
+  build_strata
   DATA=$(mktemp -d)
   local port line_port
   port=$(free_port)

@@ -21,6 +21,10 @@
 //! `protocol Key not found!`).
 
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -168,6 +172,9 @@ impl Options {
             return Err("--rate must be a positive number of operations per second".into());
         }
         let line = self.target.starts_with("tcp://");
+        if !line {
+            Http::new(&self.target)?;
+        }
         if (self.workload == Workload::Line) != line {
             return Err(if line {
                 format!(
@@ -372,7 +379,6 @@ struct Schedule {
 /// Shared by every worker of a run.
 struct Context {
     options: Options,
-    client: reqwest::Client,
     /// Cumulative weights: (operation name, upper bound).
     table: Vec<(&'static str, Op, u64)>,
     total_weight: u64,
@@ -383,11 +389,6 @@ struct Context {
 /// Runs the workload and returns its figures.
 pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
     options.check()?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.connections)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
     let mut table = Vec::new();
     let mut total_weight = 0;
     for (name, _) in options.workload.operations() {
@@ -406,7 +407,6 @@ pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error +
     );
     let context = Arc::new(Context {
         options,
-        client,
         table,
         total_weight,
         run_id,
@@ -736,22 +736,38 @@ async fn prepare(context: &Arc<Context>) -> Result<(), Box<dyn std::error::Error
             let context = context.clone();
             jobs.spawn(async move {
                 let o = &context.options;
+                let mut http = Http::new(&o.target)?;
                 for k in (part..o.keys).step_by(parallel) {
-                    let c = &context.client;
-                    let request = match o.workload {
-                        Workload::Counters => c
-                            .post(format!("{}/increment", o.target))
-                            .json(&json!({"key": format!("bench-{k}"), "value": 1})),
-                        Workload::Widgets => c.post(format!("{}/widgets", o.target)).json(&json!({
-                            "serial_number": crate::widgets_load::serial(1, k as u64),
-                            "name": format!("widget {k}"),
-                            "ports": ["P", "R", "Q"],
-                        })),
-                        _ => c
-                            .put(format!("{}/kv/keys/bench-{k}", o.target))
-                            .json(&json!({"value": "0"})),
+                    let (method, path, body) = match o.workload {
+                        Workload::Counters => (
+                            Method::POST,
+                            "/increment".to_owned(),
+                            json!({"key": format!("bench-{k}"), "value": 1}),
+                        ),
+                        Workload::Widgets => (
+                            Method::POST,
+                            "/widgets".to_owned(),
+                            json!({
+                                "serial_number": crate::widgets_load::serial(1, k as u64),
+                                "name": format!("widget {k}"),
+                                "ports": ["P", "R", "Q"],
+                            }),
+                        ),
+                        _ => (
+                            Method::PUT,
+                            format!("/kv/keys/bench-{k}"),
+                            json!({"value": "0"}),
+                        ),
                     };
-                    match send(request, &["duplicate_serial_number"]).await {
+                    match call(
+                        &mut http,
+                        method,
+                        &path,
+                        Some(&body),
+                        &["duplicate_serial_number"],
+                    )
+                    .await
+                    {
                         (Outcome::Done | Outcome::Refused(_), _) => {}
                         (Outcome::Failed(kind), _) => {
                             return Err(format!("preparing {} failed: {kind}", o.workload.name()));
@@ -790,14 +806,13 @@ async fn prepare(context: &Arc<Context>) -> Result<(), Box<dyn std::error::Error
 /// --seed 1`, or by an earlier run), so that a large loaded store is not walked again.
 async fn widgets_present(context: &Context) -> bool {
     let o = &context.options;
+    let Ok(mut http) = Http::new(&o.target) else {
+        return false;
+    };
     for i in [0, o.keys - 1] {
-        let url = format!(
-            "{}/widgets/{}",
-            o.target,
-            crate::widgets_load::serial(1, i as u64)
-        );
-        match context.client.get(url).send().await {
-            Ok(r) if r.status() == 200 => {}
+        let path = format!("/widgets/{}", crate::widgets_load::serial(1, i as u64));
+        match http.request(Method::GET, &path, None).await {
+            Ok((200, _)) => {}
             _ => return false,
         }
     }
@@ -815,6 +830,8 @@ async fn work(id: usize, context: &Context, schedule: Schedule) -> Tally {
         state ^= state << 17;
         state % n
     };
+    // Checked by `Options::check` for every workload but line.
+    let mut http = Http::new(&o.target).ok();
     let mut line = if o.workload == Workload::Line {
         match LineClient::connect(&o.target).await {
             Ok(client) => Some(client),
@@ -869,7 +886,11 @@ async fn work(id: usize, context: &Context, schedule: Schedule) -> Tally {
                     .await
             }
             (Op::LineGet, Some(line)) => line.call(&format!("GET bench-{key}\n")).await,
-            _ => http_operation(context, op, key, id, sent, &mut pick).await,
+            (_, None) => match http.as_mut() {
+                Some(http) => http_operation(context, http, op, key, id, sent, &mut pick).await,
+                None => Outcome::Failed("no HTTP target".into()),
+            },
+            (_, Some(_)) => Outcome::Failed("HTTP operation on a line connection".into()),
         };
         let broken = matches!(&outcome, Outcome::Failed(kind) if kind.starts_with("transport"));
         tally.count(
@@ -894,24 +915,24 @@ async fn work(id: usize, context: &Context, schedule: Schedule) -> Tally {
 
 async fn http_operation(
     context: &Context,
+    http: &mut Http,
     op: Op,
     key: u64,
     worker: usize,
     sent: u64,
     pick: &mut impl FnMut(u64) -> u64,
 ) -> Outcome {
-    let (c, target) = (&context.client, context.options.target.as_str());
     let widget = |i: u64| crate::widgets_load::serial(1, i);
+    let (get, post) = (Method::GET, Method::POST);
     match op {
-        Op::Health => send(c.get(format!("{target}/health")), &[]).await.0,
+        Op::Health => call(http, get, "/health", None, &[]).await.0,
         Op::KvPut => {
-            let request = c
-                .put(format!("{target}/kv/keys/bench-{key}"))
-                .json(&json!({"value": "benchmark value"}));
-            send(request, &[]).await.0
+            let body = json!({"value": "benchmark value"});
+            let path = format!("/kv/keys/bench-{key}");
+            call(http, Method::PUT, &path, Some(&body), &[]).await.0
         }
         Op::KvGet => {
-            send(c.get(format!("{target}/kv/keys/bench-{key}")), &[])
+            call(http, get, &format!("/kv/keys/bench-{key}"), None, &[])
                 .await
                 .0
         }
@@ -919,17 +940,15 @@ async fn http_operation(
             let other = pick(context.options.keys as u64 - 1);
             // Two distinct keys: `other` skips over `key`.
             let b = if other >= key { other + 1 } else { other };
-            read_modify_write(c, target, key, b).await
+            read_modify_write(http, key, b).await
         }
         Op::Issue => {
             let class = if pick(4) == 0 { "PS" } else { "CS" };
             let body = json!({"name": "Bench Holder", "amount": 1, "class": class});
-            send(
-                c.post(format!("{target}/certificates")).json(&body),
-                &["insufficient_shares"],
-            )
-            .await
-            .0
+            let refusable = ["insufficient_shares"];
+            call(http, post, "/certificates", Some(&body), &refusable)
+                .await
+                .0
         }
         Op::WidgetAdd => {
             let ports: Vec<&str> = (0..1 + pick(3))
@@ -940,9 +959,7 @@ async fn http_operation(
                 "name": "bench widget",
                 "ports": ports,
             });
-            send(c.post(format!("{target}/widgets")).json(&body), &[])
-                .await
-                .0
+            call(http, post, "/widgets", Some(&body), &[]).await.0
         }
         Op::WidgetLink => {
             let other = pick(context.options.keys as u64 - 1);
@@ -951,33 +968,28 @@ async fn http_operation(
                 widget(if other >= key { other + 1 } else { other }),
             );
             let port = ["P", "R", "Q"][pick(3) as usize];
-            let request = c
-                .post(format!("{target}/widgets/{a}/associations"))
-                .json(&json!({"peer": b, "port": port}));
-            match send(request, &["no_free_slot", "already_associated"])
-                .await
-                .0
-            {
+            let body = json!({"peer": b, "port": port});
+            let path = format!("/widgets/{a}/associations");
+            let refusable = ["no_free_slot", "already_associated"];
+            match call(http, post, &path, Some(&body), &refusable).await.0 {
                 Outcome::Done => {
-                    let url = format!("{target}/widgets/{a}/associations/{port}/{b}");
-                    send(c.delete(url), &[]).await.0
+                    let path = format!("/widgets/{a}/associations/{port}/{b}");
+                    call(http, Method::DELETE, &path, None, &[]).await.0
                 }
                 other => other,
             }
         }
         Op::WidgetGet => {
-            send(c.get(format!("{target}/widgets/{}", widget(key))), &[])
+            call(http, get, &format!("/widgets/{}", widget(key)), None, &[])
                 .await
                 .0
         }
         Op::Increment => {
             let body = json!({"key": format!("bench-{key}"), "value": 1});
-            send(c.post(format!("{target}/increment")).json(&body), &[])
-                .await
-                .0
+            call(http, post, "/increment", Some(&body), &[]).await.0
         }
         Op::CounterGet => {
-            send(c.get(format!("{target}/increment/bench-{key}")), &[])
+            call(http, get, &format!("/increment/bench-{key}"), None, &[])
                 .await
                 .0
         }
@@ -985,17 +997,18 @@ async fn http_operation(
     }
 }
 
-/// Sends, reads the whole body (so the connection goes back to the pool), and classifies the answer; a
-/// `409` whose error code is in `refusable` is a refusal. Returns the body of a success.
-async fn send(request: reqwest::RequestBuilder, refusable: &[&str]) -> (Outcome, Option<Value>) {
-    let response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => return (Outcome::Failed(transport(&e)), None),
-    };
-    let status = response.status().as_u16();
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return (Outcome::Failed(transport(&e)), None),
+/// Sends, reads the whole body, and classifies the answer; a `409` whose error code is in `refusable` is a
+/// refusal. Returns the body of a success.
+async fn call(
+    http: &mut Http,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    refusable: &[&str],
+) -> (Outcome, Option<Value>) {
+    let (status, body) = match http.request(method, path, body).await {
+        Ok(reply) => reply,
+        Err(kind) => return (Outcome::Failed(kind), None),
     };
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if (200..300).contains(&status) {
@@ -1013,23 +1026,115 @@ async fn send(request: reqwest::RequestBuilder, refusable: &[&str]) -> (Outcome,
     (outcome, None)
 }
 
-fn transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    };
-    format!("transport {kind}")
+/// One HTTP/1.1 keep-alive connection, straight on hyper (no pool, no URL parsing per request): the
+/// generator shares the machine's cores with the server, so what it spends per request is taken from the
+/// server. A transport error drops the connection; the next request opens another.
+struct Http {
+    /// `host[:port]` as given, for the `Host` header.
+    host: String,
+    /// `host:port`, to connect to.
+    address: String,
+    /// The target's path (an API stage such as `/prod`), without a trailing slash.
+    prefix: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Http {
+    fn new(target: &str) -> Result<Self, String> {
+        let Some(rest) = target.strip_prefix("http://") else {
+            return Err(if target.starts_with("https://") {
+                "https targets are not supported: strata bench speaks plain HTTP/1.1".to_owned()
+            } else {
+                format!("--target {target:?} is not an http:// URL")
+            });
+        };
+        let (host, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if host.is_empty() {
+            return Err(format!("--target {target:?} has no host"));
+        }
+        // A port is present unless the host ends with a name or an IPv6 literal's bracket.
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+        Ok(Self {
+            host: host.to_owned(),
+            address: if has_port {
+                host.to_owned()
+            } else {
+                format!("{host}:80")
+            },
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            sender: None,
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|_| "transport connect".to_owned())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|_| "transport connect".to_owned())?;
+        // Drives the socket; ends when the sender is dropped or the server closes the connection.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Status and body, or the kind of transport failure.
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Bytes), String> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.sender = Some(self.connect().await?);
+        }
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, &self.host);
+        let body = match body {
+            Some(value) => {
+                builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(value.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|_| format!("request: invalid path {path:?}"))?;
+        let sender = self.sender.as_mut().expect("connected above");
+        let exchange = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        };
+        match tokio::time::timeout(Duration::from_secs(30), exchange).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => {
+                self.sender = None;
+                Err("transport closed".into())
+            }
+            Err(_) => {
+                self.sender = None;
+                Err("transport timeout".into())
+            }
+        }
+    }
 }
 
 /// Begin, read both keys, write both incremented, commit; a commit conflict is a refusal.
-async fn read_modify_write(c: &reqwest::Client, target: &str, a: u64, b: u64) -> Outcome {
-    let began = match send(
-        c.post(format!("{target}/kv/transactions")).json(&json!({})),
+async fn read_modify_write(http: &mut Http, a: u64, b: u64) -> Outcome {
+    let began = match call(
+        http,
+        Method::POST,
+        "/kv/transactions",
+        Some(&json!({})),
         &[],
     )
     .await
@@ -1044,8 +1149,8 @@ async fn read_modify_write(c: &reqwest::Client, target: &str, a: u64, b: u64) ->
         return Outcome::Failed("protocol transaction without an id".into());
     };
     for k in [a, b] {
-        let url = format!("{target}/kv/transactions/{tx}/keys/bench-{k}");
-        let n: u64 = match send(c.get(&url), &[]).await {
+        let path = format!("/kv/transactions/{tx}/keys/bench-{k}");
+        let n: u64 = match call(http, Method::GET, &path, None, &[]).await {
             (Outcome::Done, Some(got)) => got["value"]
                 .as_str()
                 .and_then(|v| v.parse().ok())
@@ -1053,17 +1158,17 @@ async fn read_modify_write(c: &reqwest::Client, target: &str, a: u64, b: u64) ->
             (Outcome::Done, None) => 0,
             (other, _) => return other,
         };
-        let put = c.put(&url).json(&json!({"value": (n + 1).to_string()}));
-        if let (outcome @ (Outcome::Refused(_) | Outcome::Failed(_)), _) = send(put, &[]).await {
+        let body = json!({"value": (n + 1).to_string()});
+        if let (outcome @ (Outcome::Refused(_) | Outcome::Failed(_)), _) =
+            call(http, Method::PUT, &path, Some(&body), &[]).await
+        {
             return outcome;
         }
     }
-    send(
-        c.post(format!("{target}/kv/transactions/{tx}/commit")),
-        &["conflict"],
-    )
-    .await
-    .0
+    let commit = format!("/kv/transactions/{tx}/commit");
+    call(http, Method::POST, &commit, None, &["conflict"])
+        .await
+        .0
 }
 
 /// One line-protocol connection, one command in flight.
