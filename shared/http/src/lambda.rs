@@ -9,13 +9,38 @@ use std::time::Instant;
 use strata_core::Stores;
 
 /// Logging for Lambda: JSON when the function's log format is JSON (the template sets it), with the
-/// request id on every line; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+/// request id on every line; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (as
+/// `lambda_http::tracing::init_default_subscriber`).
 ///
 /// The request id comes from the runtime: each invocation runs inside its `Lambda runtime invoke` span,
 /// which carries `requestId` (and `xrayTraceId`), and the JSON format writes the current span into every
-/// line as `"span":{"requestId":...}`.
+/// line as `"span":{"requestId":...}`. That span is an info span, so it is kept on even when the level is
+/// `WARN` or `ERROR`: the warnings and errors are the lines that most need their request.
 pub fn init() {
-    lambda_http::tracing::init_default_subscriber();
+    use lambda_http::tracing::subscriber::{EnvFilter, filter::LevelFilter};
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|level| level.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy()
+        .add_directive(
+            "lambda_runtime::layers::trace=info"
+                .parse()
+                .expect("a valid directive"),
+        );
+    let format = lambda_http::tracing::subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_env_filter(filter);
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
+        format.json().init();
+    } else {
+        format.init();
+    }
 }
 
 /// Serves one operation until the runtime stops the instance. `stores` is built once per instance, before

@@ -444,3 +444,180 @@ async fn request_ids_are_echoed_and_name_the_log_lines() {
         (&json!("GET"), &json!("/kv/keys/nothing-here"), &json!(404))
     );
 }
+
+/// What a Lambda Runtime API stand-in saw: each invocation's answer, by request id.
+#[derive(Default)]
+struct Runtime {
+    answers: std::sync::Mutex<Vec<(String, Value)>>,
+    answered: tokio::sync::Notify,
+}
+
+/// Serves `events` (request id, API Gateway event) to the Lambda that polls it, one per `next`, then keeps
+/// the next poll waiting, as Lambda does between invocations.
+async fn runtime_api(events: Vec<(String, String)>) -> (String, std::sync::Arc<Runtime>) {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    type Shared = (
+        std::sync::Arc<Runtime>,
+        std::sync::Arc<tokio::sync::Mutex<std::vec::IntoIter<(String, String)>>>,
+    );
+    async fn next(State((_, events)): State<Shared>) -> axum::response::Response {
+        let event = events.lock().await.next();
+        let Some((id, body)) = event else {
+            std::future::pending::<()>().await;
+            unreachable!()
+        };
+        let deadline = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 30_000;
+        axum::response::Response::builder()
+            .header("lambda-runtime-aws-request-id", id)
+            .header("lambda-runtime-deadline-ms", deadline.to_string())
+            .header(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:strata-KvGet",
+            )
+            .header(
+                "lambda-runtime-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            )
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+    async fn answer(
+        State((runtime, _)): State<Shared>,
+        Path((id, _kind)): Path<(String, String)>,
+        body: String,
+    ) -> http::StatusCode {
+        let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        runtime.answers.lock().unwrap().push((id, body));
+        runtime.answered.notify_one();
+        http::StatusCode::ACCEPTED
+    }
+    let runtime = std::sync::Arc::new(Runtime::default());
+    let shared: Shared = (
+        runtime.clone(),
+        std::sync::Arc::new(tokio::sync::Mutex::new(events.into_iter())),
+    );
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (address, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_writes_one_emf_line_per_invocation_and_its_request_id_on_every_log_line() {
+    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-get.json"))
+        .unwrap();
+    let ids = ["invocation-1", "invocation-2"];
+    let (api, runtime) = runtime_api(
+        ids.iter()
+            .map(|id| (id.to_string(), event.clone()))
+            .collect(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = dir.path().join("stdout");
+    let mut lambda = Command::new(env!("CARGO_BIN_EXE_lambda-under-test"));
+    for table in strata::template::Template::load().tables() {
+        lambda.env(&table.env_var, format!("obs-{}", table.logical_id));
+    }
+    // DynamoDB nowhere: every read fails as unavailable, which the handler logs (a warning) and answers 503.
+    let mut child = lambda
+        .env("STRATA_FUNCTION", "kv-get")
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "strata-KvGet")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        // Warnings only: the invocation's span must still be there.
+        .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
+        .env_remove("RUST_LOG")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .spawn()
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while runtime.answers.lock().unwrap().len() < ids.len() {
+            runtime.answered.notified().await;
+        }
+    })
+    .await;
+    let _ = child.kill();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&stdout).unwrap();
+    assert!(
+        waited.is_ok(),
+        "the Lambda did not answer both invocations:\n{text}"
+    );
+    for (id, answer) in runtime.answers.lock().unwrap().iter() {
+        assert_eq!(answer["statusCode"], 503, "{id}: {answer}");
+    }
+
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}\n{text}"))
+        })
+        .collect();
+    for id in ids {
+        // Its metrics: one EMF line.
+        let emf: Vec<&Value> = lines
+            .iter()
+            .filter(|line| line.get("_aws").is_some() && line["requestId"] == id)
+            .collect();
+        assert_eq!(emf.len(), 1, "{id}:\n{text}");
+        let emf = emf[0];
+        let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "strata");
+        assert_eq!(
+            (&emf["operation"], &emf["status"], &emf["code"]),
+            (
+                &json!("strata-KvGet"),
+                &json!("503"),
+                &json!("store_unavailable")
+            ),
+            "{emf}"
+        );
+        assert_eq!(emf["strata_requests_total"], 1, "{emf}");
+        assert_eq!(
+            emf["strata_request_duration_seconds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Its log lines (the store's warnings): each names it.
+        let logs: Vec<&Value> = lines
+            .iter()
+            .filter(|line| line.get("_aws").is_none() && line["span"]["requestId"] == id)
+            .collect();
+        assert!(
+            logs.iter().any(|line| line["level"] == "WARN"),
+            "no warning logged for {id}:\n{text}"
+        );
+    }
+    // Nothing logged while serving escapes its request.
+    for line in lines.iter().filter(|line| line.get("_aws").is_none()) {
+        if line["level"] == "WARN" || line["level"] == "ERROR" {
+            assert!(
+                ids.contains(&line["span"]["requestId"].as_str().unwrap_or("")),
+                "a line without its request id: {line}"
+            );
+        }
+    }
+}
