@@ -14,6 +14,7 @@ mod line_protocol;
 mod metrics;
 mod openapi;
 mod routes;
+mod store_faults;
 mod template;
 mod widgets_contract;
 
