@@ -1026,9 +1026,10 @@ async fn call(
     (outcome, None)
 }
 
-/// One HTTP/1.1 keep-alive connection, straight on hyper (no pool, no URL parsing per request): the
-/// generator shares the machine's cores with the server, so what it spends per request is taken from the
-/// server. A transport error drops the connection; the next request opens another.
+/// One HTTP/1.1 keep-alive connection, straight on hyper (no pool, no URL parsing per request), driven by
+/// the worker's own task rather than a spawned one (one wake-up per reply, not two): the generator shares
+/// the machine's cores with the server, so what it spends per request is taken from the server. A
+/// transport error drops the connection; the next request opens another.
 struct Http {
     /// `host[:port]` as given, for the `Host` header.
     host: String,
@@ -1036,8 +1037,19 @@ struct Http {
     address: String,
     /// The target's path (an API stage such as `/prod`), without a trailing slash.
     prefix: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    connected: Option<Connected>,
 }
+
+struct Connected {
+    sender: SendRequest<Full<Bytes>>,
+    /// The socket's side of the connection; polled only while a request is in flight.
+    connection: std::pin::Pin<Box<HttpConnection>>,
+}
+
+type HttpConnection = hyper::client::conn::http1::Connection<
+    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    Full<Bytes>,
+>;
 
 impl Http {
     fn new(target: &str) -> Result<Self, String> {
@@ -1064,11 +1076,11 @@ impl Http {
                 format!("{host}:80")
             },
             prefix: prefix.trim_end_matches('/').to_owned(),
-            sender: None,
+            connected: None,
         })
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<Connected, String> {
         let stream = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(|_| "transport connect".to_owned())?;
@@ -1077,9 +1089,10 @@ impl Http {
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(|_| "transport connect".to_owned())?;
-        // Drives the socket; ends when the sender is dropped or the server closes the connection.
-        tokio::spawn(connection);
-        Ok(sender)
+        Ok(Connected {
+            sender,
+            connection: Box::pin(connection),
+        })
     }
 
     /// Status and body, or the kind of transport failure.
@@ -1089,8 +1102,8 @@ impl Http {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Bytes), String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            self.sender = Some(self.connect().await?);
+        if self.connected.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            self.connected = Some(self.connect().await?);
         }
         let mut builder = Request::builder()
             .method(method)
@@ -1106,24 +1119,38 @@ impl Http {
         let request = builder
             .body(body)
             .map_err(|_| format!("request: invalid path {path:?}"))?;
-        let sender = self.sender.as_mut().expect("connected above");
-        let exchange = async {
-            sender.ready().await?;
-            let response = sender.send_request(request).await?;
-            let status = response.status().as_u16();
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, body))
+        let (outcome, ended) = {
+            let Connected { sender, connection } =
+                self.connected.as_mut().expect("connected above");
+            let exchange = async {
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, body))
+            };
+            let mut exchange = std::pin::pin!(exchange);
+            // The connection ends (server closed it, or an error) at most once; the exchange then finishes
+            // with what was already received, or fails.
+            let mut ended = false;
+            let both = async {
+                loop {
+                    tokio::select! {
+                        reply = &mut exchange => break reply,
+                        _ = connection.as_mut(), if !ended => ended = true,
+                    }
+                }
+            };
+            let outcome = tokio::time::timeout(Duration::from_secs(30), both).await;
+            (outcome, ended)
         };
-        match tokio::time::timeout(Duration::from_secs(30), exchange).await {
+        if ended || !matches!(outcome, Ok(Ok(_))) {
+            self.connected = None;
+        }
+        match outcome {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => {
-                self.sender = None;
-                Err("transport closed".into())
-            }
-            Err(_) => {
-                self.sender = None;
-                Err("transport timeout".into())
-            }
+            Ok(Err(_)) => Err("transport closed".into()),
+            Err(_) => Err("transport timeout".into()),
         }
     }
 }
