@@ -7,7 +7,7 @@ use strata_core::kv::tx::TxId;
 use strata_core::kv::{Key, Value};
 use strata_core::{Error, Kind, Stores};
 use strata_http::request::body_too_large;
-use strata_http::response::error;
+use strata_http::response::{client_message, error};
 use strata_http::{Body, MAX_BODY_BYTES, Request, Response};
 
 /// A client's state: at most one open transaction.
@@ -44,7 +44,8 @@ impl Session {
         };
         Some(match self.run(stores, command).await {
             Ok(reply) => reply,
-            Err(e) => line::error(&e.message),
+            // Internal faults are logged, never shown (a store's message can name tables and requests).
+            Err(e) => line::error(&client_message(&e)),
         })
     }
 

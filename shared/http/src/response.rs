@@ -41,9 +41,10 @@ pub fn status_of(kind: Kind) -> StatusCode {
     }
 }
 
-/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`.
-pub fn error(e: &Error) -> Response {
-    let message = match e.kind {
+/// What a client is told about an error, over HTTP and over the line protocol alike: an internal fault is
+/// logged in full and reported without details; anything else says what is wrong.
+pub fn client_message(e: &Error) -> String {
+    match e.kind {
         Kind::Internal => {
             tracing::error!(code = %e.code, message = %e.message, "internal error");
             "an internal error occurred; it has been logged".to_owned()
@@ -53,7 +54,12 @@ pub fn error(e: &Error) -> Response {
             e.message.clone()
         }
         _ => e.message.clone(),
-    };
+    }
+}
+
+/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`.
+pub fn error(e: &Error) -> Response {
+    let message = client_message(e);
     let mut body = serde_json::Map::new();
     body.insert("code".into(), json!(e.code));
     body.insert("message".into(), json!(message));

@@ -299,3 +299,25 @@ async fn commands_over_http_run_in_one_session(f: Fixture) {
         .await;
     assert_eq!(r.1, error("Key not found!"));
 }
+
+/// A store fault inside a session is one error line saying an internal error occurred, as the HTTP error
+/// JSON does: the store's own message (here DynamoDB's, naming the missing table) is logged, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_errors_are_not_shown_to_line_clients() {
+    let (client, mut tables) = strata_tests::dynamodb::fresh_tables().await;
+    let missing = format!("missing-{}", uuid::Uuid::new_v4().simple());
+    tables.kv_tx = missing.clone();
+    let stores = strata_dynamo::stores(client, tables, &strata_core::Settings::default());
+    let app = strata_tests::fixture::App::new(stores);
+    let (status, replies) = app
+        .text(
+            http::Method::POST,
+            "/kv/commands",
+            b"START\nPUT a 1\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let generic = error("an internal error occurred; it has been logged");
+    assert_eq!(replies, format!("{generic}{OK}"), "{replies}");
+    assert!(!replies.contains(&missing) && !replies.contains("DynamoDB"));
+}
