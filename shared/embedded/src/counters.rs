@@ -101,18 +101,21 @@ impl EmbeddedCounters {
 pub async fn fold(store: &Store, from: u64) -> Result<Option<u64>, Error> {
     // A snapshot, not a plain keyspace scan: that one can see a batch half applied (its items go in one by
     // one, in no particular order), and the cursor would then skip the entries not there yet.
-    let view = store.view()?;
-    let ids: Vec<Vec<u8>> = view
-        .snapshot()
-        .range(view.space(Space::CounterLog), from.to_be_bytes()..)
-        .take(FOLD_BATCH)
-        .map(|entry| {
-            entry
-                .key()
-                .map(|k| k.to_vec())
-                .map_err(crate::store::fjall_error)
-        })
-        .collect::<Result<_, _>>()?;
+    // The view is let go before the write below: the writer may have to reopen the data directory before it
+    // runs that write, and an open view would hold the old database (and its lock) meanwhile.
+    let ids: Vec<Vec<u8>> = {
+        let view = store.view()?;
+        view.snapshot()
+            .range(view.space(Space::CounterLog), from.to_be_bytes()..)
+            .take(FOLD_BATCH)
+            .map(|entry| {
+                entry
+                    .key()
+                    .map(|k| k.to_vec())
+                    .map_err(crate::store::fjall_error)
+            })
+            .collect::<Result<_, _>>()?
+    };
     let Some(last) = ids.last().and_then(|k| <[u8; 8]>::try_from(&k[..]).ok()) else {
         return Ok(None);
     };

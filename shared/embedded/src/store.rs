@@ -258,7 +258,8 @@ impl Store {
         self.inner.writer.submit(command).await
     }
 
-    /// The current database and keyspaces: `503` for the moment the writer reopens the data directory.
+    /// The current database and keyspaces: `503` for the moment the writer reopens the data directory. Hold
+    /// the view only while reading, never across a write: the writer's reopen waits for every view to go.
     pub(crate) fn view(&self) -> Result<Arc<Handles>, Error> {
         self.inner
             .shared
