@@ -1,8 +1,10 @@
 //! Key/value transactions on DynamoDB.
 //!
 //! Everything about an open transaction lives in the transaction table, so any Lambda instance can continue
-//! it: a header item (`k = "h"`: state, idle deadline, key and byte counts) and one item per key the
-//! transaction touched (`k = "k:<key>"`: the version read, the buffered write). Every item carries a TTL
+//! it: a header item (`k = " "`: state, idle deadline, key and byte counts) and one item per key the
+//! transaction touched (`k = <key>`: the version read, the buffered write). The key is the sort key as it is,
+//! with no prefix, because DynamoDB caps sort keys at 1,024 bytes, the longest key the API accepts; the
+//! header's sort key is a single space, which no key can be (keys hold no whitespace) and which sorts first. Every item carries a TTL
 //! attribute, so abandoned transactions disappear on their own; the deadline is also checked on every access.
 //!
 //! Calls per operation: begin 1 (`PutItem`); get 2 (`TransactGetItems` of header, key item and data item,
@@ -32,7 +34,7 @@ type Item = HashMap<String, AttributeValue>;
 
 const TX: &str = "tx";
 const SK: &str = "k";
-const HEADER: &str = "h";
+const HEADER: &str = " ";
 const STATE: &str = "st";
 const DEADLINE_MS: &str = "exp";
 const TTL: &str = "ttl";
@@ -66,10 +68,6 @@ fn num(item: &Item, name: &str) -> Option<u64> {
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)?.as_s().ok().map(String::as_str)
-}
-
-fn item_sk(key: &Key) -> String {
-    format!("k:{}", key.as_str())
 }
 
 /// The open header's counts, or `404`.
@@ -280,7 +278,7 @@ impl KvTransactions for DynamoKvTx {
             let mut got = self
                 .snapshot(vec![
                     (&self.tx_table, self.tx_key(id, HEADER)),
-                    (&self.tx_table, self.tx_key(id, &item_sk(key))),
+                    (&self.tx_table, self.tx_key(id, key.as_str())),
                     (&self.data_table, data_key),
                 ])
                 .await?
@@ -321,7 +319,7 @@ impl KvTransactions for DynamoKvTx {
             check_limits(keys as usize, header.bytes as usize)?;
             let record = Update::builder()
                 .table_name(&self.tx_table)
-                .set_key(Some(self.tx_key(id, &item_sk(key))))
+                .set_key(Some(self.tx_key(id, key.as_str())))
                 .update_expression("SET #rv = if_not_exists(#rv, :rv), #ttl = :ttl")
                 .expression_attribute_names("#rv", READ_VERSION)
                 .expression_attribute_names("#ttl", TTL)
@@ -345,7 +343,7 @@ impl KvTransactions for DynamoKvTx {
             let mut got = self
                 .snapshot(vec![
                     (&self.tx_table, self.tx_key(id, HEADER)),
-                    (&self.tx_table, self.tx_key(id, &item_sk(key))),
+                    (&self.tx_table, self.tx_key(id, key.as_str())),
                 ])
                 .await?
                 .into_iter();
@@ -362,7 +360,7 @@ impl KvTransactions for DynamoKvTx {
             check_limits(keys as usize, bytes as usize)?;
             let mut record = Update::builder()
                 .table_name(&self.tx_table)
-                .set_key(Some(self.tx_key(id, &item_sk(key))))
+                .set_key(Some(self.tx_key(id, key.as_str())))
                 .expression_attribute_names("#w", WRITE)
                 .expression_attribute_names("#sz", SIZE)
                 .expression_attribute_names("#ttl", TTL)
@@ -396,7 +394,7 @@ impl KvTransactions for DynamoKvTx {
         // Query returns items in sort-key order, so actions (and the conflict reported) follow key order.
         let key_items: Vec<&Item> = items
             .iter()
-            .filter(|i| text(i, SK).is_some_and(|k| k.starts_with("k:")))
+            .filter(|i| text(i, SK).is_some_and(|k| k != HEADER))
             .collect();
         if key_items.len() as u64 != header.keys {
             // Part of the transaction expired away: it cannot commit what it no longer has.
@@ -406,8 +404,7 @@ impl KvTransactions for DynamoKvTx {
         let mut keys = Vec::with_capacity(key_items.len());
         let mut writes = 0;
         for item in key_items {
-            let raw = &text(item, SK).unwrap_or_default()["k:".len()..];
-            let key = Key::parse(raw)?;
+            let key = Key::parse(text(item, SK).unwrap_or_default())?;
             let data_key = HashMap::from([(PK.to_owned(), s(key.as_str()))]);
             // The guard "still at the version this transaction read" (0: the key did not exist yet).
             let mut names = HashMap::from([("#ver".to_owned(), VERSION.to_owned())]);

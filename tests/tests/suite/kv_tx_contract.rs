@@ -25,6 +25,7 @@ contract!(
     idle_transactions_expire,
     concurrent_read_modify_write_loses_no_update,
     readers_that_commit_never_see_half_a_commit,
+    the_longest_keys_and_keys_that_look_like_markers_work_in_transactions,
 );
 
 async fn begin(app: &App) -> String {
@@ -561,4 +562,40 @@ async fn a_retried_commit_with_an_idempotency_key_gets_the_original_answer(f: Fi
     let again = commit_with_key().await;
     assert_eq!((again.status, &again.body), (StatusCode::OK, &first.body));
     assert_eq!(commit(app, &tx).await.code(), "transaction_not_found");
+}
+
+/// Keys of the maximum length (1,024 bytes) and keys spelled like a store's internal markers are ordinary keys
+/// inside a transaction: read, written, deleted and committed like any other.
+async fn the_longest_keys_and_keys_that_look_like_markers_work_in_transactions(f: Fixture) {
+    let app = &f.app;
+    let long = "k".repeat(strata_core::kv::MAX_KEY_BYTES);
+    let keys = [long.as_str(), "h", "k:h", "~"];
+    app.put(&format!("/kv/keys/{long}"), json!({"value": "before"}))
+        .await;
+    let tx = begin(app).await;
+    let r = app.get(&key_path(&tx, &long)).await;
+    assert_eq!(
+        (r.status, &r.body["value"]),
+        (StatusCode::OK, &json!("before"))
+    );
+    for key in keys {
+        let r = app
+            .put(&key_path(&tx, key), json!({"value": format!("v {key}")}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{key}: {:?}", r.body);
+        let r = app.get(&key_path(&tx, key)).await;
+        assert_eq!(r.body["value"], format!("v {key}"), "{key}");
+    }
+    let r = app.delete(&key_path(&tx, "~")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = commit(app, &tx).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for key in &keys[..3] {
+        assert_eq!(
+            app.get(&format!("/kv/keys/{key}")).await.body["value"],
+            format!("v {key}"),
+            "{key}"
+        );
+    }
+    assert_eq!(app.get("/kv/keys/~").await.status, StatusCode::NOT_FOUND);
 }
