@@ -153,7 +153,7 @@ async fn count_throttled(
 /// `GET /metrics` (Prometheus text), request ids and request logging: what `strata serve` adds around the
 /// API's router. Not part of [`router`], so that tests serving the router in-process install no recorder.
 pub fn observed(router: axum::Router) -> axum::Router {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::trace::{DefaultOnResponse, TraceLayer};
     let prometheus = prometheus();
     let x_request_id = http::HeaderName::from_static("x-request-id");
@@ -195,7 +195,32 @@ pub fn observed(router: axum::Router) -> axum::Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )
-        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(x_request_id, NextRequestId))
+}
+
+/// Request ids `<process>-<sequence>`: unique across restarts (the process part is random), and without
+/// a `getrandom` call per request as a UUID v4 would make.
+#[derive(Debug, Clone, Copy)]
+struct NextRequestId;
+
+impl tower_http::request_id::MakeRequestId for NextRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _req: &http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        use std::hash::BuildHasher;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let process = *PROCESS.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+        });
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{process:016x}-{sequence:x}");
+        Some(tower_http::request_id::RequestId::new(
+            http::HeaderValue::from_str(&id).expect("hex digits and a dash"),
+        ))
+    }
 }
 
 /// The Prometheus recorder of this process, installed as the global recorder on first use (later calls get

@@ -400,7 +400,7 @@ async fn request_ids_are_echoed_and_name_the_log_lines() {
     }))
     .await;
     assert_ne!(ids[0], ids[1]);
-    assert!(ids.iter().all(|id| id.len() == 36), "{ids:?}");
+    assert!(ids.iter().all(|id| id.len() > 16), "{ids:?}");
     // A client's own id is kept and echoed.
     let r = client
         .get(format!("{base}/kv/keys/nothing-here"))
