@@ -1412,8 +1412,9 @@ pub async fn run(options: &Options) -> Report {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    // A third of the rounds in eventual counter mode: the mode is a start-up flag and the data directory
-    // keeps no trace of it, but only an eventual server folds the log, so a switch waits until it is folded.
+    // A third of the rounds in eventual counter mode (the mode is a start-up flag; the data directory keeps no
+    // trace of it). A strong-mode server folds what an eventual one left in the log, but the checks still wait
+    // for the log to be folded before a switch, so each round starts from exact totals.
     let mut eventual = false;
     let mut server = Server::start(&options.binary, &options.data_dir, &mode_args(eventual));
     let r = http

@@ -73,7 +73,10 @@ fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
 impl EmbeddedCounters {
     pub fn new(store: Store, mode: Mode) -> Self {
         let next_entry = store.counter_log_sequence();
-        if mode == Mode::Eventual && store.claim_folder() {
+        // The folder runs in strong mode too: a data directory last served in eventual mode may still hold
+        // logged increments, and folding is the only way they reach the totals. In strong mode nothing new is
+        // logged, so it finds the rest of the log empty.
+        if store.claim_folder() {
             let cursor = Arc::new(AtomicU64::new(0));
             store.start_background("strata-folder", FOLD_EVERY, move |store| {
                 let cursor = cursor.clone();
@@ -206,5 +209,51 @@ impl Counters for EmbeddedCounters {
     async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
         let bytes = self.store.read(Space::Counters, key.as_str().as_bytes())?;
         Ok(Counter::decode(bytes.as_deref())?.map(|c| c.total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use strata_core::counters::Counters;
+
+    /// Increments logged in eventual mode but not folded yet reach the totals when the same data directory
+    /// is next served in strong mode.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_left_by_eventual_mode_is_folded_in_strong_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CounterKey::parse("left over").unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // Hold the folder's claim, so these increments stay in the log.
+            assert!(store.claim_folder());
+            let eventual = EmbeddedCounters::new(store.clone(), Mode::Eventual);
+            for _ in 0..5 {
+                assert_eq!(
+                    eventual.increment(&key, 2, None).await.unwrap(),
+                    Incremented::Accepted
+                );
+            }
+            assert_eq!(
+                eventual.get(&key).await.unwrap().unwrap_or(0),
+                0,
+                "nothing folded yet"
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let strong = EmbeddedCounters::new(store.clone(), Mode::Strong);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while strong.get(&key).await.unwrap() != Some(10) {
+            assert!(
+                Instant::now() < deadline,
+                "the left-over log was never folded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            strong.increment(&key, 1, None).await.unwrap(),
+            Incremented::Total(11)
+        );
     }
 }
