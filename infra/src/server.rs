@@ -314,7 +314,13 @@ async fn call(
     };
     let started = std::time::Instant::now();
     let response = match to_lambda(params, req).await {
-        Ok(req) => (route.handler)(&stores, req).await,
+        Ok(req) => {
+            strata_core::deadline::within(
+                strata_http::REQUEST_BUDGET,
+                (route.handler)(&stores, req),
+            )
+            .await
+        }
         Err(e) => error(&e),
     };
     strata_http::metrics::observe(route.function, started, &response);

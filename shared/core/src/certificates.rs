@@ -127,6 +127,27 @@ pub struct IssueRequest {
 }
 
 /// Shares are short: `409 insufficient_shares` with what is left; no number was used.
+/// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
+/// request gets it back while the key's record holds ([`crate::idempotency::RETENTION`] from the issue);
+/// another request under that key is `422 idempotency_key_reused`; past the retention the key is free
+/// (`Ok(None)`: issue anew).
+pub fn replay_of(
+    request: &IssueRequest,
+    earlier: Certificate,
+    now: std::time::SystemTime,
+) -> Result<Option<Certificate>, Error> {
+    if earlier.issued_at + crate::idempotency::RETENTION < now {
+        return Ok(None);
+    }
+    if earlier.class != request.class
+        || earlier.name != request.name
+        || earlier.amount != request.amount
+    {
+        return Err(crate::idempotency::mismatch());
+    }
+    Ok(Some(earlier))
+}
+
 pub fn insufficient(class: &ClassCode, remaining: u64, amount: u64) -> Error {
     Error::conflict(
         "insufficient_shares",

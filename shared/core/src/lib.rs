@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`deadline`]: the one deadline of a request, which every store call keeps to.
 //! - [`error`]: the one error type of the domain ([`Error`]), with a [`Kind`] that the HTTP layer maps to a
 //!   status, a stable snake_case `code`, a human message and optional extra fields.
 //! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port;
@@ -19,6 +20,7 @@
 
 pub mod certificates;
 pub mod counters;
+pub mod deadline;
 pub mod error;
 pub mod idempotency;
 pub mod kv;

@@ -10,6 +10,7 @@
 use crate::attr::{n, s};
 use crate::counters::{ID, KEY, PENDING, TOTAL, TTL, marker_id, marker_ttl};
 use crate::error::store_error;
+use crate::send::WithinDeadline;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
@@ -134,6 +135,7 @@ impl Aggregator {
                 .transact_write_items()
                 .set_transact_items(Some(actions))
                 .send()
+                .within_deadline()
                 .await;
             let e = match result {
                 Ok(_) => return Ok(chunk.len()),

@@ -2,6 +2,7 @@
 //! with a TTL past API Gateway's two-hour limit on a connection's life.
 
 use crate::error::store_error;
+use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -42,6 +43,7 @@ impl Connections for DynamoConnections {
             .key(CONNECTION, AttributeValue::S(connection.to_owned()))
             .consistent_read(true)
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("GetItem", e))?;
         Ok(tx_of(out.item.as_ref()))
@@ -65,6 +67,7 @@ impl Connections for DynamoConnections {
         };
         request
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("UpdateItem", e))?;
         Ok(())
@@ -78,6 +81,7 @@ impl Connections for DynamoConnections {
             .key(CONNECTION, AttributeValue::S(connection.to_owned()))
             .return_values(ReturnValue::AllOld)
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("DeleteItem", e))?;
         Ok(tx_of(out.attributes.as_ref()))

@@ -5,7 +5,9 @@
 //! own attribute: every increment takes its value out of `room` under `room >= :value`, in the same write
 //! that adds it, so an overflow is refused before anything is counted and never touches another counter.
 //!
-//! Strong: one `UpdateItem` (`ADD total`) per increment; with an idempotency key, one `TransactWriteItems`
+//! Strong: one `UpdateItem` (`ADD total`) per increment, which records its token in the counter's
+//! [`history`](crate::history) and is never retried blindly, so a lost answer cannot count it twice; with
+//! an idempotency key, one `TransactWriteItems`
 //! that also puts the request's marker (`done#<key>` in the log table), so a retry counts nothing more.
 //!
 //! Eventual: one `TransactWriteItems` per increment: the log entry (`r#<key>` or `u#<random>`, only if
@@ -14,8 +16,12 @@
 
 use crate::attr::{n, s};
 use crate::error::store_error;
+use crate::history;
+use crate::send::WithinDeadline;
+use crate::send::{Sent, no_retries, outcome_unknown, unrepeatable};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -89,6 +95,76 @@ impl DynamoCounters {
             .expect("update is complete")
     }
 
+    /// A strong increment without an idempotency key: one `UpdateItem` that adds under the room guard and
+    /// records its token in the counter's [`history`], never retried blindly (see [`crate::send`]): after a
+    /// lost answer, one read tells whether it was counted, or the answer is "outcome unknown".
+    async fn add_once(&self, key: &CounterKey, value: u64) -> Result<Incremented, Error> {
+        let token = history::token();
+        let expression = format!(
+            "ADD #total :v SET #room = if_not_exists(#room, :max) - :v, {}",
+            history::push("if_not_exists(#total, :hzero) + :v")
+        );
+        let mut names = history::names();
+        names.insert("#total".to_owned(), TOTAL.to_owned());
+        names.insert("#room".to_owned(), ROOM.to_owned());
+        let mut values = history::values(&token);
+        values.insert(":v".to_owned(), n(value));
+        values.insert(":max".to_owned(), n(MAX_TOTAL));
+        let sent = unrepeatable(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(key.as_str()))
+                .update_expression(&expression)
+                .condition_expression("attribute_not_exists(#room) OR #room >= :v")
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .config_override(no_retries())
+                .send()
+        })
+        .await;
+        match sent {
+            Sent::Answered(Ok(out)) => {
+                let total = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(TOTAL))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|t| t.parse().ok());
+                Ok(Incremented::Total(total.unwrap_or(value)))
+            }
+            Sent::Answered(Err(e)) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Err(overflow(key, room_of(c.item.as_ref()), value))
+                }
+                _ => Err(store_error("UpdateItem", e)),
+            },
+            Sent::Unknown(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
+                let item = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(KEY, s(key.as_str()))
+                    .consistent_read(true)
+                    .send()
+                    .within_deadline()
+                    .await
+                    .map_err(|_| outcome_unknown("UpdateItem"))?
+                    .item;
+                match item.and_then(|item| history::find(&item, &token)) {
+                    Some(total) => Ok(Incremented::Total(total)),
+                    None => Err(outcome_unknown("UpdateItem")),
+                }
+            }
+        }
+    }
+
     async fn total(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
         let out = self
             .client
@@ -97,6 +173,7 @@ impl DynamoCounters {
             .key(KEY, s(key.as_str()))
             .consistent_read(true)
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("GetItem", e))?;
         Ok(out.item.map(|item| {
@@ -121,6 +198,7 @@ impl DynamoCounters {
             .transact_write_items()
             .set_transact_items(Some(actions))
             .send()
+            .within_deadline()
             .await;
         let e = match result {
             Ok(_) => return Ok(true),
@@ -161,42 +239,7 @@ impl Counters for DynamoCounters {
             return Err(overflow(key, room, value));
         }
         match (self.mode, request_id) {
-            (Mode::Strong, None) => {
-                let reserve = self.reserve(key, value, TOTAL);
-                let result = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(reserve.key))
-                    .update_expression(reserve.update_expression)
-                    .set_condition_expression(reserve.condition_expression)
-                    .set_expression_attribute_names(reserve.expression_attribute_names)
-                    .set_expression_attribute_values(reserve.expression_attribute_values)
-                    .return_values(ReturnValue::UpdatedNew)
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .send()
-                    .await;
-                match result {
-                    Ok(out) => {
-                        let total = out
-                            .attributes
-                            .as_ref()
-                            .and_then(|a| a.get(TOTAL))
-                            .and_then(|v| v.as_n().ok());
-                        Ok(Incremented::Total(
-                            total.and_then(|t| t.parse().ok()).unwrap_or(value),
-                        ))
-                    }
-                    Err(e) => match e.as_service_error() {
-                        Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                            Err(overflow(key, room_of(c.item.as_ref()), value))
-                        }
-                        _ => Err(store_error("UpdateItem", e)),
-                    },
-                }
-            }
+            (Mode::Strong, None) => self.add_once(key, value).await,
             (Mode::Strong, Some(request)) => {
                 let marker = Put::builder()
                     .table_name(&self.log_table)

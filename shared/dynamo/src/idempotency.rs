@@ -1,9 +1,11 @@
 //! Idempotency records on DynamoDB (table `IdempotencyTable`, key `id`), in the pattern of Powertools for
 //! AWS Lambda: a conditional put claims the key (in progress, with a short expiry), the response completes it
 //! (kept 24 hours; `ttl` lets DynamoDB delete it afterwards), a failure that should not be replayed deletes it.
+//! The claim carries its own token, so the SDK's retry of a claim that applied recognises it as its own.
 
 use crate::attr::{n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
+use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -22,6 +24,9 @@ const UNTIL: &str = "until";
 /// DynamoDB's TTL attribute, in seconds.
 const TTL: &str = "ttl";
 const STATUS: &str = "status";
+/// The claim's own token: a retry of the claim's `PutItem` after a lost answer meets its own claim, and
+/// must proceed rather than answer `409 request_in_progress` to the request that holds it.
+const OWNER: &str = "own";
 const BODY: &str = "body";
 
 const IN_PROGRESS: &str = "in_progress";
@@ -43,6 +48,7 @@ impl Idempotency for DynamoIdempotency {
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
         let now = now_ms();
         let until = now + IN_PROGRESS_TTL.as_millis() as u64;
+        let owner = crate::history::token();
         let result = self
             .client
             .put_item()
@@ -50,6 +56,7 @@ impl Idempotency for DynamoIdempotency {
             .item(ID, s(key))
             .item(STATE, s(IN_PROGRESS))
             .item(FINGERPRINT, s(fingerprint))
+            .item(OWNER, s(&owner))
             .item(UNTIL, n(until))
             .item(TTL, n((now + RETENTION.as_millis() as u64) / 1000))
             .condition_expression("attribute_not_exists(#id) OR #until < :now")
@@ -58,6 +65,7 @@ impl Idempotency for DynamoIdempotency {
             .expression_attribute_values(":now", n(now))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .within_deadline()
             .await;
         let e = match result {
             Ok(_) => return Ok(Claim::Proceed),
@@ -75,6 +83,9 @@ impl Idempotency for DynamoIdempotency {
                 .and_then(|v| v.as_s().ok())
                 .map(String::as_str)
         };
+        if text(STATE) == Some(IN_PROGRESS) && text(OWNER) == Some(owner.as_str()) {
+            return Ok(Claim::Proceed);
+        }
         if text(FINGERPRINT) != Some(fingerprint) {
             return Err(mismatch());
         }
@@ -116,7 +127,7 @@ impl Idempotency for DynamoIdempotency {
             .expression_attribute_values(":status", n(u64::from(response.status)))
             .expression_attribute_values(":body", s(&response.body))
             .expression_attribute_values(":fp", s(fingerprint))
-            .send()
+            .send().within_deadline()
             .await
             .map_err(|e| store_error("UpdateItem", e))?;
         Ok(())
@@ -134,6 +145,7 @@ impl Idempotency for DynamoIdempotency {
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
             .expression_attribute_values(":fp", s(fingerprint))
             .send()
+            .within_deadline()
             .await;
         match result {
             Ok(_) => Ok(()),

@@ -1,11 +1,19 @@
 //! The key/value port on DynamoDB.
 //!
 //! Item: `pk` (the key), `val` (the value, absent on a tombstone), `ver` (a number that only grows). A delete
-//! removes `val` but keeps the item and bumps `ver`, so versions never repeat for a key.
+//! removes `val` but keeps the item and bumps `ver`, so versions never repeat for a key. A single-key PUT or
+//! DELETE is one `UpdateItem` that also records its token and the version it made in the item's
+//! [`history`](crate::history), and is never retried blindly: after a lost answer one read of the item tells
+//! whether it applied (and at which version), or the answer is "outcome unknown" (`503`).
 
+use crate::attr::{n, s};
 use crate::error::{is_condition_failed, store_error};
+use crate::history;
+use crate::send::WithinDeadline;
+use crate::send::{Sent, no_retries, outcome_unknown, unrepeatable};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
 use strata_core::Error;
@@ -26,6 +34,41 @@ impl DynamoKv {
     }
 }
 
+/// The names of a single-key write: value, version and the write history.
+fn names() -> HashMap<String, String> {
+    let mut names = history::names();
+    names.insert("#val".to_owned(), VALUE.to_owned());
+    names.insert("#ver".to_owned(), VERSION.to_owned());
+    names
+}
+
+fn values(token: &str, value: Option<&Value>) -> HashMap<String, AttributeValue> {
+    let mut values = history::values(token);
+    values.insert(":one".to_owned(), n(1));
+    if let Some(value) = value {
+        values.insert(":val".to_owned(), s(value.as_str()));
+    }
+    values
+}
+
+impl DynamoKv {
+    /// After a lost answer: the version the write with `token` made, if it applied and the item still
+    /// remembers it; `None` if the outcome cannot be told.
+    async fn applied(&self, key: &Key, token: &str) -> Result<Option<u64>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(key.as_str()))
+            .consistent_read(true)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|_| outcome_unknown("UpdateItem"))?;
+        Ok(out.item.and_then(|item| history::find(&item, token)))
+    }
+}
+
 pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<u64, Error> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
@@ -43,6 +86,7 @@ impl KvStore for DynamoKv {
             .key(PK, AttributeValue::S(key.as_str().to_owned()))
             .consistent_read(true)
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("GetItem", e))?;
         let Some(item) = out.item else {
@@ -62,41 +106,68 @@ impl KvStore for DynamoKv {
     }
 
     async fn put(&self, key: &Key, value: &Value) -> Result<u64, Error> {
-        // ADD on a missing attribute starts from 0, so the first write is version 1.
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(key.as_str().to_owned()))
-            .update_expression("SET #val = :val ADD #ver :one")
-            .expression_attribute_names("#val", VALUE)
-            .expression_attribute_names("#ver", VERSION)
-            .expression_attribute_values(":val", AttributeValue::S(value.as_str().to_owned()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(|e| store_error("UpdateItem", e))?;
-        number(&out.attributes.unwrap_or_default(), VERSION)
+        let token = history::token();
+        let expression = format!(
+            "SET #val = :val, #ver = if_not_exists(#ver, :hzero) + :one, {}",
+            history::push("if_not_exists(#ver, :hzero) + :one")
+        );
+        let sent = unrepeatable(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(key.as_str()))
+                .update_expression(&expression)
+                .set_expression_attribute_names(Some(names()))
+                .set_expression_attribute_values(Some(values(&token, Some(value))))
+                .return_values(ReturnValue::UpdatedNew)
+                .customize()
+                .config_override(no_retries())
+                .send()
+        })
+        .await;
+        match sent {
+            Sent::Answered(Ok(out)) => number(&out.attributes.unwrap_or_default(), VERSION),
+            Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
+            Sent::Unknown(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
+                self.applied(key, &token)
+                    .await?
+                    .ok_or_else(|| outcome_unknown("UpdateItem"))
+            }
+        }
     }
 
     async fn delete(&self, key: &Key) -> Result<Deleted, Error> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(key.as_str().to_owned()))
-            .update_expression("REMOVE #val ADD #ver :one")
-            .condition_expression("attribute_exists(#val)")
-            .expression_attribute_names("#val", VALUE)
-            .expression_attribute_names("#ver", VERSION)
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Deleted { existed: true }),
-            Err(e) if is_condition_failed(&e) => Ok(Deleted { existed: false }),
-            Err(e) => Err(store_error("UpdateItem", e)),
+        let token = history::token();
+        let expression = format!(
+            "REMOVE #val SET #ver = if_not_exists(#ver, :hzero) + :one, {}",
+            history::push("if_not_exists(#ver, :hzero) + :one")
+        );
+        let sent = unrepeatable(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(key.as_str()))
+                .update_expression(&expression)
+                .condition_expression("attribute_exists(#val)")
+                .set_expression_attribute_names(Some(names()))
+                .set_expression_attribute_values(Some(values(&token, None)))
+                .customize()
+                .config_override(no_retries())
+                .send()
+        })
+        .await;
+        match sent {
+            Sent::Answered(Ok(_)) => Ok(Deleted { existed: true }),
+            Sent::Answered(Err(e)) if is_condition_failed(&e) => Ok(Deleted { existed: false }),
+            Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
+            Sent::Unknown(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
+                match self.applied(key, &token).await? {
+                    Some(_) => Ok(Deleted { existed: true }),
+                    None => Err(outcome_unknown("UpdateItem")),
+                }
+            }
         }
     }
 }

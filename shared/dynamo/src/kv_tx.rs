@@ -16,10 +16,13 @@
 use crate::attr::{n, now_ms, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
+use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Get, TransactGetItem, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Get, ReturnValuesOnConditionCheckFailure, TransactGetItem,
+    TransactWriteItem, Update,
 };
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -43,6 +46,10 @@ const BYTES: &str = "nb";
 const READ_VERSION: &str = "rv";
 const WRITE: &str = "w";
 const SIZE: &str = "sz";
+/// The header's change count, bumped by every read or write recorded in the transaction: the commit is
+/// guarded by the count it planned from, so a request that lands between its `Query` and its write fails
+/// the commit's guard instead of answering `200` and being left out.
+const SEQ: &str = "sq";
 
 const OPEN: &str = "open";
 const PUT: &str = "put";
@@ -74,6 +81,7 @@ fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 struct Header {
     keys: u64,
     bytes: u64,
+    seq: u64,
 }
 
 fn open_header(id: &TxId, item: Option<&Item>, now: u64) -> Result<Header, Error> {
@@ -82,6 +90,7 @@ fn open_header(id: &TxId, item: Option<&Item>, now: u64) -> Result<Header, Error
             Ok(Header {
                 keys: num(h, KEYS).unwrap_or(0),
                 bytes: num(h, BYTES).unwrap_or(0),
+                seq: num(h, SEQ).unwrap_or(0),
             })
         }
         _ => Err(not_found(id.as_str())),
@@ -133,6 +142,7 @@ impl DynamoKvTx {
             .transact_get_items()
             .set_transact_items(Some(items))
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("TransactGetItems", e))?;
         Ok(out
@@ -165,7 +175,11 @@ impl DynamoKvTx {
             }
             Some((seen, keys, bytes)) => {
                 update = update
-                    .update_expression("SET #exp = :exp, #ttl = :ttl, #nk = :nk, #nb = :nb")
+                    .update_expression(
+                        "SET #exp = :exp, #ttl = :ttl, #nk = :nk, #nb = :nb ADD #sq :one",
+                    )
+                    .expression_attribute_names("#sq", SEQ)
+                    .expression_attribute_values(":one", n(1))
                     .condition_expression(
                         "#st = :open AND #exp > :now AND #nk = :seen_nk AND #nb = :seen_nb",
                     )
@@ -192,6 +206,7 @@ impl DynamoKvTx {
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
+            .within_deadline()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -214,6 +229,7 @@ impl DynamoKvTx {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
+                .within_deadline()
                 .await
                 .map_err(|e| store_error("Query", e))?;
             items.extend(out.items.unwrap_or_default());
@@ -222,6 +238,136 @@ impl DynamoKvTx {
                 _ => return Ok(items),
             }
         }
+    }
+
+    /// One commit from a fresh plan: `Ok(None)` when the transaction changed after the plan was read.
+    async fn try_commit(&self, id: &TxId, round: u32) -> Result<Option<usize>, Error> {
+        let now = now_ms();
+        let items = self.query_all(id).await?;
+        let header = open_header(id, items.iter().find(|i| text(i, SK) == Some(HEADER)), now)?;
+        // Query returns items in sort-key order, so actions (and the conflict reported) follow key order.
+        let key_items: Vec<&Item> = items
+            .iter()
+            .filter(|i| text(i, SK).is_some_and(|k| k != HEADER))
+            .collect();
+        if key_items.len() as u64 != header.keys {
+            // Part of the transaction expired away: it cannot commit what it no longer has.
+            return Err(not_found(id.as_str()));
+        }
+        let mut actions = Vec::with_capacity(key_items.len() + 1);
+        let mut keys = Vec::with_capacity(key_items.len());
+        let mut writes = 0;
+        for item in key_items {
+            let key = Key::parse(text(item, SK).unwrap_or_default())?;
+            let data_key = HashMap::from([(PK.to_owned(), s(key.as_str()))]);
+            // The guard "still at the version this transaction read" (0: the key did not exist yet).
+            let mut names = HashMap::from([("#ver".to_owned(), VERSION.to_owned())]);
+            let mut values = HashMap::new();
+            let condition = num(item, READ_VERSION).map(|expect| {
+                if expect == 0 {
+                    "attribute_not_exists(#ver)"
+                } else {
+                    values.insert(":rv".to_owned(), n(expect));
+                    "#ver = :rv"
+                }
+            });
+            let action = match text(item, WRITE) {
+                Some(write) => {
+                    writes += 1;
+                    names.insert("#val".to_owned(), VALUE.to_owned());
+                    values.insert(":one".to_owned(), n(1));
+                    let expression = if write == PUT {
+                        values.insert(":val".to_owned(), s(text(item, VALUE).unwrap_or_default()));
+                        "SET #val = :val ADD #ver :one"
+                    } else {
+                        "REMOVE #val ADD #ver :one"
+                    };
+                    let update = Update::builder()
+                        .table_name(&self.data_table)
+                        .set_key(Some(data_key))
+                        .update_expression(expression)
+                        .set_condition_expression(condition.map(str::to_owned))
+                        .set_expression_attribute_names(Some(names))
+                        .set_expression_attribute_values(Some(values))
+                        .build()
+                        .expect("update is complete");
+                    TransactWriteItem::builder().update(update).build()
+                }
+                None => {
+                    let Some(condition) = condition else { continue };
+                    let check = ConditionCheck::builder()
+                        .table_name(&self.data_table)
+                        .set_key(Some(data_key))
+                        .condition_expression(condition)
+                        .set_expression_attribute_names(Some(names))
+                        .set_expression_attribute_values(Some(values).filter(|v| !v.is_empty()))
+                        .build()
+                        .expect("check is complete");
+                    TransactWriteItem::builder().condition_check(check).build()
+                }
+            };
+            actions.push(action);
+            keys.push(key);
+        }
+        let close = Update::builder()
+            .table_name(&self.tx_table)
+            .set_key(Some(self.tx_key(id, HEADER)))
+            .update_expression("SET #st = :committed")
+            .condition_expression("#st = :open AND #exp > :now AND #sq = :sq")
+            .expression_attribute_names("#st", STATE)
+            .expression_attribute_names("#exp", DEADLINE_MS)
+            .expression_attribute_names("#sq", SEQ)
+            .expression_attribute_values(":sq", n(header.seq))
+            .expression_attribute_values(":committed", s("committed"))
+            .expression_attribute_values(":open", s(OPEN))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .expect("update is complete");
+        actions.push(TransactWriteItem::builder().update(close).build());
+
+        for attempt in 0..ATTEMPTS {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                // Lets the SDK's own retries of this very request (timeouts) be idempotent.
+                .client_request_token(format!("{}-{}", id.as_str(), round * ATTEMPTS + attempt))
+                .send()
+                .within_deadline()
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(Some(writes)),
+                Err(e) => e,
+            };
+            let Some(codes) = cancellation_codes(&e) else {
+                return Err(store_error("TransactWriteItems", e));
+            };
+            if let Some(index) = codes.iter().position(|c| c == "ConditionalCheckFailed") {
+                if index == keys.len() {
+                    // Expired, ended, or changed since the plan: only the last is worth another round.
+                    let header = self
+                        .snapshot(vec![(&self.tx_table, self.tx_key(id, HEADER))])
+                        .await?
+                        .into_iter()
+                        .next()
+                        .flatten();
+                    return open_header(id, header.as_ref(), now_ms()).map(|_| None);
+                }
+                self.mark_failed(id).await;
+                return Err(conflict(&keys[index]));
+            }
+            // Only "TransactionConflict" (another transaction on the same items right now) is left: retry.
+            tracing::debug!(
+                tx = id.as_str(),
+                ?codes,
+                attempt,
+                "commit cancelled by a concurrent transaction"
+            );
+            tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+        }
+        Err(Error::unavailable(
+            "the commit kept colliding with concurrent transactions; retry",
+        ))
     }
 
     /// Ends a transaction whose commit failed validation (best effort: it is also unusable once expired).
@@ -237,6 +383,7 @@ impl DynamoKvTx {
             .expression_attribute_values(":failed", s("failed"))
             .expression_attribute_values(":open", s(OPEN))
             .send()
+            .within_deadline()
             .await;
         if let Err(e) = result
             && !is_condition_failed(&e)
@@ -251,7 +398,8 @@ impl KvTransactions for DynamoKvTx {
     async fn begin(&self) -> Result<Began, Error> {
         let id = TxId::generate();
         let deadline = self.deadline(now_ms());
-        self.client
+        let result = self
+            .client
             .put_item()
             .table_name(&self.tx_table)
             .set_item(Some(self.tx_key(&id, HEADER)))
@@ -260,11 +408,19 @@ impl KvTransactions for DynamoKvTx {
             .item(TTL, n(deadline / 1000 + 1))
             .item(KEYS, n(0))
             .item(BYTES, n(0))
+            .item(SEQ, n(0))
             .condition_expression("attribute_not_exists(#tx)")
             .expression_attribute_names("#tx", TX)
             .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
+            .within_deadline()
+            .await;
+        match result {
+            Ok(_) => {}
+            // The id is new and random: a header already there is this very put, applied by an attempt
+            // whose answer was lost and retried by the SDK.
+            Err(e) if is_condition_failed(&e) => {}
+            Err(e) => return Err(store_error("PutItem", e)),
+        }
         Ok(Began {
             id,
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(deadline),
@@ -388,142 +544,57 @@ impl KvTransactions for DynamoKvTx {
     }
 
     async fn commit(&self, id: &TxId) -> Result<usize, Error> {
-        let now = now_ms();
-        let items = self.query_all(id).await?;
-        let header = open_header(id, items.iter().find(|i| text(i, SK) == Some(HEADER)), now)?;
-        // Query returns items in sort-key order, so actions (and the conflict reported) follow key order.
-        let key_items: Vec<&Item> = items
-            .iter()
-            .filter(|i| text(i, SK).is_some_and(|k| k != HEADER))
-            .collect();
-        if key_items.len() as u64 != header.keys {
-            // Part of the transaction expired away: it cannot commit what it no longer has.
-            return Err(not_found(id.as_str()));
-        }
-        let mut actions = Vec::with_capacity(key_items.len() + 1);
-        let mut keys = Vec::with_capacity(key_items.len());
-        let mut writes = 0;
-        for item in key_items {
-            let key = Key::parse(text(item, SK).unwrap_or_default())?;
-            let data_key = HashMap::from([(PK.to_owned(), s(key.as_str()))]);
-            // The guard "still at the version this transaction read" (0: the key did not exist yet).
-            let mut names = HashMap::from([("#ver".to_owned(), VERSION.to_owned())]);
-            let mut values = HashMap::new();
-            let condition = num(item, READ_VERSION).map(|expect| {
-                if expect == 0 {
-                    "attribute_not_exists(#ver)"
-                } else {
-                    values.insert(":rv".to_owned(), n(expect));
-                    "#ver = :rv"
-                }
-            });
-            let action = match text(item, WRITE) {
-                Some(write) => {
-                    writes += 1;
-                    names.insert("#val".to_owned(), VALUE.to_owned());
-                    values.insert(":one".to_owned(), n(1));
-                    let expression = if write == PUT {
-                        values.insert(":val".to_owned(), s(text(item, VALUE).unwrap_or_default()));
-                        "SET #val = :val ADD #ver :one"
-                    } else {
-                        "REMOVE #val ADD #ver :one"
-                    };
-                    let update = Update::builder()
-                        .table_name(&self.data_table)
-                        .set_key(Some(data_key))
-                        .update_expression(expression)
-                        .set_condition_expression(condition.map(str::to_owned))
-                        .set_expression_attribute_names(Some(names))
-                        .set_expression_attribute_values(Some(values))
-                        .build()
-                        .expect("update is complete");
-                    TransactWriteItem::builder().update(update).build()
-                }
+        for round in 0..ATTEMPTS {
+            match self.try_commit(id, round).await? {
+                Some(writes) => return Ok(writes),
+                // A read or write of this transaction landed after the plan was made: plan again.
                 None => {
-                    let Some(condition) = condition else { continue };
-                    let check = ConditionCheck::builder()
-                        .table_name(&self.data_table)
-                        .set_key(Some(data_key))
-                        .condition_expression(condition)
-                        .set_expression_attribute_names(Some(names))
-                        .set_expression_attribute_values(Some(values).filter(|v| !v.is_empty()))
-                        .build()
-                        .expect("check is complete");
-                    TransactWriteItem::builder().condition_check(check).build()
+                    tracing::debug!(tx = id.as_str(), round, "transaction changed during commit")
                 }
-            };
-            actions.push(action);
-            keys.push(key);
-        }
-        let close = Update::builder()
-            .table_name(&self.tx_table)
-            .set_key(Some(self.tx_key(id, HEADER)))
-            .update_expression("SET #st = :committed")
-            .condition_expression("#st = :open AND #exp > :now")
-            .expression_attribute_names("#st", STATE)
-            .expression_attribute_names("#exp", DEADLINE_MS)
-            .expression_attribute_values(":committed", s("committed"))
-            .expression_attribute_values(":open", s(OPEN))
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .expect("update is complete");
-        actions.push(TransactWriteItem::builder().update(close).build());
-
-        for attempt in 0..ATTEMPTS {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(actions.clone()))
-                // Lets the SDK's own retries of this very request (timeouts) be idempotent.
-                .client_request_token(format!("{}-{attempt}", id.as_str()))
-                .send()
-                .await;
-            let e = match result {
-                Ok(_) => return Ok(writes),
-                Err(e) => e,
-            };
-            let Some(codes) = cancellation_codes(&e) else {
-                return Err(store_error("TransactWriteItems", e));
-            };
-            if let Some(index) = codes.iter().position(|c| c == "ConditionalCheckFailed") {
-                if index == keys.len() {
-                    return Err(not_found(id.as_str()));
-                }
-                self.mark_failed(id).await;
-                return Err(conflict(&keys[index]));
             }
-            // Only "TransactionConflict" (another transaction on the same items right now) is left: retry.
-            tracing::debug!(
-                tx = id.as_str(),
-                ?codes,
-                attempt,
-                "commit cancelled by a concurrent transaction"
-            );
-            tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
         }
         Err(Error::unavailable(
-            "the commit kept colliding with concurrent transactions; retry",
+            "the transaction kept changing while committing; retry",
         ))
     }
 
     async fn rollback(&self, id: &TxId) -> Result<(), Error> {
+        // The rollback's token tells the SDK's retry of an attempt that applied from a second rollback.
+        let token = crate::history::token();
         let result = self
             .client
             .update_item()
             .table_name(&self.tx_table)
             .set_key(Some(self.tx_key(id, HEADER)))
-            .update_expression("SET #st = :rolled_back")
+            .update_expression("SET #st = :rolled_back, #by = :by")
             .condition_expression("#st = :open AND #exp > :now")
             .expression_attribute_names("#st", STATE)
             .expression_attribute_names("#exp", DEADLINE_MS)
+            .expression_attribute_names("#by", "by")
             .expression_attribute_values(":rolled_back", s("rolled_back"))
             .expression_attribute_values(":open", s(OPEN))
             .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":by", s(&token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .within_deadline()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(not_found(id.as_str())),
+            Err(e) if is_condition_failed(&e) => {
+                let ours = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => c
+                        .item
+                        .as_ref()
+                        .is_some_and(|item| text(item, "by") == Some(token.as_str())),
+                    _ => false,
+                };
+                if ours {
+                    Ok(())
+                } else {
+                    Err(not_found(id.as_str()))
+                }
+            }
             Err(e) => Err(store_error("UpdateItem", e)),
         }
     }

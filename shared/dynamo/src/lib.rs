@@ -7,6 +7,10 @@
 //!   environment variables.
 //! - [`error`]: SDK errors mapped to domain errors: throttling is `429`, outages `503` (both retryable), a
 //!   failed condition is told apart so callers can turn it into the right domain answer.
+//! - [`send`]: every call inside the request's deadline; writes that must not apply twice sent without
+//!   blind retries.
+//! - [`history`]: the tokens of an item's last writes, so a write whose answer was lost can tell whether
+//!   it applied.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
@@ -23,10 +27,12 @@ pub mod config;
 pub mod connections;
 pub mod counters;
 pub mod error;
+mod history;
 pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;
 pub mod ledger;
+mod send;
 pub mod widgets;
 
 pub use config::{Tables, stores, stores_from_env};

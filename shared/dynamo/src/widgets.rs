@@ -8,9 +8,13 @@
 
 use crate::attr::{n, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
+use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use strata_core::Error;
@@ -25,6 +29,8 @@ const SERIAL: &str = "serial";
 const NAME: &str = "name";
 const PORTS: &str = "ports";
 const VERSION: &str = "ver";
+/// The token of the put that created the widget.
+const CREATED_BY: &str = "by";
 const ATTEMPTS: u32 = 6;
 
 fn capacity_attr(port: Port) -> String {
@@ -152,6 +158,7 @@ impl DynamoWidgets {
             .set_key(Some(key(serial)))
             .consistent_read(true)
             .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("GetItem", e))?;
         out.item
@@ -176,6 +183,7 @@ impl DynamoWidgets {
             .transact_write_items()
             .set_transact_items(Some(actions))
             .send()
+            .within_deadline()
             .await
         {
             Ok(_) => Ok(None),
@@ -195,6 +203,7 @@ async fn back_off(attempt: u32) {
 impl Widgets for DynamoWidgets {
     async fn create(&self, widget: &Widget) -> Result<(), Error> {
         let ports: String = widget.ports.iter().map(|p| p.as_str()).collect();
+        let token = crate::history::token();
         let mut request = self
             .client
             .put_item()
@@ -203,14 +212,32 @@ impl Widgets for DynamoWidgets {
             .item(NAME, s(&widget.name))
             .item(PORTS, s(&ports))
             .item(VERSION, n(1))
+            .item(CREATED_BY, s(&token))
             .condition_expression("attribute_not_exists(#serial)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#serial", SERIAL);
         for port in Port::ALL {
             request = request.item(capacity_attr(port), n(widget.capacity(port) as u64));
         }
-        match request.send().await {
+        match request.send().within_deadline().await {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(duplicate_serial(&widget.serial)),
+            Err(e) if is_condition_failed(&e) => {
+                // The SDK's retry of a put that applied meets the widget it made: recognise it by token.
+                let ours = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => c
+                        .item
+                        .as_ref()
+                        .and_then(|item| item.get(CREATED_BY))
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|by| *by == token),
+                    _ => false,
+                };
+                if ours {
+                    Ok(())
+                } else {
+                    Err(duplicate_serial(&widget.serial))
+                }
+            }
             Err(e) => Err(store_error("PutItem", e)),
         }
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
-    insufficient,
+    insufficient, replay_of,
 };
 
 pub struct EmbeddedLedger {
@@ -160,7 +160,10 @@ impl Ledger for EmbeddedLedger {
                     let value = staging
                         .get(Space::Certificates, &key)?
                         .ok_or_else(corrupt)?;
-                    return decode_certificate(&key, &value);
+                    let earlier = decode_certificate(&key, &value)?;
+                    if let Some(certificate) = replay_of(&request, earlier, SystemTime::now())? {
+                        return Ok(certificate);
+                    }
                 }
                 let stored = staging.get(Space::Classes, request.class.as_str().as_bytes())?;
                 let mut class = Self::class_from(&defaults, &request.class, stored.as_deref())?

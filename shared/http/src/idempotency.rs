@@ -4,9 +4,9 @@
 //! retry with the same key and the same method, path and body gets the stored status and body back (with
 //! `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry
 //! while the first is still running is `409 request_in_progress` with `retry-after`. Responses below 500
-//! are stored; after a `5xx` the key is released so a retry runs again.
+//! are stored, except `429`; after a `5xx` or `429` the key is released so a retry runs again.
 
-use crate::response::{error, from_result};
+use crate::response::error;
 use crate::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -54,8 +54,10 @@ where
         Ok(Claim::Proceed) => {}
         Err(e) => return error(&e),
     }
-    let response = handler(req, Some(key.clone())).await;
-    if response.status().is_server_error() {
+    // Keep time for recording the answer (or releasing the key) after the operation.
+    let response =
+        strata_core::deadline::keeping(RECORD_RESERVE, handler(req, Some(key.clone()))).await;
+    if !replayable(response.status()) {
         if let Err(e) = stores.idempotency.release(&key, &fingerprint).await {
             tracing::warn!(error = %e, "cannot release an idempotency key");
         }
@@ -70,12 +72,23 @@ where
         .complete(&key, &fingerprint, &stored)
         .await
     {
-        // The operation happened; only the record of its response is missing. Say so, rather than
-        // pretend: a retry would run it again, and stores that take the key (certificates) dedupe it.
+        // The operation happened; only the record of its answer is missing. The client gets the answer:
+        // an error here would make it retry an operation that took effect. The claim expires on its own;
+        // a retry after that runs the operation again, which stores that take the key dedupe (certificates,
+        // keyed increments).
         tracing::error!(error = %e, "cannot store an idempotent response");
-        return from_result(Err(e));
     }
     response
+}
+
+/// Time kept after the operation, within the request's deadline, for the idempotency record's write.
+pub const RECORD_RESERVE: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// Whether an answer is remembered for the key's retention. A `5xx` or `429` says the operation did not
+/// (or may not have) taken effect and asks for a retry: remembered, it would be replayed to that retry for a
+/// day. The key is released instead, and the retry runs the operation again.
+pub fn replayable(status: http::StatusCode) -> bool {
+    !(status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS)
 }
 
 fn replay(stored: Stored) -> Response {

@@ -5,8 +5,8 @@ use crate::{Request, Response, metrics};
 use lambda_http::{RequestExt, service_fn};
 use std::future::Future;
 use std::sync::OnceLock;
-use std::time::Instant;
-use strata_core::Stores;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_core::{Stores, deadline};
 
 /// Logging for Lambda: JSON when the function's log format is JSON (the template sets it), with the
 /// request id on every line; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (as
@@ -52,21 +52,40 @@ pub async fn run(stores: Stores, handler: Handler) -> Result<(), lambda_http::Er
     let emf = metrics::emf();
     let operation = operation();
     lambda_http::run(service_fn(move |req: Request| async move {
-        let request_id = req
+        let (request_id, deadline_ms) = req
             .lambda_context_ref()
-            .map(|context| context.request_id.clone())
+            .map(|context| (context.request_id.clone(), context.deadline))
             .unwrap_or_default();
+        let budget = budget_before(deadline_ms, SystemTime::now());
         let response = invoke(
             emf,
             operation,
             &request_id,
-            handler(stores, req),
+            deadline::within(budget, handler(stores, req)),
             &mut std::io::stdout(),
         )
         .await;
         Ok::<_, lambda_http::Error>(response)
     }))
     .await
+}
+
+/// Kept between the request's deadline and the function's timeout: enough to send the answer (and its
+/// metrics line) after the last store call gave up.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The request's budget when the runtime ends the invocation at `deadline_ms` (milliseconds since the Unix
+/// epoch, from the invocation's context): what is left less [`ANSWER_MARGIN`]. Without a deadline (0, as
+/// some emulators send), the local server's [`crate::REQUEST_BUDGET`].
+pub fn budget_before(deadline_ms: u64, now: SystemTime) -> Duration {
+    if deadline_ms == 0 {
+        return crate::REQUEST_BUDGET;
+    }
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(ANSWER_MARGIN)
 }
 
 /// One invocation: awaits the handler's `response`, records it under `operation` and writes this

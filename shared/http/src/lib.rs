@@ -23,6 +23,11 @@ pub mod route;
 
 pub use lambda_http::{Body, Request};
 
+/// The deadline of a request the local server answers (the Lambda functions take theirs from the
+/// invocation, see [`lambda::budget_before`]): as long as the template's function timeout less the answer
+/// margin, so both hosts give a slow store the same time before answering `503`.
+pub const REQUEST_BUDGET: std::time::Duration = std::time::Duration::from_millis(9_500);
+
 /// Every handler answers with this; domain errors are responses too (see [`response::from_result`]).
 pub type Response = lambda_http::Response<Body>;
 
