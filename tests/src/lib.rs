@@ -11,6 +11,8 @@
 //! - [`streams`]: DynamoDB Local's streams read and turned into real `DynamoDbEvent` payloads, for the
 //!   counter aggregator.
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
+//! - [`fault_proxy`]: a fault-injecting DynamoDB endpoint in front of DynamoDB Local (lost answers, 500s,
+//!   throttling, connection resets, slow calls), with counters of what went through it.
 //! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
 //!   and every invariant of the contract checked over everything acknowledged so far.
 //!
@@ -18,6 +20,7 @@
 
 pub mod crash;
 pub mod dynamodb;
+pub mod fault_proxy;
 pub mod fixture;
 pub mod server;
 pub mod streams;

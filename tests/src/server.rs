@@ -22,13 +22,24 @@ pub struct Server {
     pub line_port: u16,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts `binary serve` on `data_dir` with free ports and waits until it listens.
     pub fn start(binary: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(binary, data_dir, extra, &[])
+    }
+
+    /// The same, with these environment variables set for it (and for every restart).
+    pub fn start_with_env(
+        binary: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base, line_port) = spawn(binary.as_ref(), data_dir, &extra);
+        let (child, base, line_port) = spawn(binary.as_ref(), data_dir, &extra, env);
         Self {
             binary: binary.into(),
             child,
@@ -36,6 +47,7 @@ impl Server {
             line_port,
             data_dir: data_dir.to_owned(),
             extra,
+            env: env.to_vec(),
         }
     }
 
@@ -76,7 +88,7 @@ impl Server {
 
     /// Starts the server again on the same data directory (new ports).
     pub fn restart(&mut self) {
-        let (child, base, line_port) = spawn(&self.binary, &self.data_dir, &self.extra);
+        let (child, base, line_port) = spawn(&self.binary, &self.data_dir, &self.extra, &self.env);
         self.child = child;
         self.base = base;
         self.line_port = line_port;
@@ -90,7 +102,12 @@ impl Drop for Server {
     }
 }
 
-fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> (Child, String, u16) {
+fn spawn(
+    binary: &Path,
+    data_dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, String, u16) {
     let (http_port, line_port) = (free_port(), free_port());
     let mut child = Command::new(binary)
         .arg("serve")
@@ -100,6 +117,7 @@ fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> (Child, String, u1
         .arg(data_dir)
         .args(extra)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .spawn()
         .expect("strata starts");

@@ -7,6 +7,7 @@ mod counters_contract;
 mod counters_faults;
 mod crash_recovery;
 mod e2e_kv;
+mod fault_proxy;
 mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
