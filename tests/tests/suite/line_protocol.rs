@@ -548,4 +548,17 @@ async fn pipelined_websocket_messages_run_in_order(f: Fixture) {
             1
         );
     }
+    // A binary message that is not UTF-8 is answered as over TCP, not run as a command.
+    let mut c = Conn::ws(&ws_url).await;
+    if let Conn::Ws(ws) = &mut c {
+        ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            0xff, b'\n',
+        ]))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        c.reply().await,
+        error("Invalid UTF-8 in command").trim_end()
+    );
 }
