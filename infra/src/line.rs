@@ -102,19 +102,22 @@ pub async fn websocket(stores: Arc<Stores>, upgrade: WebSocketUpgrade) -> axum::
     upgrade.on_upgrade(move |socket| ws_session(socket, stores))
 }
 
+/// One message at a time: the next is read only after the reply to the one before is sent, so the
+/// messages of a connection run in the order sent, as over TCP (a `PUT` right behind `START` is inside the
+/// transaction, however fast the client pipelines).
 async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>) {
     let mut session = Session::new();
     while let Some(Ok(message)) = socket.recv().await {
-        let text = match message {
-            Message::Text(text) => text.to_string(),
-            Message::Binary(bytes) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => text,
-                Err(_) => line::error("Invalid UTF-8 in command"),
+        let reply = match message {
+            Message::Text(text) => session.execute(&stores, text.as_str()).await,
+            Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => session.execute(&stores, text).await,
+                Err(_) => Some(line::error("Invalid UTF-8 in command")),
             },
             Message::Close(_) => break,
             _ => continue,
         };
-        if let Some(reply) = session.execute(&stores, &text).await
+        if let Some(reply) = reply
             && socket
                 .send(Message::Text(reply.trim_end_matches('\n').into()))
                 .await

@@ -206,3 +206,91 @@ macro_rules! contract {
         }
     };
 }
+
+/// Makes the next commits of a fixture fail the way a store that cannot take writes fails them: on the
+/// embedded store the writer refuses the batch (as a full disk does); on DynamoDB the commit answers `503
+/// store_unavailable` before it reaches the table (as after the SDK's retries of an outage).
+#[derive(Clone)]
+pub enum CommitFaults {
+    Embedded(strata_embedded::Store),
+    DynamoDb(Arc<FlakyCommits>),
+}
+
+impl CommitFaults {
+    /// The next `n` commits (on DynamoDB) or write batches (embedded) are refused.
+    pub fn refuse_next(&self, n: usize) {
+        match self {
+            CommitFaults::Embedded(store) => store.inject_refused_batches(n),
+            CommitFaults::DynamoDb(flaky) => {
+                flaky.refuse.store(n, std::sync::atomic::Ordering::SeqCst)
+            }
+        }
+    }
+}
+
+impl Fixture {
+    /// This fixture with commit faults on demand.
+    pub fn with_commit_faults(mut self) -> (Self, CommitFaults) {
+        let faults = match &self.embedded {
+            Some((store, _)) => CommitFaults::Embedded(store.clone()),
+            None => {
+                let flaky = Arc::new(FlakyCommits {
+                    inner: self.stores.kv_tx.clone(),
+                    refuse: std::sync::atomic::AtomicUsize::new(0),
+                });
+                self.stores.kv_tx = flaky.clone();
+                self.app = App::new(self.stores.clone());
+                CommitFaults::DynamoDb(flaky)
+            }
+        };
+        (self, faults)
+    }
+}
+
+/// A transaction port whose next commits answer `503 store_unavailable` without reaching the store.
+pub struct FlakyCommits {
+    inner: Arc<dyn strata_core::kv::tx::KvTransactions>,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl strata_core::kv::tx::KvTransactions for FlakyCommits {
+    async fn begin(&self) -> Result<strata_core::kv::tx::Began, strata_core::Error> {
+        self.inner.begin().await
+    }
+
+    async fn get(
+        &self,
+        id: &strata_core::kv::tx::TxId,
+        key: &strata_core::kv::Key,
+    ) -> Result<Option<strata_core::kv::tx::TxValue>, strata_core::Error> {
+        self.inner.get(id, key).await
+    }
+
+    async fn stage(
+        &self,
+        id: &strata_core::kv::tx::TxId,
+        key: &strata_core::kv::Key,
+        value: Option<strata_core::kv::Value>,
+    ) -> Result<(), strata_core::Error> {
+        self.inner.stage(id, key, value).await
+    }
+
+    async fn commit(&self, id: &strata_core::kv::tx::TxId) -> Result<usize, strata_core::Error> {
+        use std::sync::atomic::Ordering;
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(strata_core::Error::unavailable(
+                "injected: the store cannot take writes",
+            ));
+        }
+        self.inner.commit(id).await
+    }
+
+    async fn rollback(&self, id: &strata_core::kv::tx::TxId) -> Result<(), strata_core::Error> {
+        self.inner.rollback(id).await
+    }
+}

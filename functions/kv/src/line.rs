@@ -92,26 +92,40 @@ impl Session {
                 self.tx = Some(stores.kv_tx.begin().await?.id);
                 Ok(line::ok())
             }
+            // The session lets go of its transaction only once the store says it is over: a commit the
+            // store could not take (`503`, `429`) leaves it open, and the next COMMIT retries it.
             Command::Commit => {
-                let Some(tx) = self.tx.take() else {
+                let Some(tx) = self.tx.clone() else {
                     return Ok(line::error("No transaction in progress"));
                 };
                 match stores.kv_tx.commit(&tx).await {
-                    Ok(_) => Ok(line::ok()),
-                    Err(e) if e.code == "conflict" => Ok(line::error(&format!(
-                        "Conflict on key {}: the transaction was rolled back",
-                        e.extra.get("key").and_then(|k| k.as_str()).unwrap_or("?")
-                    ))),
+                    Ok(_) => {
+                        self.tx = None;
+                        Ok(line::ok())
+                    }
+                    Err(e) if e.code == "conflict" => {
+                        self.tx = None;
+                        Ok(line::error(&format!(
+                            "Conflict on key {}: the transaction was rolled back",
+                            e.extra.get("key").and_then(|k| k.as_str()).unwrap_or("?")
+                        )))
+                    }
                     Err(e) => Err(e),
                 }
             }
             Command::Rollback => {
-                let Some(tx) = self.tx.take() else {
+                let Some(tx) = self.tx.clone() else {
                     return Ok(line::error("No transaction in progress"));
                 };
                 match stores.kv_tx.rollback(&tx).await {
-                    Ok(()) => Ok(line::ok()),
-                    Err(e) if e.kind == Kind::NotFound => Ok(line::ok()),
+                    Ok(()) => {
+                        self.tx = None;
+                        Ok(line::ok())
+                    }
+                    Err(e) if e.kind == Kind::NotFound => {
+                        self.tx = None;
+                        Ok(line::ok())
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -2,11 +2,19 @@
 //! each. Every message is one command line, run in the connection's session; the reply is the `$default`
 //! route's response, which API Gateway sends back on the socket. The session's open transaction is kept in
 //! the [`strata_core::kv::line::Connections`] port between messages and rolled back on `$disconnect`.
+//!
+//! API Gateway does not wait for one message's invocation to finish before it starts the next one's, so two
+//! messages of one connection can run at once. The record of the connection's transaction only ever moves
+//! by compare-and-set from what the message started with, so overlapping messages never lose a
+//! transaction or leave one open behind the connection's back. Their order is the order they reach the
+//! store, not necessarily the order sent: a client that needs `START` to take effect before its next
+//! command waits for the reply, as the local server's `/kv/ws` does for it by running one message at a time.
 
 use crate::line::Session;
 use http::StatusCode;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
+use strata_core::kv::line;
 use strata_core::{Error, Stores};
 use strata_http::response::from_result;
 use strata_http::{Body, Request, Response};
@@ -61,12 +69,23 @@ pub async fn default(stores: &Stores, req: Request) -> Response {
             let line = String::from_utf8_lossy(req.body().as_ref()).into_owned();
             let before = stores.connections.transaction(&connection).await?;
             let mut session = Session::resume(before.clone());
-            let reply = session.execute(stores, &line).await.unwrap_or_default();
-            if session.transaction() != before.as_ref() {
-                stores
+            let mut reply = session.execute(stores, &line).await.unwrap_or_default();
+            let after = session.transaction().cloned();
+            if after != before
+                && !stores
                     .connections
-                    .set_transaction(&connection, session.transaction())
-                    .await?;
+                    .replace_transaction(&connection, before.as_ref(), after.as_ref())
+                    .await?
+            {
+                // Another message of this connection changed its transaction while this one ran. If this
+                // one opened a transaction, the other got there first: this one is undone and refused, as
+                // a START in a transaction is. If this one ended the transaction, it stays ended.
+                if let (None, Some(opened)) = (&before, &after) {
+                    if let Err(e) = stores.kv_tx.rollback(opened).await {
+                        tracing::warn!(error = %e, "cannot roll back a START that lost a race");
+                    }
+                    reply = line::error("Transaction already in progress");
+                }
             }
             Ok(text(
                 StatusCode::OK,

@@ -33,6 +33,23 @@ impl Connections for MemoryConnections {
         Ok(())
     }
 
+    async fn replace_transaction(
+        &self,
+        connection: &str,
+        expected: Option<&TxId>,
+        new: Option<&TxId>,
+    ) -> Result<bool, Error> {
+        let mut open = self.open.lock().expect("no panics while holding the lock");
+        if open.get(connection) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(tx) => open.insert(connection.to_owned(), tx.clone()),
+            None => open.remove(connection),
+        };
+        Ok(true)
+    }
+
     async fn forget(&self, connection: &str) -> Result<Option<TxId>, Error> {
         Ok(self
             .open

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     /// `None` only while the writer reopens the data directory (fjall locks it, so the old database must be
     /// gone before the new one opens).
     current: RwLock<Option<Arc<Handles>>>,
+    /// Faults injected by tests ([`Store::inject_refused_batches`], [`Store::inject_lost_answers`]).
+    pub(crate) injected: crate::writer::Injected,
 }
 
 impl Shared {
@@ -169,6 +171,7 @@ impl Store {
             dir: dir.to_owned(),
             cache_bytes,
             current: RwLock::new(Some(Arc::new(handles))),
+            injected: crate::writer::Injected::default(),
         });
         let writer = Writer::start(shared.clone())?;
         Ok(Self {
@@ -255,7 +258,40 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Staging<'_>) -> Result<T, Error> + Send + 'static,
     {
-        self.inner.writer.submit(command).await
+        self.inner.writer.submit(command, |_| {}).await
+    }
+
+    /// As [`Self::write`], and `settle` sees the final outcome on the writer thread before the caller is
+    /// answered, even if the caller has gone away by then.
+    pub(crate) async fn write_settled<T, F, S>(&self, command: F, settle: S) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Staging<'_>) -> Result<T, Error> + Send + 'static,
+        S: FnOnce(&Result<T, Error>) + Send + 'static,
+    {
+        self.inner.writer.submit(command, settle).await
+    }
+
+    /// Fault tests: the next `batches` write batches are refused as a full disk refuses them (`503
+    /// store_unavailable`, nothing written), without touching the disk.
+    #[doc(hidden)]
+    pub fn inject_refused_batches(&self, batches: usize) {
+        self.inner
+            .shared
+            .injected
+            .refuse_batches
+            .store(batches, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fault tests: the next `commands` write commands are carried out (durably, if their batch is) but
+    /// their answer is lost on the way back, as when the writer fsynced and the reply path failed.
+    #[doc(hidden)]
+    pub fn inject_lost_answers(&self, commands: usize) {
+        self.inner
+            .shared
+            .injected
+            .lose_answers
+            .store(commands, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The current database and keyspaces: `503` for the moment the writer reopens the data directory. Hold

@@ -22,6 +22,7 @@ use fjall::{Database, PersistMode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use strata_core::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -42,7 +43,9 @@ const PROBE_FILE: &str = "strata-write-probe";
 /// How long a reopen waits for readers to let go of the old database (fjall locks the directory).
 const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
 
-type Reply = Box<dyn FnOnce(Result<(), Error>) + Send>;
+/// Told whether the batch is durable, and whether to answer the caller (`false` only when a fault test
+/// makes the answer go missing after the outcome is settled).
+type Reply = Box<dyn FnOnce(Result<(), Error>, bool) + Send>;
 type Job = Box<dyn FnOnce(&mut Staging<'_>) -> Reply + Send>;
 
 /// The handle to the writer thread.
@@ -76,18 +79,26 @@ impl Writer {
         })
     }
 
-    pub(crate) async fn submit<T, F>(&self, command: F) -> Result<T, Error>
+    /// Runs `command` in the next batch; `settle` sees the final outcome (durable or not) on the writer
+    /// thread before the caller is answered, and also when the caller has gone away meanwhile.
+    pub(crate) async fn submit<T, F, S>(&self, command: F, settle: S) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut Staging<'_>) -> Result<T, Error> + Send + 'static,
+        S: FnOnce(&Result<T, Error>) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let settle = Settle(Some(settle), std::marker::PhantomData);
         let job: Job = Box::new(move |staging| {
             let outcome = command(staging);
             staging.end_command(outcome.is_ok());
-            Box::new(move |durable: Result<(), Error>| {
+            Box::new(move |durable: Result<(), Error>, answer: bool| {
+                let outcome = durable.and(outcome);
+                settle.run(&outcome);
                 // The caller may have gone away (client disconnected); the write stands regardless.
-                let _ = tx.send(durable.and(outcome));
+                if answer {
+                    let _ = tx.send(outcome);
+                }
             })
         });
         let queue = self
@@ -100,6 +111,29 @@ impl Writer {
             .map_err(|_| Error::unavailable("the embedded store is shutting down"))?;
         rx.await
             .map_err(|_| Error::internal("the writer stopped before answering"))?
+    }
+}
+
+/// A command's settle hook, run exactly once: with the outcome, or, if the command is dropped before the
+/// writer ran it (the store closing, the caller giving up while the queue was full), with `503`, since
+/// nothing of it was written.
+struct Settle<T, S: FnOnce(&Result<T, Error>)>(Option<S>, std::marker::PhantomData<fn(&T)>);
+
+impl<T, S: FnOnce(&Result<T, Error>)> Settle<T, S> {
+    fn run(mut self, outcome: &Result<T, Error>) {
+        if let Some(settle) = self.0.take() {
+            settle(outcome);
+        }
+    }
+}
+
+impl<T, S: FnOnce(&Result<T, Error>)> Drop for Settle<T, S> {
+    fn drop(&mut self) {
+        if let Some(settle) = self.0.take() {
+            settle(&Err(Error::unavailable(
+                "the write never reached the writer; nothing was written",
+            )));
+        }
     }
 }
 
@@ -127,6 +161,8 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         let durable = match (&fault, &handles) {
+            // A fault test's refused batch: nothing reaches the disk, so there is nothing to recover.
+            (None, Some(_)) if take(&shared.injected.refuse_batches) => Err(refused()),
             (None, Some(handles)) => match staging.commit(&handles.db) {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -138,7 +174,8 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             _ => Err(refused()),
         };
         for reply in replies {
-            reply(durable.clone());
+            let answer = !take(&shared.injected.lose_answers);
+            reply(durable.clone(), answer);
         }
     }
     if fault.is_none()
@@ -147,6 +184,21 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     {
         tracing::error!(error = %e, "final persist failed");
     }
+}
+
+/// Faults a test asks for, each counted down by one per use.
+#[derive(Default)]
+pub(crate) struct Injected {
+    /// Batches to refuse as a full disk would (answered `503`, nothing written).
+    pub(crate) refuse_batches: AtomicUsize,
+    /// Commands whose outcome is settled (durable or not) but whose answer never reaches the caller.
+    pub(crate) lose_answers: AtomicUsize,
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The value a refused batch overwrote in one slot (`Some(None)`: the slot was empty); `None` when it could

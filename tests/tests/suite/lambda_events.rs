@@ -315,3 +315,118 @@ async fn widget_events_drive_the_handlers() {
     assert_eq!(invoke(&f, "widgets-delete").await.0, StatusCode::NO_CONTENT);
     assert_eq!(invoke(&f, "widgets-get").await.0, StatusCode::NOT_FOUND);
 }
+
+/// A connections port whose first two reads both return before either caller goes on: two `$default`
+/// invocations of one connection that overlap, as API Gateway runs them when messages arrive back to back.
+struct Overlapping {
+    inner: std::sync::Arc<dyn strata_core::kv::line::Connections>,
+    waiting: std::sync::atomic::AtomicUsize,
+    barrier: tokio::sync::Barrier,
+}
+
+#[async_trait::async_trait]
+impl strata_core::kv::line::Connections for Overlapping {
+    async fn transaction(
+        &self,
+        connection: &str,
+    ) -> Result<Option<strata_core::kv::tx::TxId>, strata_core::Error> {
+        use std::sync::atomic::Ordering;
+        let tx = self.inner.transaction(connection).await?;
+        if self
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.barrier.wait().await;
+        }
+        Ok(tx)
+    }
+
+    async fn set_transaction(
+        &self,
+        connection: &str,
+        tx: Option<&strata_core::kv::tx::TxId>,
+    ) -> Result<(), strata_core::Error> {
+        self.inner.set_transaction(connection, tx).await
+    }
+
+    async fn replace_transaction(
+        &self,
+        connection: &str,
+        expected: Option<&strata_core::kv::tx::TxId>,
+        new: Option<&strata_core::kv::tx::TxId>,
+    ) -> Result<bool, strata_core::Error> {
+        self.inner
+            .replace_transaction(connection, expected, new)
+            .await
+    }
+
+    async fn forget(
+        &self,
+        connection: &str,
+    ) -> Result<Option<strata_core::kv::tx::TxId>, strata_core::Error> {
+        self.inner.forget(connection).await
+    }
+}
+
+/// Two `START`s of one connection that overlap: one opens the transaction, the other is told one is in
+/// progress; neither transaction is lost or left open behind the connection's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_websocket_invocations_of_one_connection_keep_one_transaction() {
+    overlapping_starts(Fixture::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs DynamoConnections::replace_transaction as a conditional UpdateItem (shared/dynamo)"]
+async fn overlapping_websocket_invocations_of_one_connection_keep_one_transaction_on_dynamodb() {
+    overlapping_starts(Fixture::dynamodb().await).await;
+}
+
+async fn overlapping_starts(mut f: Fixture) {
+    {
+        f.stores.connections = std::sync::Arc::new(Overlapping {
+            inner: f.stores.connections.clone(),
+            waiting: 2.into(),
+            barrier: tokio::sync::Barrier::new(2),
+        });
+        let ok = "{\"status\": \"Ok\"}".to_owned();
+        let in_progress =
+            "{\"status\": \"Error\", \"mesg\": \"Transaction already in progress\"}".to_owned();
+        let (a, b) = tokio::join!(
+            ws(&f, "ws-default", Some("START")),
+            ws(&f, "ws-default", Some("START"))
+        );
+        let mut replies = [a.1, b.1];
+        replies.sort();
+        assert_eq!(
+            replies,
+            [in_progress, ok.clone()],
+            "{}: one START opens the transaction, the other is told it is in progress",
+            f.name
+        );
+        assert_eq!(
+            ws(&f, "ws-default", Some("PUT greeting inside")).await.1,
+            ok
+        );
+        assert_eq!(ws(&f, "ws-default", Some("COMMIT")).await.1, ok);
+        assert_eq!(
+            ws(&f, "ws-default", Some("COMMIT")).await.1,
+            "{\"status\": \"Error\", \"mesg\": \"No transaction in progress\"}",
+            "{}",
+            f.name
+        );
+        let got = f
+            .stores
+            .kv
+            .get(&strata_core::kv::Key::parse("greeting").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.value.as_str(), got.version),
+            ("inside", 1),
+            "{}",
+            f.name
+        );
+    }
+}

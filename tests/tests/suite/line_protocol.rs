@@ -265,7 +265,11 @@ async fn the_local_websocket_speaks_the_same_protocol() {
     assert_eq!(c.call("GET w").await, result("\"\\u00fcber\""));
 }
 
-contract!(commands_over_http_run_in_one_session);
+contract!(
+    commands_over_http_run_in_one_session,
+    a_refused_commit_keeps_the_sessions_transaction_on_every_transport,
+    pipelined_websocket_messages_run_in_order,
+);
 
 async fn commands_over_http_run_in_one_session(f: Fixture) {
     let r = f
@@ -320,4 +324,241 @@ async fn internal_errors_are_not_shown_to_line_clients() {
     let generic = error("an internal error occurred; it has been logged");
     assert_eq!(replies, format!("{generic}{OK}"), "{replies}");
     assert!(!replies.contains(&missing) && !replies.contains("DynamoDB"));
+}
+
+/// The local server's line listener and HTTP router (with `/kv/ws`) in this process, on loopback ports, so a
+/// test can inject faults into the very stores they serve. They stop with the test's runtime.
+async fn serve_in_process(stores: &strata_core::Stores) -> (u16, String) {
+    let stores = std::sync::Arc::new(stores.clone());
+    let line = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let line_port = line.local_addr().unwrap().port();
+    tokio::spawn(strata::line::serve(
+        line,
+        stores.clone(),
+        std::future::pending(),
+    ));
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = format!("ws://{}/kv/ws", http.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(http, strata::server::router(stores))
+            .await
+            .unwrap();
+    });
+    (line_port, ws)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One line-protocol connection: TCP or the local WebSocket. Replies come back without the newline.
+enum Conn {
+    Tcp(Client),
+    Ws(Box<Ws>),
+}
+
+impl Conn {
+    async fn tcp(port: u16) -> Self {
+        let (read, writer) = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap()
+            .into_split();
+        Conn::Tcp(Client {
+            reader: BufReader::new(read),
+            writer,
+        })
+    }
+
+    async fn ws(url: &str) -> Self {
+        Conn::Ws(Box::new(
+            tokio_tungstenite::connect_async(url).await.unwrap().0,
+        ))
+    }
+
+    async fn send(&mut self, command: &str) {
+        match self {
+            Conn::Tcp(c) => c.send(format!("{command}\n").as_bytes()).await,
+            Conn::Ws(ws) => ws
+                .send(tokio_tungstenite::tungstenite::Message::text(command))
+                .await
+                .unwrap(),
+        }
+    }
+
+    async fn reply(&mut self) -> String {
+        match self {
+            Conn::Tcp(c) => c.reply().await.trim_end_matches('\n').to_owned(),
+            Conn::Ws(ws) => tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("a reply")
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .to_string(),
+        }
+    }
+
+    async fn call(&mut self, command: &str) -> String {
+        self.send(command).await;
+        self.reply().await
+    }
+}
+
+/// README: "a 503 at commit does not [end the transaction], so the commit can be retried", in the line
+/// protocol too: over TCP, the WebSocket and `POST /kv/commands`, the session keeps its transaction.
+async fn a_refused_commit_keeps_the_sessions_transaction_on_every_transport(f: Fixture) {
+    let (f, faults) = f.with_commit_faults();
+    let (line_port, ws_url) = serve_in_process(&f.stores).await;
+    let ok = OK.trim_end();
+    let outside = async |key: &str| f.app.get(&format!("/kv/keys/{key}")).await.body;
+    for transport in ["tcp", "ws"] {
+        let mut c = match transport {
+            "tcp" => Conn::tcp(line_port).await,
+            _ => Conn::ws(&ws_url).await,
+        };
+        let k = format!("{transport}-key");
+        assert_eq!(c.call(&format!("PUT {k} old")).await, ok);
+        assert_eq!(c.call("START").await, ok);
+        assert_eq!(
+            c.call(&format!("GET {k}")).await,
+            result("\"old\"").trim_end()
+        );
+        assert_eq!(c.call(&format!("PUT {k} new")).await, ok);
+        faults.refuse_next(1);
+        let refused = c.call("COMMIT").await;
+        assert!(
+            refused.starts_with("{\"status\": \"Error\"")
+                && !refused.contains("No transaction")
+                && !refused.contains("Conflict"),
+            "{transport}: {refused}"
+        );
+        assert_eq!(
+            outside(&k).await["value"],
+            "old",
+            "{transport}: nothing written"
+        );
+        assert_eq!(
+            c.call(&format!("GET {k}")).await,
+            result("\"new\"").trim_end(),
+            "{transport}: the session is still in its transaction after a refused COMMIT"
+        );
+        assert_eq!(c.call("COMMIT").await, ok, "{transport}: the retry commits");
+        let stored = outside(&k).await;
+        assert_eq!(
+            (&stored["value"], &stored["version"]),
+            (&serde_json::json!("new"), &serde_json::json!(2)),
+            "{transport}"
+        );
+        assert_eq!(
+            c.call("COMMIT").await,
+            error("No transaction in progress").trim_end()
+        );
+    }
+
+    f.app
+        .put("/kv/keys/http-key", serde_json::json!({"value": "old"}))
+        .await;
+    faults.refuse_next(1);
+    let (status, replies) = f
+        .app
+        .text(
+            http::Method::POST,
+            "/kv/commands",
+            b"START\nGET http-key\nPUT http-key new\nCOMMIT\nGET http-key\nCOMMIT\nGET http-key"
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = replies.lines().collect();
+    assert_eq!(lines.len(), 7, "{replies}");
+    assert_eq!(
+        lines[..3],
+        [ok, result("\"old\"").trim_end(), ok],
+        "{replies}"
+    );
+    assert!(lines[3].starts_with("{\"status\": \"Error\""), "{replies}");
+    assert_eq!(
+        lines[4..],
+        [
+            result("\"new\"").trim_end(),
+            ok,
+            result("\"new\"").trim_end()
+        ],
+        "the session kept its transaction after the refused COMMIT: {replies}"
+    );
+    assert_eq!(outside("http-key").await["version"], 2);
+}
+
+/// Messages of one WebSocket run in the order sent, each after the one before: a `PUT` sent right behind
+/// `START`, without waiting for its reply, is inside the transaction.
+async fn pipelined_websocket_messages_run_in_order(f: Fixture) {
+    let (_, ws_url) = serve_in_process(&f.stores).await;
+    let ok = OK.trim_end();
+    for round in 0..20 {
+        let key = format!("p{round}");
+        let mut c = Conn::ws(&ws_url).await;
+        for command in [
+            "START".to_owned(),
+            format!("GET {key}"),
+            format!("PUT {key} inside"),
+        ] {
+            c.send(&command).await;
+        }
+        assert_eq!(c.reply().await, ok);
+        assert_eq!(c.reply().await, error("Key not found!").trim_end());
+        assert_eq!(c.reply().await, ok);
+        assert_eq!(
+            f.app.get(&format!("/kv/keys/{key}")).await.status,
+            http::StatusCode::NOT_FOUND,
+            "round {round}: the PUT ran outside the transaction"
+        );
+        // A write by someone else to the key the transaction read: its COMMIT must fail.
+        f.app
+            .put(
+                &format!("/kv/keys/{key}"),
+                serde_json::json!({"value": "outside"}),
+            )
+            .await;
+        c.send("COMMIT").await;
+        c.send(&format!("GET {key}")).await;
+        assert_eq!(
+            c.reply().await,
+            error(&format!(
+                "Conflict on key {key}: the transaction was rolled back"
+            ))
+            .trim_end(),
+            "round {round}"
+        );
+        assert_eq!(c.reply().await, result("\"outside\"").trim_end());
+
+        // START, PUT, COMMIT in one go: committed as one transaction, once.
+        let key = format!("q{round}");
+        for command in [
+            "START".to_owned(),
+            format!("PUT {key} v"),
+            "COMMIT".to_owned(),
+        ] {
+            c.send(&command).await;
+        }
+        for _ in 0..3 {
+            assert_eq!(c.reply().await, ok, "round {round}");
+        }
+        assert_eq!(
+            f.app.get(&format!("/kv/keys/{key}")).await.body["version"],
+            1
+        );
+    }
+    // A binary message that is not UTF-8 is answered as over TCP, not run as a command.
+    let mut c = Conn::ws(&ws_url).await;
+    if let Conn::Ws(ws) = &mut c {
+        ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            0xff, b'\n',
+        ]))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        c.reply().await,
+        error("Invalid UTF-8 in command").trim_end()
+    );
 }

@@ -505,3 +505,115 @@ async fn dynamodb_unreachable_is_503_within_a_bounded_time() {
         );
     }
 }
+
+strata_tests::contract!(a_refused_commit_leaves_the_transaction_open_and_a_retry_commits_it);
+
+/// README: "A conflict (409) ends the transaction; a 503 at commit does not, so the commit can be retried."
+async fn a_refused_commit_leaves_the_transaction_open_and_a_retry_commits_it(
+    f: strata_tests::fixture::Fixture,
+) {
+    use http::StatusCode;
+    let (f, faults) = f.with_commit_faults();
+    let app = &f.app;
+    assert_eq!(
+        app.put("/kv/keys/a", json!({"value": "old"})).await.status,
+        StatusCode::OK
+    );
+    let tx = app.post("/kv/transactions", json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = |k: &str| format!("/kv/transactions/{tx}/keys/{k}");
+    assert_eq!(app.get(&key("a")).await.body["value"], "old");
+    app.put(&key("a"), json!({"value": "new"})).await;
+    app.put(&key("b"), json!({"value": "b"})).await;
+    let commit = format!("/kv/transactions/{tx}/commit");
+
+    faults.refuse_next(1);
+    let r = app.post(&commit, json!({})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.code(), "store_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    // nothing was written, and the transaction is still open with everything it did
+    assert_eq!(app.get("/kv/keys/a").await.body["value"], "old");
+    assert_eq!(app.get("/kv/keys/b").await.status, StatusCode::NOT_FOUND);
+    let r = app.get(&key("a")).await;
+    assert_eq!(
+        (r.status, &r.body["value"]),
+        (StatusCode::OK, &json!("new")),
+        "the transaction is still open after a 503 at commit: {}",
+        r.body
+    );
+
+    let r = app.post(&commit, json!({})).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (
+            StatusCode::OK,
+            &json!({"id": tx, "committed": true, "writes": 2})
+        )
+    );
+    assert_eq!(app.get("/kv/keys/a").await.body["value"], "new");
+    assert_eq!(app.get("/kv/keys/a").await.body["version"], 2);
+    assert_eq!(app.get("/kv/keys/b").await.body["version"], 1);
+    assert_eq!(
+        app.post(&commit, json!({})).await.code(),
+        "transaction_not_found"
+    );
+
+    // a conflict still ends it
+    let tx = app.post("/kv/transactions", json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.get(&format!("/kv/transactions/{tx}/keys/a")).await;
+    app.put("/kv/keys/a", json!({"value": "meanwhile"})).await;
+    let commit = format!("/kv/transactions/{tx}/commit");
+    assert_eq!(app.post(&commit, json!({})).await.code(), "conflict");
+    assert_eq!(
+        app.post(&commit, json!({})).await.code(),
+        "transaction_not_found"
+    );
+}
+
+/// The writer made a commit durable but its answer never came back (the reply path failed, or the caller
+/// gave up): the commit is reported committed, and a retry neither fails nor applies it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_commit_whose_answer_was_lost_is_reported_committed_and_applied_once() {
+    use http::StatusCode;
+    let f = strata_tests::fixture::Fixture::embedded().await;
+    let store = f.embedded.as_ref().unwrap().0.clone();
+    let app = &f.app;
+    let tx = app.post("/kv/transactions", json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.put(
+        &format!("/kv/transactions/{tx}/keys/c"),
+        json!({"value": "once"}),
+    )
+    .await;
+    let commit = format!("/kv/transactions/{tx}/commit");
+    store.inject_lost_answers(1);
+    let r = app.post(&commit, json!({})).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (
+            StatusCode::OK,
+            &json!({"id": tx, "committed": true, "writes": 1})
+        ),
+        "a durable commit is reported committed"
+    );
+    assert_eq!(app.get("/kv/keys/c").await.body["version"], 1);
+    let r = app.post(&commit, json!({})).await;
+    assert!(
+        r.status == StatusCode::OK || r.code() == "transaction_not_found",
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        app.get("/kv/keys/c").await.body["version"],
+        1,
+        "applied once"
+    );
+}

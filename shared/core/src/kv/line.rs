@@ -16,6 +16,24 @@ pub trait Connections: Send + Sync {
     async fn transaction(&self, connection: &str) -> Result<Option<TxId>, Error>;
     /// Records the connection's open transaction (`None`: it has none).
     async fn set_transaction(&self, connection: &str, tx: Option<&TxId>) -> Result<(), Error>;
+    /// Records `new` as the connection's open transaction only if it is still `expected`, in one atomic
+    /// step; `Ok(false)`, changing nothing, if another message of the connection changed it meanwhile
+    /// (API Gateway runs the messages of one connection without waiting for the one before).
+    ///
+    /// The default reads and then writes, which is atomic only where nothing else writes in between: every
+    /// backend that serves concurrent invocations must override it with a conditional write.
+    async fn replace_transaction(
+        &self,
+        connection: &str,
+        expected: Option<&TxId>,
+        new: Option<&TxId>,
+    ) -> Result<bool, Error> {
+        if self.transaction(connection).await?.as_ref() != expected {
+            return Ok(false);
+        }
+        self.set_transaction(connection, new).await?;
+        Ok(true)
+    }
     /// Forgets the connection (it closed) and returns the transaction it left open.
     async fn forget(&self, connection: &str) -> Result<Option<TxId>, Error>;
 }

@@ -204,8 +204,10 @@ pub trait KvTransactions: Send + Sync {
     async fn get(&self, id: &TxId, key: &Key) -> Result<Option<TxValue>, Error>;
     /// Buffers a write (`None`: a delete), invisible to everyone else until commit.
     async fn stage(&self, id: &TxId, key: &Key, value: Option<Value>) -> Result<(), Error>;
-    /// Validates and applies everything atomically; returns the number of keys written. Whatever the
-    /// outcome, the transaction is over.
+    /// Validates and applies everything atomically; returns the number of keys written. Success, a
+    /// conflict or an expiry ends the transaction. A store that cannot take the commit (`Unavailable`,
+    /// `Throttled`) wrote nothing of it and leaves the transaction open, so the commit can be retried; a
+    /// retry of a commit that did become durable (its answer lost on the way) must not apply it again.
     async fn commit(&self, id: &TxId) -> Result<usize, Error>;
     async fn rollback(&self, id: &TxId) -> Result<(), Error>;
 }
