@@ -377,7 +377,6 @@ async fn overlapping_websocket_invocations_of_one_connection_keep_one_transactio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs DynamoConnections::replace_transaction as a conditional UpdateItem (shared/dynamo)"]
 async fn overlapping_websocket_invocations_of_one_connection_keep_one_transaction_on_dynamodb() {
     overlapping_starts(Fixture::dynamodb().await).await;
 }

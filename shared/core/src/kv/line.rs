@@ -19,21 +19,12 @@ pub trait Connections: Send + Sync {
     /// Records `new` as the connection's open transaction only if it is still `expected`, in one atomic
     /// step; `Ok(false)`, changing nothing, if another message of the connection changed it meanwhile
     /// (API Gateway runs the messages of one connection without waiting for the one before).
-    ///
-    /// The default reads and then writes, which is atomic only where nothing else writes in between: every
-    /// backend that serves concurrent invocations must override it with a conditional write.
     async fn replace_transaction(
         &self,
         connection: &str,
         expected: Option<&TxId>,
         new: Option<&TxId>,
-    ) -> Result<bool, Error> {
-        if self.transaction(connection).await?.as_ref() != expected {
-            return Ok(false);
-        }
-        self.set_transaction(connection, new).await?;
-        Ok(true)
-    }
+    ) -> Result<bool, Error>;
     /// Forgets the connection (it closed) and returns the transaction it left open.
     async fn forget(&self, connection: &str) -> Result<Option<TxId>, Error>;
 }
