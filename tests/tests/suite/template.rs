@@ -480,3 +480,34 @@ fn every_function_has_an_event_file_driven_by_a_test() {
         );
     }
 }
+
+/// The timeouts that must nest: a request's deadline inside the function's timeout, and the windows that
+/// assume "no attempt of a request arrives after this" (an idempotency claim, a pending certificate entry
+/// left for its owner's retries) longer than any request may run.
+#[test]
+fn deadlines_fit_inside_the_function_timeout_and_the_retry_windows_outlast_it() {
+    let t = Template::load();
+    let globals = &t.doc()["Globals"]["Function"];
+    let timeout =
+        std::time::Duration::from_secs(globals["Timeout"].as_u64().expect("Globals Timeout"));
+    let overrides: Vec<_> = t
+        .resources_of_type("AWS::Serverless::Function")
+        .filter(|(_, f)| !f["Properties"]["Timeout"].is_null())
+        .map(|(id, f)| (id.to_owned(), f["Properties"]["Timeout"].as_u64()))
+        .collect();
+    for (id, seconds) in &overrides {
+        let seconds = seconds.expect("a number of seconds");
+        assert!(
+            std::time::Duration::from_secs(seconds) <= timeout || id.contains("Aggregator"),
+            "{id}: an HTTP function's timeout above the Globals timeout would outlast the retry windows"
+        );
+    }
+    assert_eq!(
+        strata_http::REQUEST_BUDGET + strata_http::lambda::ANSWER_MARGIN,
+        timeout,
+        "the local server's request budget is the function timeout less the answer margin"
+    );
+    assert!(strata_dynamo::config::OPERATION_TIMEOUT < timeout);
+    assert!(strata_core::idempotency::IN_PROGRESS_TTL > timeout * 2);
+    assert!(strata_dynamo::ledger::GRACE > timeout * 2);
+}
