@@ -21,6 +21,8 @@ pub const MAX_KEY_CHARS: usize = 255;
 pub struct Stored {
     pub status: u16,
     pub body: String,
+    /// The answer's `content-type`, when it had one other than JSON (`POST /kv/commands` answers text).
+    pub content_type: Option<String>,
 }
 
 /// What a claim found.

@@ -27,6 +27,8 @@ const STATUS: &str = "status";
 /// The claim's own token: a retry of the claim's `PutItem` after a lost answer meets its own claim, and
 /// must proceed rather than answer `409 request_in_progress` to the request that holds it.
 const OWNER: &str = "own";
+/// The answer's content type, when it was not JSON.
+const CONTENT_TYPE: &str = "ct";
 const BODY: &str = "body";
 
 const IN_PROGRESS: &str = "in_progress";
@@ -100,6 +102,7 @@ impl Idempotency for DynamoIdempotency {
             (Some(status), Some(body)) => Ok(Claim::Replay(Stored {
                 status,
                 body: body.to_owned(),
+                content_type: text(CONTENT_TYPE).map(str::to_owned),
             })),
             _ => Err(Error::internal(
                 "completed idempotency record without a response",
@@ -109,11 +112,14 @@ impl Idempotency for DynamoIdempotency {
 
     async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
         let until = now_ms() + RETENTION.as_millis() as u64;
-        self.client
+        let mut expression =
+            "SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body"
+                .to_owned();
+        let mut request = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(ID, s(key))
-            .update_expression("SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body")
             .condition_expression("#fp = :fp")
             .expression_attribute_names("#st", STATE)
             .expression_attribute_names("#until", UNTIL)
@@ -126,8 +132,17 @@ impl Idempotency for DynamoIdempotency {
             .expression_attribute_values(":ttl", n(until / 1000))
             .expression_attribute_values(":status", n(u64::from(response.status)))
             .expression_attribute_values(":body", s(&response.body))
-            .expression_attribute_values(":fp", s(fingerprint))
-            .send().within_deadline()
+            .expression_attribute_values(":fp", s(fingerprint));
+        if let Some(content_type) = &response.content_type {
+            expression.push_str(", #ct = :ct");
+            request = request
+                .expression_attribute_names("#ct", CONTENT_TYPE)
+                .expression_attribute_values(":ct", s(content_type));
+        }
+        request
+            .update_expression(expression)
+            .send()
+            .within_deadline()
             .await
             .map_err(|e| store_error("UpdateItem", e))?;
         Ok(())

@@ -21,6 +21,9 @@ pub struct EmbeddedIdempotency {
     running: Mutex<HashMap<String, (String, Instant)>>,
 }
 
+/// Set in a record's status when the answer's content type follows it (statuses are below 600).
+const CONTENT_TYPE_FLAG: u16 = 0x8000;
+
 struct Record {
     expires_ms: u64,
     fingerprint: String,
@@ -44,7 +47,15 @@ impl Record {
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
         out.extend_from_slice(&(self.fingerprint.len() as u16).to_be_bytes());
         out.extend_from_slice(self.fingerprint.as_bytes());
-        out.extend_from_slice(&self.stored.status.to_be_bytes());
+        match &self.stored.content_type {
+            // Records written before content types were kept have no flag: their answers were JSON.
+            None => out.extend_from_slice(&self.stored.status.to_be_bytes()),
+            Some(content_type) => {
+                out.extend_from_slice(&(self.stored.status | CONTENT_TYPE_FLAG).to_be_bytes());
+                out.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
+                out.extend_from_slice(content_type.as_bytes());
+            }
+        }
         out.extend_from_slice(self.stored.body.as_bytes());
         out
     }
@@ -66,13 +77,25 @@ impl Record {
         ) as usize;
         let fingerprint = bytes.get(10..10 + fp_len).ok_or_else(corrupt)?;
         let status = bytes.get(10 + fp_len..12 + fp_len).ok_or_else(corrupt)?;
-        let body = bytes.get(12 + fp_len..).ok_or_else(corrupt)?;
+        let status = u16::from_be_bytes(status.try_into().map_err(|_| corrupt())?);
+        let mut at = 12 + fp_len;
+        let content_type = if status & CONTENT_TYPE_FLAG != 0 {
+            let len = bytes.get(at..at + 2).ok_or_else(corrupt)?;
+            let len = u16::from_be_bytes(len.try_into().map_err(|_| corrupt())?) as usize;
+            let raw = bytes.get(at + 2..at + 2 + len).ok_or_else(corrupt)?;
+            at += 2 + len;
+            Some(String::from_utf8(raw.to_vec()).map_err(|_| corrupt())?)
+        } else {
+            None
+        };
+        let body = bytes.get(at..).ok_or_else(corrupt)?;
         Ok(Self {
             expires_ms,
             fingerprint: String::from_utf8(fingerprint.to_vec()).map_err(|_| corrupt())?,
             stored: Stored {
-                status: u16::from_be_bytes(status.try_into().map_err(|_| corrupt())?),
+                status: status & !CONTENT_TYPE_FLAG,
                 body: String::from_utf8(body.to_vec()).map_err(|_| corrupt())?,
+                content_type,
             },
         })
     }

@@ -15,14 +15,46 @@ use strata_core::idempotency::{Claim, Stored, validate_key};
 
 pub const HEADER: &str = "idempotency-key";
 
-/// The operation-scoped key of a request, if it has a (valid) `Idempotency-Key`.
+/// The key of a request as stored, if it has a (valid) `Idempotency-Key`: scoped to the operation and to the
+/// caller, so the same key from two callers is two keys (neither can block the other's or receive its
+/// answer). An anonymous caller (an open API, the local server) keeps the plain `scope:key`.
 pub fn scoped_key(req: &Request, scope: &str) -> Result<Option<String>, strata_core::Error> {
     let Some(raw) = req.headers().get(HEADER) else {
         return Ok(None);
     };
     let raw = raw.to_str().unwrap_or("\u{0}");
     validate_key(raw)?;
-    Ok(Some(format!("{scope}:{raw}")))
+    Ok(Some(match caller(req) {
+        // A digest: bounded length whatever the ARN, and no identity written into the stores' keys.
+        Some(caller) => format!("{scope}:{}:{raw}", &digest(caller.as_bytes())[..32]),
+        None => format!("{scope}:{raw}"),
+    }))
+}
+
+/// Who is calling, as API Gateway's authorizer established it: the IAM principal (`iam:<user ARN>`, or its
+/// caller id) or the JWT's issuer and subject (`jwt:<iss> <sub>`); `None` without an authorizer.
+pub fn caller(req: &Request) -> Option<String> {
+    use lambda_http::RequestExt;
+    let authorizer = req.request_context_ref()?.authorizer()?;
+    if let Some(iam) = &authorizer.iam
+        && let Some(principal) = iam.user_arn.as_ref().or(iam.caller_id.as_ref())
+    {
+        return Some(format!("iam:{principal}"));
+    }
+    if let Some(jwt) = &authorizer.jwt
+        && let Some(sub) = jwt.claims.get("sub")
+    {
+        let iss = jwt.claims.get("iss").map(String::as_str).unwrap_or("");
+        return Some(format!("jwt:{iss} {sub}"));
+    }
+    None
+}
+
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What identifies "the same request": method, path and body.
@@ -63,9 +95,15 @@ where
         }
         return response;
     }
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| *v != JSON);
     let stored = Stored {
         status: response.status().as_u16(),
         body: String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+        content_type: content_type.map(str::to_owned),
     };
     if let Err(e) = stores
         .idempotency
@@ -91,10 +129,17 @@ pub fn replayable(status: http::StatusCode) -> bool {
     !(status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS)
 }
 
+const JSON: &str = "application/json";
+
+/// The stored answer again: its status, body and content type, marked as a replay. (`retry-after` never
+/// needs keeping: only answers that carry it, `429` and `503`, are not stored.)
 fn replay(stored: Stored) -> Response {
     let mut response = http::Response::builder()
         .status(stored.status)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            stored.content_type.as_deref().unwrap_or(JSON),
+        )
         .header("idempotent-replayed", "true")
         .body(if stored.body.is_empty() {
             Body::Empty

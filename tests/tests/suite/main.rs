@@ -1,6 +1,7 @@
 //! strata's integration suite: one binary, so one DynamoDB Local serves the whole run.
 
 mod bench;
+mod callers;
 mod certificates_contract;
 mod certificates_faults;
 mod counters_contract;
