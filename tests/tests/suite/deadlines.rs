@@ -282,11 +282,17 @@ async fn a_lambda_answers_503_before_its_invocation_deadline_when_dynamodb_is_sl
     );
     let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
         .unwrap();
-    let timeout = Duration::from_secs(3);
+    // The template's function timeout for the healthy invocations; a short one for the slow one.
+    let (template_timeout, timeout) = (Duration::from_secs(10), Duration::from_secs(3));
 
     // DynamoDB healthy: the event is stored, in time.
     let healthy = api
-        .invoke("healthy-1", &event, timeout, Duration::from_secs(30))
+        .invoke(
+            "healthy-1",
+            &event,
+            template_timeout,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap_or_else(|| panic!("no answer to the first invocation:\n{}", lambda.log()));
     assert_eq!(healthy.kind, "response", "{healthy:?}\n{}", lambda.log());
@@ -332,7 +338,12 @@ async fn a_lambda_answers_503_before_its_invocation_deadline_when_dynamodb_is_sl
     // And it is still serving: the next invocation, with DynamoDB healthy again, is stored.
     proxy.set(FaultConfig::healthy());
     let after = api
-        .invoke("healthy-2", &event, timeout, Duration::from_secs(30))
+        .invoke(
+            "healthy-2",
+            &event,
+            template_timeout,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap_or_else(|| panic!("no answer after the slow invocation:\n{}", lambda.log()));
     assert_eq!(after.body["statusCode"], 200, "{after:?}\n{}", lambda.log());

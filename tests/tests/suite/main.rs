@@ -10,6 +10,7 @@ mod deadlines;
 mod e2e_kv;
 mod fault_proxy;
 mod kv_contract;
+mod kv_tx_commit_race;
 mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
