@@ -21,7 +21,8 @@
 //!   closed without the rest (the body stream fails, and hyper drops the connection). The client reads a
 //!   truncated body: for it the attempt failed, although the write applied.
 //!
-//! A slow mode (for deadline tests) adds a delay before forwarding any request, or those of one operation.
+//! A slow mode (for deadline tests) adds a delay before forwarding any request, or those of one operation,
+//! or those of one operation whose body contains a given text.
 //! The configuration can be replaced at any time ([`FaultProxy::set`]), and [`FaultProxy::stats`] counts
 //! requests per operation and table and the faults injected, per kind and per operation.
 
@@ -96,6 +97,9 @@ pub struct Slow {
     pub delay: Duration,
     /// Only requests of this operation (`GetItem`, ...); `None`: every request.
     pub operation: Option<String>,
+    /// Only requests whose body contains this text (an expression's placeholder, `":committed"`, picks one
+    /// kind of write among the `TransactWriteItems`); `None`: any body.
+    pub body_contains: Option<String>,
 }
 
 /// What the proxy does; replaceable at runtime.
@@ -167,6 +171,17 @@ impl FaultConfig {
         self.slow = Some(Slow {
             delay,
             operation: operation.map(str::to_owned),
+            body_contains: None,
+        });
+        self
+    }
+
+    /// Slow mode for the requests of `operation` whose body contains `text` only.
+    pub fn with_slow_matching(mut self, delay: Duration, operation: &str, text: &str) -> Self {
+        self.slow = Some(Slow {
+            delay,
+            operation: Some(operation.to_owned()),
+            body_contains: Some(text.to_owned()),
         });
         self
     }
@@ -439,6 +454,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .slow
             .as_ref()
             .filter(|s| s.operation.as_ref().is_none_or(|o| *o == operation))
+            .filter(|s| {
+                s.body_contains.as_ref().is_none_or(|text| {
+                    text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes())
+                })
+            })
             .map(|s| s.delay);
         (fault, slow)
     };
