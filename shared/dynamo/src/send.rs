@@ -27,6 +27,10 @@ pub(crate) trait WithinDeadline<T, E>:
     async fn within_deadline(self) -> Result<T, SdkError<E, HttpResponse>> {
         match deadline::remaining() {
             None => self.await,
+            // Nothing is sent once the deadline has passed: its answer could not be used.
+            Some(Duration::ZERO) => Err(SdkError::timeout_error(
+                "the request's deadline passed before the call was sent",
+            )),
             Some(left) => match tokio::time::timeout(left, self).await {
                 Ok(result) => result,
                 Err(_) => Err(SdkError::timeout_error(
