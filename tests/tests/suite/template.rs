@@ -948,8 +948,8 @@ fn both_apis_write_json_access_logs_with_request_id_caller_route_status_and_late
     assert_eq!(ref_of(otherwise), Some("AWS::NoValue"));
     assert_eq!(
         t.doc()["Parameters"]["WebSocketAccessLogging"]["Default"].as_str(),
-        Some("true"),
-        "on unless turned off"
+        Some("false"),
+        "off unless asked for: a deploy fails in an account without API Gateway's CloudWatch Logs role"
     );
     let ws = access_log_fields(settings, "WebSocketStage");
     for variable in [
