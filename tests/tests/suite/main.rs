@@ -6,6 +6,7 @@ mod certificates_faults;
 mod counters_contract;
 mod counters_faults;
 mod crash_recovery;
+mod dynamodb_faults;
 mod e2e_kv;
 mod fault_proxy;
 mod kv_contract;
