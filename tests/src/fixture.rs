@@ -94,6 +94,20 @@ impl Fixture {
             .load()
             .await;
         let client = strata_dynamo::config::client(&sdk);
+        // The SDK keeps its retry quota (a token bucket that 5xx and timeouts drain) per retry partition,
+        // for the whole process. A partition of its own makes this test's stores one deployment, as one
+        // Lambda instance is: another test's storm of failing writes cannot use up its retries.
+        let partition = aws_sdk_dynamodb::config::retry::RetryPartition::new(format!(
+            "dynamodb-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_partition(partition)
+                .build(),
+        );
         let stores = strata_dynamo::stores(client, tables.clone(), &settings);
         Through {
             fixture: Self {

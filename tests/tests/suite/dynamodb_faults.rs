@@ -233,8 +233,16 @@ async fn kv_transaction_begin_whose_answer_was_lost_answers_an_id_that_works() {
     let t = setup().await;
     let app = t.app();
     lose_next(&t, "PutItem").await;
+    let started = Instant::now();
     let r = app.post("/kv/transactions", json!({})).await;
     t.proxy.set(FaultConfig::healthy());
+    println!(
+        "{} {:?} after {:?}\n{}",
+        r.status,
+        r.body,
+        started.elapsed(),
+        t.proxy.stats()
+    );
     assert_eq!(t.proxy.stats().faults_of(FaultKind::AppliedThen500), 1);
     assert!(
         r.status == StatusCode::CREATED || r.status == StatusCode::OK,
@@ -282,10 +290,18 @@ async fn kv_transaction_rollback_whose_answer_was_lost_answers_rolled_back() {
         .await;
     assert_eq!(staged.status, StatusCode::OK, "{:?}", staged.body);
     lose_next(&t, "UpdateItem").await;
+    let started = Instant::now();
     let r = app
         .post(&format!("/kv/transactions/{id}/rollback"), json!({}))
         .await;
     t.proxy.set(FaultConfig::healthy());
+    println!(
+        "{} {:?} after {:?}\n{}",
+        r.status,
+        r.body,
+        started.elapsed(),
+        t.proxy.stats()
+    );
     assert_eq!(t.proxy.stats().faults_of(FaultKind::AppliedThen500), 1);
     assert_eq!(
         (r.status, &r.body),
@@ -341,10 +357,18 @@ async fn keyed_increment_whose_key_claim_answer_was_lost_runs_instead_of_409_in_
             .at_most(1),
     );
     let body = json!({"key": "c", "value": 1});
+    let started = Instant::now();
     let r = app
         .send(request(Method::POST, "/increment", Some("k-1"), &body))
         .await;
     t.proxy.set(FaultConfig::healthy());
+    println!(
+        "{} {:?} after {:?}\n{}",
+        r.status,
+        r.body,
+        started.elapsed(),
+        t.proxy.stats()
+    );
     assert_eq!(
         t.proxy
             .stats()
