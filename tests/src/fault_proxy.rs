@@ -7,7 +7,8 @@
 //! The operation comes from the `x-amz-target` header (`DynamoDB_20120810.PutItem` is `PutItem`), the
 //! tables from the JSON body (`TableName`, each action's `TableName` in `TransactItems`, the keys of
 //! `RequestItems`). Only writes (`PutItem`, `UpdateItem`, `DeleteItem`, `TransactWriteItems`,
-//! `BatchWriteItem`) are ever faulted; one draw per write decides whether it is, and with which kind:
+//! `BatchWriteItem`) are ever faulted, and only those the configuration selects (by operation, by table);
+//! one draw per selected write decides whether it is, and with which kind:
 //!
 //! - [`FaultKind::AppliedThenDelayed`]: forwarded, and the answer held back for [`FaultConfig::delay`]
 //!   (3.5 s by default, past the SDK's 3 s attempt timeout) before it is sent: the client has given up on
@@ -112,6 +113,8 @@ pub struct FaultConfig {
     pub delay: Duration,
     /// Fault only these write operations (`None`: every write operation).
     pub operations: Option<BTreeSet<String>>,
+    /// Fault only writes that touch one of these tables (`None`: writes to any table).
+    pub tables: Option<BTreeSet<String>>,
     /// At most this many faults more (each one injected counts it down); `None`: no limit.
     pub budget: Option<u64>,
     pub slow: Option<Slow>,
@@ -130,6 +133,7 @@ impl FaultConfig {
             rates: BTreeMap::new(),
             delay: Duration::from_millis(3500),
             operations: None,
+            tables: None,
             budget: None,
             slow: None,
         }
@@ -153,6 +157,12 @@ impl FaultConfig {
     /// Faults only on these operations.
     pub fn on(mut self, operations: &[&str]) -> Self {
         self.operations = Some(operations.iter().map(|o| o.to_string()).collect());
+        self
+    }
+
+    /// Faults only on writes that touch one of these tables.
+    pub fn on_tables(mut self, tables: &[&str]) -> Self {
+        self.tables = Some(tables.iter().map(|t| t.to_string()).collect());
         self
     }
 
@@ -191,12 +201,16 @@ impl FaultConfig {
         self.rates.values().sum()
     }
 
-    fn faults(&self, operation: &str) -> bool {
+    fn faults(&self, operation: &str, tables: &BTreeSet<String>) -> bool {
         WRITE_OPERATIONS.contains(&operation)
             && self
                 .operations
                 .as_ref()
                 .is_none_or(|ops| ops.contains(operation))
+            && self
+                .tables
+                .as_ref()
+                .is_none_or(|only| tables.iter().any(|t| only.contains(t)))
             && self.total_rate() > 0.0
             && self.budget != Some(0)
     }
@@ -439,7 +453,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
     let (fault, slow) = {
         let mut guard = shared.config.lock().unwrap();
         let (config, rng) = &mut *guard;
-        let fault = if config.faults(&operation) {
+        let fault = if config.faults(&operation, &tables) {
             // 53 random bits: a uniform draw in 0..1.
             let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let kind = config.pick(u);

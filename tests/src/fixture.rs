@@ -72,6 +72,56 @@ impl Fixture {
     }
 }
 
+/// DynamoDB stores on fresh tables of the run's DynamoDB, reached through `endpoint` (a
+/// [`crate::fault_proxy::FaultProxy`] in front of it) with strata's own client, as `strata serve --store
+/// dynamodb` builds it; with the table names and a client straight to DynamoDB, to see what really got
+/// written.
+pub struct Through {
+    pub fixture: Fixture,
+    pub tables: strata_dynamo::Tables,
+    pub direct: aws_sdk_dynamodb::Client,
+}
+
+impl Fixture {
+    pub async fn dynamodb_through(endpoint: &str, settings: Settings) -> Through {
+        let (direct, tables) = crate::dynamodb::fresh_tables().await;
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "local", "local", None, None, "tests",
+            ))
+            .load()
+            .await;
+        let client = strata_dynamo::config::client(&sdk);
+        // The SDK keeps its retry quota (a token bucket that 5xx and timeouts drain) per retry partition,
+        // for the whole process. A partition of its own makes this test's stores one deployment, as one
+        // Lambda instance is: another test's storm of failing writes cannot use up its retries.
+        let partition = aws_sdk_dynamodb::config::retry::RetryPartition::new(format!(
+            "dynamodb-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_partition(partition)
+                .build(),
+        );
+        let stores = strata_dynamo::stores(client, tables.clone(), &settings);
+        Through {
+            fixture: Self {
+                name: "dynamodb",
+                app: App::new(stores.clone()),
+                stores,
+                embedded: None,
+            },
+            tables,
+            direct,
+        }
+    }
+}
+
 /// Sends requests through the local server's router (the same adapter and handlers as `strata serve`).
 #[derive(Clone)]
 pub struct App {

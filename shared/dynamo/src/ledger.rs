@@ -436,7 +436,8 @@ impl DynamoLedger {
         request: &IssueRequest,
         request_id: &str,
     ) -> Result<Option<Certificate>, Error> {
-        let Some(record) = self.get(request_key(request_id)).await? else {
+        // Records are kept under the pending entry's id, the key with an `r` before it.
+        let Some(record) = self.get(request_key(&format!("r{request_id}"))).await? else {
             return Ok(None);
         };
         let class = ClassCode::parse(&text(&record, CLASS)?)?;

@@ -8,6 +8,7 @@ mod counters_contract;
 mod counters_faults;
 mod crash_recovery;
 mod deadlines;
+mod dynamodb_faults;
 mod e2e_kv;
 mod fault_proxy;
 mod kv_contract;
