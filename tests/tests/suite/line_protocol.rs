@@ -335,6 +335,7 @@ async fn serve_in_process(stores: &strata_core::Stores) -> (u16, String) {
     tokio::spawn(strata::line::serve(
         line,
         stores.clone(),
+        None,
         std::future::pending(),
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

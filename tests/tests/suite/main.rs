@@ -12,6 +12,7 @@ mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
+mod local_auth;
 mod metrics;
 mod openapi;
 mod routes;
