@@ -99,6 +99,35 @@ struct Serve {
     /// Limit each client address to N requests per SECONDS on each route (e.g. 1000/5); over it: 429.
     #[arg(long, value_parser = crate::server::RateLimit::parse)]
     rate_limit: Option<crate::server::RateLimit>,
+    /// Require `Authorization: Bearer TOKEN` on every HTTP request (401 otherwise) and `AUTH TOKEN` first on
+    /// every line-protocol connection. Visible ASCII, 1 to 4096 characters; use a long random one.
+    #[arg(long, env = "STRATA_AUTH_TOKEN", hide_env_values = true, value_parser = crate::auth::AuthToken::parse)]
+    auth_token: Option<crate::auth::AuthToken>,
+}
+
+/// The warning for listening beyond this machine with no token: anyone who can reach the address can
+/// read and change everything.
+pub fn exposure_warning(
+    listen: SocketAddr,
+    line_listen: SocketAddr,
+    token: Option<&crate::auth::AuthToken>,
+) -> Option<String> {
+    if token.is_some() {
+        return None;
+    }
+    let exposed: Vec<String> = [("HTTP", listen), ("line protocol", line_listen)]
+        .into_iter()
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .map(|(what, addr)| format!("{what} on {addr}"))
+        .collect();
+    (!exposed.is_empty()).then(|| {
+        format!(
+            "listening beyond loopback ({}) without --auth-token: anyone who can reach it can read and \
+             change every key, certificate, widget and counter; set --auth-token (or STRATA_AUTH_TOKEN) \
+             or listen on 127.0.0.1",
+            exposed.join(", ")
+        )
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,6 +187,17 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
+    // First, so that it is said even if the server then fails to start.
+    if let Some(warning) = exposure_warning(args.listen, args.line_listen, args.auth_token.as_ref())
+    {
+        tracing::warn!("{warning}");
+    }
+    if args.auth_token.as_ref().is_some_and(|t| t.is_short()) {
+        tracing::warn!(
+            "the --auth-token is shorter than {} characters: easy to guess",
+            crate::auth::SHORT_TOKEN_BYTES
+        );
+    }
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
@@ -200,20 +240,27 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         http = %listener.local_addr()?,
         line = %args.line_listen,
         store = stores.backend.as_str(),
+        auth = if args.auth_token.is_some() { "bearer token" } else { "none" },
         "strata serving"
     );
     let stores = Arc::new(stores);
     let line_listener = tokio::net::TcpListener::bind(args.line_listen).await?;
     let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
-    let line = tokio::spawn(crate::line::serve(line_listener, stores.clone(), async {
-        let _ = line_stopped.await;
-    }));
-    let mut router = crate::server::router(stores);
-    if let Some(limit) = args.rate_limit {
-        router = crate::server::rate_limited(router, limit);
-    }
-    // GET /metrics, request ids and request logging, around everything (the limiter's 429s too).
-    let router = crate::server::observed(router);
+    let line = tokio::spawn(crate::line::serve(
+        line_listener,
+        stores.clone(),
+        args.auth_token.clone(),
+        async {
+            let _ = line_stopped.await;
+        },
+    ));
+    let router = crate::server::app(
+        stores,
+        &crate::server::Options {
+            rate_limit: args.rate_limit,
+            auth_token: args.auth_token,
+        },
+    );
     // Connection info gives the rate limiter each client's address.
     axum::serve(
         listener,
@@ -235,5 +282,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn beyond_loopback_without_a_token_is_warned_about() {
+        let at = |s: &str| s.parse().unwrap();
+        let token = crate::auth::AuthToken::parse("secret").unwrap();
+        assert_eq!(
+            exposure_warning(at("127.0.0.1:3000"), at("[::1]:9888"), None),
+            None
+        );
+        let warning = exposure_warning(at("0.0.0.0:3000"), at("127.0.0.1:9888"), None).unwrap();
+        assert!(warning.contains("HTTP on 0.0.0.0:3000"), "{warning}");
+        assert!(!warning.contains("line protocol"), "{warning}");
+        let warning = exposure_warning(at("127.0.0.1:3000"), at("[::]:9888"), None).unwrap();
+        assert!(warning.contains("line protocol on [::]:9888"), "{warning}");
+        assert_eq!(
+            exposure_warning(at("0.0.0.0:3000"), at("0.0.0.0:9888"), Some(&token)),
+            None
+        );
     }
 }

@@ -6,6 +6,8 @@
 //!   a test checks it against `template.yaml`.
 //! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
 //!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
+//! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP
+//!   request, `AUTH` first on the line protocol, compared in constant time.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API (`infra/openapi.json`), served at
 //!   `GET /openapi.json`.
@@ -17,6 +19,7 @@
 //! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
 //! - [`cli`]: the command line (`strata serve`, `strata dynamodb-local`); `main.rs` only calls it.
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;

@@ -36,7 +36,11 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
     let ws_stores = stores.clone();
     router = router.route(
         "/kv/ws",
-        axum::routing::get(move |upgrade| crate::line::websocket(ws_stores, upgrade)),
+        axum::routing::get(
+            move |token: Option<axum::Extension<crate::auth::AuthToken>>, upgrade| {
+                crate::line::websocket(ws_stores, token.map(|t| t.0), upgrade)
+            },
+        ),
     );
     // The API's OpenAPI document (local server only; on AWS it is a file of the repository).
     router = router.route("/openapi.json", axum::routing::get(crate::openapi::serve));
@@ -150,27 +154,108 @@ async fn count_throttled(
     response
 }
 
-/// `GET /metrics` (Prometheus text), request ids and request logging: what `strata serve` adds around the
-/// API's router. Not part of [`router`], so that tests serving the router in-process install no recorder.
+/// What `strata serve` serves: the API's [`router`], the rate limiter if one is configured, `GET /metrics`,
+/// the bearer-token check if a token is configured, and request ids and logging around everything.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub rate_limit: Option<RateLimit>,
+    pub auth_token: Option<crate::auth::AuthToken>,
+}
+
+/// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
+/// without the token reaches nothing (not even the limiter's budget); request ids and logging are outside
+/// everything, so a `401` has an `x-request-id` and a log line like any answer.
+pub fn app(stores: Arc<Stores>, options: &Options) -> axum::Router {
+    let mut router = router(stores);
+    if let Some(limit) = options.rate_limit {
+        router = rate_limited(router, limit);
+    }
+    router = with_metrics(router);
+    if let Some(token) = &options.auth_token {
+        router = authenticated(router, token.clone());
+    }
+    observed(router)
+}
+
+/// `--auth-token`: every request, on every route (the fallback too), needs `Authorization: Bearer TOKEN`;
+/// without it `401 unauthorized` and nothing runs. Apply it after every route is added (a route added
+/// later is not covered). Refusals are counted in the metrics under the operation the request was for,
+/// or the fallback's; the local extras (`/metrics`, `/openapi.json`, `/kv/ws`) are not operations and
+/// are not counted, as their answers never are.
+pub fn authenticated(router: axum::Router, token: crate::auth::AuthToken) -> axum::Router {
+    let operations = Arc::new(operations());
+    router.layer(axum::middleware::from_fn(move |req, next| {
+        check_token(token.clone(), operations.clone(), req, next)
+    }))
+}
+
+/// The local server's routes that are not operations of the API.
+const LOCAL_EXTRAS: [&str; 3] = ["/kv/ws", "/openapi.json", "/metrics"];
+
+async fn check_token(
+    token: crate::auth::AuthToken,
+    operations: Arc<Operations>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if token.authorizes(req.headers()) {
+        // For `/kv/ws`, whose `AUTH` command checks the same token.
+        req.extensions_mut().insert(token);
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let operation = match route {
+        Some(route) => match operations
+            .get(&route)
+            .and_then(|methods| methods.iter().find(|(m, _)| m == req.method()))
+        {
+            Some((_, operation)) => Some(*operation),
+            None if req.method() == Method::GET && LOCAL_EXTRAS.contains(&route.as_str()) => None,
+            // Another method on a known path: the fallback answers it once authenticated.
+            None => Some(crate::routes::FALLBACK.function),
+        },
+        None => Some(crate::routes::FALLBACK.function),
+    };
+    let response = crate::auth::unauthorized(crate::auth::refusal(req.headers()));
+    if let Some(operation) = operation {
+        strata_http::metrics::record(
+            operation,
+            started,
+            response.status().as_u16(),
+            crate::auth::CODE.into(),
+        );
+    }
+    response
+}
+
+/// `GET /metrics` (Prometheus text). Local only, like `/kv/ws`: on AWS the same metrics are EMF lines in
+/// CloudWatch. Not part of [`router`], so that tests serving the router in-process install no recorder.
+pub fn with_metrics(router: axum::Router) -> axum::Router {
+    let prometheus = prometheus();
+    router.route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                prometheus.render(),
+            )
+        }),
+    )
+}
+
+/// Request ids and request logging: what `strata serve` adds around everything it serves.
 pub fn observed(router: axum::Router) -> axum::Router {
     use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::trace::{DefaultOnResponse, TraceLayer};
-    let prometheus = prometheus();
     let x_request_id = http::HeaderName::from_static("x-request-id");
     router
-        // Local only, like `/kv/ws`: on AWS the same metrics are EMF lines in CloudWatch.
-        .route(
-            "/metrics",
-            axum::routing::get(move || async move {
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    prometheus.render(),
-                )
-            }),
-        )
         // Innermost first: the id is set (or kept, if the client sent one), then the request's span
         // carries it, so every line logged while serving it names it; the response echoes it.
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

@@ -122,10 +122,13 @@ impl Fixture {
     }
 }
 
-/// Sends requests through the local server's router (the same adapter and handlers as `strata serve`).
+/// Sends requests through the local server's router (the same adapter and handlers as `strata serve`),
+/// or through the router behind the token check of `strata serve --auth-token` ([`App::authenticated`]),
+/// every request then carrying `Authorization: Bearer TOKEN` unless it has an `Authorization` of its own.
 #[derive(Clone)]
 pub struct App {
     router: axum::Router,
+    token: Option<String>,
 }
 
 /// A response: status, headers and the body parsed as JSON (`Value::Null` when empty).
@@ -145,9 +148,44 @@ impl Reply {
 
 impl App {
     pub fn new(stores: Stores) -> Self {
-        Self {
-            router: strata::server::router(Arc::new(stores)),
+        Self::with_token(stores, None)
+    }
+
+    /// The router behind the very token check `strata serve --auth-token TOKEN` puts in front of it.
+    pub fn authenticated(stores: Stores, token: &str) -> Self {
+        Self::with_token(stores, Some(token))
+    }
+
+    pub fn with_token(stores: Stores, token: Option<&str>) -> Self {
+        let mut router = strata::server::router(Arc::new(stores));
+        if let Some(token) = token {
+            let parsed = strata::auth::AuthToken::parse(token).expect("a valid token");
+            router = strata::server::authenticated(router, parsed);
         }
+        Self {
+            router,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// The token every request carries, if this app is behind the token check.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The request with this app's `Authorization`, unless it has one.
+    fn authorize(&self, mut request: Request<Body>) -> Request<Body> {
+        if let Some(token) = &self.token
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {token}")
+                    .parse()
+                    .expect("a visible ASCII token"),
+            );
+        }
+        request
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
@@ -175,7 +213,7 @@ impl App {
         let response = self
             .router
             .clone()
-            .oneshot(request)
+            .oneshot(self.authorize(request))
             .await
             .expect("the router is infallible");
         let status = response.status();
@@ -191,7 +229,7 @@ impl App {
         let response = self
             .router
             .clone()
-            .oneshot(request)
+            .oneshot(self.authorize(request))
             .await
             .expect("the router is infallible");
         let status = response.status();
@@ -233,8 +271,26 @@ impl App {
     }
 }
 
-/// Runs a contract test against both backends: `contract!(fn_a, fn_b)` makes `embedded::fn_a`,
-/// `dynamodb::fn_a`, ... each calling `fn_a(Fixture)`.
+/// The token of the contract suite's run behind `--auth-token`.
+pub const CONTRACT_TOKEN: &str = "contract-suite-token-0123456789";
+
+impl Fixture {
+    /// This fixture's app behind the token check of `strata serve --auth-token` (every request of the app
+    /// carries the token).
+    pub fn with_auth_token(mut self, token: &str) -> Self {
+        self.app = App::authenticated(self.stores.clone(), token);
+        self
+    }
+
+    /// The embedded store behind the token check, as the contract suite's third run has it.
+    pub async fn embedded_authenticated() -> Self {
+        Self::embedded().await.with_auth_token(CONTRACT_TOKEN)
+    }
+}
+
+/// Runs a contract test against both backends, and on the embedded store once more through the token
+/// check of `strata serve --auth-token` (every request carrying the token): `contract!(fn_a, fn_b)` makes
+/// `embedded::fn_a`, `dynamodb::fn_a`, `authenticated::fn_a`, ... each calling `fn_a(Fixture)`.
 #[macro_export]
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -251,6 +307,14 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name($crate::fixture::Fixture::dynamodb().await).await
+                }
+            )*
+        }
+        mod authenticated {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::fixture::Fixture::embedded_authenticated().await).await
                 }
             )*
         }
@@ -289,7 +353,7 @@ impl Fixture {
                     refuse: std::sync::atomic::AtomicUsize::new(0),
                 });
                 self.stores.kv_tx = flaky.clone();
-                self.app = App::new(self.stores.clone());
+                self.app = App::with_token(self.stores.clone(), self.app.token());
                 CommitFaults::DynamoDb(flaky)
             }
         };

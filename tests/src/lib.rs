@@ -7,7 +7,8 @@
 //!   prefix, so tests run in parallel and never see each other's data.
 //! - [`fixture`]: a [`fixture::Fixture`] is one backend (embedded in a temp dir, or DynamoDB) plus an
 //!   in-process [`fixture::App`] that answers HTTP requests through the local server's router: the contract
-//!   suite runs the same assertions against both.
+//!   suite runs the same assertions against both, and on the embedded store once more behind the token check
+//!   of `strata serve --auth-token` (every request carrying the token).
 //! - [`streams`]: DynamoDB Local's streams read and turned into real `DynamoDbEvent` payloads, for the
 //!   counter aggregator.
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).

@@ -17,15 +17,32 @@ contract!(
     twenty_clients_on_one_hot_key_count_exactly,
 );
 
+/// A fresh embedded fixture named as `f` (so that [`in_mode`] picks the embedded store), behind the token
+/// check if `f` is.
+async fn same_kind(f: &Fixture) -> Fixture {
+    let fresh = Fixture {
+        name: f.name,
+        ..Fixture::embedded().await
+    };
+    match f.app.token() {
+        Some(token) => fresh.with_auth_token(token),
+        None => fresh,
+    }
+}
+
 async fn in_mode(f: Fixture, mode: Mode) -> Fixture {
     let settings = Settings {
         counter_mode: mode,
         ..Settings::default()
     };
-    if f.name == "embedded" {
+    let fresh = if f.name == "embedded" {
         Fixture::embedded_with(settings).await
     } else {
         Fixture::dynamodb_with(settings).await
+    };
+    match f.app.token() {
+        Some(token) => fresh.with_auth_token(token),
+        None => fresh,
     }
 }
 
@@ -138,14 +155,7 @@ async fn bad_input_is_refused_and_counts_nothing(f: Fixture) {
 
 async fn overflow_is_refused_and_touches_nothing_else(f: Fixture) {
     for mode in [Mode::Strong, Mode::Eventual] {
-        let f = in_mode(
-            Fixture {
-                name: f.name,
-                ..Fixture::embedded().await
-            },
-            mode,
-        )
-        .await;
+        let f = in_mode(same_kind(&f).await, mode).await;
         let app = &f.app;
         let ok = if mode == Mode::Strong {
             StatusCode::OK
@@ -186,14 +196,7 @@ async fn overflow_is_refused_and_touches_nothing_else(f: Fixture) {
 
 async fn a_retried_increment_counts_once(f: Fixture) {
     for mode in [Mode::Strong, Mode::Eventual] {
-        let f = in_mode(
-            Fixture {
-                name: f.name,
-                ..Fixture::embedded().await
-            },
-            mode,
-        )
-        .await;
+        let f = in_mode(same_kind(&f).await, mode).await;
         let app = &f.app;
         let body = json!({"key": "retried", "value": 10});
         let first = increment_with_key(app, "inc-1", body.clone()).await;
@@ -214,14 +217,7 @@ async fn a_retried_increment_counts_once(f: Fixture) {
 async fn twenty_clients_on_one_hot_key_count_exactly(f: Fixture) {
     let per_client: u64 = if f.name == "embedded" { 200 } else { 15 };
     for mode in [Mode::Strong, Mode::Eventual] {
-        let f = in_mode(
-            Fixture {
-                name: f.name,
-                ..Fixture::embedded().await
-            },
-            mode,
-        )
-        .await;
+        let f = in_mode(same_kind(&f).await, mode).await;
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let app = f.app.clone();

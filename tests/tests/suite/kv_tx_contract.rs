@@ -391,10 +391,14 @@ async fn idle_transactions_expire(f: Fixture) {
         tx_idle_timeout: Duration::from_millis(1500),
         ..Settings::default()
     };
-    let f = if f.name == "embedded" {
+    let fresh = if f.name == "embedded" {
         Fixture::embedded_with(settings).await
     } else {
         Fixture::dynamodb_with(settings).await
+    };
+    let f = match f.app.token() {
+        Some(token) => fresh.with_auth_token(token),
+        None => fresh,
     };
     let app = &f.app;
     // activity keeps it alive past the timeout...

@@ -327,22 +327,27 @@ async fn internal_errors_are_not_shown_to_line_clients() {
 }
 
 /// The local server's line listener and HTTP router (with `/kv/ws`) in this process, on loopback ports, so a
-/// test can inject faults into the very stores they serve. They stop with the test's runtime.
-async fn serve_in_process(stores: &strata_core::Stores) -> (u16, String) {
+/// test can inject faults into the very stores they serve. They stop with the test's runtime. With `token`,
+/// both are behind the token check of `strata serve --auth-token` ([`Conn`] then authenticates).
+async fn serve_in_process(stores: &strata_core::Stores, token: Option<&str>) -> (u16, String) {
     let stores = std::sync::Arc::new(stores.clone());
+    let token = token.map(|t| strata::auth::AuthToken::parse(t).unwrap());
     let line = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let line_port = line.local_addr().unwrap().port();
     tokio::spawn(strata::line::serve(
         line,
         stores.clone(),
+        token.clone(),
         std::future::pending(),
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws = format!("ws://{}/kv/ws", http.local_addr().unwrap());
+    let mut router = strata::server::router(stores);
+    if let Some(token) = token {
+        router = strata::server::authenticated(router, token);
+    }
     tokio::spawn(async move {
-        axum::serve(http, strata::server::router(stores))
-            .await
-            .unwrap();
+        axum::serve(http, router).await.unwrap();
     });
     (line_port, ws)
 }
@@ -357,20 +362,33 @@ enum Conn {
 }
 
 impl Conn {
-    async fn tcp(port: u16) -> Self {
+    /// A TCP connection; with `token`, authenticated first (`AUTH`).
+    async fn tcp(port: u16, token: Option<&str>) -> Self {
         let (read, writer) = TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap()
             .into_split();
-        Conn::Tcp(Client {
+        let mut conn = Conn::Tcp(Client {
             reader: BufReader::new(read),
             writer,
-        })
+        });
+        if let Some(token) = token {
+            assert_eq!(conn.call(&format!("AUTH {token}")).await, OK.trim_end());
+        }
+        conn
     }
 
-    async fn ws(url: &str) -> Self {
+    /// A WebSocket; with `token`, its upgrade carries `Authorization: Bearer`.
+    async fn ws(url: &str, token: Option<&str>) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
         Conn::Ws(Box::new(
-            tokio_tungstenite::connect_async(url).await.unwrap().0,
+            tokio_tungstenite::connect_async(request).await.unwrap().0,
         ))
     }
 
@@ -408,13 +426,13 @@ impl Conn {
 /// protocol too: over TCP, the WebSocket and `POST /kv/commands`, the session keeps its transaction.
 async fn a_refused_commit_keeps_the_sessions_transaction_on_every_transport(f: Fixture) {
     let (f, faults) = f.with_commit_faults();
-    let (line_port, ws_url) = serve_in_process(&f.stores).await;
+    let (line_port, ws_url) = serve_in_process(&f.stores, f.app.token()).await;
     let ok = OK.trim_end();
     let outside = async |key: &str| f.app.get(&format!("/kv/keys/{key}")).await.body;
     for transport in ["tcp", "ws"] {
         let mut c = match transport {
-            "tcp" => Conn::tcp(line_port).await,
-            _ => Conn::ws(&ws_url).await,
+            "tcp" => Conn::tcp(line_port, f.app.token()).await,
+            _ => Conn::ws(&ws_url, f.app.token()).await,
         };
         let k = format!("{transport}-key");
         assert_eq!(c.call(&format!("PUT {k} old")).await, ok);
@@ -492,11 +510,11 @@ async fn a_refused_commit_keeps_the_sessions_transaction_on_every_transport(f: F
 /// Messages of one WebSocket run in the order sent, each after the one before: a `PUT` sent right behind
 /// `START`, without waiting for its reply, is inside the transaction.
 async fn pipelined_websocket_messages_run_in_order(f: Fixture) {
-    let (_, ws_url) = serve_in_process(&f.stores).await;
+    let (_, ws_url) = serve_in_process(&f.stores, f.app.token()).await;
     let ok = OK.trim_end();
     for round in 0..20 {
         let key = format!("p{round}");
-        let mut c = Conn::ws(&ws_url).await;
+        let mut c = Conn::ws(&ws_url, f.app.token()).await;
         for command in [
             "START".to_owned(),
             format!("GET {key}"),
@@ -549,7 +567,7 @@ async fn pipelined_websocket_messages_run_in_order(f: Fixture) {
         );
     }
     // A binary message that is not UTF-8 is answered as over TCP, not run as a command.
-    let mut c = Conn::ws(&ws_url).await;
+    let mut c = Conn::ws(&ws_url, f.app.token()).await;
     if let Conn::Ws(ws) = &mut c {
         ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
             0xff, b'\n',

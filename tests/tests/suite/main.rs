@@ -16,6 +16,7 @@ mod kv_tx_commit_race;
 mod kv_tx_contract;
 mod lambda_events;
 mod line_protocol;
+mod local_auth;
 mod metrics;
 mod openapi;
 mod routes;

@@ -9,7 +9,8 @@
 //!
 //! What the document says about each operation is checked against what the handlers do, through the
 //! router: which operations read a body, which honour `Idempotency-Key`, and that each operation's
-//! documented example gets a documented status and media type. `infra/scripts/schemathesis` goes further
+//! documented example gets a documented status and media type, and that behind `--auth-token` each gets the
+//! documented `401` without the token. `infra/scripts/schemathesis` goes further
 //! (generated requests against the running server, every response checked against its schema).
 
 use axum::body::Body;
@@ -310,6 +311,11 @@ fn every_operation_describes_parameters_bodies_and_every_response() {
         }
         // Every route of the API is rate limited when a limit is configured.
         assert!(op.local_only() || statuses.contains(&429), "{name}: 429");
+        // Every request, the local extras' too, needs the bearer token when one is configured.
+        assert_eq!(
+            op.op["responses"]["401"]["$ref"], "#/components/responses/Unauthorized",
+            "{name}: 401"
+        );
         if !op.parameters.iter().any(|p| p["in"] != "header") && op.op.get("requestBody").is_none()
         {
             continue;
@@ -519,5 +525,83 @@ async fn documented_examples_get_documented_answers() {
                 }
             }
         }
+    }
+}
+
+/// The bearer token of `strata serve --auth-token`: a security scheme, optional for the document as a whole
+/// (no token configured, nothing is required), and the `401` it answers, with its `www-authenticate`.
+#[test]
+fn the_local_bearer_token_is_documented() {
+    let doc = document();
+    let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&"http".into(), &"bearer".into())
+    );
+    let described = scheme["description"].as_str().unwrap();
+    assert!(
+        described.contains("Local server only") && described.contains("--auth-token"),
+        "{described}"
+    );
+    assert_eq!(
+        doc["security"],
+        serde_json::json!([{}, {"bearerAuth": []}]),
+        "either nothing or the bearer token"
+    );
+    let unauthorized = resolve(&doc, &doc["components"]["responses"]["Unauthorized"]);
+    assert!(unauthorized["headers"]["www-authenticate"].is_object());
+}
+
+/// Each operation's documented example, behind the token check of `--auth-token` and sent without the
+/// token, gets the documented `401`: the error JSON and a `www-authenticate` its pattern accepts.
+#[tokio::test]
+async fn without_the_token_every_documented_example_gets_the_documented_401() {
+    let doc = document();
+    let f = Fixture::embedded().await;
+    let token = strata::auth::AuthToken::parse("openapi-test-token-0123456789").unwrap();
+    let router =
+        strata::server::authenticated(strata::server::router(Arc::new(f.stores.clone())), token);
+    let header = resolve(&doc, &doc["components"]["headers"]["WwwAuthenticate"]);
+    let pattern = header["schema"]["pattern"].as_str().unwrap();
+    assert_eq!(pattern, "^Bearer( |$)", "checked by hand below");
+    for op in operations(&doc).into_iter().filter(|op| !op.local_only()) {
+        let name = op.name();
+        let mut request = Request::builder()
+            .method(op.method.as_str())
+            .uri(op.example_uri());
+        let body = match op.example_body(&doc) {
+            Some((media, body)) => {
+                request = request.header("content-type", media);
+                body
+            }
+            None => Vec::new(),
+        };
+        let request = request.body(Body::from(body)).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer = send(
+            &router,
+            Request::builder()
+                .method(op.method.as_str())
+                .uri(op.example_uri())
+                .header("authorization", "Bearer not-the-token")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), 401, "{name}");
+        assert!(
+            challenge == "Bearer" || challenge.starts_with("Bearer "),
+            "{name}: {challenge}"
+        );
+        assert_eq!(
+            (answer.status, answer.content_type.as_deref()),
+            (401, Some("application/json")),
+            "{name}"
+        );
+        assert_eq!(error_code(&answer), "unauthorized", "{name}");
     }
 }
