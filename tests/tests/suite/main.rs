@@ -12,6 +12,7 @@ mod fault_proxy;
 mod kv_contract;
 mod kv_tx_contract;
 mod lambda_events;
+mod least_privilege;
 mod line_protocol;
 mod metrics;
 mod openapi;
