@@ -451,11 +451,17 @@ async fn drive_kv_transactions(d: &Driver) {
     let id = begin(d).await;
     d.call("kv-tx-put", |e| tx(e, &id)).await;
     let slow =
-        FaultConfig::healthy().with_slow(Duration::from_millis(600), Some("TransactWriteItems"));
+        FaultConfig::healthy().with_slow(Duration::from_millis(1500), Some("TransactWriteItems"));
+    let slowed = d.proxy.stats().slowed;
     let (commit, rollback) = d
         .faulted(slow, async {
             tokio::join!(d.call("kv-tx-commit", |e| tx(e, &id)), async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // the commit's transaction has reached the proxy, which holds it
+                let start = std::time::Instant::now();
+                while d.proxy.stats().slowed == slowed {
+                    assert!(start.elapsed() < Duration::from_secs(5), "no commit came");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 d.call("kv-tx-rollback", |e| tx(e, &id)).await
             })
         })
