@@ -14,6 +14,8 @@
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
 //! - [`fault_proxy`]: a fault-injecting DynamoDB endpoint in front of DynamoDB Local (lost answers, 500s,
 //!   throttling, connection resets, slow calls), with counters of what went through it.
+//! - [`recorder`]: an SDK interceptor that records, per function under test, the IAM actions and tables of
+//!   every DynamoDB request, for the least-privilege test.
 //! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
 //!   and every invariant of the contract checked over everything acknowledged so far.
 //!
@@ -23,6 +25,7 @@ pub mod crash;
 pub mod dynamodb;
 pub mod fault_proxy;
 pub mod fixture;
+pub mod recorder;
 pub mod server;
 pub mod streams;
 

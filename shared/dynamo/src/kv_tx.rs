@@ -243,6 +243,7 @@ impl DynamoKvTx {
     /// One commit from a fresh plan: `Ok(None)` when the transaction changed after the plan was read.
     async fn try_commit(&self, id: &TxId, round: u32) -> Result<Option<usize>, Error> {
         let now = now_ms();
+        let call = crate::history::token();
         let items = self.query_all(id).await?;
         let header = open_header(id, items.iter().find(|i| text(i, SK) == Some(HEADER)), now)?;
         // Query returns items in sort-key order, so actions (and the conflict reported) follow key order.
@@ -331,7 +332,9 @@ impl DynamoKvTx {
                 .transact_write_items()
                 .set_transact_items(Some(actions.clone()))
                 // Lets the SDK's own retries of this very request (timeouts) be idempotent.
-                .client_request_token(format!("{}-{}", id.as_str(), round * ATTEMPTS + attempt))
+                // Fresh for every call: two commits of one transaction racing each other must not share
+                // a token (DynamoDB refuses a token reused with other parameters).
+                .client_request_token(format!("{call}-{}", round * ATTEMPTS + attempt))
                 .send()
                 .within_deadline()
                 .await;

@@ -125,3 +125,85 @@ async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
     }
     println!("took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Two commits of one transaction at once (a client retrying while its first commit still runs): one
+/// commits, the other answers `404` (the transaction is over) or a retryable `503` — never a `500`. The
+/// proxy holds both commits' writes, so both have planned before either writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_commits_of_one_transaction_at_once_commit_it_once_and_neither_fails_internally() {
+    let (_, tables) = strata_tests::dynamodb::fresh_tables().await;
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        12,
+        FaultConfig::healthy(),
+    )
+    .await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&proxy.url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let app = App::new(strata_dynamo::stores(
+        strata_dynamo::config::client(&sdk),
+        tables,
+        &strata_core::Settings::default(),
+    ));
+    let begun = app.post("/kv/transactions", json!({})).await;
+    let tx = begun.body["id"].as_str().expect("an id").to_owned();
+    let put = app
+        .put(
+            &format!("/kv/transactions/{tx}/keys/once"),
+            json!({"value": "1"}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+
+    proxy.set(FaultConfig::healthy().with_slow_matching(
+        Duration::from_millis(1000),
+        "TransactWriteItems",
+        ":committed",
+    ));
+    let path = format!("/kv/transactions/{tx}/commit");
+    let commit = || {
+        let (app, path) = (app.clone(), path.clone());
+        tokio::spawn(async move { app.post(&path, json!({})).await })
+    };
+    let (first, second) = (commit(), commit());
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    proxy.set(FaultConfig::healthy());
+    let statuses = [first.status, second.status];
+    println!(
+        "commits: {} {} / {} {}",
+        first.status, first.body, second.status, second.body
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "exactly one commit succeeds: {} {} / {} {}",
+        first.status,
+        first.body,
+        second.status,
+        second.body
+    );
+    for r in [&first, &second] {
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::NOT_FOUND,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+            .contains(&r.status),
+            "a racing commit answered {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let stored = app.get("/kv/keys/once").await;
+    assert_eq!(
+        (stored.status, stored.body["version"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+}

@@ -15,6 +15,7 @@ mod kv_contract;
 mod kv_tx_commit_race;
 mod kv_tx_contract;
 mod lambda_events;
+mod least_privilege;
 mod line_protocol;
 mod local_auth;
 mod metrics;
