@@ -37,3 +37,16 @@ pub async fn fresh_tables() -> (Client, Tables) {
         .expect("tables are created");
     (client, tables)
 }
+
+/// The SDK configuration of a client on `endpoint` (DynamoDB Local, or the fault proxy in front of it), with
+/// the fixed local credentials and region, from which `strata_dynamo::config::client` builds strata's client.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "tests",
+        ))
+        .load()
+        .await
+}

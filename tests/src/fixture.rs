@@ -85,14 +85,7 @@ pub struct Through {
 impl Fixture {
     pub async fn dynamodb_through(endpoint: &str, settings: Settings) -> Through {
         let (direct, tables) = crate::dynamodb::fresh_tables().await;
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local", "local", None, None, "tests",
-            ))
-            .load()
-            .await;
+        let sdk = crate::dynamodb::sdk_config(endpoint).await;
         let client = strata_dynamo::config::client(&sdk);
         // The SDK keeps its retry quota (a token bucket that 5xx and timeouts drain) per retry partition,
         // for the whole process. A partition of its own makes this test's stores one deployment, as one

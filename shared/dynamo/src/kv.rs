@@ -52,6 +52,54 @@ fn values(token: &str, value: Option<&Value>) -> HashMap<String, AttributeValue>
 }
 
 impl DynamoKv {
+    /// One single-key write, `Some(value)` a put, `None` a delete (only of a present value), sent at most
+    /// once (see [`crate::send`]): the version it made, or `None` when a delete found no value.
+    async fn write_once(&self, key: &Key, value: Option<&Value>) -> Result<Option<u64>, Error> {
+        let token = history::token();
+        let bump = "#ver = if_not_exists(#ver, :hzero) + :one";
+        let expression = match value {
+            Some(_) => format!(
+                "SET #val = :val, {bump}, {}",
+                history::push("if_not_exists(#ver, :hzero) + :one")
+            ),
+            None => format!(
+                "REMOVE #val SET {bump}, {}",
+                history::push("if_not_exists(#ver, :hzero) + :one")
+            ),
+        };
+        let sent = unrepeatable(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(key.as_str()))
+                .update_expression(&expression)
+                .set_condition_expression(
+                    value.is_none().then(|| "attribute_exists(#val)".to_owned()),
+                )
+                .set_expression_attribute_names(Some(names()))
+                .set_expression_attribute_values(Some(values(&token, value)))
+                .return_values(ReturnValue::UpdatedNew)
+                .customize()
+                .config_override(no_retries())
+                .send()
+        })
+        .await;
+        match sent {
+            Sent::Answered(Ok(out)) => {
+                number(&out.attributes.unwrap_or_default(), VERSION).map(Some)
+            }
+            Sent::Answered(Err(e)) if is_condition_failed(&e) => Ok(None),
+            Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
+            Sent::Unknown(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
+                match self.applied(key, &token).await? {
+                    Some(version) => Ok(Some(version)),
+                    None => Err(outcome_unknown("UpdateItem")),
+                }
+            }
+        }
+    }
+
     /// After a lost answer: the version the write with `token` made, if it applied and the item still
     /// remembers it; `None` if the outcome cannot be told.
     async fn applied(&self, key: &Key, token: &str) -> Result<Option<u64>, Error> {
@@ -106,68 +154,14 @@ impl KvStore for DynamoKv {
     }
 
     async fn put(&self, key: &Key, value: &Value) -> Result<u64, Error> {
-        let token = history::token();
-        let expression = format!(
-            "SET #val = :val, #ver = if_not_exists(#ver, :hzero) + :one, {}",
-            history::push("if_not_exists(#ver, :hzero) + :one")
-        );
-        let sent = unrepeatable(|| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, s(key.as_str()))
-                .update_expression(&expression)
-                .set_expression_attribute_names(Some(names()))
-                .set_expression_attribute_values(Some(values(&token, Some(value))))
-                .return_values(ReturnValue::UpdatedNew)
-                .customize()
-                .config_override(no_retries())
-                .send()
-        })
-        .await;
-        match sent {
-            Sent::Answered(Ok(out)) => number(&out.attributes.unwrap_or_default(), VERSION),
-            Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
-            Sent::Unknown(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
-                self.applied(key, &token)
-                    .await?
-                    .ok_or_else(|| outcome_unknown("UpdateItem"))
-            }
-        }
+        let version = self.write_once(key, Some(value)).await?;
+        version.ok_or_else(|| Error::internal("an unconditional put was refused"))
     }
 
     async fn delete(&self, key: &Key) -> Result<Deleted, Error> {
-        let token = history::token();
-        let expression = format!(
-            "REMOVE #val SET #ver = if_not_exists(#ver, :hzero) + :one, {}",
-            history::push("if_not_exists(#ver, :hzero) + :one")
-        );
-        let sent = unrepeatable(|| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, s(key.as_str()))
-                .update_expression(&expression)
-                .condition_expression("attribute_exists(#val)")
-                .set_expression_attribute_names(Some(names()))
-                .set_expression_attribute_values(Some(values(&token, None)))
-                .customize()
-                .config_override(no_retries())
-                .send()
+        let version = self.write_once(key, None).await?;
+        Ok(Deleted {
+            existed: version.is_some(),
         })
-        .await;
-        match sent {
-            Sent::Answered(Ok(_)) => Ok(Deleted { existed: true }),
-            Sent::Answered(Err(e)) if is_condition_failed(&e) => Ok(Deleted { existed: false }),
-            Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
-            Sent::Unknown(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
-                match self.applied(key, &token).await? {
-                    Some(_) => Ok(Deleted { existed: true }),
-                    None => Err(outcome_unknown("UpdateItem")),
-                }
-            }
-        }
     }
 }

@@ -22,14 +22,7 @@ struct Setup {
 async fn setup(config: FaultConfig) -> Setup {
     let (direct, tables) = strata_tests::dynamodb::fresh_tables().await;
     let proxy = FaultProxy::start(strata_tests::dynamodb::endpoint(), 42, config).await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&proxy.url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "tests",
-        ))
-        .load()
-        .await;
+    let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
     Setup {
         client: strata_dynamo::config::client(&sdk),
         proxy,

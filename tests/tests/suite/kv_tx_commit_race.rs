@@ -26,14 +26,7 @@ async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
         FaultConfig::healthy(),
     )
     .await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&proxy.url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "tests",
-        ))
-        .load()
-        .await;
+    let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
     let app = App::new(strata_dynamo::stores(
         strata_dynamo::config::client(&sdk),
         tables,
@@ -138,14 +131,7 @@ async fn two_commits_of_one_transaction_at_once_commit_it_once_and_neither_fails
         FaultConfig::healthy(),
     )
     .await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&proxy.url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "tests",
-        ))
-        .load()
-        .await;
+    let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
     let app = App::new(strata_dynamo::stores(
         strata_dynamo::config::client(&sdk),
         tables,

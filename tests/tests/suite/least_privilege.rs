@@ -237,14 +237,7 @@ impl Driver {
             .await
             .expect("tables are created");
         let proxy = FaultProxy::start(endpoint, 14, FaultConfig::healthy()).await;
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&proxy.url)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local", "local", None, None, "tests",
-            ))
-            .load()
-            .await;
+        let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
         let recorder = Recorder::new(&prefix);
         // strata's own client (retries, timeouts), as the Lambdas build it, with the recorder on it.
         let client = recorder.client(&strata_dynamo::config::client(&sdk));

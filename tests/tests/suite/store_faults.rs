@@ -422,14 +422,7 @@ async fn throttling_dynamodb() -> (String, Arc<AtomicUsize>) {
 
 /// The DynamoDB stores the way `strata serve --store dynamodb` and the Lambdas build them, on `endpoint`.
 async fn dynamodb_app(endpoint: &str) -> strata_tests::fixture::App {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
+    let sdk = strata_tests::dynamodb::sdk_config(endpoint).await;
     let client = strata_dynamo::config::client(&sdk);
     let tables =
         strata_dynamo::config::Tables::from_lookup(|name| Some(format!("t-{name}"))).unwrap();
