@@ -18,7 +18,7 @@ use crate::attr::{n, s};
 use crate::error::store_error;
 use crate::history;
 use crate::send::WithinDeadline;
-use crate::send::{Sent, no_retries, outcome_unknown, unrepeatable};
+use crate::send::{Sent, no_retries, unrepeatable};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -146,21 +146,10 @@ impl DynamoCounters {
             },
             Sent::Unknown(e) => {
                 tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
-                let item = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key(KEY, s(key.as_str()))
-                    .consistent_read(true)
-                    .send()
-                    .within_deadline()
-                    .await
-                    .map_err(|_| outcome_unknown("UpdateItem"))?
-                    .item;
-                match item.and_then(|item| history::find(&item, &token)) {
-                    Some(total) => Ok(Incremented::Total(total)),
-                    None => Err(outcome_unknown("UpdateItem")),
-                }
+                let total =
+                    history::read_back(&self.client, &self.table, (KEY, key.as_str()), &token)
+                        .await?;
+                Ok(Incremented::Total(total))
             }
         }
     }

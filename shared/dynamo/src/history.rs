@@ -7,8 +7,11 @@
 //! outcome is unknown, and the write is never sent again.
 
 use crate::attr::{n, s};
+use crate::send::{WithinDeadline, outcome_unknown};
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
+use strata_core::Error;
 
 /// Writes remembered per item. Pushed out only by this many writes of the same item before the read that
 /// looks for the token, which follows the lost answer at once.
@@ -51,6 +54,29 @@ pub(crate) fn values(token: &str) -> HashMap<String, AttributeValue> {
         (":hnone".to_owned(), s("-")),
         (":hzero".to_owned(), n(0)),
     ])
+}
+
+/// After the write with `token` to the item `key` (attribute, value) of `table` lost its answer: what it
+/// left, read back from the item with one consistent read, or "outcome unknown" (`503`) when the item does
+/// not remember it or cannot be read.
+pub(crate) async fn read_back(
+    client: &Client,
+    table: &str,
+    key: (&str, &str),
+    token: &str,
+) -> Result<u64, Error> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key(key.0, s(key.1))
+        .consistent_read(true)
+        .send()
+        .within_deadline()
+        .await
+        .map_err(|_| outcome_unknown("UpdateItem"))?;
+    out.item
+        .and_then(|item| find(&item, token))
+        .ok_or_else(|| outcome_unknown("UpdateItem"))
 }
 
 /// What the write with `token` left, if the item still remembers it.

@@ -10,7 +10,7 @@ use crate::attr::{n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::history;
 use crate::send::WithinDeadline;
-use crate::send::{Sent, no_retries, outcome_unknown, unrepeatable};
+use crate::send::{Sent, no_retries, unrepeatable};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -92,28 +92,11 @@ impl DynamoKv {
             Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
             Sent::Unknown(e) => {
                 tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
-                match self.applied(key, &token).await? {
-                    Some(version) => Ok(Some(version)),
-                    None => Err(outcome_unknown("UpdateItem")),
-                }
+                history::read_back(&self.client, &self.table, (PK, key.as_str()), &token)
+                    .await
+                    .map(Some)
             }
         }
-    }
-
-    /// After a lost answer: the version the write with `token` made, if it applied and the item still
-    /// remembers it; `None` if the outcome cannot be told.
-    async fn applied(&self, key: &Key, token: &str) -> Result<Option<u64>, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(key.as_str()))
-            .consistent_read(true)
-            .send()
-            .within_deadline()
-            .await
-            .map_err(|_| outcome_unknown("UpdateItem"))?;
-        Ok(out.item.and_then(|item| history::find(&item, token)))
     }
 }
 

@@ -16,13 +16,12 @@ use strata_tests::fixture::App;
 /// SDK's 3 s attempt timeout (so the SDK does not retry it).
 const HOLD: Duration = Duration::from_millis(2000);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
-    let started = Instant::now();
+/// DynamoDB stores on fresh tables, reached through a healthy fault proxy (seeded with `seed`).
+async fn behind_proxy(seed: u64) -> (FaultProxy, App) {
     let (_, tables) = strata_tests::dynamodb::fresh_tables().await;
     let proxy = FaultProxy::start(
         strata_tests::dynamodb::endpoint(),
-        11,
+        seed,
         FaultConfig::healthy(),
     )
     .await;
@@ -32,6 +31,13 @@ async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
         tables,
         &strata_core::Settings::default(),
     ));
+    (proxy, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
+    let started = Instant::now();
+    let (proxy, app) = behind_proxy(11).await;
 
     let begun = app.post("/kv/transactions", json!({})).await;
     assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.body);
@@ -124,19 +130,7 @@ async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
 /// proxy holds both commits' writes, so both have planned before either writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_commits_of_one_transaction_at_once_commit_it_once_and_neither_fails_internally() {
-    let (_, tables) = strata_tests::dynamodb::fresh_tables().await;
-    let proxy = FaultProxy::start(
-        strata_tests::dynamodb::endpoint(),
-        12,
-        FaultConfig::healthy(),
-    )
-    .await;
-    let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
-    let app = App::new(strata_dynamo::stores(
-        strata_dynamo::config::client(&sdk),
-        tables,
-        &strata_core::Settings::default(),
-    ));
+    let (proxy, app) = behind_proxy(12).await;
     let begun = app.post("/kv/transactions", json!({})).await;
     let tx = begun.body["id"].as_str().expect("an id").to_owned();
     let put = app
