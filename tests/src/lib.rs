@@ -16,6 +16,7 @@
 //!   throttling, connection resets, slow calls), with counters of what went through it.
 //! - [`recorder`]: an SDK interceptor that records, per function under test, the IAM actions and tables of
 //!   every DynamoDB request, for the least-privilege test.
+//! - [`exhaustion`]: a server's peak memory and disk use, and a well-behaved client run alongside an attack.
 //! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
 //!   and every invariant of the contract checked over everything acknowledged so far.
 //!
@@ -23,6 +24,7 @@
 
 pub mod crash;
 pub mod dynamodb;
+pub mod exhaustion;
 pub mod fault_proxy;
 pub mod fixture;
 pub mod recorder;

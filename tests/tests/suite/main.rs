@@ -10,6 +10,7 @@ mod crash_recovery;
 mod deadlines;
 mod dynamodb_faults;
 mod e2e_kv;
+mod exhaustion;
 mod fault_proxy;
 mod kv_contract;
 mod kv_tx_commit_race;
