@@ -90,6 +90,18 @@ struct Serve {
     /// Seconds a key/value transaction may sit idle before it expires.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     tx_idle_timeout: u64,
+    /// Most key/value transactions open at once; over it, starting one answers 503 (retryable).
+    #[arg(long, default_value_t = strata_core::kv::tx::DEFAULT_MAX_OPEN, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_open_transactions: usize,
+    /// Most MiB all open key/value transactions may buffer together; over it, the write that would pass it
+    /// answers 503 (retryable) and the transaction stays usable.
+    #[arg(long, default_value_t = strata_core::kv::tx::DEFAULT_MAX_MEMORY / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
+    max_transaction_memory_mb: u64,
+    /// Seconds records kept for idempotency and exactly-once are remembered (Idempotency-Key responses,
+    /// counter request markers, the ledger's request records); swept afterwards. The contract promises at
+    /// least 24 hours: shorten it only for tests.
+    #[arg(long, default_value_t = strata_core::idempotency::DEFAULT_RETENTION.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    retention_seconds: u64,
     /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
     #[arg(long, default_value = "CS=2600000,PS=750000")]
     default_classes: String,
@@ -202,6 +214,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
         counter_mode: strata_core::counters::Mode::parse(&args.counter_mode)?,
+        retention: std::time::Duration::from_secs(args.retention_seconds),
+        max_open_transactions: args.max_open_transactions,
+        max_transaction_memory: args.max_transaction_memory_mb * 1024 * 1024,
     };
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;

@@ -128,7 +128,7 @@ pub struct IssueRequest {
 
 /// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 /// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
-/// request gets it back while the key's record holds ([`crate::idempotency::RETENTION`] from the issue);
+/// request gets it back while the key's record holds ([`crate::idempotency::DEFAULT_RETENTION`] from the issue);
 /// another request under that key is `422 idempotency_key_reused`; past the retention the key is free
 /// (`Ok(None)`: issue anew).
 pub fn replay_of(
@@ -136,7 +136,7 @@ pub fn replay_of(
     earlier: Certificate,
     now: std::time::SystemTime,
 ) -> Result<Option<Certificate>, Error> {
-    if earlier.issued_at + crate::idempotency::RETENTION < now {
+    if earlier.issued_at + crate::idempotency::DEFAULT_RETENTION < now {
         return Ok(None);
     }
     if earlier.class != request.class

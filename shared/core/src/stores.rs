@@ -49,6 +49,14 @@ pub struct Settings {
     pub default_classes: Vec<(ClassCode, u64)>,
     /// Strong or eventual counters.
     pub counter_mode: Mode,
+    /// How long records kept for idempotency or exactly-once (`Idempotency-Key` responses, counter request
+    /// markers, the ledger's request records) are remembered; afterwards they may be swept.
+    pub retention: Duration,
+    /// Most key/value transactions open at once (embedded store; on DynamoDB each costs storage, not
+    /// memory, and expires through TTL).
+    pub max_open_transactions: usize,
+    /// Most bytes all open key/value transactions may buffer together (embedded store).
+    pub max_transaction_memory: u64,
 }
 
 impl Default for Settings {
@@ -57,13 +65,16 @@ impl Default for Settings {
             tx_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             default_classes: default_classes(),
             counter_mode: Mode::Strong,
+            retention: crate::idempotency::DEFAULT_RETENTION,
+            max_open_transactions: crate::kv::tx::DEFAULT_MAX_OPEN,
+            max_transaction_memory: crate::kv::tx::DEFAULT_MAX_MEMORY,
         }
     }
 }
 
 impl Settings {
     /// From the environment the template sets (`KV_TX_IDLE_TIMEOUT_SECONDS`, `DEFAULT_SHARE_CLASSES` as
-    /// `CS=2600000,PS=750000`, `COUNTER_MODE`), defaults otherwise.
+    /// `CS=2600000,PS=750000`, `COUNTER_MODE`, `RETENTION_SECONDS`), defaults otherwise.
     pub fn from_env() -> Result<Self, crate::Error> {
         let mut settings = Self::default();
         if let Ok(raw) = std::env::var("KV_TX_IDLE_TIMEOUT_SECONDS") {
@@ -73,6 +84,14 @@ impl Settings {
                 ))
             })?;
             settings.tx_idle_timeout = Duration::from_secs(seconds);
+        }
+        if let Ok(raw) = std::env::var("RETENTION_SECONDS") {
+            let seconds: u64 = raw.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                crate::Error::internal(format!(
+                    "RETENTION_SECONDS is not a positive number of seconds: {raw:?}"
+                ))
+            })?;
+            settings.retention = Duration::from_secs(seconds);
         }
         if let Ok(raw) = std::env::var("COUNTER_MODE") {
             settings.counter_mode = Mode::parse(&raw)?;

@@ -42,7 +42,7 @@ pub(crate) const ID: &str = "id";
 pub(crate) const VALUE: &str = "value";
 pub(crate) const TTL: &str = "ttl";
 /// How long the marker of a counted request is kept (the idempotency retention).
-pub(crate) const MARKER_TTL: Duration = strata_core::idempotency::RETENTION;
+pub(crate) const MARKER_TTL: Duration = strata_core::idempotency::DEFAULT_RETENTION;
 
 pub struct DynamoCounters {
     client: Client,

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, IN_PROGRESS_TTL, Idempotency, RETENTION, Stored, in_progress, mismatch,
+    Claim, DEFAULT_RETENTION, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
 };
 
 const ID: &str = "id";
@@ -60,7 +60,7 @@ impl Idempotency for DynamoIdempotency {
             .item(FINGERPRINT, s(fingerprint))
             .item(OWNER, s(&owner))
             .item(UNTIL, n(until))
-            .item(TTL, n((now + RETENTION.as_millis() as u64) / 1000))
+            .item(TTL, n((now + DEFAULT_RETENTION.as_millis() as u64) / 1000))
             .condition_expression("attribute_not_exists(#id) OR #until < :now")
             .expression_attribute_names("#id", ID)
             .expression_attribute_names("#until", UNTIL)
@@ -111,7 +111,7 @@ impl Idempotency for DynamoIdempotency {
     }
 
     async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
-        let until = now_ms() + RETENTION.as_millis() as u64;
+        let until = now_ms() + DEFAULT_RETENTION.as_millis() as u64;
         let mut expression =
             "SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body"
                 .to_owned();

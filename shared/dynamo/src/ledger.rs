@@ -312,7 +312,7 @@ impl DynamoLedger {
             record.insert(
                 TTL.into(),
                 n(epoch_seconds(
-                    certificate.issued_at + strata_core::idempotency::RETENTION,
+                    certificate.issued_at + strata_core::idempotency::DEFAULT_RETENTION,
                 )),
             );
             let put = Put::builder()

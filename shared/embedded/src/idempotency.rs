@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, IN_PROGRESS_TTL, Idempotency, RETENTION, Stored, in_progress, mismatch,
+    Claim, DEFAULT_RETENTION, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
 };
 
 pub struct EmbeddedIdempotency {
@@ -149,7 +149,7 @@ impl Idempotency for EmbeddedIdempotency {
 
     async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
         let record = Record {
-            expires_ms: now_ms() + RETENTION.as_millis() as u64,
+            expires_ms: now_ms() + DEFAULT_RETENTION.as_millis() as u64,
             fingerprint: fingerprint.to_owned(),
             stored: response.clone(),
         };

@@ -21,6 +21,11 @@ pub const MAX_TX_KEYS: usize = 99;
 /// Most bytes of keys and values a transaction may write (a little under DynamoDB's 4 MB, which also
 /// counts attribute names and numbers).
 pub const MAX_TX_BYTES: usize = 4_000_000;
+/// Most transactions open at once on the embedded store, unless configured otherwise.
+pub const DEFAULT_MAX_OPEN: usize = 4096;
+/// Most bytes all open transactions of the embedded store may buffer together, unless configured otherwise:
+/// with the rest of the server, well under 512 MiB resident.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 /// How long a transaction may sit idle before it expires, unless configured otherwise.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
