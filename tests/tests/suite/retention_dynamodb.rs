@@ -1,7 +1,6 @@
 //! Retention of idempotency and exactly-once records on DynamoDB Local, with a retention of seconds: every
 //! such record carries a `ttl` of about its write time plus the retention; once the retention has passed, a
-//! record DynamoDB has not deleted yet (DynamoDB Local never does: the harness enables no TTL) is absent to
-//! every reader, so a reused key is a new request — never `422`, never the earlier answer; and every table
+//! record DynamoDB has not deleted yet (its TTL deletes lazily; here TTL is off) is absent to every reader, so a reused key is a new request — never `422`, never the earlier answer; and every table
 //! where the code writes `ttl` has TTL enabled in the template.
 
 use aws_sdk_dynamodb::Client;
@@ -32,9 +31,38 @@ async fn dynamodb(mode: Mode) -> Through {
     Fixture::dynamodb_through(strata_tests::dynamodb::endpoint(), settings).await
 }
 
-/// Sleeps until every record written before the call is past its retention, by any reader's clock.
+/// The same, on tables whose TTL deletion has not come round yet: DynamoDB deletes expired items up to
+/// days late, DynamoDB Local within seconds. With TTL off, every expired record is still there when the
+/// key is reused, which is the case every reader must handle.
+async fn dynamodb_with_lazy_ttl(mode: Mode) -> Through {
+    let t = dynamodb(mode).await;
+    for table in [
+        &t.tables.idempotency,
+        &t.tables.ledger,
+        &t.tables.counter_log,
+    ] {
+        t.direct
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .enabled(false)
+                    .attribute_name(strata_dynamo::TTL)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("TTL off");
+    }
+    t
+}
+
+/// Sleeps until every record written before the call is past its retention, by any reader's clock: the
+/// retention, the clock-skew margin, and 2 s for `ttl` values in whole seconds (rounded up, compared with
+/// the clock rounded down).
 async fn outlive_the_retention() {
-    tokio::time::sleep(RETENTION + CLOCK_SKEW_MARGIN + Duration::from_secs(1)).await;
+    tokio::time::sleep(RETENTION + CLOCK_SKEW_MARGIN + Duration::from_millis(2500)).await;
 }
 
 fn now() -> u64 {
@@ -112,7 +140,7 @@ fn assert_ttl_after_retention(item: &Item, before: u64, after: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_widget_create_key_reused_after_the_retention_runs_as_a_new_request() {
-    let t = dynamodb(Mode::Strong).await;
+    let t = dynamodb_with_lazy_ttl(Mode::Strong).await;
     let app = &t.fixture.app;
     let alpha = json!({"serial_number": "A", "name": "alpha", "ports": ["P"]});
     let before = now();
@@ -157,7 +185,7 @@ async fn a_widget_create_key_reused_after_the_retention_runs_as_a_new_request() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_certificate_key_reused_after_the_retention_issues_a_new_certificate() {
-    let t = dynamodb(Mode::Strong).await;
+    let t = dynamodb_with_lazy_ttl(Mode::Strong).await;
     let app = &t.fixture.app;
     let salt = json!({"name": "Salt Bae", "amount": 10, "class": "CS"});
     let before = now();
@@ -187,7 +215,12 @@ async fn a_certificate_key_reused_after_the_retention_issues_a_new_certificate()
     assert_eq!(port.number, 3);
     let after = now();
     let records = items_with(&t.direct, &t.tables.ledger, "pk", "req#").await;
-    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(
+        records.len(),
+        3,
+        "{:?}",
+        items(&t.direct, &t.tables.ledger).await
+    );
     for record in &records {
         assert_ttl_after_retention(record, before, after);
     }
@@ -239,7 +272,7 @@ async fn a_certificate_key_reused_after_the_retention_issues_a_new_certificate()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_increment_key_reused_after_the_retention_counts_again() {
-    let t = dynamodb(Mode::Strong).await;
+    let t = dynamodb_with_lazy_ttl(Mode::Strong).await;
     let app = &t.fixture.app;
     let five = json!({"key": "hits", "value": 5});
     let before = now();
@@ -286,7 +319,7 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_eventual_increment_key_reused_after_its_folded_marker_expired_counts_again() {
-    let t = dynamodb(Mode::Eventual).await;
+    let t = dynamodb_with_lazy_ttl(Mode::Eventual).await;
     let counters = &t.fixture.stores.counters;
     let aggregator = Aggregator::new(
         t.direct.clone(),
