@@ -21,6 +21,7 @@ mod line_protocol;
 mod local_auth;
 mod metrics;
 mod openapi;
+mod retention_dynamodb;
 mod routes;
 mod store_faults;
 mod template;
