@@ -1,4 +1,4 @@
-//! Counters (API §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the DynamoDB stream
+//! Counters (CONTRACT.md §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the DynamoDB stream
 //! handler that folds the eventual-mode log.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! Stock certificates (API §2): per share class, certificate numbers 1, 2, 3, … with no gaps and no
+//! Stock certificates (CONTRACT.md §2): per share class, certificate numbers 1, 2, 3, … with no gaps and no
 //! duplicates whatever the concurrency, retries and crashes, and never more shares than authorized.
 //!
 //! Every store allocates a number and records the certificate in one atomic step (DynamoDB: the share-class

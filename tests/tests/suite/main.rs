@@ -4,6 +4,7 @@ mod bench;
 mod callers;
 mod certificates_contract;
 mod certificates_faults;
+mod contract;
 mod counters_contract;
 mod counters_faults;
 mod crash_recovery;
