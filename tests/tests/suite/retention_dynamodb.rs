@@ -41,6 +41,19 @@ async fn dynamodb_with_lazy_ttl(mode: Mode) -> Through {
         &t.tables.ledger,
         &t.tables.counter_log,
     ] {
+        let described = t
+            .direct
+            .describe_time_to_live()
+            .table_name(table)
+            .send()
+            .await
+            .expect("describe TTL");
+        let status = described
+            .time_to_live_description()
+            .and_then(|d| d.time_to_live_status());
+        if status != Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled) {
+            continue;
+        }
         t.direct
             .update_time_to_live()
             .table_name(table)
