@@ -338,6 +338,7 @@ async fn serve_in_process(stores: &strata_core::Stores, token: Option<&str>) -> 
         line,
         stores.clone(),
         token.clone(),
+        strata::line::Limits::default(),
         std::future::pending(),
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
