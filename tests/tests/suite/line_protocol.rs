@@ -62,11 +62,12 @@ async fn every_command_answers_with_the_exact_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(crate::STRATA, dir.path(), &[]);
     let mut c = Client::connect(&server).await;
+    // Spaces are significant only inside the value: the seed's own example stores `3 * 3 = 9`.
     assert_eq!(c.call("PUT   a    3 * 3 = 9 ").await, OK);
-    assert_eq!(c.call("GET a").await, result("\"3 * 3 = 9 \""));
+    assert_eq!(c.call("GET a").await, result("\"3 * 3 = 9\""));
     assert_eq!(
         c.call("get a").await,
-        result("\"3 * 3 = 9 \""),
+        result("\"3 * 3 = 9\""),
         "keywords are case-insensitive"
     );
     assert_eq!(
@@ -132,6 +133,36 @@ async fn every_command_answers_with_the_exact_bytes() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.send(b"T p\n").await;
     assert_eq!(c.reply().await, result("\"1\""));
+}
+
+/// `printf 'PUT a 1\nGET a' | nc -q1 …`: the last command, ended by the end of input rather than a newline,
+/// is answered before the connection closes, as the seed server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_last_command_without_a_newline_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &[]);
+    for (input, expected) in [
+        (&b"PUT a 1\nGET a"[..], format!("{OK}{}", result("\"1\""))),
+        (b"GET a\r", result("\"1\"")),
+        (b"PUT b   two words  ", OK.to_owned()),
+        (b"GET b\n", result("\"two words\"")),
+        (b"\n  ", String::new()),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap();
+        stream.write_all(input).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut replies = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut replies),
+        )
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+        assert_eq!(replies, expected, "{:?}", String::from_utf8_lossy(input));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
