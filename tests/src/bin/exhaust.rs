@@ -113,7 +113,10 @@ async fn main() {
             ),
         );
         report.check(seen.failures.is_empty(), || {
-            format!("the bystander was failed: {:?}", &seen.failures[..seen.failures.len().min(3)])
+            format!(
+                "the bystander was failed: {:?}",
+                &seen.failures[..seen.failures.len().min(3)]
+            )
         });
         report.line(
             "server peak RSS",
@@ -131,7 +134,11 @@ async fn main() {
         }
         println!(
             "  {}",
-            if report.failures.is_empty() { "ok" } else { "FAILED" }
+            if report.failures.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            }
         );
         failed |= !report.failures.is_empty();
     }
@@ -195,11 +202,7 @@ async fn commands(server: &Server) -> Report {
                 while Instant::now() < deadline {
                     let lines = if i % 2 == 0 { 2000 } else { 1000 };
                     let started = Instant::now();
-                    let answer = match client
-                        .post(&url)
-                        .body("GET a\n".repeat(lines))
-                        .send()
-                        .await
+                    let answer = match client.post(&url).body("GET a\n".repeat(lines)).send().await
                     {
                         Ok(r) => {
                             let status = r.status().as_u16();
@@ -261,8 +264,7 @@ async fn line_pipeline(server: &Server) -> Report {
         let mut line = String::new();
         for _ in 0..100 {
             line.clear();
-            match tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await
-            {
+            match tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await {
                 Ok(Ok(_)) if line == expected => right += 1,
                 _ => wrong += 1,
             }
@@ -321,15 +323,13 @@ async fn line_idle(server: &Server) -> Report {
             .entry(seen.unwrap_or_else(|| "(nothing: accepted)".to_owned()))
             .or_default() += 1;
     }
-    let refusal = strata_core::kv::line::too_many_connections(
-        strata_core::kv::line::DEFAULT_MAX_CONNECTIONS,
-    );
+    let refusal =
+        strata_core::kv::line::too_many_connections(strata_core::kv::line::DEFAULT_MAX_CONNECTIONS);
     for (answer, n) in &answers {
         report.line("connections", format!("{n} × {}", answer.trim_end()));
-        report.check(
-            answer == &refusal || answer.starts_with("(nothing"),
-            || format!("{n} connections saw {answer:?}"),
-        );
+        report.check(answer == &refusal || answer.starts_with("(nothing"), || {
+            format!("{n} connections saw {answer:?}")
+        });
     }
     let accepted = answers.get("(nothing: accepted)").copied().unwrap_or(0);
     report.check(
@@ -342,7 +342,11 @@ async fn line_idle(server: &Server) -> Report {
     let answered = tokio::time::timeout(Duration::from_secs(10), worker.read_line(&mut line)).await;
     report.line(
         "working connection",
-        format!("{} in {} ms", line.trim_end(), started.elapsed().as_millis()),
+        format!(
+            "{} in {} ms",
+            line.trim_end(),
+            started.elapsed().as_millis()
+        ),
     );
     report.check(
         answered.is_ok() && line == "{\"status\": \"Ok\", \"result\": \"1\"}\n",
@@ -375,7 +379,8 @@ async fn ws_message(server: &Server) -> Report {
                         }
                     }
                 });
-                let code = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+                let code = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await
+                {
                     Ok(Some(Ok(Message::Close(Some(frame))))) => {
                         format!("close {} ({})", u16::from(frame.code), frame.reason)
                     }
