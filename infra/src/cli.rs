@@ -109,6 +109,14 @@ struct Serve {
     /// least 24 hours: shorten it only for tests.
     #[arg(long, default_value_t = strata_core::idempotency::DEFAULT_RETENTION.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     retention_seconds: u64,
+    /// Most line-protocol TCP connections open at once; one over it gets an `Error` line ("Too many
+    /// connections") and is closed, the open ones are not affected.
+    #[arg(long, default_value_t = strata_core::kv::line::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_line_connections: usize,
+    /// Seconds a line-protocol TCP connection may send nothing (or take none of its replies) before it is
+    /// closed; its open transaction is rolled back.
+    #[arg(long, default_value_t = strata_core::kv::line::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
+    line_idle_timeout: u64,
     /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
     #[arg(long, default_value = "CS=2600000,PS=750000")]
     default_classes: String,
@@ -274,6 +282,10 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         line_listener,
         stores.clone(),
         args.auth_token.clone(),
+        crate::line::Limits {
+            max_connections: args.max_line_connections,
+            idle_timeout: std::time::Duration::from_secs(args.line_idle_timeout),
+        },
         async {
             let _ = line_stopped.await;
         },

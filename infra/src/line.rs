@@ -2,21 +2,31 @@
 //! the local stand-in for the API Gateway WebSocket API), both on [`strata_kv::line::Session`].
 //!
 //! TCP: one task per connection (thousands of idle connections cost no threads), commands answered in
-//! order, pipelined commands batched into one write, partial lines buffered across reads, a line over 1 MiB
+//! order, pipelined commands' replies written together up to 64 KiB and before each read (so a client that
+//! does not read stops being read, and the server holds a bounded amount of its replies), partial lines
+//! buffered across reads, a last line without a newline answered at end of input, a line over 1 MiB
 //! answered with an error and skipped while the connection stays usable. A disconnect rolls back the
-//! connection's open transaction.
+//! connection's open transaction. At most `--max-line-connections` at once (one more gets an `Error`
+//! line and is closed); one idle for `--line-idle-timeout` is closed. See [`serve`] and [`talk`].
+//!
+//! WebSocket: messages over the HTTP body limit close the socket with 1009 (see [`websocket`]).
 //!
 //! `AUTH <token>` (see [`Gate`]): with `--auth-token`, a TCP connection must send it before any other
 //! command; a WebSocket is authenticated by its upgrade's `Authorization: Bearer` header instead.
 
 use crate::auth::AuthToken;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Duration;
 use strata_core::Stores;
-use strata_core::kv::line::{self, MAX_LINE_BYTES};
+use strata_core::kv::line::{self, MAX_LINE_BYTES, MAX_PENDING_REPLY_BYTES};
+use strata_http::MAX_BODY_BYTES;
 use strata_kv::line::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 /// Wrong `AUTH` tokens a connection may send; the last one closes it.
 pub const MAX_AUTH_FAILURES: u32 = 3;
@@ -109,25 +119,58 @@ impl Gate {
     }
 }
 
+/// The bounds of the TCP listener (`strata serve --max-line-connections`, `--line-idle-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once; one over it gets [`line::too_many_connections`] and is closed.
+    pub max_connections: usize,
+    /// How long the server waits for a connection's next bytes, or for it to take its replies, before it
+    /// closes the connection (rolling back its open transaction).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: line::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: line::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` resolves. With `token`, each must send `AUTH <token>` first.
+///
+/// Each connection holds a permit of a semaphore of `limits.max_connections` (as in tokio's mini-redis),
+/// but one over the cap is refused rather than queued: queued connections would hold file descriptors
+/// and kernel buffers all the same, and their clients would wait with no word. The refusal is one
+/// non-blocking write from the accept loop itself, so a flood of refused connections costs no task each.
 pub async fn serve(
     listener: TcpListener,
     stores: Arc<Stores>,
     token: Option<AuthToken>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusal = line::too_many_connections(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // A fresh socket's send buffer is empty: this short line fits without blocking.
+                        let _ = stream.try_write(refusal.as_bytes());
+                        continue;
+                    };
                     let stores = stores.clone();
                     let gate = Gate::new(token.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, &stores, gate).await {
+                        if let Err(e) = connection(stream, &stores, gate, limits.idle_timeout).await {
                             tracing::debug!(error = %e, "line connection ended with an error");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => {
@@ -140,79 +183,146 @@ pub async fn serve(
     }
 }
 
-async fn connection(mut stream: TcpStream, stores: &Stores, gate: Gate) -> std::io::Result<()> {
+async fn connection(
+    mut stream: TcpStream,
+    stores: &Stores,
+    gate: Gate,
+    idle_timeout: Duration,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut session = Session::new();
-    let result = talk(&mut stream, stores, &mut session, gate).await;
+    let result = talk(&mut stream, stores, &mut session, gate, idle_timeout).await;
+    // The transaction first: a client told that its connection timed out may look at once.
     session.close(stores).await;
-    result
+    if let Ok(End::Idle) = result {
+        // Every reply has been written, so this line cannot land inside another; if the client's
+        // receive buffer is full it is not sent at all, and the close says enough.
+        let _ = stream.try_write(line::idle_timeout(idle_timeout).as_bytes());
+    }
+    result.map(drop)
 }
 
+/// How a connection ended, when it ended well.
+enum End {
+    /// The client closed it, or the gate did.
+    Closed,
+    /// No byte came within the idle timeout.
+    Idle,
+}
+
+/// Lines are framed by tokio-util's [`LinesCodec`] (linear in the input: it remembers how far it searched,
+/// and takes each line off the front of the buffer without moving the rest), with its line limit at
+/// [`MAX_LINE_BYTES`]; past the limit it skips to the next newline, and the connection stays usable.
+/// Replies go out as they are made: once more than [`MAX_PENDING_REPLY_BYTES`] wait, and always before
+/// the next read. A client that reads none of its replies therefore blocks the write, the server stops
+/// reading its commands, and TCP flow control holds the client back: the server never holds more than
+/// that much of its replies plus the one that passed it. Every read and write gets `idle_timeout`.
 async fn talk(
     stream: &mut TcpStream,
     stores: &Stores,
     session: &mut Session,
     mut gate: Gate,
-) -> std::io::Result<()> {
-    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
-    let mut replies = Vec::new();
-    // Bytes of `buffer` already searched for a newline, and whether we are skipping an over-long line.
-    let (mut scanned, mut skipping) = (0, false);
+    idle_timeout: Duration,
+) -> std::io::Result<End> {
+    let mut codec = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
+    let mut input = BytesMut::with_capacity(4096);
+    let mut replies: Vec<u8> = Vec::with_capacity(4096);
+    let mut eof = false;
     loop {
-        while let Some(offset) = buffer[scanned..].iter().position(|b| *b == b'\n') {
-            let end = scanned + offset;
-            if !skipping {
-                let reply = match std::str::from_utf8(&buffer[..end]) {
-                    Ok(text) => match gate.check(text) {
-                        Gated::Pass => session.execute(stores, text).await,
-                        Gated::Reply(reply) => reply,
-                        Gated::Close(reply) => {
-                            replies.extend(reply.into_bytes());
-                            stream.write_all(&replies).await?;
-                            stream.shutdown().await?;
-                            return Ok(());
-                        }
-                    },
-                    Err(_) => Some(line::error("Invalid UTF-8 in command")),
-                };
-                replies.extend(reply.unwrap_or_default().into_bytes());
+        loop {
+            let decoded = if eof {
+                codec.decode_eof(&mut input)
+            } else {
+                codec.decode(&mut input)
+            };
+            let reply = match decoded {
+                Ok(None) => break,
+                Ok(Some(text)) => match gate.check(&text) {
+                    Gated::Pass => session.execute(stores, &text).await,
+                    Gated::Reply(reply) => reply,
+                    Gated::Close(reply) => {
+                        replies.extend(reply.into_bytes());
+                        write(stream, &mut replies, idle_timeout).await?;
+                        stream.shutdown().await?;
+                        return Ok(End::Closed);
+                    }
+                },
+                Err(LinesCodecError::MaxLineLengthExceeded) => Some(line::error(&format!(
+                    "Line too long (limit {MAX_LINE_BYTES} bytes)"
+                ))),
+                // The codec's only other error: the line (already taken off the input) is not UTF-8.
+                Err(LinesCodecError::Io(_)) => Some(line::error("Invalid UTF-8 in command")),
+            };
+            if let Some(reply) = reply {
+                replies.extend(reply.into_bytes());
             }
-            skipping = false;
-            buffer.drain(..=end);
-            scanned = 0;
-        }
-        scanned = buffer.len();
-        if buffer.len() > MAX_LINE_BYTES {
-            if !skipping {
-                replies.extend(
-                    line::error(&format!("Line too long (limit {MAX_LINE_BYTES} bytes)"))
-                        .into_bytes(),
-                );
-                skipping = true;
+            if replies.len() > MAX_PENDING_REPLY_BYTES {
+                write(stream, &mut replies, idle_timeout).await?;
             }
-            buffer.clear();
-            scanned = 0;
         }
-        if !replies.is_empty() {
-            stream.write_all(&replies).await?;
-            replies.clear();
+        write(stream, &mut replies, idle_timeout).await?;
+        if eof {
+            // The last command, even without a newline, has been answered.
+            return Ok(End::Closed);
         }
-        if stream.read_buf(&mut buffer).await? == 0 {
-            return Ok(());
+        // Room for a read of a useful size; `reserve` reuses the space of lines already taken off.
+        input.reserve(4096);
+        match tokio::time::timeout(idle_timeout, stream.read_buf(&mut input)).await {
+            Err(_) => return Ok(End::Idle),
+            Ok(read) => eof = read? == 0,
         }
     }
+}
+
+/// Writes and clears the pending replies, within `idle_timeout`.
+async fn write(
+    stream: &mut TcpStream,
+    replies: &mut Vec<u8>,
+    idle_timeout: Duration,
+) -> std::io::Result<()> {
+    if replies.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(idle_timeout, stream.write_all(replies))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    replies.clear();
+    Ok(())
 }
 
 /// `GET /kv/ws`: each text message is one command line; each reply comes back as a message (without the
 /// trailing newline). Closing the socket rolls back an open transaction. With `--auth-token` the upgrade
 /// itself needs the bearer token (checked before this runs, which then gets the token), so the socket is
 /// authenticated from its first message; `AUTH` on it checks the token again.
+///
+/// A message, and each frame of it, may be at most [`MAX_BODY_BYTES`] (the HTTP body limit, so the socket
+/// takes no more than `POST /kv/commands` does). A longer one is refused as soon as its frame header
+/// (or the fragment that passes the limit) arrives, before its bytes are buffered: the socket is closed
+/// with code 1009 (message too big), the open transaction rolled back.
 pub async fn websocket(
     stores: Arc<Stores>,
     token: Option<AuthToken>,
     upgrade: WebSocketUpgrade,
 ) -> axum::response::Response {
-    upgrade.on_upgrade(move |socket| ws_session(socket, stores, Gate::authenticated(token)))
+    upgrade
+        .max_message_size(MAX_BODY_BYTES)
+        .max_frame_size(MAX_BODY_BYTES)
+        .on_upgrade(move |socket| ws_session(socket, stores, Gate::authenticated(token)))
+}
+
+/// The close frame for a message over [`MAX_BODY_BYTES`].
+fn too_big() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::SIZE,
+        reason: format!("message too big (limit {MAX_BODY_BYTES} bytes)").into(),
+    }))
+}
+
+/// Whether a receive error is a message (or frame) over the size limit.
+fn is_too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// One message at a time: the next is read only after the reply to the one before is sent, so the
@@ -220,7 +330,16 @@ pub async fn websocket(
 /// transaction, however fast the client pipelines).
 async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>, mut gate: Gate) {
     let mut session = Session::new();
-    while let Some(Ok(message)) = socket.recv().await {
+    while let Some(received) = socket.recv().await {
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                if is_too_big(e) {
+                    let _ = socket.send(too_big()).await;
+                }
+                break;
+            }
+        };
         let text = match &message {
             Message::Text(text) => Ok(text.as_str()),
             Message::Binary(bytes) => std::str::from_utf8(bytes),

@@ -1,8 +1,14 @@
 //! The line-protocol session: what each command does, inside or outside a transaction. One session per TCP
 //! connection, per `POST /kv/commands` request, per WebSocket connection; all three use this code.
+//!
+//! `POST /kv/commands` is bounded as [`strata_core::kv::line`] declares: at most
+//! [`MAX_COMMANDS_PER_REQUEST`] commands (else `413 too_many_commands`, and nothing runs) and at most
+//! [`MAX_REPLY_BYTES`] of replies (else `413 reply_too_large` naming how many commands ran).
 
 use http::StatusCode;
-use strata_core::kv::line::{self, Command, MAX_LINE_BYTES};
+use strata_core::kv::line::{
+    self, Command, MAX_COMMANDS_PER_REQUEST, MAX_LINE_BYTES, MAX_REPLY_BYTES, ReplyBudget,
+};
 use strata_core::kv::tx::TxId;
 use strata_core::kv::{Key, Value};
 use strata_core::{Error, Kind, Stores};
@@ -143,6 +149,12 @@ impl Session {
 
 /// `POST /kv/commands` (text/plain, one command per line) → `200` with one reply line per command. The
 /// lines run in one session; a transaction still open at the end of the body is rolled back.
+///
+/// Bounds: over [`MAX_COMMANDS_PER_REQUEST`] commands, `413 too_many_commands` before anything runs. When
+/// the replies would pass [`MAX_REPLY_BYTES`] (see [`ReplyBudget`]), the request stops before the command
+/// that would pass it: the commands before it ran (their single-key writes stand, a transaction they left
+/// open is rolled back, as at the end of a body), that one and the rest did not, and the answer is
+/// `413 reply_too_large` with `commands_run`, instead of the replies.
 pub async fn commands(stores: &Stores, req: Request) -> Response {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
@@ -154,14 +166,58 @@ pub async fn commands(stores: &Stores, req: Request) -> Response {
             "the commands are not UTF-8 text",
         ));
     };
+    let count = line::count_commands(text);
+    if count > MAX_COMMANDS_PER_REQUEST {
+        return error(
+            &Error::too_large(
+                "too_many_commands",
+                format!(
+                    "the body holds {count} commands; a request may hold at most \
+                     {MAX_COMMANDS_PER_REQUEST} (none of them ran)"
+                ),
+            )
+            .with("commands", count)
+            .with("limit", MAX_COMMANDS_PER_REQUEST),
+        );
+    }
     let mut session = Session::new();
     let mut replies = String::new();
+    let mut budget = ReplyBudget::new(MAX_REPLY_BYTES);
+    let mut ran = 0usize;
+    let mut overflow = false;
     for raw in text.split('\n') {
-        if let Some(reply) = session.execute(stores, raw).await {
-            replies.push_str(&reply);
+        if line::is_blank(raw) {
+            continue;
         }
+        if !budget.admits(raw) {
+            overflow = true;
+            break;
+        }
+        let reply = session.execute(stores, raw).await.unwrap_or_default();
+        if !budget.spend(&reply) {
+            // Only a GET's reply can fail to fit, and a read changes nothing: as if it never ran.
+            overflow = true;
+            break;
+        }
+        ran += 1;
+        replies.push_str(&reply);
     }
     session.close(stores).await;
+    if overflow {
+        return error(
+            &Error::too_large(
+                "reply_too_large",
+                format!(
+                    "the replies would pass {MAX_REPLY_BYTES} bytes: the first {ran} of the {count} \
+                     commands ran (a transaction they left open was rolled back), the rest did not; \
+                     send the rest in another request"
+                ),
+            )
+            .with("commands_run", ran)
+            .with("commands", count)
+            .with("limit", MAX_REPLY_BYTES),
+        );
+    }
     http::Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")

@@ -3,6 +3,11 @@
 //! route's response, which API Gateway sends back on the socket. The session's open transaction is kept in
 //! the [`strata_core::kv::line::Connections`] port between messages and rolled back on `$disconnect`.
 //!
+//! Bounds: a message is one command (a newline inside it is part of the command, as in a `PUT`'s value),
+//! so one invocation runs one command and answers at most
+//! [`strata_core::kv::line::MAX_ONE_REPLY_BYTES`], within Lambda's response limit; API Gateway caps the
+//! message itself (128 KB).
+//!
 //! API Gateway does not wait for one message's invocation to finish before it starts the next one's, so two
 //! messages of one connection can run at once. The record of the connection's transaction only ever moves
 //! by compare-and-set from what the message started with, so overlapping messages never lose a

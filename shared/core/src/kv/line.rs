@@ -1,8 +1,22 @@
 //! The key/value line protocol (CONTRACT.md §1 "Line protocol"), compatible with the classic Haus KV servers: one
 //! command per line, one JSON reply line per command, byte for byte what Python's `json.dumps` writes.
 //!
-//! Parsing and reply encoding live here; the session (which store calls a command makes, transactions)
-//! is in `strata_kv::line`, shared by the TCP listener, `POST /kv/commands` and the WebSocket routes.
+//! Parsing and reply encoding live here, and every bound of the protocol, declared once: the session
+//! (which store calls a command makes, transactions) is in `strata_kv::line`, shared by the TCP listener,
+//! `POST /kv/commands` and the WebSocket routes, which apply these bounds.
+//!
+//! # Bounds
+//!
+//! - A line: at most [`MAX_LINE_BYTES`]; a longer one is answered with an error and skipped.
+//! - A request of `POST /kv/commands`: at most [`MAX_COMMANDS_PER_REQUEST`] commands (counted before any
+//!   runs), and at most [`MAX_REPLY_BYTES`] of replies, spent as [`ReplyBudget`] says. Both keep a request
+//!   within one Lambda invocation's time and its 6 MB response limit.
+//! - A WebSocket message is one command, so its reply is one command's: at most [`MAX_ONE_REPLY_BYTES`].
+//! - A TCP connection holds at most [`MAX_PENDING_REPLY_BYTES`] of replies before writing them (plus the
+//!   one reply that passes it), and writes before it reads more, so a client that does not read its
+//!   replies stops the server from reading its commands (TCP flow control), instead of making it buffer.
+//! - TCP connections: at most [`DEFAULT_MAX_CONNECTIONS`] at once and [`DEFAULT_IDLE_TIMEOUT`] idle,
+//!   unless `strata serve` is told otherwise.
 
 use crate::Error;
 use crate::kv::tx::TxId;
@@ -32,6 +46,99 @@ pub trait Connections: Send + Sync {
 /// Longest accepted line, in bytes (terminator excluded).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
+/// Most commands (non-blank lines) in one `POST /kv/commands` request; over it the request is refused
+/// with `413 too_many_commands` before any command runs. A thousand single-key commands take about as
+/// long on DynamoDB as one Lambda invocation may run.
+pub const MAX_COMMANDS_PER_REQUEST: usize = 1000;
+
+/// Most bytes of replies one `POST /kv/commands` request may produce (4 MiB): under the 6 MB a Lambda
+/// response may carry, with room for API Gateway's framing. See [`ReplyBudget`].
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most any reply but a `GET`'s can take: errors name at most a key (1 KiB, escaped at most 3×: keys
+/// hold no control characters) or 64 characters of an unknown command.
+pub const MAX_SMALL_REPLY_BYTES: usize = 8 * 1024;
+
+/// The most one reply can take: a `GET` of the largest value, each byte escaped as `\u00XX` (6 bytes).
+pub const MAX_ONE_REPLY_BYTES: usize = 6 * crate::kv::MAX_VALUE_BYTES + 64;
+
+/// A TCP connection writes its pending replies once they pass this (64 KiB), and always before it reads.
+pub const MAX_PENDING_REPLY_BYTES: usize = 64 * 1024;
+
+/// Default cap on line-protocol TCP connections open at once (`strata serve --max-line-connections`).
+/// A connection over it gets [`too_many_connections`] and is closed; the open ones are not affected.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default idle timeout of a line-protocol TCP connection (`strata serve --line-idle-timeout`), the same
+/// as a transaction's: a connection that sends nothing (or takes none of its replies) this long is closed,
+/// and its open transaction rolled back.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+// One reply always fits in a request's budget, so a request can always answer its first command.
+const _: () = assert!(MAX_ONE_REPLY_BYTES < MAX_REPLY_BYTES);
+
+/// The commands of a request: its non-blank lines (blank lines get no reply and run nothing).
+pub fn count_commands(text: &str) -> usize {
+    text.split('\n').filter(|raw| !is_blank(raw)).count()
+}
+
+/// A line with nothing but whitespace: no command, no reply.
+pub fn is_blank(raw: &str) -> bool {
+    raw.trim().is_empty()
+}
+
+/// How `POST /kv/commands` spends its [`MAX_REPLY_BYTES`], so that a request that would pass it stops
+/// *before* a command with effects: a `GET` runs and its reply is taken if it fits in what is left (a
+/// read changes nothing, so one that does not fit is as if it never ran); any other command runs only
+/// while [`MAX_SMALL_REPLY_BYTES`] are left, the most its reply can take.
+#[derive(Debug)]
+pub struct ReplyBudget {
+    left: usize,
+}
+
+impl ReplyBudget {
+    pub fn new(limit: usize) -> Self {
+        Self { left: limit }
+    }
+
+    /// Whether the command on `raw` may run now.
+    pub fn admits(&self, raw: &str) -> bool {
+        is_read(raw) || self.left >= MAX_SMALL_REPLY_BYTES
+    }
+
+    /// Spends `reply`'s bytes. `false`, spending nothing, if they do not fit: the request stops there.
+    pub fn spend(&mut self, reply: &str) -> bool {
+        match self.left.checked_sub(reply.len()) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A `GET`: the one command whose reply can be large, and which changes nothing.
+fn is_read(raw: &str) -> bool {
+    matches!(parse(raw), Ok(Some(Command::Get { .. })))
+}
+
+/// The reply to a TCP connection over [`DEFAULT_MAX_CONNECTIONS`] (or the configured cap), before it is
+/// closed.
+pub fn too_many_connections(limit: usize) -> String {
+    error(&format!(
+        "Too many connections (limit {limit}); try again later"
+    ))
+}
+
+/// The reply to a TCP connection idle past its timeout, before it is closed.
+pub fn idle_timeout(timeout: std::time::Duration) -> String {
+    error(&format!(
+        "Idle for {} s; closing the connection (an open transaction was rolled back)",
+        timeout.as_secs()
+    ))
+}
+
 /// One parsed command. Keys and values are raw here; the session validates them with the key/value rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -56,8 +163,10 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, String> {
     match word.to_ascii_uppercase().as_str() {
         "PUT" => {
             let (key, rest) = next_word(rest);
-            // Everything after the whitespace that follows the key is the value, inner spaces kept.
-            let value = rest.trim_start();
+            // Everything after the whitespace that follows the key is the value, inner spaces kept and
+            // trailing ones dropped: spaces are significant only inside the value, as the seed server's
+            // documentation reads `PUT   a    3 * 3 = 9 ` (the value is `3 * 3 = 9`).
+            let value = rest.trim();
             if key.is_empty() || value.is_empty() {
                 return usage("PUT key value");
             }
@@ -162,11 +271,19 @@ mod tests {
 
     #[test]
     fn commands_are_case_insensitive_and_values_keep_inner_spaces() {
+        // The seed's documented example: spaces matter only inside the value, trailing ones are dropped.
         assert_eq!(
             parse("PUT   a    3 * 3 = 9 ").unwrap(),
             Some(Command::Put {
                 key: "a",
-                value: "3 * 3 = 9 "
+                value: "3 * 3 = 9"
+            })
+        );
+        assert_eq!(
+            parse("PUT a  x  y \t\r").unwrap(),
+            Some(Command::Put {
+                key: "a",
+                value: "x  y"
             })
         );
         assert_eq!(
@@ -210,6 +327,46 @@ mod tests {
             assert_eq!(parse(line).unwrap_err(), message, "{line:?}");
         }
     }
+
+    #[test]
+    fn commands_are_the_non_blank_lines() {
+        assert_eq!(count_commands(""), 0);
+        assert_eq!(count_commands("GET a\n\n  \r\nPUT a 1\nGET a"), 3);
+        assert_eq!(count_commands(&"GET a\n".repeat(2000)), 2000);
+    }
+
+    #[test]
+    fn the_reply_budget_stops_before_a_command_with_effects() {
+        let mut budget = ReplyBudget::new(MAX_SMALL_REPLY_BYTES + 10);
+        assert!(budget.admits("PUT a 1") && budget.admits("GET a"));
+        assert!(budget.spend(&"x".repeat(11)));
+        // Under 8 KiB left: no write may run (its reply might not fit), a read still may.
+        assert!(!budget.admits("PUT a 1") && !budget.admits("START") && !budget.admits("FLY"));
+        assert!(budget.admits("get a"));
+        assert!(!budget.spend(&"x".repeat(MAX_SMALL_REPLY_BYTES)));
+        assert!(budget.spend(&"x".repeat(MAX_SMALL_REPLY_BYTES - 1)));
+        assert!(!budget.spend("x"));
+    }
+
+    #[test]
+    fn the_longest_small_replies_fit_their_bound() {
+        // A conflict names a key of 1024 bytes of 3-byte characters, each escaped as 6 bytes.
+        let key = "说".repeat(MAX_KEY_CHARS);
+        let conflict = error(&format!(
+            "Conflict on key {key}: the transaction was rolled back"
+        ));
+        let unknown = error(&format!(
+            "Unknown command: {}",
+            truncate(&"🚀".repeat(100), 64)
+        ));
+        for reply in [conflict, unknown] {
+            assert!(reply.len() <= MAX_SMALL_REPLY_BYTES, "{}", reply.len());
+        }
+        let value = "\u{1}".repeat(crate::kv::MAX_VALUE_BYTES);
+        assert!(result(&value).len() <= MAX_ONE_REPLY_BYTES);
+    }
+
+    const MAX_KEY_CHARS: usize = crate::kv::MAX_KEY_BYTES / 3;
 
     #[test]
     fn replies_are_the_bytes_python_writes() {
