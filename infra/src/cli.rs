@@ -226,7 +226,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let max_connections = args.max_connections;
-    crate::http_listener::raise_file_limit(max_connections);
+    crate::http_listener::raise_file_limit(max_connections + args.max_line_connections);
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
