@@ -192,6 +192,8 @@ impl Store {
             kv_tx: Arc::new(crate::kv_tx::EmbeddedKvTx::new(
                 self.clone(),
                 settings.tx_idle_timeout,
+                settings.max_open_transactions,
+                settings.max_transaction_memory,
             )),
             ledger: Arc::new(crate::ledger::EmbeddedLedger::new(
                 self.clone(),
