@@ -128,15 +128,17 @@ pub struct IssueRequest {
 
 /// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 /// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
-/// request gets it back while the key's record holds ([`crate::idempotency::DEFAULT_RETENTION`] from the issue);
-/// another request under that key is `422 idempotency_key_reused`; past the retention the key is free
-/// (`Ok(None)`: issue anew).
+/// request gets it back while the key's record holds (until `expires_at`: the configured retention,
+/// [`crate::Settings::retention`], after the issue); another request under that key is
+/// `422 idempotency_key_reused`; from `expires_at` on the key is free (`Ok(None)`: issue anew, a new
+/// certificate, whatever the request).
 pub fn replay_of(
     request: &IssueRequest,
     earlier: Certificate,
-    now: std::time::SystemTime,
+    expires_at: SystemTime,
+    now: SystemTime,
 ) -> Result<Option<Certificate>, Error> {
-    if earlier.issued_at + crate::idempotency::DEFAULT_RETENTION < now {
+    if expires_at <= now {
         return Ok(None);
     }
     if earlier.class != request.class

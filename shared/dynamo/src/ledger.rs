@@ -446,7 +446,10 @@ impl DynamoLedger {
             number: num(&record, "number")?,
         };
         match self.get_certificate(&id).await? {
-            Some(earlier) => replay_of(request, earlier, std::time::SystemTime::now()),
+            Some(earlier) => {
+                let expires_at = earlier.issued_at + strata_core::idempotency::DEFAULT_RETENTION;
+                replay_of(request, earlier, expires_at, std::time::SystemTime::now())
+            }
             None => Err(Error::internal(format!(
                 "request record {request_id} points to a missing certificate"
             ))),
