@@ -539,7 +539,7 @@ mod tests {
             limiter.shrink_to_fit();
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while limiter.len() > 0 {
+        while !limiter.is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the map was never trimmed: {} left",

@@ -344,7 +344,7 @@ impl KvTransactions for EmbeddedKvTx {
                             .expect
                             .is_some_and(|expected| expected != record.version)
                         {
-                            return Err(conflict(&step.key));
+                            return Err(conflict(step.key));
                         }
                         current.push(record.version);
                     }

@@ -21,12 +21,13 @@ fn kept_records(dir: &std::path::Path) -> [(Space, usize); 3] {
 }
 
 /// After `first`, stops the server, counts what is kept, and starts it again; until nothing is (at most
-/// `within`). Returns how long it took.
+/// `within`). Each check leaves the server running for 3 s first: its sweeper's passes come every second
+/// with a short retention, the first one a second after the start. Returns how long it took.
 fn until_swept(server: &mut Server, first: Duration, within: Duration) -> Duration {
     let started = Instant::now();
     std::thread::sleep(first);
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(3));
         server.terminate(Duration::from_secs(30));
         let kept = kept_records(&server.data_dir);
         server.restart();
@@ -138,7 +139,11 @@ async fn after_the_retention_keyed_records_are_swept_and_a_reused_key_is_a_new_r
     assert!(kept.iter().all(|(_, n)| *n > 0), "{kept:?}");
     let before = disk_bytes(dir.path());
 
-    let took = until_swept(&mut server, Duration::ZERO, Duration::from_secs(30));
+    let took = until_swept(
+        &mut server,
+        Duration::from_secs(RETENTION_SECONDS.parse::<u64>().unwrap()),
+        Duration::from_secs(40),
+    );
     let after = disk_bytes(dir.path());
     println!(
         "records kept before the sweep {kept:?}; all swept {:.1} s after the last check; disk {before} \

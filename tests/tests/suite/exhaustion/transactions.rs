@@ -70,13 +70,16 @@ struct Attempt {
     written: usize,
 }
 
-/// 300 transactions of 3.8 MB each (1.1 GB in all) against default flags: the first ones fill the
+/// 300 transactions of 3.8 MB each (1.1 GB in all), 32 at a time, against default flags: the first ones fill the
 /// 256 MiB budget, every write past it is `503 transaction_memory_full`, the bystander is served all along,
 /// the peak stays under 512 MiB, and every admitted transaction commits exactly what it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_transactions_of_3_8_mb_are_bounded_and_the_admitted_ones_commit() {
+    // `infra/scripts/exhaust-retention` may point it at another build.
+    let binary =
+        std::env::var("STRATA_EXHAUST_BINARY").unwrap_or_else(|_| crate::STRATA.to_owned());
     let dir = tempfile::tempdir().unwrap();
-    let server = Arc::new(Server::start(crate::STRATA, dir.path(), &[]));
+    let server = Arc::new(Server::start(&binary, dir.path(), &[]));
     let bystander = Bystander::start(&server.base);
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -290,16 +293,16 @@ async fn past_the_open_transaction_cap_starting_one_is_503_and_nothing_is_create
     }
 }
 
-/// `--tx-idle-timeout 1 --max-transaction-memory-mb 8`: two transactions fill the budget and are left
-/// idle; a third, kept alive, is refused. With no transaction begun meanwhile, the sweeper alone expires
-/// the idle two, and the third's retry is taken.
+/// `--tx-idle-timeout 3 --max-transaction-memory-mb 8`: three transactions write 3.8 MB each in turns until
+/// the first refusal; the refused one is kept alive, the other two are left idle. With no transaction begun
+/// meanwhile, the sweeper alone expires the idle two, and the refused write's retry is taken.
 #[tokio::test]
 async fn abandoned_transactions_are_swept_on_a_timer_and_their_bytes_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         crate::STRATA,
         dir.path(),
-        &["--tx-idle-timeout", "1", "--max-transaction-memory-mb", "8"],
+        &["--tx-idle-timeout", "3", "--max-transaction-memory-mb", "8"],
     );
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -313,42 +316,37 @@ async fn abandoned_transactions_are_swept_on_a_timer_and_their_bytes_come_back()
                 .to_owned(),
         );
     }
-    for (index, id) in ids[..2].iter().enumerate() {
-        for write in 0..WRITES_PER_TX {
+    let mut refused = None;
+    'fill: for write in 0..WRITES_PER_TX {
+        for (index, id) in ids.iter().enumerate() {
             let r = put(
                 &client,
                 &server,
                 id,
-                &format!("a{write}"),
+                &format!("k{write}"),
                 &value_of(index, write),
             )
             .await;
-            assert_eq!(r.status(), 200, "{:?}", r.text().await);
+            if r.status() != 200 {
+                assert_busy(r, "transaction_memory_full").await;
+                refused = Some((index, write));
+                break 'fill;
+            }
         }
     }
-    let survivor = &ids[2];
-    let mut refused_at = None;
-    for write in 0..WRITES_PER_TX {
-        let r = put(
-            &client,
-            &server,
-            survivor,
-            &format!("s{write}"),
-            &value_of(2, write),
-        )
-        .await;
-        if r.status() != 200 {
-            assert_busy(r, "transaction_memory_full").await;
-            refused_at = Some(write);
-            break;
-        }
-    }
-    let refused_at = refused_at.expect("8 MiB cannot hold three transactions of 3.8 MB");
+    let (survivor, refused_at) = refused.expect("8 MiB cannot hold three transactions of 3.8 MB");
+    let idle: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != survivor)
+        .map(|(_, id)| id)
+        .collect();
+    let survivor = &ids[survivor];
     // Only the survivor is touched (every operation restarts its idle timer); nothing begins.
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         let r = client
-            .get(server.url(&format!("/kv/transactions/{survivor}/keys/s0")))
+            .get(server.url(&format!("/kv/transactions/{survivor}/keys/k0")))
             .send()
             .await
             .unwrap();
@@ -360,8 +358,8 @@ async fn abandoned_transactions_are_swept_on_a_timer_and_their_bytes_come_back()
             &client,
             &server,
             survivor,
-            &format!("s{write}"),
-            &value_of(2, write),
+            &format!("k{write}"),
+            &value_of(9, write),
         )
         .await;
         assert_eq!(r.status(), 200, "after the sweep: {:?}", r.text().await);
@@ -372,7 +370,8 @@ async fn abandoned_transactions_are_swept_on_a_timer_and_their_bytes_come_back()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    for id in &ids[..2] {
+    assert_eq!(r.json::<Value>().await.unwrap()["writes"], WRITES_PER_TX);
+    for id in idle {
         let r = client
             .post(server.url(&format!("/kv/transactions/{id}/commit")))
             .send()
