@@ -362,11 +362,12 @@ mod tests {
     #[test]
     fn the_plan_validates_reads_and_applies_writes_in_key_order() {
         let mut b = TxBuffer::default();
-        b.record_read(&k("b"), 4, &mut room()).unwrap();
-        b.record_read(&k("b"), 9, &mut room()).unwrap(); // the first read is what gets validated
-        b.stage(&k("b"), Some(v("new")), &mut room()).unwrap();
-        b.stage(&k("a"), None, &mut room()).unwrap();
-        b.record_read(&k("c"), 0, &mut room()).unwrap();
+        let mut budget = room();
+        b.record_read(&k("b"), 4, &mut budget).unwrap();
+        b.record_read(&k("b"), 9, &mut budget).unwrap(); // the first read is what gets validated
+        b.stage(&k("b"), Some(v("new")), &mut budget).unwrap();
+        b.stage(&k("a"), None, &mut budget).unwrap();
+        b.record_read(&k("c"), 0, &mut budget).unwrap();
         assert_eq!(b.own_write(&k("a")), Some(None));
         assert_eq!(b.own_write(&k("b")), Some(Some(&v("new"))));
         assert_eq!(b.own_write(&k("c")), None);
@@ -384,58 +385,60 @@ mod tests {
     #[test]
     fn the_100th_distinct_key_is_refused_and_the_buffer_stays_usable() {
         let mut b = TxBuffer::default();
+        let mut budget = room();
         for i in 0..MAX_TX_KEYS {
             if i % 2 == 0 {
-                b.stage(&k(&format!("k{i}")), Some(v("x")), &mut room())
+                b.stage(&k(&format!("k{i}")), Some(v("x")), &mut budget)
                     .unwrap();
             } else {
-                b.record_read(&k(&format!("k{i}")), 1, &mut room()).unwrap();
+                b.record_read(&k(&format!("k{i}")), 1, &mut budget).unwrap();
             }
         }
         let e = b
-            .stage(&k("one-too-many"), Some(v("x")), &mut room())
+            .stage(&k("one-too-many"), Some(v("x")), &mut budget)
             .unwrap_err();
         assert_eq!(
             (e.kind, e.code.as_ref()),
             (Kind::TooLarge, "transaction_too_large")
         );
         assert_eq!(
-            b.record_read(&k("another"), 0, &mut room())
+            b.record_read(&k("another"), 0, &mut budget)
                 .unwrap_err()
                 .code,
             "transaction_too_large"
         );
         // keys already in the transaction can still be read and rewritten
-        b.stage(&k("k1"), Some(v("y")), &mut room()).unwrap();
-        b.stage(&k("k0"), None, &mut room()).unwrap();
+        b.stage(&k("k1"), Some(v("y")), &mut budget).unwrap();
+        b.stage(&k("k0"), None, &mut budget).unwrap();
         assert_eq!(b.plan().len(), MAX_TX_KEYS);
     }
 
     #[test]
     fn bytes_are_counted_per_key_and_rewrites_replace_their_old_size() {
         let mut b = TxBuffer::default();
+        let mut budget = room();
         let big = "x".repeat(200_000);
         for i in 0..19 {
-            b.stage(&k(&format!("k{i:02}")), Some(v(&big)), &mut room())
+            b.stage(&k(&format!("k{i:02}")), Some(v(&big)), &mut budget)
                 .unwrap();
         }
         // 19 * 200_004 = 3_800_076; one more is over 4_000_000
         assert_eq!(
-            b.stage(&k("k19"), Some(v(&big)), &mut room())
+            b.stage(&k("k19"), Some(v(&big)), &mut budget)
                 .unwrap_err()
                 .code,
             "transaction_too_large"
         );
         // shrinking an existing write frees room
-        b.stage(&k("k00"), Some(v("small")), &mut room()).unwrap();
-        b.stage(&k("k19"), Some(v(&big)), &mut room()).unwrap();
+        b.stage(&k("k00"), Some(v("small")), &mut budget).unwrap();
+        b.stage(&k("k19"), Some(v(&big)), &mut budget).unwrap();
     }
 
     #[test]
     fn the_budget_is_charged_for_what_is_buffered_and_a_refusal_changes_nothing() {
         let big = "x".repeat(100_000);
         let cost = (3 + big.len()) as u64 + ENTRY_OVERHEAD_BYTES;
-        let mut budget = MemoryBudget::new(2 * cost + 10);
+        let mut budget = MemoryBudget::new(2 * cost + 200);
         let mut b = TxBuffer::default();
         b.stage(&k("k01"), Some(v(&big)), &mut budget).unwrap();
         b.stage(&k("k02"), Some(v(&big)), &mut budget).unwrap();
@@ -450,7 +453,7 @@ mod tests {
         assert_eq!((budget.used(), b.memory()), (2 * cost, 2 * cost));
         // a read costs its key too: refused when nothing is left
         let e = b
-            .record_read(&k("x".repeat(20).as_str()), 1, &mut budget)
+            .record_read(&k("x".repeat(150).as_str()), 1, &mut budget)
             .unwrap_err();
         assert_eq!(e.code, "transaction_memory_full");
         assert_eq!(b.plan().len(), 2);
