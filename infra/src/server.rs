@@ -89,6 +89,15 @@ pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
         .burst_size(limit.requests)
         .finish()
         .expect("a positive period and burst");
+    trim_every(
+        config.limiter(),
+        limit.per.clamp(TRIM_EVERY_MIN, TRIM_EVERY_MAX),
+        // `retain_recent`, as tower_governor advises, then the memory back.
+        |limiter| {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        },
+    );
     let layer = GovernorLayer::new(Arc::new(config)).error_handler(|e| {
         let retry_after = match e {
             tower_governor::GovernorError::TooManyRequests { wait_time, .. } => wait_time.max(1),
@@ -111,6 +120,37 @@ pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
         .route_layer(axum::middleware::from_fn(move |req, next| {
             count_throttled(operations.clone(), req, next)
         }))
+}
+
+/// The limiter keeps a state per client address and route it has seen; a client quiet for one period of
+/// the limit is back to a full burst, and its state says nothing a fresh one would not. Those are dropped
+/// every period (within these bounds), so the map holds the clients of about the last period, not every
+/// address that ever called.
+const TRIM_EVERY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const TRIM_EVERY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `trim` on `limiter` every `every` on a thread of its own, until the limiter is dropped with its
+/// router.
+fn trim_every<T: Send + Sync + 'static>(
+    limiter: &Arc<T>,
+    every: std::time::Duration,
+    trim: fn(&T),
+) {
+    let limiter = Arc::downgrade(limiter);
+    let spawned = std::thread::Builder::new()
+        .name("strata-rate-trim".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(limiter) = limiter.upgrade() else {
+                    return;
+                };
+                trim(&limiter);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the rate limiter's trimmer");
+    }
 }
 
 /// Route template (axum syntax) and method → operation, for the answers no handler gave.
@@ -494,6 +534,41 @@ fn to_axum(response: strata_http::Response) -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::{RateLimit, axum_path};
+
+    /// The limiter's map holds the clients of about the last period, not every address that ever called.
+    #[test]
+    fn the_rate_limiters_map_is_trimmed_of_quiet_clients() {
+        use tower_governor::governor::GovernorConfigBuilder;
+        let config = GovernorConfigBuilder::default()
+            .key_extractor(super::ClientAndRoute)
+            .period(std::time::Duration::from_millis(10))
+            .burst_size(1)
+            .finish()
+            .unwrap();
+        let limiter = config.limiter();
+        for n in 0..1000u32 {
+            let client = std::net::IpAddr::from(n.to_be_bytes());
+            assert!(
+                limiter
+                    .check_key(&(client, http::Method::GET, "/kv/keys/{key}".into()))
+                    .is_ok()
+            );
+        }
+        assert_eq!(limiter.len(), 1000);
+        super::trim_every(limiter, std::time::Duration::from_millis(50), |limiter| {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !limiter.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the map was never trimmed: {} left",
+                limiter.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 
     #[test]
     fn rate_limits_parse() {

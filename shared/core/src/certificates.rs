@@ -128,19 +128,17 @@ pub struct IssueRequest {
 
 /// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 /// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
-/// request gets it back while the key's record holds (`retention` from the issue, see [`crate::retention`]);
-/// another request under that key is `422 idempotency_key_reused`; past that the key is free and the
-/// earlier certificate is none of this request's business (`Ok(None)`: issue anew).
+/// request gets it back while the key's record holds (until `expires_at`: the configured retention,
+/// [`crate::Settings::retention`], after the issue; see [`crate::retention`]); another request under that key is
+/// `422 idempotency_key_reused`; from `expires_at` on the key is free (`Ok(None)`: issue anew, a new
+/// certificate, whatever the request).
 pub fn replay_of(
     request: &IssueRequest,
     earlier: Certificate,
-    now: std::time::SystemTime,
-    retention: std::time::Duration,
+    expires_at: SystemTime,
+    now: SystemTime,
 ) -> Result<Option<Certificate>, Error> {
-    if crate::retention::is_expired(
-        crate::retention::holds_until(earlier.issued_at, retention),
-        now,
-    ) {
+    if crate::retention::is_expired(expires_at, now) {
         return Ok(None);
     }
     if earlier.class != request.class

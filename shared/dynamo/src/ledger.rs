@@ -455,12 +455,12 @@ impl DynamoLedger {
             number: num(&record, "number")?,
         };
         match self.get_certificate(&id).await? {
-            Some(earlier) => replay_of(
-                request,
-                earlier,
-                std::time::SystemTime::now(),
-                self.retention,
-            ),
+            Some(earlier) => {
+                // Honoured for the retention plus the clock-skew margin, as every reader of records does.
+                let expires_at =
+                    strata_core::retention::holds_until(earlier.issued_at, self.retention);
+                replay_of(request, earlier, expires_at, std::time::SystemTime::now())
+            }
             None => Err(Error::internal(format!(
                 "request record {request_id} points to a missing certificate"
             ))),

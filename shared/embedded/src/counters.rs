@@ -2,7 +2,7 @@
 //!
 //! Keyspaces: `counters` (key → total, pending: accepted but not yet folded), `counter_log` (sequence
 //! number → value and key; eventual mode) and `counter_requests` (request id → marker: this request was
-//! counted or logged). Every increment is one writer command that checks the request marker and the room
+//! counted or logged, until the marker's expiry; see [`crate::retention`]). Every increment is one writer command that checks the request marker and the room
 //! left below 2^63 − 1 (total + pending), then adds to the total (strong) or appends to the log (eventual),
 //! writing the marker in the same batch.
 //!
@@ -27,6 +27,8 @@ const FOLD_BATCH: usize = 10_000;
 pub struct EmbeddedCounters {
     store: Store,
     mode: Mode,
+    /// How long a request's marker holds.
+    retention: Duration,
     /// The next log sequence number; assigned inside writer commands, so in commit order.
     next_entry: Arc<AtomicU64>,
 }
@@ -71,7 +73,7 @@ fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
 }
 
 impl EmbeddedCounters {
-    pub fn new(store: Store, mode: Mode) -> Self {
+    pub fn new(store: Store, mode: Mode, retention: Duration) -> Self {
         let next_entry = store.counter_log_sequence();
         // The folder runs in strong mode too: a data directory last served in eventual mode may still hold
         // logged increments, and folding is the only way they reach the totals. In strong mode nothing new is
@@ -94,6 +96,7 @@ impl EmbeddedCounters {
         Self {
             store,
             mode,
+            retention,
             next_entry,
         }
     }
@@ -156,6 +159,7 @@ impl Counters for EmbeddedCounters {
         request_id: Option<&str>,
     ) -> Result<Incremented, Error> {
         let (key, mode, next_entry) = (key.clone(), self.mode, self.next_entry.clone());
+        let retention = self.retention;
         let request = request_id.map(|r| r.as_bytes().to_vec());
         self.store
             .write(move |staging| {
@@ -166,8 +170,10 @@ impl Counters for EmbeddedCounters {
                 )?;
                 let mut counter = stored.unwrap_or_default();
                 // Counted (or logged) before: a retry after a crash lost the first answer. Count nothing more.
+                // A marker past its expiry is a request of the past: the key reused counts again.
                 if let Some(r) = &request
-                    && staging.get(Space::CounterRequests, r)?.is_some()
+                    && let Some(marker) = staging.get(Space::CounterRequests, r)?
+                    && crate::retention::marker_holds(&marker, crate::retention::now_ms())?
                 {
                     return Ok(match mode {
                         Mode::Strong => Incremented::Total(counter.total),
@@ -178,7 +184,13 @@ impl Counters for EmbeddedCounters {
                     return Err(overflow(&key, counter.room(), value));
                 }
                 if let Some(r) = request {
-                    staging.put(Space::CounterRequests, r, Vec::new());
+                    staging.put(
+                        Space::CounterRequests,
+                        r,
+                        crate::retention::encode_marker(crate::retention::expiry_from_now(
+                            retention,
+                        )),
+                    );
                 }
                 let answer = match mode {
                     Mode::Strong => {
@@ -228,7 +240,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             // Hold the folder's claim, so these increments stay in the log.
             assert!(store.claim_folder());
-            let eventual = EmbeddedCounters::new(store.clone(), Mode::Eventual);
+            let eventual = EmbeddedCounters::new(store.clone(), Mode::Eventual, Duration::MAX);
             for _ in 0..5 {
                 assert_eq!(
                     eventual.increment(&key, 2, None).await.unwrap(),
@@ -242,7 +254,7 @@ mod tests {
             );
         }
         let store = Store::open(dir.path()).unwrap();
-        let strong = EmbeddedCounters::new(store.clone(), Mode::Strong);
+        let strong = EmbeddedCounters::new(store.clone(), Mode::Strong, Duration::MAX);
         let deadline = Instant::now() + Duration::from_secs(30);
         while strong.get(&key).await.unwrap() != Some(10) {
             assert!(

@@ -2,23 +2,47 @@
 //!
 //! Claims of running requests live in memory: they only matter while this process runs the request, and a
 //! crash ends the request as well. Completed responses are written durably (keyspace `idempotency`:
-//! key → expiry, fingerprint, status, body) and kept for 24 hours; an expired record is replaced on the next
-//! claim of its key.
+//! key → expiry, fingerprint, status, body) and kept for the configured retention (24 hours unless
+//! configured); an expired record is never answered, is replaced on the next claim of its key, and is
+//! deleted by the sweeper ([`crate::retention`]) if the key is not reused.
 
 use crate::{Space, Store};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, DEFAULT_RETENTION, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
+    Claim, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
 };
 
 pub struct EmbeddedIdempotency {
     store: Store,
+    retention: Duration,
     // A std Mutex, not a tokio one: nothing awaits while it is held.
-    running: Mutex<HashMap<String, (String, Instant)>>,
+    running: Mutex<Running>,
+}
+
+/// Claims of requests running now: key → fingerprint and until when the claim holds. A request whose
+/// client went away mid-way (its future dropped) never completes nor releases its claim, so expired claims
+/// are dropped as new ones come in, at most once per [`IN_PROGRESS_TTL`]: the map holds at most the claims
+/// of that long.
+struct Running {
+    claims: HashMap<String, (String, Instant)>,
+    next_trim: Instant,
+}
+
+impl Running {
+    fn insert(&mut self, key: &str, fingerprint: &str, now: Instant) {
+        if now >= self.next_trim {
+            self.claims.retain(|_, (_, until)| *until > now);
+            self.next_trim = now + IN_PROGRESS_TTL;
+        }
+        self.claims.insert(
+            key.to_owned(),
+            (fingerprint.to_owned(), now + IN_PROGRESS_TTL),
+        );
+    }
 }
 
 /// Set in a record's status when the answer's content type follows it (statuses are below 600).
@@ -30,12 +54,7 @@ struct Record {
     stored: Stored,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
+use crate::retention::now_ms;
 
 fn corrupt() -> Error {
     Error::internal("corrupt idempotency record")
@@ -102,10 +121,15 @@ impl Record {
 }
 
 impl EmbeddedIdempotency {
-    pub fn new(store: Store) -> Self {
+    /// Completed responses are kept for `retention`.
+    pub fn new(store: Store, retention: Duration) -> Self {
         Self {
             store,
-            running: Mutex::new(HashMap::new()),
+            retention,
+            running: Mutex::new(Running {
+                claims: HashMap::new(),
+                next_trim: Instant::now(),
+            }),
         }
     }
 }
@@ -131,17 +155,14 @@ impl Idempotency for EmbeddedIdempotency {
             }
         }
         let now = Instant::now();
-        match running.get(key) {
+        match running.claims.get(key) {
             Some((fp, until)) if *until > now => Err(if fp == fingerprint {
                 in_progress()
             } else {
                 mismatch()
             }),
             _ => {
-                running.insert(
-                    key.to_owned(),
-                    (fingerprint.to_owned(), now + IN_PROGRESS_TTL),
-                );
+                running.insert(key, fingerprint, now);
                 Ok(Claim::Proceed)
             }
         }
@@ -149,7 +170,7 @@ impl Idempotency for EmbeddedIdempotency {
 
     async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
         let record = Record {
-            expires_ms: now_ms() + DEFAULT_RETENTION.as_millis() as u64,
+            expires_ms: crate::retention::expiry_from_now(self.retention),
             fingerprint: fingerprint.to_owned(),
             stored: response.clone(),
         };
@@ -164,6 +185,7 @@ impl Idempotency for EmbeddedIdempotency {
         self.running
             .lock()
             .expect("no panics while holding the lock")
+            .claims
             .remove(key);
         result
     }
@@ -172,6 +194,7 @@ impl Idempotency for EmbeddedIdempotency {
         self.running
             .lock()
             .expect("no panics while holding the lock")
+            .claims
             .remove(key);
         Ok(())
     }

@@ -2,13 +2,14 @@
 //!
 //! Keyspaces: `classes` (class code → authorized, issued, next number), `certificates` (class code, a zero
 //! byte, the number big-endian → amount, issue time, name; so a range scan lists a class in number order) and
-//! `requests` (request id → certificate key, for idempotent issues). An issue is one writer command: it
+//! `requests` (request id → certificate key and expiry, for idempotent issues; see [`crate::retention`]). An issue is one writer command: it
 //! checks the request id, the shares left, allocates the number and writes the certificate and the class in
 //! the same durable batch, so a crash can never leave a gap or a duplicate.
 //!
 //! Default classes are not written at start-up: a default class that was never touched reads as freshly
 //! created, and the first write stores it.
 
+use crate::retention::after;
 use crate::{Space, Store};
 use async_trait::async_trait;
 use fjall::Readable;
@@ -22,6 +23,8 @@ use strata_core::certificates::{
 pub struct EmbeddedLedger {
     store: Store,
     defaults: Vec<(ClassCode, u64)>,
+    /// How long an issue's request record holds.
+    retention: Duration,
 }
 
 fn corrupt() -> Error {
@@ -84,8 +87,12 @@ fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
 }
 
 impl EmbeddedLedger {
-    pub fn new(store: Store, defaults: Vec<(ClassCode, u64)>) -> Self {
-        Self { store, defaults }
+    pub fn new(store: Store, defaults: Vec<(ClassCode, u64)>, retention: Duration) -> Self {
+        Self {
+            store,
+            defaults,
+            retention,
+        }
     }
 
     /// A class as stored, or as a default class that was never touched reads.
@@ -147,26 +154,27 @@ impl Ledger for EmbeddedLedger {
         request: &IssueRequest,
         request_id: Option<&str>,
     ) -> Result<Certificate, Error> {
-        let (request, request_id, defaults) = (
+        let (request, request_id, defaults, retention) = (
             request.clone(),
             request_id.map(str::to_owned),
             self.defaults.clone(),
+            self.retention,
         );
         self.store
             .write(move |staging| {
                 if let Some(id) = &request_id
-                    && let Some(key) = staging.get(Space::Requests, id.as_bytes())?
+                    && let Some(record) = staging.get(Space::Requests, id.as_bytes())?
                 {
-                    let value = staging
-                        .get(Space::Certificates, &key)?
-                        .ok_or_else(corrupt)?;
-                    let earlier = decode_certificate(&key, &value)?;
-                    if let Some(certificate) = replay_of(
-                        &request,
-                        earlier,
-                        SystemTime::now(),
-                        strata_core::idempotency::DEFAULT_RETENTION,
-                    )? {
+                    let (key, expires) = crate::retention::decode_request(&record)?;
+                    let value = staging.get(Space::Certificates, key)?.ok_or_else(corrupt)?;
+                    let earlier = decode_certificate(key, &value)?;
+                    // A record of the earlier format has no expiry: it held a retention after the issue.
+                    let expires_at = expires.map_or(after(earlier.issued_at, retention), |ms| {
+                        UNIX_EPOCH + Duration::from_millis(ms)
+                    });
+                    if let Some(certificate) =
+                        replay_of(&request, earlier, expires_at, SystemTime::now())?
+                    {
                         return Ok(certificate);
                     }
                 }
@@ -201,7 +209,12 @@ impl Ledger for EmbeddedLedger {
                     encode_certificate(&certificate),
                 );
                 if let Some(id) = request_id {
-                    staging.put(Space::Requests, id.into_bytes(), key);
+                    let expires = crate::retention::to_ms(after(certificate.issued_at, retention));
+                    staging.put(
+                        Space::Requests,
+                        id.into_bytes(),
+                        crate::retention::encode_request(&key, expires),
+                    );
                 }
                 Ok(certificate)
             })

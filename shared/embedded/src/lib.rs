@@ -15,7 +15,9 @@
 //! - [`counters`]: strong and eventual counters; in eventual mode a folder thread moves the log into totals.
 //! - [`idempotency`]: `Idempotency-Key` records: running claims in memory, completed responses on disk.
 //! - [`widgets`]: widgets; every claim, release and delete is one writer command over both sides.
-//! - [`kv_tx`]: key/value transactions: open ones in memory, the commit as one writer command.
+//! - [`kv_tx`]: key/value transactions: open ones in memory, bounded in number and bytes, the commit as
+//!   one writer command.
+//! - [`retention`]: expiry of the records kept for idempotency and exactly-once, and their sweeper.
 //!
 //! Reads go straight to the keyspaces. fjall applies a batch to its memtables only after its journal write
 //! (and the fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
@@ -28,6 +30,7 @@ pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;
 pub mod ledger;
+pub mod retention;
 pub mod store;
 pub mod widgets;
 pub mod writer;

@@ -142,6 +142,7 @@ struct Inner {
     /// needs no re-derivation: the log on disk never holds a number at or above it.
     counter_log: Arc<AtomicU64>,
     folder_started: std::sync::atomic::AtomicBool,
+    sweeper_started: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -180,28 +181,44 @@ impl Store {
                 shared,
                 counter_log: Arc::new(AtomicU64::new(next_log_entry)),
                 folder_started: std::sync::atomic::AtomicBool::new(false),
+                sweeper_started: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
 
-    /// The ports, all served by this store.
+    /// The ports, all served by this store. The first call also starts the sweeper of expired records
+    /// ([`crate::retention`]), with that call's retention (every port writes expiries with its own).
     pub fn stores(&self, settings: &Settings) -> Stores {
+        if !self
+            .inner
+            .sweeper_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            crate::retention::start(self, settings.retention);
+        }
         Stores {
             backend: Backend::Embedded,
             kv: Arc::new(crate::kv::EmbeddedKv::new(self.clone())),
             kv_tx: Arc::new(crate::kv_tx::EmbeddedKvTx::new(
                 self.clone(),
                 settings.tx_idle_timeout,
+                settings.max_open_transactions,
+                settings.max_transaction_memory,
             )),
             ledger: Arc::new(crate::ledger::EmbeddedLedger::new(
                 self.clone(),
                 settings.default_classes.clone(),
+                settings.retention,
             )),
             counters: Arc::new(crate::counters::EmbeddedCounters::new(
                 self.clone(),
                 settings.counter_mode,
+                settings.retention,
             )),
-            idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(self.clone())),
+            idempotency: Arc::new(crate::idempotency::EmbeddedIdempotency::new(
+                self.clone(),
+                settings.retention,
+            )),
             connections: Arc::new(crate::connections::MemoryConnections::default()),
             widgets: Arc::new(crate::widgets::EmbeddedWidgets::new(self.clone())),
         }
@@ -292,6 +309,12 @@ impl Store {
             .injected
             .lose_answers
             .store(commands, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Records in `space` now (a full scan: for tests and tools, not for serving).
+    pub fn count(&self, space: Space) -> Result<usize, Error> {
+        let view = self.view()?;
+        view.snapshot().len(view.space(space)).map_err(fjall_error)
     }
 
     /// The current database and keyspaces: `503` for the moment the writer reopens the data directory. Hold

@@ -6,3 +6,5 @@
 
 mod http;
 mod line;
+mod retention;
+mod transactions;
