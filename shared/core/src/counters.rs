@@ -187,7 +187,10 @@ mod tests {
     fn folding_counts_what_fits_and_refuses_the_rest() {
         let f = fold(MAX_TOTAL - 5, &[3, 3, 2, 0]);
         assert_eq!(f.counted, [true, false, true, true]);
-        assert_eq!((f.total, f.added(&[3, 3, 2, 0]), f.refused()), (MAX_TOTAL, 5, 1));
+        assert_eq!(
+            (f.total, f.added(&[3, 3, 2, 0]), f.refused()),
+            (MAX_TOTAL, 5, 1)
+        );
         let f = fold(0, &[MAX_TOTAL, 1]);
         assert_eq!((f.total, f.refused()), (MAX_TOTAL, 1));
         assert_eq!(fold(7, &[]).total, 7);

@@ -363,7 +363,9 @@ mod tests {
 
     #[test]
     fn chunks_stay_within_100_actions_and_take_one_update_per_counter() {
-        let hot: Vec<Entry> = (0..1000).map(|i| entry(&format!("u#{i:04}"), "hot")).collect();
+        let hot: Vec<Entry> = (0..1000)
+            .map(|i| entry(&format!("u#{i:04}"), "hot"))
+            .collect();
         let split = chunks(hot);
         // 99 entries and one update per chunk.
         assert_eq!(split.len(), 11);

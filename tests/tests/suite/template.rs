@@ -1121,7 +1121,9 @@ fn the_counter_log_fails_over_to_a_queue_is_alarmed_and_rescanned_on_a_schedule(
         "malformed records come back as batch failures"
     );
     assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(true));
-    let retries = mapping["MaximumRetryAttempts"].as_u64().expect("bounded retries");
+    let retries = mapping["MaximumRetryAttempts"]
+        .as_u64()
+        .expect("bounded retries");
     assert!((1..=10_000).contains(&retries), "{retries}");
     // Large batches: a hot counter's item takes one write per chunk of 99 entries.
     assert!(mapping["BatchSize"].as_u64().unwrap() >= 1000);
