@@ -38,6 +38,18 @@ async fn dynamodb_server_args(proxy: &FaultProxy) -> (Vec<(String, String)>, Vec
 /// `clients` concurrent clients each sending `each` increments of 1 to `key` (stopping at the first
 /// failure, as at a kill); returns (acknowledged, sent).
 async fn load(base: &str, key: &str, clients: u64, each: u64) -> (u64, u64) {
+    load_with(base, key, clients, each, true).await
+}
+
+/// The same; with `stop_on_failure` false a client goes on after a `503` (an outcome unknown: a loaded
+/// machine can hold a DynamoDB Local answer past the SDK's attempt timeout) or a dropped connection.
+async fn load_with(
+    base: &str,
+    key: &str,
+    clients: u64,
+    each: u64,
+    stop_on_failure: bool,
+) -> (u64, u64) {
     let http = reqwest::Client::new();
     let (acked, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let tasks: Vec<_> = (0..clients)
@@ -47,18 +59,18 @@ async fn load(base: &str, key: &str, clients: u64, each: u64) -> (u64, u64) {
             tokio::spawn(async move {
                 for _ in 0..each {
                     sent.fetch_add(1, Ordering::SeqCst);
-                    let Ok(r) = http
+                    let answer = http
                         .post(&url)
                         .json(&json!({"key": key, "value": 1}))
                         .send()
-                        .await
-                    else {
-                        return;
-                    };
-                    if !r.status().is_success() {
-                        return;
+                        .await;
+                    match answer {
+                        Ok(r) if r.status().is_success() => {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ if stop_on_failure => return,
+                        _ => {}
                     }
-                    acked.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
@@ -76,7 +88,7 @@ async fn total(base: &str, key: &str) -> Option<u64> {
 }
 
 /// Polls the total until it is `expected` (or, with `at_most`, holds still within `expected..=at_most`
-/// for 2 s), at most `within`; returns the total and how long it took to get there.
+/// for 2 s), at most `within`; returns the total and how long it took to reach it (its last change).
 async fn settle(
     base: &str,
     key: &str,
@@ -97,7 +109,7 @@ async fn settle(
                 if (expected..=at_most).contains(&t)
                     && since.elapsed() > Duration::from_secs(2) =>
             {
-                return (t, started.elapsed());
+                return (t, since.saturating_duration_since(started));
             }
             _ => {}
         }
@@ -168,6 +180,8 @@ struct Figures {
     store: &'static str,
     mode: &'static str,
     increments: u64,
+    /// Answered `503` (outcome unknown) or not at all.
+    unknown: u64,
     accepted_in: Duration,
     exact_after: Duration,
     /// DynamoDB only: writes to the counter's item, and the write units of the whole run.
@@ -193,15 +207,11 @@ async fn figures_of(store: &'static str, mode: &'static str, clients: u64, each:
     let server = Server::start_with_env(crate::STRATA, dir.path(), &args, &env);
     proxy.reset_stats();
     let started = Instant::now();
-    let (acked, _) = load(&server.base, "hot", clients, each).await;
+    let (acked, sent) = load_with(&server.base, "hot", clients, each, false).await;
     let accepted_in = started.elapsed();
-    assert_eq!(
-        acked,
-        clients * each,
-        "{store} {mode}: every increment acknowledged"
-    );
-    let (_, exact_after) =
-        settle(&server.base, "hot", acked, acked, Duration::from_secs(300)).await;
+    // With unknown outcomes the total lands between the acknowledged and the sent, and "exact" is when it
+    // stops moving.
+    let (_, exact_after) = settle(&server.base, "hot", acked, sent, Duration::from_secs(600)).await;
     // What folding still writes after the total is exact is part of the cost: let it finish.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = proxy.stats();
@@ -210,6 +220,7 @@ async fn figures_of(store: &'static str, mode: &'static str, clients: u64, each:
         store,
         mode,
         increments: acked,
+        unknown: sent - acked,
         accepted_in,
         exact_after,
         item_writes: dynamodb
@@ -245,7 +256,7 @@ async fn hot_key_figures() {
         "\n{clients} clients x {each} increments of 1 on one key, strata serve (this build), one run:\n"
     );
     println!(
-        "| store | mode | increments | accepted in | increments/s | total exact after last ack | writes to the counter's item per 1,000 | write units per increment |"
+        "| store | mode | acknowledged (unknown) | accepted in | increments/s | total exact after last ack | writes to the counter's item per 1,000 | write units per increment |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for f in &all {
@@ -258,10 +269,11 @@ async fn hot_key_figures() {
             .map(|u| format!("{:.2}", u as f64 / f.increments as f64))
             .unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {} | {} | {:.1} s | {:.0} | {} ms | {per_thousand} | {units} |",
+            "| {} | {} | {} ({}) | {:.1} s | {:.0} | {} ms | {per_thousand} | {units} |",
             f.store,
             f.mode,
             f.increments,
+            f.unknown,
             f.accepted_in.as_secs_f64(),
             f.increments as f64 / f.accepted_in.as_secs_f64(),
             f.exact_after.as_millis(),
