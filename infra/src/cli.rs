@@ -72,6 +72,13 @@ struct Serve {
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
+    /// Most HTTP connections served at once; over it, new connections wait to be accepted.
+    #[arg(long, default_value_t = crate::http_listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (and, separately, its body); an idle keep-alive
+    /// connection is closed after as long.
+    #[arg(long, default_value_t = crate::http_listener::DEFAULT_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    read_timeout: u64,
     /// Address of the key/value line protocol (TCP).
     #[arg(long, default_value = "127.0.0.1:9888")]
     line_listen: SocketAddr,
@@ -210,6 +217,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             crate::auth::SHORT_TOKEN_BYTES
         );
     }
+    let max_connections = args.max_connections;
+    crate::http_listener::raise_file_limit(max_connections);
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
@@ -291,13 +300,16 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             auth_token: args.auth_token,
         },
     );
-    // Connection info gives the rate limiter each client's address.
-    axum::serve(
+    crate::http_listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        crate::http_listener::Limits {
+            max_connections,
+            read_timeout: std::time::Duration::from_secs(args.read_timeout),
+        },
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .await;
     tracing::info!("shutting down");
     let _ = stop_line.send(());
     let _ = line.await;

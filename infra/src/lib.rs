@@ -6,6 +6,8 @@
 //!   a test checks it against `template.yaml`.
 //! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
 //!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
+//! - [`http_listener`]: the HTTP listener (hyper): a cap on connections, a time limit on each request's
+//!   headers and body, idle keep-alive connections closed, a bounded drain on shutdown.
 //! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP
 //!   request, `AUTH` first on the line protocol, compared in constant time.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
+pub mod http_listener;
 pub mod line;
 pub mod openapi;
 pub mod routes;

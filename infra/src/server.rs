@@ -406,6 +406,11 @@ async fn call(
             )
             .await
         }
+        Err(e) if e.code == REQUEST_TIMEOUT => {
+            let mut response = error(&e);
+            *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+            response
+        }
         Err(e) => error(&e),
     };
     strata_http::metrics::observe(route.function, started, &response);
@@ -432,9 +437,12 @@ async fn to_lambda(
     }
     let query = query_map(req.uri().query().unwrap_or(""));
     let (parts, body) = req.into_parts();
-    // One byte over the limit is enough to know the body is too large.
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES + 1)
+    // One byte over the limit is enough to know the body is too large. A body that does not arrive in
+    // time would hold its connection (and a connection permit) as long as the client likes.
+    let timeout = crate::http_listener::read_timeout();
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES + 1))
         .await
+        .map_err(|_| body_timeout(timeout))?
         .map_err(|_| body_too_large())?;
     let body = if bytes.is_empty() {
         lambda_http::Body::Empty
@@ -445,6 +453,19 @@ async fn to_lambda(
         .with_path_parameters(path)
         .with_query_string_parameters(query))
 }
+
+/// `408 request_timeout` (the code is what clients match; the kind only picks the status, below).
+fn body_timeout(timeout: std::time::Duration) -> Error {
+    Error::invalid(
+        REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {} s",
+            timeout.as_secs()
+        ),
+    )
+}
+
+const REQUEST_TIMEOUT: &str = "request_timeout";
 
 fn invalid_path() -> Error {
     Error::invalid("invalid_path", "the path is not percent-encoded UTF-8")

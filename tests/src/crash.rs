@@ -1,5 +1,5 @@
 //! Crash-recovery rounds against the real `strata serve`: concurrent clients of all four services, `kill -9` at
-//! a random moment, a restart on the same data directory, and a check of every invariant of API.md over
+//! a random moment, a restart on the same data directory, and a check of every invariant of CONTRACT.md over
 //! everything acknowledged since the first round.
 //!
 //! Each client owns what it writes (its KV keys, its counters, its widgets), so one sequence of answers fully
@@ -390,7 +390,7 @@ pub struct Tally {
     pub retries: u64,
 }
 
-/// The statuses an error answer may have (API.md).
+/// The statuses an error answer may have (CONTRACT.md, "Status codes").
 const DOCUMENTED_ERRORS: [u16; 7] = [400, 404, 409, 413, 422, 429, 503];
 
 /// An HTTP client that checks every error answer against the contract and counts them.

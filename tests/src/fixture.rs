@@ -45,7 +45,8 @@ impl Fixture {
                 client.clone(),
                 tables.counters.clone(),
                 tables.counter_log.clone(),
-            );
+            )
+            .with_retention(settings.retention);
             let mut reader = crate::streams::StreamReader::open(
                 crate::dynamodb::endpoint(),
                 &tables.counter_log,

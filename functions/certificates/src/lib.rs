@@ -1,4 +1,4 @@
-//! The stock-certificate ledger (API §2): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//! The stock-certificate ledger (CONTRACT.md §2): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
 //!
 //! # Layout
 //!

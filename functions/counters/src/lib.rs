@@ -1,5 +1,5 @@
-//! Counters (API §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the handler that
-//! folds the eventual-mode log (from its DynamoDB stream and its re-scan schedule).
+//! Counters (CONTRACT.md §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the handler
+//! that folds the eventual-mode log (from its DynamoDB stream and its re-scan schedule).
 //!
 //! # Layout
 //!

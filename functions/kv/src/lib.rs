@@ -1,4 +1,4 @@
-//! The key/value service (API §1): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//! The key/value service (CONTRACT.md §1): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! The key/value transaction handlers (API §1): HTTP in, [`KvTransactions`] port call, HTTP out.
+//! The key/value transaction handlers (CONTRACT.md §1): HTTP in, [`KvTransactions`] port call, HTTP out.
 //!
 //! [`KvTransactions`]: strata_core::kv::tx::KvTransactions
 

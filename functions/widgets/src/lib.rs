@@ -1,4 +1,4 @@
-//! Widgets (API §3): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//! Widgets (CONTRACT.md §3): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
 //!
 //! # Layout
 //!

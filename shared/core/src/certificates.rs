@@ -1,4 +1,4 @@
-//! Stock certificates (API §2): per share class, certificate numbers 1, 2, 3, … with no gaps and no
+//! Stock certificates (CONTRACT.md §2): per share class, certificate numbers 1, 2, 3, … with no gaps and no
 //! duplicates whatever the concurrency, retries and crashes, and never more shares than authorized.
 //!
 //! Every store allocates a number and records the certificate in one atomic step (DynamoDB: the share-class
@@ -128,15 +128,19 @@ pub struct IssueRequest {
 
 /// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 /// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
-/// request gets it back while the key's record holds ([`crate::idempotency::DEFAULT_RETENTION`] from the issue);
-/// another request under that key is `422 idempotency_key_reused`; past the retention the key is free
-/// (`Ok(None)`: issue anew).
+/// request gets it back while the key's record holds (`retention` from the issue, see [`crate::retention`]);
+/// another request under that key is `422 idempotency_key_reused`; past that the key is free and the
+/// earlier certificate is none of this request's business (`Ok(None)`: issue anew).
 pub fn replay_of(
     request: &IssueRequest,
     earlier: Certificate,
     now: std::time::SystemTime,
+    retention: std::time::Duration,
 ) -> Result<Option<Certificate>, Error> {
-    if earlier.issued_at + crate::idempotency::DEFAULT_RETENTION < now {
+    if crate::retention::is_expired(
+        crate::retention::holds_until(earlier.issued_at, retention),
+        now,
+    ) {
         return Ok(None);
     }
     if earlier.class != request.class

@@ -1,4 +1,4 @@
-//! Counters (API §4): exact totals, in one of two modes chosen per deployment.
+//! Counters (CONTRACT.md §4): exact totals, in one of two modes chosen per deployment.
 //!
 //! - Strong: an increment is in the total when it is acknowledged (`200` with the new total).
 //! - Eventual: an increment is appended to a log (`202`), and a folder moves log entries into totals in the

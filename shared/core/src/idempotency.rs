@@ -1,4 +1,4 @@
-//! Idempotency keys (API common rules): a retried request with the same `Idempotency-Key` and the same body
+//! Idempotency keys (CONTRACT.md, "Common rules"): a retried request with the same `Idempotency-Key` and the same body
 //! gets the original status and body and changes nothing; the same key with another body is `422`.
 //!
 //! The record goes through two states, as in Powertools for AWS Lambda: *in progress* (claimed by a request

@@ -12,6 +12,8 @@
 //!   [`counters::Counters`] port.
 //! - [`idempotency`]: `Idempotency-Key` semantics and the [`idempotency::Idempotency`] port, for every service.
 //! - [`widgets`]: port slots, associations and their invariants; the [`widgets::Widgets`] port.
+//! - [`retention`]: how long idempotency and exactly-once records hold, with a margin for clock skew, and
+//!   when a reader treats one as absent.
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
 //! - [`time`]: timestamps as the API shows them.
@@ -25,6 +27,7 @@ pub mod deadline;
 pub mod error;
 pub mod idempotency;
 pub mod kv;
+pub mod retention;
 pub mod stores;
 pub mod time;
 pub mod widgets;

@@ -1,4 +1,4 @@
-//! Widgets (API §3): 1 to 3 port slots of types P, R and Q; two widgets associate on a port type, each giving
+//! Widgets (CONTRACT.md §3): 1 to 3 port slots of types P, R and Q; two widgets associate on a port type, each giving
 //! one free slot of that type. Invariants at every instant: used slots ≤ slots of that type, every association
 //! is symmetric, never twice on the same type for one pair, and no association points at a missing widget.
 //!

@@ -75,6 +75,8 @@ pub struct Aggregator {
     client: Client,
     table: String,
     log_table: String,
+    /// How long the marker of a folded request with an idempotency key is kept.
+    retention: Duration,
     /// Fault injection for tests: fail (as a crashed invocation would) after this many chunks.
     fail_after_chunks: AtomicUsize,
 }
@@ -85,19 +87,28 @@ impl Aggregator {
             client,
             table,
             log_table,
+            retention: strata_core::idempotency::DEFAULT_RETENTION,
             fail_after_chunks: AtomicUsize::new(usize::MAX),
         }
     }
 
-    /// From the environment the template sets (`COUNTER_TABLE`, `COUNTER_LOG_TABLE`).
+    /// The markers it writes are kept for `retention` (the deployment's `RETENTION_SECONDS`).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// From the environment the template sets (`COUNTER_TABLE`, `COUNTER_LOG_TABLE`, `RETENTION_SECONDS`).
     pub async fn from_env() -> Result<Self, Error> {
         let config = aws_config::load_from_env().await;
         let tables = crate::Tables::from_env()?;
+        let retention = strata_core::Settings::from_env()?.retention;
         Ok(Self::new(
             crate::config::client(&config),
             tables.counters,
             tables.counter_log,
-        ))
+        )
+        .with_retention(retention))
     }
 
     /// Test hook: the next fold stops with an error after `chunks` chunks.
@@ -216,7 +227,7 @@ impl Aggregator {
                     let marker = Put::builder()
                         .table_name(&self.log_table)
                         .item(ID, s(&marker_id(request)))
-                        .item(TTL, n(marker_ttl()))
+                        .item(TTL, n(marker_ttl(self.retention)))
                         .build()
                         .expect("put is complete");
                     actions.push(TransactWriteItem::builder().put(marker).build());

@@ -104,16 +104,19 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
             client.clone(),
             tables.ledger,
             settings.default_classes.clone(),
+            settings.retention,
         )),
         counters: Arc::new(crate::counters::DynamoCounters::new(
             client.clone(),
             tables.counters,
             tables.counter_log,
             settings.counter_mode,
+            settings.retention,
         )),
         idempotency: Arc::new(crate::idempotency::DynamoIdempotency::new(
             client,
             tables.idempotency,
+            settings.retention,
         )),
         widgets,
         connections: Arc::new(crate::connections::DynamoConnections::new(

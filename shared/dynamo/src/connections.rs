@@ -15,7 +15,7 @@ use strata_core::time::epoch_seconds;
 
 const CONNECTION: &str = "connection";
 const TX: &str = "tx";
-const TTL: &str = "ttl";
+const TTL: &str = crate::attr::TTL;
 const KEEP: Duration = Duration::from_secs(3 * 3600);
 
 pub struct DynamoConnections {

@@ -40,6 +40,7 @@ use strata_core::Error;
 use strata_core::counters::{
     CounterKey, Counters, Incremented, MAX_TOTAL, Mode, Reading, overflow,
 };
+use strata_core::retention::{holds_until, ttl_seconds};
 
 pub(crate) const KEY: &str = "key";
 pub(crate) const TOTAL: &str = "total";
@@ -51,26 +52,33 @@ pub(crate) const VALUE: &str = "value";
 /// When the entry was accepted (milliseconds since the epoch): the order of folding, and the age the
 /// re-scan goes by.
 pub(crate) const AT: &str = "at";
-pub(crate) const TTL: &str = "ttl";
-/// How long the marker of a counted request is kept (the idempotency retention).
-pub(crate) const MARKER_TTL: Duration = strata_core::idempotency::DEFAULT_RETENTION;
+pub(crate) const TTL: &str = crate::attr::TTL;
+/// A request's marker (`done#<key>`) counts only until its `ttl`: past it the key is free and the request
+/// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily).
+const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
 
 pub struct DynamoCounters {
     client: Client,
     table: String,
     log_table: String,
     mode: Mode,
+    /// How long a counted request's marker is kept.
+    retention: Duration,
 }
 
 pub(crate) fn marker_id(request_id: &str) -> String {
     format!("done#{request_id}")
 }
 
-pub(crate) fn marker_ttl() -> u64 {
-    (SystemTime::now() + MARKER_TTL)
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
+/// The `ttl` of a marker written now: the retention and the clock-skew margin (see
+/// [`strata_core::retention`]).
+pub(crate) fn marker_ttl(retention: Duration) -> u64 {
+    ttl_seconds(holds_until(SystemTime::now(), retention))
+}
+
+/// `:now` for [`MARKER_ABSENT`]: whole seconds, rounded down, as the `ttl` values it is compared with.
+fn now_seconds() -> AttributeValue {
+    n(strata_core::time::epoch_seconds(SystemTime::now()))
 }
 
 pub(crate) fn number(item: Option<&HashMap<String, AttributeValue>>, name: &str) -> Option<u64> {
@@ -91,12 +99,19 @@ pub(crate) fn now_millis() -> u64 {
 }
 
 impl DynamoCounters {
-    pub fn new(client: Client, table: String, log_table: String, mode: Mode) -> Self {
+    pub fn new(
+        client: Client,
+        table: String,
+        log_table: String,
+        mode: Mode,
+        retention: Duration,
+    ) -> Self {
         Self {
             client,
             table,
             log_table,
             mode,
+            retention,
         }
     }
 
@@ -260,9 +275,11 @@ impl Counters for DynamoCounters {
                 let marker = Put::builder()
                     .table_name(&self.log_table)
                     .item(ID, s(&marker_id(request)))
-                    .item(TTL, n(marker_ttl()))
-                    .condition_expression("attribute_not_exists(#id)")
+                    .item(TTL, n(marker_ttl(self.retention)))
+                    .condition_expression(MARKER_ABSENT)
                     .expression_attribute_names("#id", ID)
+                    .expression_attribute_names("#ttl", TTL)
+                    .expression_attribute_values(":now", now_seconds())
                     .build()
                     .expect("put is complete");
                 let actions = vec![
@@ -294,8 +311,10 @@ impl Counters for DynamoCounters {
                     let folded = ConditionCheck::builder()
                         .table_name(&self.log_table)
                         .key(ID, s(&marker_id(r)))
-                        .condition_expression("attribute_not_exists(#id)")
+                        .condition_expression(MARKER_ABSENT)
                         .expression_attribute_names("#id", ID)
+                        .expression_attribute_names("#ttl", TTL)
+                        .expression_attribute_values(":now", now_seconds())
                         .build()
                         .expect("check is complete");
                     actions.push(TransactWriteItem::builder().condition_check(folded).build());

@@ -1,9 +1,16 @@
 //! Idempotency records on DynamoDB (table `IdempotencyTable`, key `id`), in the pattern of Powertools for
 //! AWS Lambda: a conditional put claims the key (in progress, with a short expiry), the response completes it
-//! (kept 24 hours; `ttl` lets DynamoDB delete it afterwards), a failure that should not be replayed deletes it.
-//! The claim carries its own token, so the SDK's retry of a claim that applied recognises it as its own.
+//! (kept for the retention of [`strata_core::Settings`]; `ttl` lets DynamoDB delete it afterwards), a failure
+//! that should not be replayed deletes it. The claim carries its own token, so the SDK's retry of a claim
+//! that applied recognises it as its own.
+//!
+//! The claim is the only reader, and it replaces a record whose `until` has passed: DynamoDB may keep an
+//! expired record for days, and a key reused after its retention is a new request, never a replay of the
+//! old answer nor a `422`. `until` includes [`strata_core::retention::CLOCK_SKEW_MARGIN`] for completed
+//! records; an in-progress claim holds [`IN_PROGRESS_TTL`], which already outlasts any request by far more
+//! than any skew.
 
-use crate::attr::{n, now_ms, s};
+use crate::attr::{TTL, n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -11,18 +18,19 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, DEFAULT_RETENTION, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
+    Claim, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
 };
+use strata_core::retention::{epoch_millis, holds_until, ttl_seconds};
 
 const ID: &str = "id";
 const STATE: &str = "st";
 const FINGERPRINT: &str = "fp";
-/// Until when the record holds, in milliseconds (in progress: the claim; completed: the retention).
+/// Until when the record holds, in milliseconds (in progress: the claim; completed: the retention and the
+/// clock-skew margin); past it the record is absent to every claim.
 const UNTIL: &str = "until";
-/// DynamoDB's TTL attribute, in seconds.
-const TTL: &str = "ttl";
 const STATUS: &str = "status";
 /// The claim's own token: a retry of the claim's `PutItem` after a lost answer meets its own claim, and
 /// must proceed rather than answer `409 request_in_progress` to the request that holds it.
@@ -37,11 +45,17 @@ const COMPLETED: &str = "completed";
 pub struct DynamoIdempotency {
     client: Client,
     table: String,
+    /// How long a completed response is replayed.
+    retention: Duration,
 }
 
 impl DynamoIdempotency {
-    pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+    pub fn new(client: Client, table: String, retention: Duration) -> Self {
+        Self {
+            client,
+            table,
+            retention,
+        }
     }
 }
 
@@ -50,6 +64,9 @@ impl Idempotency for DynamoIdempotency {
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
         let now = now_ms();
         let until = now + IN_PROGRESS_TTL.as_millis() as u64;
+        // An abandoned claim (its request died before completing) is useless past `until`; DynamoDB may
+        // delete it soon after.
+        let ttl = ttl_seconds(holds_until(SystemTime::now(), IN_PROGRESS_TTL));
         let owner = crate::history::token();
         let result = self
             .client
@@ -60,7 +77,7 @@ impl Idempotency for DynamoIdempotency {
             .item(FINGERPRINT, s(fingerprint))
             .item(OWNER, s(&owner))
             .item(UNTIL, n(until))
-            .item(TTL, n((now + DEFAULT_RETENTION.as_millis() as u64) / 1000))
+            .item(TTL, n(ttl))
             .condition_expression("attribute_not_exists(#id) OR #until < :now")
             .expression_attribute_names("#id", ID)
             .expression_attribute_names("#until", UNTIL)
@@ -111,7 +128,7 @@ impl Idempotency for DynamoIdempotency {
     }
 
     async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
-        let until = now_ms() + DEFAULT_RETENTION.as_millis() as u64;
+        let until = holds_until(SystemTime::now(), self.retention);
         let mut expression =
             "SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body"
                 .to_owned();
@@ -128,8 +145,8 @@ impl Idempotency for DynamoIdempotency {
             .expression_attribute_names("#body", BODY)
             .expression_attribute_names("#fp", FINGERPRINT)
             .expression_attribute_values(":completed", s(COMPLETED))
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":ttl", n(until / 1000))
+            .expression_attribute_values(":until", n(epoch_millis(until)))
+            .expression_attribute_values(":ttl", n(ttl_seconds(until)))
             .expression_attribute_values(":status", n(u64::from(response.status)))
             .expression_attribute_values(":body", s(&response.body))
             .expression_attribute_values(":fp", s(fingerprint));

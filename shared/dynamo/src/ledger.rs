@@ -5,7 +5,9 @@
 //!   certificates whose number is allocated but whose item may not be written yet (request id → name, amount,
 //!   time), with their numbers in `pnum` (request id → number);
 //! - each certificate, `pk = "cert#CS", n = <number>` (so a `Query` lists a class in number order);
-//! - for issues with an idempotency key, `pk = "req#<key>", n = 0` → the certificate's number and class.
+//! - for issues with an idempotency key, `pk = "req#<key>", n = 0` → the certificate's number and class,
+//!   kept for the retention of [`strata_core::Settings`] from the issue (`ttl`; past it the record is
+//!   ignored whether DynamoDB has deleted it or not, and an issue under the key is a new one).
 //!
 //! An issue is two calls. First one `UpdateItem` on the class item, the serialization point: it takes the next
 //! number, adds the shares and records the pending certificate under the request's id, under
@@ -31,7 +33,7 @@
 //!
 //! One class item takes about 1,000 writes per second on DynamoDB, so one class tops out near 1,000 issues/s.
 
-use crate::attr::{n, now_ms, s};
+use crate::attr::{TTL, n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -51,7 +53,7 @@ use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
     class_not_found, insufficient, replay_of,
 };
-use strata_core::time::epoch_seconds;
+use strata_core::retention::{holds_until, is_expired, ttl_seconds};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -81,8 +83,6 @@ pub const MAX_PENDING: usize = 64;
 const ATTEMPTS: usize = 5;
 /// Marks a pending entry whose certificate someone other than its request wrote.
 const DONE: &str = "done";
-/// Until when (seconds) DynamoDB keeps a request record.
-const TTL: &str = "ttl";
 
 /// Who finishes a pending entry: its own request removes it; anyone else marks it done until [`GRACE`].
 #[derive(Clone, Copy, PartialEq)]
@@ -95,6 +95,8 @@ pub struct DynamoLedger {
     client: Client,
     table: String,
     defaults: Vec<(ClassCode, u64)>,
+    /// How long an issue under an idempotency key is remembered.
+    retention: Duration,
     /// Fault injection for tests: when set, the next issue stops right after allocating its number, as if
     /// the Lambda died there.
     fail_after_allocation: AtomicBool,
@@ -221,11 +223,17 @@ fn millis(at: std::time::SystemTime) -> u64 {
 }
 
 impl DynamoLedger {
-    pub fn new(client: Client, table: String, defaults: Vec<(ClassCode, u64)>) -> Self {
+    pub fn new(
+        client: Client,
+        table: String,
+        defaults: Vec<(ClassCode, u64)>,
+        retention: Duration,
+    ) -> Self {
         Self {
             client,
             table,
             defaults,
+            retention,
             fail_after_allocation: AtomicBool::new(false),
         }
     }
@@ -311,9 +319,10 @@ impl DynamoLedger {
             record.insert("number".into(), n(certificate.number));
             record.insert(
                 TTL.into(),
-                n(epoch_seconds(
-                    certificate.issued_at + strata_core::idempotency::DEFAULT_RETENTION,
-                )),
+                n(ttl_seconds(holds_until(
+                    certificate.issued_at,
+                    self.retention,
+                ))),
             );
             let put = Put::builder()
                 .table_name(&self.table)
@@ -446,7 +455,12 @@ impl DynamoLedger {
             number: num(&record, "number")?,
         };
         match self.get_certificate(&id).await? {
-            Some(earlier) => replay_of(request, earlier, std::time::SystemTime::now()),
+            Some(earlier) => replay_of(
+                request,
+                earlier,
+                std::time::SystemTime::now(),
+                self.retention,
+            ),
             None => Err(Error::internal(format!(
                 "request record {request_id} points to a missing certificate"
             ))),
@@ -574,7 +588,13 @@ impl Ledger for DynamoLedger {
             if let Some(class) = self.get(class_key(&request.class)).await?
                 && let Some(pending) = decode_pending(&request.class, &class, &pending_id)?
             {
-                return self.finish_own(request, pending, &pending_id).await;
+                let until = holds_until(pending.certificate.issued_at, self.retention);
+                if !is_expired(until, std::time::SystemTime::now()) {
+                    return self.finish_own(request, pending, &pending_id).await;
+                }
+                // An issue under this key stayed pending past its retention (writing it kept failing): it
+                // is issued, so write it and drop its entry; this request is a new one under a free key.
+                self.finish(&pending, &pending_id, Finisher::Owner).await?;
             }
             if let Some(certificate) = self.by_request(request, id).await? {
                 return Ok(certificate);

@@ -36,4 +36,5 @@ pub mod ledger;
 mod send;
 pub mod widgets;
 
+pub use attr::TTL;
 pub use config::{Tables, stores, stores_from_env};

@@ -161,7 +161,12 @@ impl Ledger for EmbeddedLedger {
                         .get(Space::Certificates, &key)?
                         .ok_or_else(corrupt)?;
                     let earlier = decode_certificate(&key, &value)?;
-                    if let Some(certificate) = replay_of(&request, earlier, SystemTime::now())? {
+                    if let Some(certificate) = replay_of(
+                        &request,
+                        earlier,
+                        SystemTime::now(),
+                        strata_core::idempotency::DEFAULT_RETENTION,
+                    )? {
                         return Ok(certificate);
                     }
                 }

@@ -1,4 +1,4 @@
-//! The stock-certificate ledger (API §2) on every backend: gapless numbering, share limits, validation,
+//! The stock-certificate ledger (CONTRACT.md §2) on every backend: gapless numbering, share limits, validation,
 //! idempotency, and many concurrent clients.
 
 use http::{Method, StatusCode};

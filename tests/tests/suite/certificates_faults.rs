@@ -19,6 +19,7 @@ async fn dynamo_with_faulty_ledger() -> (App, Arc<DynamoLedger>) {
         client.clone(),
         tables.ledger.clone(),
         settings.default_classes.clone(),
+        settings.retention,
     ));
     let mut stores = strata_dynamo::stores(client, tables, &settings);
     stores.ledger = ledger.clone();

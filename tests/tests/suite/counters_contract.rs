@@ -1,4 +1,4 @@
-//! Counters (API §4) on every backend, in both modes: exact totals, validation, overflow, idempotency.
+//! Counters (CONTRACT.md §4) on every backend, in both modes: exact totals, validation, overflow, idempotency.
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};

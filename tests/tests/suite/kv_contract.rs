@@ -1,4 +1,4 @@
-//! The key/value contract (API §1, single-key operations), identical on every backend.
+//! The key/value contract (CONTRACT.md §1, single-key operations), identical on every backend.
 
 use http::{Method, StatusCode};
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Key/value transactions (API §1): isolation, serializability, all-or-nothing, limits and expiry, on
+//! Key/value transactions (CONTRACT.md §1): isolation, serializability, all-or-nothing, limits and expiry, on
 //! every backend.
 
 use http::StatusCode;

@@ -1,4 +1,4 @@
-//! The key/value line protocol (API §1): exact reply bytes over TCP, the classic two-client scenario,
+//! The key/value line protocol (CONTRACT.md §1): exact reply bytes over TCP, the classic two-client scenario,
 //! pipelining and framing, transactions bound to connections, 1,000 connections at once, `POST /kv/commands`
 //! on both stores, and the local WebSocket with a real client.
 

@@ -324,6 +324,11 @@ fn every_operation_describes_parameters_bodies_and_every_response() {
         assert!(statuses.contains(&400), "{name}: 400");
         if op.op.get("requestBody").is_some() {
             assert!(statuses.contains(&413), "{name}: 413 for bodies over 1 MiB");
+            // The local server's read timeout applies to every body.
+            assert_eq!(
+                op.op["responses"]["408"]["$ref"], "#/components/responses/RequestTimeout",
+                "{name}: 408"
+            );
         }
         assert_eq!(
             op.takes_idempotency_key(),

@@ -1225,3 +1225,69 @@ fn the_counter_log_fails_over_to_a_queue_is_alarmed_and_rescanned_on_a_schedule(
         .collect();
     assert!(granted.contains("sqs:SendMessage"), "the mapping can send");
 }
+
+/// Tables whose items stay until deleted by a request, and why no TTL may remove them.
+const KEPT_FOR_GOOD: [(&str, &str); 3] = [
+    (
+        "KvTable",
+        "a deleted key keeps its item (a tombstone with its version), so versions never go back",
+    ),
+    ("CounterTable", "totals are the data"),
+    (
+        "WidgetTable",
+        "widgets are the data; a delete removes the item",
+    ),
+];
+
+#[test]
+fn every_table_expires_its_records_through_the_codes_ttl_attribute_or_keeps_them_for_a_stated_reason()
+ {
+    let t = Template::load();
+    let kept: BTreeMap<&str, &str> = KEPT_FOR_GOOD.into_iter().collect();
+    for table in t.tables() {
+        let id = table.logical_id.as_str();
+        let spec = &table.properties["TimeToLiveSpecification"];
+        if kept.contains_key(id) {
+            assert!(spec.is_null(), "{id}: {}", kept[id]);
+            continue;
+        }
+        assert_eq!(
+            spec["AttributeName"].as_str(),
+            Some(strata_dynamo::TTL),
+            "{id}: TTL on the attribute the code writes (or a reason in KEPT_FOR_GOOD)"
+        );
+        assert_eq!(spec["Enabled"].as_bool(), Some(true), "{id}: TTL enabled");
+    }
+    // The tables of idempotency and exactly-once records among them.
+    for id in ["IdempotencyTable", "LedgerTable", "CounterLogTable"] {
+        assert!(
+            !kept.contains_key(id) && t.tables().iter().any(|table| table.logical_id == id),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn functions_take_the_retention_from_a_parameter_of_at_least_a_day() {
+    let t = Template::load();
+    let doc = t.doc();
+    let day = strata_core::idempotency::DEFAULT_RETENTION.as_secs();
+    assert_eq!(day, 86_400);
+    let parameter = &doc["Parameters"]["RetentionSeconds"];
+    assert_eq!(parameter["Type"].as_str(), Some("Number"));
+    assert!(
+        parameter["MinValue"].as_u64().is_some_and(|m| m >= day),
+        "MinValue"
+    );
+    assert_eq!(parameter["Default"].as_u64(), Some(day));
+    let globals = &doc["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_of(&globals["RETENTION_SECONDS"]),
+        Some("RetentionSeconds")
+    );
+    // No function replaces it with a value of its own.
+    for (id, function) in t.resources_of_type("AWS::Serverless::Function") {
+        let own = &function["Properties"]["Environment"]["Variables"]["RETENTION_SECONDS"];
+        assert!(own.is_null(), "{id} sets its own RETENTION_SECONDS");
+    }
+}

@@ -1,4 +1,4 @@
-//! Widgets (API §3) on every backend: the seed's scenario step by step, and a race of 16 clients on a small
+//! Widgets (CONTRACT.md §3) on every backend: the seed's scenario step by step, and a race of 16 clients on a small
 //! pool of widgets after which every invariant still holds.
 
 use http::StatusCode;

@@ -1,4 +1,4 @@
-//! The key/value line protocol (API §1 "Line protocol"), compatible with the classic Haus KV servers: one
+//! The key/value line protocol (CONTRACT.md §1 "Line protocol"), compatible with the classic Haus KV servers: one
 //! command per line, one JSON reply line per command, byte for byte what Python's `json.dumps` writes.
 //!
 //! Parsing and reply encoding live here; the session (which store calls a command makes, transactions)

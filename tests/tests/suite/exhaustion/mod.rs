@@ -3,3 +3,4 @@
 //! clients keep being answered, that every refusal is the documented error, that nothing acknowledged is
 //! lost, and that the server's peak resident memory stays under a stated bound. Long variants with a
 //! report: `infra/scripts/exhaust`.
+mod http;
