@@ -237,6 +237,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     };
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
+    // The counter log's folder on DynamoDB (on AWS the stream's Lambda and its schedule fold the log; here
+    // nothing else would). The embedded store runs its own.
+    let mut folder = None;
     let stores: Stores = match args.store {
         StoreKind::Embedded => {
             let store = strata_embedded::Store::open_with_cache(
@@ -264,6 +267,18 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                     std::env::var(var).ok().or_else(|| by_var.get(var).cloned())
                 })?
             };
+            {
+                // In strong mode too, as on the embedded store: a log left by an eventual-mode server is
+                // folded, and in strong mode nothing new is logged, so the scan finds it empty.
+                let aggregator = strata_dynamo::aggregator::Aggregator::new(
+                    client.clone(),
+                    tables.counters.clone(),
+                    tables.counter_log.clone(),
+                );
+                folder = Some(
+                    Arc::new(aggregator).spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY),
+                );
+            }
             strata_dynamo::stores(client, tables, &settings)
         }
     };
@@ -310,6 +325,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     let _ = stop_line.send(());
     let _ = line.await;
+    if let Some(folder) = folder {
+        folder.abort();
+    }
     drop(embedded);
     Ok(())
 }

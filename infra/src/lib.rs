@@ -19,7 +19,8 @@
 //! - [`bench`]: `strata bench`, a load generator (closed loop, or open loop at a fixed rate) with HDR
 //!   histograms, a JSON report and an SVG latency plot.
 //! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
-//! - [`cli`]: the command line (`strata serve`, `strata dynamodb-local`); `main.rs` only calls it.
+//! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
+//!   `strata dynamodb-local`); `main.rs` only calls it.
 
 pub mod auth;
 pub mod bench;

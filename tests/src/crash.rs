@@ -98,8 +98,9 @@ pub enum Store {
     Embedded,
     /// `--store dynamodb` on fresh tables in the run's DynamoDB Local (which outlives every kill: only the
     /// server dies, as a Lambda instance does mid-request), reached through a [`FaultProxy`] that faults
-    /// this fraction of the writes, split evenly over every [`FaultKind`]. Counters run in strong mode only
-    /// (the local server does not fold an eventual log on DynamoDB; the counters-aggregate Lambda does).
+    /// this fraction of the writes, split evenly over every [`FaultKind`]. A third of the rounds run
+    /// counters in eventual mode, folded by the server's own folder (the aggregator's re-scan), whose
+    /// writes are faulted too.
     DynamoDb { fault_rate: f64 },
 }
 
@@ -2075,7 +2076,6 @@ pub async fn run(options: &Options) -> Report {
             (Some(proxy), FaultConfig::split(fault_rate, &FaultKind::ALL))
         }
     };
-    let dynamodb = proxy.is_some();
     let start = |eventual: bool| {
         let mut args: Vec<&str> = mode_args(eventual).to_vec();
         args.extend(store_args.iter().map(String::as_str));
@@ -2112,8 +2112,7 @@ pub async fn run(options: &Options) -> Report {
     let rewound = options.data_dir.with_extension("rewound");
 
     for round in 1..=options.rounds {
-        // (drawn on DynamoDB too, so that a seed means the same schedule on both stores)
-        let eventual_now = rng.below(3) == 0 && !dynamodb;
+        let eventual_now = rng.below(3) == 0;
         if eventual_now != eventual {
             // The server of the last check is idle (and its log folded): start over in the other mode.
             eventual = eventual_now;

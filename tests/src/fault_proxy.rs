@@ -25,7 +25,10 @@
 //! A slow mode (for deadline tests) adds a delay before forwarding any request, or those of one operation,
 //! or those of one operation whose body contains a given text.
 //! The configuration can be replaced at any time ([`FaultProxy::set`]), and [`FaultProxy::stats`] counts
-//! requests per operation and table and the faults injected, per kind and per operation.
+//! requests per operation and table, writes per item (every write addressed by its key: `UpdateItem`,
+//! `DeleteItem` and those actions of `TransactWriteItems`), write units (DynamoDB's rule for items up to
+//! 1 KB: 1 per standard write, 2 per action of a transaction, condition checks included; refused and
+//! cancelled writes are charged too) and the faults injected, per kind and per operation.
 
 use crate::crash::Rng;
 use axum::body::{Body, Bytes};
@@ -237,6 +240,10 @@ pub struct Stats {
     pub by_table: BTreeMap<(String, String), u64>,
     pub faults: BTreeMap<FaultKind, u64>,
     pub faults_by_operation: BTreeMap<(FaultKind, String), u64>,
+    /// Writes per item: `(table, key as JSON)` → writes addressed to it.
+    pub by_item: BTreeMap<(String, String), u64>,
+    /// Write units the requests cost, by DynamoDB's rule for items up to 1 KB.
+    pub write_units: u64,
     /// Requests delayed by the slow mode.
     pub slowed: u64,
     /// Forwarded requests whose upstream call failed (answered `502`).
@@ -251,6 +258,14 @@ impl Stats {
     pub fn requests_on(&self, operation: &str, table: &str) -> u64 {
         self.by_table
             .get(&(operation.to_owned(), table.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Writes to the item of `table` whose key is `key` (`{"key": {"S": "hot"}}`).
+    pub fn writes_to(&self, table: &str, key: &Value) -> u64 {
+        self.by_item
+            .get(&(table.to_owned(), key.to_string()))
             .copied()
             .unwrap_or(0)
     }
@@ -415,6 +430,46 @@ pub fn tables_of(body: &[u8]) -> BTreeSet<String> {
     tables
 }
 
+/// The items a write request addresses by key (`UpdateItem`, `DeleteItem`, and the `Update` and `Delete`
+/// actions of `TransactWriteItems`), as `(table, key as JSON)`, and the write units it costs.
+pub fn writes_of(operation: &str, body: &[u8]) -> (Vec<(String, String)>, u64) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (Vec::new(), 0);
+    };
+    let keyed = |request: &Value| {
+        Some((
+            request["TableName"].as_str()?.to_owned(),
+            request.get("Key")?.to_string(),
+        ))
+    };
+    match operation {
+        "UpdateItem" | "DeleteItem" => (keyed(&v).into_iter().collect(), 1),
+        "PutItem" => (Vec::new(), 1),
+        "BatchWriteItem" => {
+            let units = v["RequestItems"]
+                .as_object()
+                .map(|tables| {
+                    tables
+                        .values()
+                        .filter_map(Value::as_array)
+                        .map(Vec::len)
+                        .sum()
+                })
+                .unwrap_or(0);
+            (Vec::new(), units as u64)
+        }
+        "TransactWriteItems" => {
+            let actions = v["TransactItems"].as_array().cloned().unwrap_or_default();
+            let items = actions
+                .iter()
+                .filter_map(|a| keyed(a.get("Update").or_else(|| a.get("Delete"))?))
+                .collect();
+            (items, 2 * actions.len() as u64)
+        }
+        _ => (Vec::new(), 0),
+    }
+}
+
 fn error_answer(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
@@ -476,9 +531,14 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .map(|s| s.delay);
         (fault, slow)
     };
+    let (items, units) = writes_of(&operation, &body);
     {
         let mut stats = shared.stats.lock().unwrap();
         *stats.by_operation.entry(operation.clone()).or_default() += 1;
+        for item in items {
+            *stats.by_item.entry(item).or_default() += 1;
+        }
+        stats.write_units += units;
         for table in &tables {
             *stats
                 .by_table

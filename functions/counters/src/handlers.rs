@@ -1,6 +1,6 @@
 //! The counter handlers: HTTP in, counter port call, HTTP out.
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 use strata_core::Stores;
 use strata_core::counters::{CounterKey, Incremented, not_found};
@@ -40,21 +40,31 @@ pub async fn increment(stores: &Stores, req: Request) -> Response {
     .await
 }
 
-/// `GET /increment/{key}` → `200 {"<key>": total}`; `404 counter_not_found`.
+/// `GET /increment/{key}` → `200 {"<key>": total}`, with `counter-refused: n` if folding refused n
+/// accepted increments of it (eventual mode, past 2^63 − 1); `404 counter_not_found`.
 pub async fn get(stores: &Stores, req: Request) -> Response {
     from_result(
         async {
             let raw = path_param(&req, "key")?;
             let key = CounterKey::parse(&raw)?;
-            let total = stores
+            let reading = stores
                 .counters
-                .get(&key)
+                .read(&key)
                 .await?
                 .ok_or_else(|| not_found(&raw))?;
             let mut body = Map::new();
-            body.insert(raw, Value::from(total));
-            Ok(json(StatusCode::OK, &body))
+            body.insert(raw, Value::from(reading.total));
+            let mut response = json(StatusCode::OK, &body);
+            if reading.refused > 0 {
+                response
+                    .headers_mut()
+                    .insert(REFUSED_HEADER, HeaderValue::from(reading.refused));
+            }
+            Ok(response)
         }
         .await,
     )
 }
+
+/// The header of `GET /increment/{key}` that counts the increments folding refused.
+pub const REFUSED_HEADER: &str = "counter-refused";

@@ -1,5 +1,5 @@
-//! Counters (CONTRACT.md §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the DynamoDB stream
-//! handler that folds the eventual-mode log.
+//! Counters (CONTRACT.md §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the handler
+//! that folds the eventual-mode log (from its DynamoDB stream and its re-scan schedule).
 //!
 //! # Layout
 //!
@@ -7,10 +7,12 @@
 //!   a retry counts once even across a crash) and `GET /increment/{key}`, on the
 //!   [`strata_core::counters::Counters`] port.
 //! - [`stream`]: turns a DynamoDB stream event (`aws_lambda_events`) into log entries for
-//!   [`strata_dynamo::aggregator::Aggregator`].
+//!   [`strata_dynamo::aggregator::Aggregator`] (`serde_dynamo`), and malformed records into batch failures.
+//! - [`aggregate`]: the `counters-aggregate` Lambda's handler: a stream batch, or the scheduled re-scan.
 //! - [`ROUTES`]: this crate's part of the route table.
-//! - `src/bin/*.rs`: the Lambda `main`s (`counters-aggregate` is the stream-triggered one).
+//! - `src/bin/*.rs`: the Lambda `main`s (`counters-aggregate` is the stream- and schedule-triggered one).
 
+pub mod aggregate;
 pub mod handlers;
 pub mod stream;
 

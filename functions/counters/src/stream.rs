@@ -1,34 +1,75 @@
-//! From a DynamoDB stream event of the counter log table to the entries the aggregator folds.
+//! From a DynamoDB stream event of the counter log table to the entries the aggregator folds, decoded with
+//! `serde_dynamo` into [`Entry`].
 
-use aws_lambda_events::event::dynamodb::Event;
-use serde_json::Value;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use strata_dynamo::aggregator::Entry;
 
-/// The increments a stream event carries: new log entries only. Markers (`done#…`) and the deletes the
-/// aggregator itself makes (`REMOVE`) are not increments.
-pub fn entries(event: &Event) -> Vec<Entry> {
-    event
-        .records
-        .iter()
-        .filter(|record| record.event_name == "INSERT")
-        .filter_map(|record| {
-            let image = serde_json::to_value(&record.change.new_image).ok()?;
-            let attribute = |name: &str, kind: &str| {
-                image
-                    .get(name)?
-                    .get(kind)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
-            let id = attribute("id", "S")?;
-            if !(id.starts_with("r#") || id.starts_with("u#")) {
-                return None;
-            }
-            Some(Entry {
-                id,
-                key: attribute("key", "S")?,
-                value: attribute("value", "N")?.parse().ok()?,
+/// What one stream event carries.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// New increments, to fold.
+    pub entries: Vec<Entry>,
+    /// Sequence numbers of new increments that do not decode (a log item without its key or value, or with
+    /// a value that is not a number): never dropped, but reported as the batch's failures, so that Lambda
+    /// retries from there and, once the retries are spent, sends the batch to the mapping's `OnFailure`
+    /// queue (which alarms). The well-formed entries are folded meanwhile, and a re-folded entry counts
+    /// nothing more.
+    pub malformed: Vec<String>,
+}
+
+impl Decoded {
+    /// The answer of the Lambda (`ReportBatchItemFailures`): the malformed records, if any.
+    pub fn response(&self) -> DynamoDbEventResponse {
+        let mut response = DynamoDbEventResponse::default();
+        response.batch_item_failures = self
+            .malformed
+            .iter()
+            .map(|sequence| {
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(sequence.clone());
+                failure
             })
-        })
-        .collect()
+            .collect();
+        response
+    }
+}
+
+/// The increments a stream event carries: new log entries only. Markers (`done#…`), the deletes the
+/// aggregator itself makes (`REMOVE`) and rewrites of markers (`MODIFY`) are not increments.
+pub fn decode(event: &Event) -> Decoded {
+    let mut decoded = Decoded::default();
+    for record in &event.records {
+        if record.event_name != "INSERT" || !is_increment(record) {
+            continue;
+        }
+        match serde_dynamo::from_item::<_, Entry>(record.change.new_image.clone()) {
+            Ok(entry) => decoded.entries.push(entry),
+            Err(e) => {
+                let sequence = record.change.sequence_number.clone().unwrap_or_default();
+                tracing::error!(
+                    sequence,
+                    error = %e,
+                    "a counter log record does not decode; reported as a batch failure"
+                );
+                decoded.malformed.push(sequence);
+            }
+        }
+    }
+    decoded
+}
+
+/// The entries of an event (the malformed ones left out): what tests and the local folder fold.
+pub fn entries(event: &Event) -> Vec<Entry> {
+    decode(event).entries
+}
+
+/// An increment by its id (in the keys, which every view type carries; `r#…` or `u#…`).
+fn is_increment(record: &EventRecord) -> bool {
+    let id = record
+        .change
+        .keys
+        .get("id")
+        .or_else(|| record.change.new_image.get("id"));
+    matches!(id, Some(serde_dynamo::AttributeValue::S(id)) if Entry::is_increment_id(id))
 }

@@ -4,10 +4,20 @@
 //! - Eventual: an increment is appended to a log (`202`), and a folder moves log entries into totals in the
 //!   background, each exactly once, whatever crashes and redeliveries happen.
 //!
-//! Overflow is refused when the increment is accepted, in both modes: every counter keeps the room left below
-//! 2^63 − 1, reserved as soon as an increment is accepted, so folding can never overflow and one counter's
-//! overflow never touches another. With an idempotency key (the client's `Idempotency-Key`), an increment
-//! counts once however often it is retried, even across crashes.
+//! Overflow (a total past 2^63 − 1) never happens, and one counter's overflow never touches another:
+//!
+//! - Strong mode refuses it when the increment arrives (`409 overflow` with the `room` left).
+//! - Eventual mode refuses at once only an increment that no counter could take (over 2^63 − 1 by itself).
+//!   Anything else is accepted without reading or writing the counter: that is what lets a hot counter take
+//!   increments at the rate of its log instead of the rate of one item (on DynamoDB about 1,000 writes/s).
+//!   An accepted increment that would take the total past 2^63 − 1 is refused when it is folded
+//!   ([`fold`]): it is consumed without being counted, and the counter records it in its `refused` count,
+//!   which `GET` shows (header `counter-refused`) and the folder logs. Checking at accept time would need
+//!   the total, which is exactly the hot item eventual mode exists to avoid; a per-increment cap would have
+//!   to be small enough that no burst could reach 2^63 − 1 before folding, which no fixed cap guarantees.
+//!
+//! With an idempotency key (the client's `Idempotency-Key`), an increment counts once however often it is
+//! retried, even across crashes.
 
 use crate::Error;
 use async_trait::async_trait;
@@ -85,6 +95,58 @@ pub fn not_found(key: &str) -> Error {
     )
 }
 
+/// What a counter holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reading {
+    /// Everything folded so far.
+    pub total: u64,
+    /// Eventual mode: accepted increments that were refused when folded, because they would have taken the
+    /// total past [`MAX_TOTAL`].
+    pub refused: u64,
+}
+
+/// The outcome of folding increments into one counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub total: u64,
+    /// Per increment, in the order given: counted (`true`) or refused (`false`).
+    pub counted: Vec<bool>,
+}
+
+impl Folded {
+    /// The sum of the counted increments.
+    pub fn added(&self, values: &[u64]) -> u64 {
+        values
+            .iter()
+            .zip(&self.counted)
+            .filter(|(_, counted)| **counted)
+            .map(|(v, _)| v)
+            .sum()
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.counted.iter().filter(|c| !**c).count() as u64
+    }
+}
+
+/// Folds increments, in log order, into a counter at `total`: each one that fits below [`MAX_TOTAL`] is
+/// counted, each one that would pass it is refused (and a later, smaller one may still fit). Both backends
+/// fold with this rule, so they agree on which increments a full counter refuses.
+pub fn fold(total: u64, values: &[u64]) -> Folded {
+    let mut total = total.min(MAX_TOTAL);
+    let counted = values
+        .iter()
+        .map(|&v| {
+            let fits = v <= MAX_TOTAL - total;
+            if fits {
+                total += v;
+            }
+            fits
+        })
+        .collect();
+    Folded { total, counted }
+}
+
 /// The counter port.
 #[async_trait]
 pub trait Counters: Send + Sync {
@@ -96,8 +158,12 @@ pub trait Counters: Send + Sync {
         value: u64,
         request_id: Option<&str>,
     ) -> Result<Incremented, Error>;
+    /// The counter as folded so far; `None` if it was never incremented.
+    async fn read(&self, key: &CounterKey) -> Result<Option<Reading>, Error>;
     /// The total folded so far; `None` if the counter was never incremented.
-    async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error>;
+    async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+        Ok(self.read(key).await?.map(|r| r.total))
+    }
 }
 
 #[cfg(test)]
@@ -115,5 +181,18 @@ mod tests {
         }
         assert_eq!(Mode::parse("eventual").unwrap(), Mode::Eventual);
         assert!(Mode::parse("sometimes").is_err());
+    }
+
+    #[test]
+    fn folding_counts_what_fits_and_refuses_the_rest() {
+        let f = fold(MAX_TOTAL - 5, &[3, 3, 2, 0]);
+        assert_eq!(f.counted, [true, false, true, true]);
+        assert_eq!(
+            (f.total, f.added(&[3, 3, 2, 0]), f.refused()),
+            (MAX_TOTAL, 5, 1)
+        );
+        let f = fold(0, &[MAX_TOTAL, 1]);
+        assert_eq!((f.total, f.refused()), (MAX_TOTAL, 1));
+        assert_eq!(fold(7, &[]).total, 7);
     }
 }

@@ -8,7 +8,8 @@
 //! - [`kv`]: the key/value service: key and value validation, versioned items and the [`kv::KvStore`] port;
 //!   [`kv::tx`]: transactions (buffer, limits, commit plan) and the [`kv::tx::KvTransactions`] port.
 //! - [`certificates`]: share classes and gapless certificate numbers; the [`certificates::Ledger`] port.
-//! - [`counters`]: strong and eventual counters, overflow reservation; the [`counters::Counters`] port.
+//! - [`counters`]: strong and eventual counters, the folding rule (what overflow refuses); the
+//!   [`counters::Counters`] port.
 //! - [`idempotency`]: `Idempotency-Key` semantics and the [`idempotency::Idempotency`] port, for every service.
 //! - [`widgets`]: port slots, associations and their invariants; the [`widgets::Widgets`] port.
 //! - [`retention`]: how long idempotency and exactly-once records hold, with a margin for clock skew, and

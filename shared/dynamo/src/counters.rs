@@ -1,18 +1,24 @@
 //! Counters on DynamoDB.
 //!
-//! `CounterTable` (key `key`): `total`, `pending` (accepted, not yet folded) and `room`, what is left below
-//! 2^63 − 1 once total and pending are counted. DynamoDB conditions cannot add, so the room is kept as its
-//! own attribute: every increment takes its value out of `room` under `room >= :value`, in the same write
-//! that adds it, so an overflow is refused before anything is counted and never touches another counter.
+//! `CounterTable` (key `key`): `total`, `room` (what is left below 2^63 − 1) and `refused` (eventual
+//! increments refused when folded, see [`strata_core::counters`]). DynamoDB conditions cannot add, so the
+//! room is kept as its own attribute: every write that adds takes its value out of `room` under
+//! `room >= :value`, so an overflow is refused before anything is counted and never touches another
+//! counter. (Items written before eventual increments stopped reserving room may also hold `pending`.)
 //!
 //! Strong: one `UpdateItem` (`ADD total`) per increment, which records its token in the counter's
 //! [`history`](crate::history) and is never retried blindly, so a lost answer cannot count it twice; with
 //! an idempotency key, one `TransactWriteItems`
 //! that also puts the request's marker (`done#<key>` in the log table), so a retry counts nothing more.
 //!
-//! Eventual: one `TransactWriteItems` per increment: the log entry (`r#<key>` or `u#<random>`, only if
-//! absent), a check that the request was not folded already, and the reservation in the counter. The log
-//! table's stream feeds [`crate::aggregator`], which folds batches into totals.
+//! Eventual: one `TransactWriteItems` per increment that writes the log entry only (`r#<key>` or
+//! `u#<random>`, only if absent; with a key, plus a check that the request was not folded already): the
+//! counter's own item is neither read nor written, so a hot counter is not held to one item's write rate.
+//! The log's partition key is the entry id, a request key or a random id, so one counter's entries spread
+//! over all of the log table's partitions. A transaction even for one put, because its
+//! `ClientRequestToken` makes the SDK's retries apply it once: a plain put retried after its entry was
+//! folded and deleted would log it again. The log table's stream feeds [`crate::aggregator`], which folds
+//! batches into totals, one write per counter per batch.
 
 use crate::attr::{n, s};
 use crate::error::store_error;
@@ -29,18 +35,23 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
-use strata_core::counters::{CounterKey, Counters, Incremented, MAX_TOTAL, Mode, overflow};
+use strata_core::counters::{
+    CounterKey, Counters, Incremented, MAX_TOTAL, Mode, Reading, overflow,
+};
 use strata_core::retention::{holds_until, ttl_seconds};
 
 pub(crate) const KEY: &str = "key";
 pub(crate) const TOTAL: &str = "total";
-pub(crate) const PENDING: &str = "pending";
 pub(crate) const ROOM: &str = "room";
+pub(crate) const REFUSED: &str = "refused";
 /// Log table attributes.
 pub(crate) const ID: &str = "id";
 pub(crate) const VALUE: &str = "value";
+/// When the entry was accepted (milliseconds since the epoch): the order of folding, and the age the
+/// re-scan goes by.
+pub(crate) const AT: &str = "at";
 pub(crate) const TTL: &str = crate::attr::TTL;
 /// A request's marker (`done#<key>`) counts only until its `ttl`: past it the key is free and the request
 /// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily).
@@ -70,11 +81,21 @@ fn now_seconds() -> AttributeValue {
     n(strata_core::time::epoch_seconds(SystemTime::now()))
 }
 
-fn room_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
-    item.and_then(|i| i.get(ROOM))
+pub(crate) fn number(item: Option<&HashMap<String, AttributeValue>>, name: &str) -> Option<u64> {
+    item.and_then(|i| i.get(name))
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(MAX_TOTAL)
+}
+
+pub(crate) fn room_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
+    number(item, ROOM).unwrap_or(MAX_TOTAL)
+}
+
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 impl DynamoCounters {
@@ -94,14 +115,14 @@ impl DynamoCounters {
         }
     }
 
-    /// The update that reserves `value` in a counter (and adds it to `target`: total or pending).
-    fn reserve(&self, key: &CounterKey, value: u64, target: &str) -> Update {
+    /// The update that adds `value` to a counter's total under its room.
+    fn reserve(&self, key: &CounterKey, value: u64) -> Update {
         Update::builder()
             .table_name(&self.table)
             .key(KEY, s(key.as_str()))
-            .update_expression("ADD #target :v SET #room = if_not_exists(#room, :max) - :v")
+            .update_expression("ADD #total :v SET #room = if_not_exists(#room, :max) - :v")
             .condition_expression("attribute_not_exists(#room) OR #room >= :v")
-            .expression_attribute_names("#target", target)
+            .expression_attribute_names("#total", TOTAL)
             .expression_attribute_names("#room", ROOM)
             .expression_attribute_values(":v", n(value))
             .expression_attribute_values(":max", n(MAX_TOTAL))
@@ -169,7 +190,7 @@ impl DynamoCounters {
         }
     }
 
-    async fn total(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+    async fn reading(&self, key: &CounterKey) -> Result<Option<Reading>, Error> {
         let out = self
             .client
             .get_item()
@@ -180,23 +201,27 @@ impl DynamoCounters {
             .within_deadline()
             .await
             .map_err(|e| store_error("GetItem", e))?;
-        Ok(out.item.map(|item| {
-            item.get(TOTAL)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
+        Ok(out.item.map(|item| Reading {
+            total: number(Some(&item), TOTAL).unwrap_or(0),
+            refused: number(Some(&item), REFUSED).unwrap_or(0),
         }))
     }
 
-    /// Runs a transaction whose last action is the reservation; `Ok(false)`: an earlier action's condition
-    /// failed (the request was already counted).
+    async fn total(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+        Ok(self.reading(key).await?.map(|r| r.total))
+    }
+
+    /// Runs a transaction; with `reservation` (the index of the action that adds under the room), a failed
+    /// condition there is an overflow. `Ok(false)`: another action's condition failed (the request was
+    /// already counted or logged).
     async fn transact(
         &self,
         key: &CounterKey,
         value: u64,
         actions: Vec<TransactWriteItem>,
+        reservation: Option<usize>,
     ) -> Result<bool, Error> {
-        let reservation = actions.len() - 1;
+        let count = actions.len();
         let result = self
             .client
             .transact_write_items()
@@ -213,10 +238,12 @@ impl DynamoCounters {
             let reasons = c.cancellation_reasons();
             let failed =
                 |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-            if failed(reservation) {
-                return Err(overflow(key, room_of(reasons[reservation].item()), value));
+            if let Some(r) = reservation
+                && failed(r)
+            {
+                return Err(overflow(key, room_of(reasons[r].item()), value));
             }
-            if (0..reservation).any(failed) {
+            if (0..count).any(failed) {
                 return Ok(false);
             }
             return Err(Error::unavailable("the counter is busy; retry"));
@@ -258,10 +285,10 @@ impl Counters for DynamoCounters {
                 let actions = vec![
                     TransactWriteItem::builder().put(marker).build(),
                     TransactWriteItem::builder()
-                        .update(self.reserve(key, value, TOTAL))
+                        .update(self.reserve(key, value))
                         .build(),
                 ];
-                self.transact(key, value, actions).await?;
+                self.transact(key, value, actions, Some(1)).await?;
                 Ok(Incremented::Total(self.total(key).await?.unwrap_or(0)))
             }
             (Mode::Eventual, request) => {
@@ -274,6 +301,7 @@ impl Counters for DynamoCounters {
                     .item(ID, s(&id))
                     .item(KEY, s(key.as_str()))
                     .item(VALUE, n(value))
+                    .item(AT, n(now_millis()))
                     .condition_expression("attribute_not_exists(#id)")
                     .expression_attribute_names("#id", ID)
                     .build()
@@ -291,18 +319,14 @@ impl Counters for DynamoCounters {
                         .expect("check is complete");
                     actions.push(TransactWriteItem::builder().condition_check(folded).build());
                 }
-                actions.push(
-                    TransactWriteItem::builder()
-                        .update(self.reserve(key, value, PENDING))
-                        .build(),
-                );
-                self.transact(key, value, actions).await?;
+                // Logged now, or by an earlier attempt of this request: accepted either way.
+                self.transact(key, value, actions, None).await?;
                 Ok(Incremented::Accepted)
             }
         }
     }
 
-    async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
-        self.total(key).await
+    async fn read(&self, key: &CounterKey) -> Result<Option<Reading>, Error> {
+        self.reading(key).await
     }
 }

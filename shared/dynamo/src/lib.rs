@@ -14,8 +14,9 @@
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
-//! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append) counters.
-//! - [`aggregator`]: folds the counter log, delivered by its stream, into the totals exactly once.
+//! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters.
+//! - [`aggregator`]: folds the counter log into the totals exactly once: batches its stream delivers, a
+//!   re-scan of the log (scheduled on AWS; every 200 ms in `strata serve --store dynamodb`).
 //! - [`widgets`]: port-slot claims as one `TransactWriteItems` over both widgets.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the

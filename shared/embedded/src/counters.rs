@@ -1,13 +1,15 @@
 //! Counters on the embedded store.
 //!
-//! Keyspaces: `counters` (key → total, pending: accepted but not yet folded), `counter_log` (sequence
+//! Keyspaces: `counters` (key → total and refused: increments refused when folded), `counter_log` (sequence
 //! number → value and key; eventual mode) and `counter_requests` (request id → marker: this request was
-//! counted or logged, until the marker's expiry; see [`crate::retention`]). Every increment is one writer command that checks the request marker and the room
-//! left below 2^63 − 1 (total + pending), then adds to the total (strong) or appends to the log (eventual),
-//! writing the marker in the same batch.
+//! counted or logged, until the marker's expiry; see [`crate::retention`]). Every increment is one writer
+//! command that checks the request marker, then adds to the total under the room left below 2^63 − 1
+//! (strong) or appends to the log (eventual; it reads nothing of the counter, as on DynamoDB, so both stores
+//! refuse the same increments), writing the marker in the same batch.
 //!
 //! In eventual mode a folder thread moves log entries into totals every 50 ms: one writer command per round
-//! re-reads each entry, adds it and deletes it, all in one durable batch. A crash before that batch leaves the
+//! re-reads each entry, folds it ([`strata_core::counters::fold`]: counted, or refused if it would pass
+//! 2^63 − 1) and deletes it, all in one durable batch. A crash before that batch leaves the
 //! entries for the next round; after it, they are gone: each entry is counted exactly once. Log keys are
 //! sequence numbers in commit order, so the folder resumes after the last entry it folded instead of walking
 //! the deleted ones again (an LSM tree keeps tombstones until compaction).
@@ -19,7 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use strata_core::Error;
-use strata_core::counters::{CounterKey, Counters, Incremented, MAX_TOTAL, Mode, overflow};
+use strata_core::counters::{
+    CounterKey, Counters, Incremented, MAX_TOTAL, Mode, Reading, fold as fold_values, overflow,
+};
 
 const FOLD_EVERY: Duration = Duration::from_millis(50);
 const FOLD_BATCH: usize = 10_000;
@@ -36,26 +40,43 @@ pub struct EmbeddedCounters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counter {
     total: u64,
-    pending: u64,
+    refused: u64,
 }
+
+/// Leads a counter record (17 bytes: this tag, total, refused). Records of 16 bytes were written before
+/// eventual increments stopped reserving room (total, pending); their pending part no longer means
+/// anything, since folding no longer subtracts it.
+const RECORD_TAG: u8 = 1;
 
 impl Counter {
     fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
         let Some(bytes) = bytes else { return Ok(None) };
         let corrupt = || Error::internal("corrupt counter record");
-        let (total, pending) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
-        Ok(Some(Self {
-            total: u64::from_be_bytes(total.try_into().map_err(|_| corrupt())?),
-            pending: u64::from_be_bytes(pending.try_into().map_err(|_| corrupt())?),
+        let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
+        Ok(Some(match bytes {
+            [RECORD_TAG, rest @ ..] if rest.len() == 16 => Self {
+                total: word(&rest[..8])?,
+                refused: word(&rest[8..])?,
+            },
+            legacy if legacy.len() == 16 => Self {
+                total: word(&legacy[..8])?,
+                refused: 0,
+            },
+            _ => return Err(corrupt()),
         }))
     }
 
     fn encode(self) -> Vec<u8> {
-        [self.total.to_be_bytes(), self.pending.to_be_bytes()].concat()
+        [
+            &[RECORD_TAG][..],
+            &self.total.to_be_bytes(),
+            &self.refused.to_be_bytes(),
+        ]
+        .concat()
     }
 
     fn room(self) -> u64 {
-        MAX_TOTAL - self.total - self.pending
+        MAX_TOTAL - self.total
     }
 }
 
@@ -136,8 +157,16 @@ pub async fn fold(store: &Store, from: u64) -> Result<Option<u64>, Error> {
                 let (value, key) = decode_log_entry(&bytes)?;
                 let mut counter = Counter::decode(staging.get(Space::Counters, &key)?.as_deref())?
                     .unwrap_or_default();
-                counter.total += value;
-                counter.pending -= value;
+                let folded = fold_values(counter.total, &[value]);
+                if folded.refused() > 0 {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(&key),
+                        value,
+                        "an accepted increment would pass 2^63 - 1: refused, recorded in the counter"
+                    );
+                }
+                counter.total = folded.total;
+                counter.refused += folded.refused();
                 staging.put(Space::Counters, key, counter.encode());
                 staging.remove(Space::CounterLog, id);
             }
@@ -180,7 +209,12 @@ impl Counters for EmbeddedCounters {
                         Mode::Eventual => Incremented::Accepted,
                     });
                 }
-                if value > counter.room() {
+                // Eventual mode refuses here only what no counter can take; the rest is decided when folded.
+                let refuse_above = match mode {
+                    Mode::Strong => counter.room(),
+                    Mode::Eventual => MAX_TOTAL,
+                };
+                if value > refuse_above {
                     return Err(overflow(&key, counter.room(), value));
                 }
                 if let Some(r) = request {
@@ -198,14 +232,15 @@ impl Counters for EmbeddedCounters {
                         Incremented::Total(counter.total)
                     }
                     Mode::Eventual => {
-                        counter.pending += value;
                         let seq = next_entry.fetch_add(1, Ordering::Relaxed);
                         staging.put(
                             Space::CounterLog,
                             seq.to_be_bytes().to_vec(),
                             log_entry(&key, value),
                         );
-                        Incremented::Accepted
+                        // The counter itself is not written: `GET` of a counter whose increments are all
+                        // still in the log is `404`, as on DynamoDB.
+                        return Ok(Incremented::Accepted);
                     }
                 };
                 staging.put(
@@ -218,9 +253,12 @@ impl Counters for EmbeddedCounters {
             .await
     }
 
-    async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
+    async fn read(&self, key: &CounterKey) -> Result<Option<Reading>, Error> {
         let bytes = self.store.read(Space::Counters, key.as_str().as_bytes())?;
-        Ok(Counter::decode(bytes.as_deref())?.map(|c| c.total))
+        Ok(Counter::decode(bytes.as_deref())?.map(|c| Reading {
+            total: c.total,
+            refused: c.refused,
+        }))
     }
 }
 

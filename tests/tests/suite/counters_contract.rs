@@ -153,23 +153,62 @@ async fn bad_input_is_refused_and_counts_nothing(f: Fixture) {
     assert_eq!(total(app, "k").await, Some(1));
 }
 
+/// The `counter-refused` header of `GET`: increments folding refused (0 if absent).
+async fn refused(app: &App, key: &str) -> u64 {
+    let r = app.get(&format!("/increment/{key}")).await;
+    r.headers
+        .get("counter-refused")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Waits (at most 15 s) until folding has refused `expected` increments of the counter.
+async fn refuses(app: &App, key: &str, expected: u64) {
+    let started = Instant::now();
+    while refused(app, key).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{key}: refused {} increments, expected {expected}",
+            refused(app, key).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Strong mode refuses an overflowing increment with `409`. Eventual mode accepts it (it does not read
+/// the total) and folding refuses it, counting nothing of it and recording it in `counter-refused`; both
+/// refuse at once an increment no counter could take. Each step of eventual mode waits for the folder, so
+/// the order in which the increments reach the total is the order sent.
 async fn overflow_is_refused_and_touches_nothing_else(f: Fixture) {
+    let within = Duration::from_secs(15);
     for mode in [Mode::Strong, Mode::Eventual] {
         let f = in_mode(same_kind(&f).await, mode).await;
         let app = &f.app;
-        let ok = if mode == Mode::Strong {
-            StatusCode::OK
-        } else {
+        let eventual = mode == Mode::Eventual;
+        let ok = if eventual {
             StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
         };
         increment(app, "other", 7).await;
         assert_eq!(increment(app, "big", MAX_TOTAL - 5).await.status, ok);
+        settles(app, "big", MAX_TOTAL - 5, within).await;
         let r = increment(app, "big", 6).await;
-        assert_eq!(
-            (r.status, r.code(), &r.body["error"]["room"]),
-            (StatusCode::CONFLICT, "overflow", &json!(5)),
-            "{mode:?}"
-        );
+        if eventual {
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+            refuses(app, "big", 1).await;
+            assert_eq!(
+                total(app, "big").await,
+                Some(MAX_TOTAL - 5),
+                "nothing of it counted"
+            );
+        } else {
+            assert_eq!(
+                (r.status, r.code(), &r.body["error"]["room"]),
+                (StatusCode::CONFLICT, "overflow", &json!(5)),
+            );
+            assert_eq!(refused(app, "big").await, 0);
+        }
         let r = increment(app, "fresh", u64::MAX).await;
         assert_eq!(
             (r.status, r.code()),
@@ -181,15 +220,22 @@ async fn overflow_is_refused_and_touches_nothing_else(f: Fixture) {
             ok,
             "exactly up to 2^63-1 is fine"
         );
-        assert_eq!(increment(app, "big", 1).await.code(), "overflow");
+        settles(app, "big", MAX_TOTAL, within).await;
+        let r = increment(app, "big", 1).await;
+        if eventual {
+            assert_eq!(r.status, StatusCode::ACCEPTED);
+            refuses(app, "big", 2).await;
+        } else {
+            assert_eq!(r.code(), "overflow");
+        }
         assert_eq!(
             increment(app, "other", 1).await.status,
             ok,
             "another counter is unaffected"
         );
-        let within = Duration::from_secs(15);
         settles(app, "big", MAX_TOTAL, within).await;
         settles(app, "other", 8, within).await;
+        assert_eq!(refused(app, "other").await, 0);
         assert_eq!(total(app, "fresh").await, None);
     }
 }

@@ -1,5 +1,7 @@
-//! The eventual-mode aggregator against DynamoDB Local's real stream, under redelivery and crashes; and the
-//! local server's counters under `kill -9` and rate limiting.
+//! The eventual-mode aggregator against DynamoDB Local's real stream, under redelivery, crashes, batches
+//! that fail past their retries (folded by the re-scan), a re-scan racing the stream, faults from the
+//! fault proxy while folding, and malformed log records; and the local server's counters (on both stores)
+//! under `kill -9` and rate limiting.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
@@ -9,6 +11,7 @@ use std::time::Duration;
 use strata_core::Settings;
 use strata_core::counters::{CounterKey, Counters, Mode};
 use strata_dynamo::aggregator::Aggregator;
+use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 use strata_tests::server::Server;
 use strata_tests::streams::StreamReader;
 
@@ -16,6 +19,8 @@ struct Setup {
     counters: Arc<dyn Counters>,
     aggregator: Aggregator,
     reader: StreamReader,
+    client: aws_sdk_dynamodb::Client,
+    tables: strata_dynamo::Tables,
 }
 
 async fn eventual_dynamodb() -> Setup {
@@ -30,12 +35,60 @@ async fn eventual_dynamodb() -> Setup {
         counter_mode: Mode::Eventual,
         ..Settings::default()
     };
-    let stores = strata_dynamo::stores(client, tables, &settings);
+    let stores = strata_dynamo::stores(client.clone(), tables.clone(), &settings);
     Setup {
         counters: stores.counters,
         aggregator,
         reader,
+        client,
+        tables,
     }
+}
+
+/// Another aggregator on the same tables: a second Lambda invocation (the schedule's, while the stream's
+/// runs), or one whose client goes through the fault proxy at `endpoint`.
+async fn aggregator_on(s: &Setup, endpoint: Option<&str>) -> Aggregator {
+    let client = match endpoint {
+        None => s.client.clone(),
+        Some(url) => strata_dynamo::config::client(&strata_tests::dynamodb::sdk_config(url).await),
+    };
+    Aggregator::new(
+        client,
+        s.tables.counters.clone(),
+        s.tables.counter_log.clone(),
+    )
+}
+
+/// `count` increments of `i + 1` over `keys` counters, every third one with an idempotency key; returns the
+/// expected totals.
+async fn log_increments(s: &Setup, keys: &[CounterKey], count: u64) -> Vec<u64> {
+    let mut expected = vec![0; keys.len()];
+    let batch = uuid::Uuid::new_v4().simple().to_string();
+    for i in 0..count {
+        let k = (i as usize) % keys.len();
+        let request = format!("increment:{batch}-{i}");
+        let request = (i % 3 == 0).then_some(request.as_str());
+        s.counters
+            .increment(&keys[k], i + 1, request)
+            .await
+            .unwrap();
+        expected[k] += i + 1;
+    }
+    expected
+}
+
+async fn totals(s: &Setup, keys: &[CounterKey]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(s.counters.get(k).await.unwrap().unwrap_or(0));
+    }
+    out
+}
+
+fn keys(prefix: &str, n: usize) -> Vec<CounterKey> {
+    (0..n)
+        .map(|i| CounterKey::parse(&format!("{prefix}{i}")).unwrap())
+        .collect()
 }
 
 /// Everything the stream has delivered so far, as one event (polling until `count` entries arrived).
@@ -93,14 +146,16 @@ async fn a_crash_partway_through_a_fold_counts_everything_once_on_redelivery() {
     let keys: Vec<CounterKey> = (0..4)
         .map(|i| CounterKey::parse(&format!("c{i}")).unwrap())
         .collect();
-    // 70 entries: three chunks of the aggregator
-    for i in 0..70u64 {
+    // 250 entries: three chunks of the aggregator (up to 100 actions each: a delete per entry, an update
+    // per counter)
+    const N: u64 = 250;
+    for i in 0..N {
         s.counters
             .increment(&keys[(i % 4) as usize], i + 1, None)
             .await
             .unwrap();
     }
-    let event = delivered(&mut s.reader, 70).await;
+    let event = delivered(&mut s.reader, N as usize).await;
     let entries = strata_counters::stream::entries(&event);
     s.aggregator.inject_failure_after_chunks(1);
     assert!(
@@ -115,18 +170,207 @@ async fn a_crash_partway_through_a_fold_counts_everything_once_on_redelivery() {
         sum
     };
     assert!(
-        partial > 0 && partial < (1..=70).sum::<u64>(),
+        partial > 0 && partial < (1..=N).sum::<u64>(),
         "one chunk was folded: {partial}"
     );
     // Lambda delivers the batch again: the rest is folded, the first chunk is not counted twice
-    assert_eq!(s.aggregator.fold(entries).await.unwrap(), 40);
+    let rest = s.aggregator.fold(entries).await.unwrap();
+    assert!(rest > 0 && rest < N as usize, "the rest: {rest}");
     for (i, k) in keys.iter().enumerate() {
-        let expected: u64 = (0..70u64)
-            .filter(|n| n % 4 == i as u64)
-            .map(|n| n + 1)
-            .sum();
+        let expected: u64 = (0..N).filter(|n| n % 4 == i as u64).map(|n| n + 1).sum();
         assert_eq!(s.counters.get(k).await.unwrap(), Some(expected), "{k:?}");
     }
+}
+
+/// The stream's batch fails every retry (the mapping then gives up on it and describes it on its
+/// `OnFailure` queue): nothing is counted, and the entries are still in the log. The schedule's re-scan
+/// leaves entries younger than its age to the stream, then folds the rest, each once; a later redelivery
+/// of the batch and another re-scan count nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_past_its_retries_is_folded_by_the_rescan() {
+    let mut s = eventual_dynamodb().await;
+    let keys = keys("failed", 3);
+    let expected = log_increments(&s, &keys, 40).await;
+    let event = delivered(&mut s.reader, 40).await;
+    let entries = strata_counters::stream::entries(&event);
+    for _ in 0..3 {
+        s.aggregator.inject_failure_after_chunks(0);
+        assert!(s.aggregator.fold(entries.clone()).await.is_err());
+    }
+    assert_eq!(
+        totals(&s, &keys).await,
+        [0, 0, 0],
+        "the failed batch counted nothing"
+    );
+    let young = s
+        .aggregator
+        .rescan(strata_dynamo::aggregator::RESCAN_AGE)
+        .await
+        .unwrap();
+    assert_eq!(
+        young.folded, 0,
+        "entries younger than the re-scan's age are the stream's"
+    );
+    let rescan = strata_counters::aggregate::handle(&s.aggregator, scheduled_event()).await;
+    assert!(
+        rescan.is_ok(),
+        "the schedule's event is handled: {rescan:?}"
+    );
+    let found = s.aggregator.rescan(Duration::ZERO).await.unwrap();
+    assert_eq!((found.folded, found.malformed), (40, 0));
+    assert_eq!(totals(&s, &keys).await, expected);
+    assert_eq!(
+        s.aggregator.fold(entries).await.unwrap(),
+        0,
+        "redelivered late"
+    );
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(totals(&s, &keys).await, expected);
+}
+
+/// What EventBridge sends the aggregator on its schedule.
+fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-12-01T10:00:00Z",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/strata-CounterAggregateRescan"],
+        "detail": {}
+    })
+}
+
+/// The stream's invocation and the schedule's re-scan fold the same entries at the same time, three
+/// rounds: every entry is folded by exactly one of them, and the totals are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rescan_racing_the_stream_folds_each_entry_once() {
+    let mut s = eventual_dynamodb().await;
+    let keys = keys("raced", 2);
+    let scheduled = aggregator_on(&s, None).await;
+    let mut expected = vec![0; keys.len()];
+    let mut logged = 0;
+    for round in 0..3 {
+        let more = log_increments(&s, &keys, 120).await;
+        for (e, m) in expected.iter_mut().zip(more) {
+            *e += m;
+        }
+        logged += 120;
+        let event = delivered(&mut s.reader, 120).await;
+        let entries = strata_counters::stream::entries(&event);
+        let (by_stream, by_rescan) =
+            tokio::join!(s.aggregator.fold(entries), scheduled.rescan(Duration::ZERO));
+        let (by_stream, by_rescan) = (by_stream.unwrap(), by_rescan.unwrap().folded);
+        eprintln!("round {round}: stream folded {by_stream}, re-scan {by_rescan}");
+        assert_eq!(by_stream + by_rescan, 120, "round {round}: each entry once");
+        assert_eq!(totals(&s, &keys).await, expected, "round {round}");
+    }
+    assert_eq!(scheduled.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert!(logged > 0);
+}
+
+/// Folding through the fault proxy: 30% of the aggregator's transactions faulted, of every kind (the
+/// answer lost after applying, refused before, throttled, cut mid-answer, held past the attempt timeout),
+/// over stream batches of 5 entries. A failed invocation is delivered again, as Lambda does, until it
+/// succeeds; then a re-scan finds nothing left: every entry is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_while_folding_count_each_entry_once() {
+    let mut s = eventual_dynamodb().await;
+    let keys = keys("faulted", 3);
+    let expected = log_increments(&s, &keys, 150).await;
+    let event = delivered(&mut s.reader, 150).await;
+    let entries = strata_counters::stream::entries(&event);
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        16,
+        FaultConfig::split(0.3, &FaultKind::ALL)
+            .on(&["TransactWriteItems"])
+            .with_delay(Duration::from_millis(3200)),
+    )
+    .await;
+    let faulted = aggregator_on(&s, Some(&proxy.url)).await;
+    let (mut folded, mut failures) = (0, 0);
+    for batch in entries.chunks(5) {
+        for attempt in 0.. {
+            assert!(attempt < 30, "a batch never folded");
+            match faulted.fold(batch.to_vec()).await {
+                Ok(n) => {
+                    folded += n;
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("a batch failed ({e}); delivered again");
+                }
+            }
+        }
+    }
+    let stats = proxy.stats();
+    eprintln!("{stats}; {failures} failed invocations");
+    assert!(stats.total_faults() >= 5, "faults were injected: {stats}");
+    assert_eq!(folded, 150, "each entry folded by exactly one invocation");
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(totals(&s, &keys).await, expected);
+}
+
+/// A log record that does not decode (here a value that is not a number) is neither folded nor dropped:
+/// the stream's invocation reports it as the batch's failure (so Lambda retries from it and, past the
+/// retries, sends the batch to the `OnFailure` queue), folds the rest, and the re-scan counts it as
+/// malformed and leaves it in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_log_record_is_reported_and_kept_never_dropped() {
+    let mut s = eventual_dynamodb().await;
+    let key = CounterKey::parse("malformed").unwrap();
+    s.counters.increment(&key, 4, None).await.unwrap();
+    s.client
+        .put_item()
+        .table_name(&s.tables.counter_log)
+        .item("id", AttributeValue::S("u#not-a-number".into()))
+        .item("key", AttributeValue::S("malformed".into()))
+        .item("value", AttributeValue::S("lots".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut event = delivered(&mut s.reader, 1).await;
+    for _ in 0..50 {
+        if event.records.len() >= 2 {
+            break;
+        }
+        event.records.extend(s.reader.next_event().await.records);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let decoded = strata_counters::stream::decode(&event);
+    assert_eq!((decoded.entries.len(), decoded.malformed.len()), (1, 1));
+    let answer =
+        strata_counters::aggregate::handle(&s.aggregator, serde_json::to_value(&event).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": decoded.malformed[0]}]),
+        "{answer}"
+    );
+    assert_eq!(
+        s.counters.get(&key).await.unwrap(),
+        Some(4),
+        "the rest was folded"
+    );
+    let found = s.aggregator.rescan(Duration::ZERO).await.unwrap();
+    assert_eq!((found.folded, found.malformed), (0, 1));
+    let kept = s
+        .client
+        .get_item()
+        .table_name(&s.tables.counter_log)
+        .key("id", AttributeValue::S("u#not-a-number".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        kept.item.is_some(),
+        "the malformed record is still in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

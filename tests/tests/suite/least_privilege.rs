@@ -800,6 +800,29 @@ async fn drive_counters(d: &Driver) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(folded, 2, "both eventual increments folded");
+    // The schedule's re-scan, through the function's handler: it scans the log (nothing in it is old
+    // enough to fold, and what it would fold takes the grants above).
+    let rescan = d
+        .recorder
+        .run(
+            "counters-aggregate",
+            strata_counters::aggregate::handle(
+                &aggregator,
+                json!({
+                    "version": "0",
+                    "id": "0f3e5b8c-1d2a-4b6c-9e7f-8a9b0c1d2e3f",
+                    "detail-type": "Scheduled Event",
+                    "source": "aws.events",
+                    "account": "123456789012",
+                    "time": "2026-12-01T10:00:00Z",
+                    "region": "eu-west-1",
+                    "resources": [],
+                    "detail": {}
+                }),
+            ),
+        )
+        .await;
+    assert!(rescan.is_ok(), "the scheduled re-scan: {rescan:?}");
     let total = d
         .call_on(eventual, "counters-get", |e| param(e, "key", "eventual"))
         .await;

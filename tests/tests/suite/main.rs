@@ -7,6 +7,7 @@ mod certificates_faults;
 mod contract;
 mod counters_contract;
 mod counters_faults;
+mod counters_hot_key;
 mod crash_recovery;
 mod deadlines;
 mod dynamodb_faults;

@@ -346,6 +346,7 @@ async fn an_eventual_increment_key_reused_after_its_folded_marker_expired_counts
         id: "r#port-key".to_owned(),
         key: key.as_str().to_owned(),
         value: 4,
+        at: 0,
     };
     assert_eq!(
         counters.increment(&key, 4, Some("port-key")).await.unwrap(),

@@ -13,12 +13,13 @@ const XRAY_ACTIONS: [&str; 2] = ["xray:PutTraceSegments", "xray:PutTelemetryReco
 
 /// The DynamoDB data-plane actions a function may hold on a table (the transaction APIs are authorized
 /// per item action), and the stream-reading ones it may hold on a stream.
-const TABLE_ACTIONS: [&str; 6] = [
+const TABLE_ACTIONS: [&str; 7] = [
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
+    "dynamodb:Scan",
     "dynamodb:ConditionCheckItem",
 ];
 const STREAM_ACTIONS: [&str; 4] = [
@@ -249,13 +250,14 @@ fn no_wildcard_action_or_resource_but_the_xray_exception() {
                 );
                 continue;
             }
-            // Only references to resources of this stack: a table, its stream, a log group.
+            // Only references to resources of this stack: a table, its stream, a log group, a queue.
             let (target, attribute) = get_att(&resource)
                 .unwrap_or_else(|| panic!("{owner}: resource {resource:?} is not a !GetAtt"));
             let ty = resource_type(&t, target).unwrap_or_else(|| panic!("{owner}: {target}?"));
             let allowed = match ty {
                 "AWS::DynamoDB::Table" => ["Arn", "StreamArn"].contains(&attribute),
                 "AWS::Logs::LogGroup" => attribute == "Arn",
+                "AWS::SQS::Queue" => attribute == "Arn",
                 _ => false,
             };
             assert!(allowed, "{owner}: resource {target}.{attribute} ({ty})");
@@ -545,7 +547,8 @@ fn deadlines_fit_inside_the_function_timeout_and_the_retry_windows_outlast_it() 
     for (id, seconds) in &overrides {
         let seconds = seconds.expect("a number of seconds");
         assert!(
-            std::time::Duration::from_secs(seconds) <= timeout || id.contains("Aggregator"),
+            // The aggregator serves no request: its re-scan may take longer.
+            std::time::Duration::from_secs(seconds) <= timeout || id == "CounterAggregateFunction",
             "{id}: an HTTP function's timeout above the Globals timeout would outlast the retry windows"
         );
     }
@@ -1083,6 +1086,144 @@ fn samconfig_prod_sets_an_auth_mode_that_is_not_none() {
             "{env} opens the API"
         );
     }
+}
+
+/// The counter log's consumer loses nothing: its stream mapping reports malformed records as batch
+/// failures and sends batches that fail past their retries to a queue; an alarm watches that queue and the
+/// stream's iterator age; a schedule re-scans the log with the same function; and its role holds exactly
+/// what each of those needs.
+#[test]
+fn the_counter_log_fails_over_to_a_queue_is_alarmed_and_rescanned_on_a_schedule() {
+    let t = Template::load();
+    let doc = t.doc();
+    let function = &doc["Resources"]["CounterAggregateFunction"];
+    let events = &function["Properties"]["Events"];
+    let (stream_event, schedule) = {
+        let all: Vec<&Value> = events.as_mapping().unwrap().values().collect();
+        let of = |ty: &str| {
+            let found: Vec<&&Value> = all
+                .iter()
+                .filter(|e| e["Type"].as_str() == Some(ty))
+                .collect();
+            assert_eq!(found.len(), 1, "one {ty} event on the aggregator");
+            *found[0]
+        };
+        (of("DynamoDB"), of("Schedule"))
+    };
+    let mapping = &stream_event["Properties"];
+    assert_eq!(
+        get_att(&mapping["Stream"]),
+        Some(("CounterLogTable", "StreamArn"))
+    );
+    assert_eq!(
+        strings(&mapping["FunctionResponseTypes"]),
+        ["ReportBatchItemFailures"],
+        "malformed records come back as batch failures"
+    );
+    assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    let retries = mapping["MaximumRetryAttempts"]
+        .as_u64()
+        .expect("bounded retries");
+    assert!((1..=10_000).contains(&retries), "{retries}");
+    // Large batches: a hot counter's item takes one write per chunk of 99 entries.
+    assert!(mapping["BatchSize"].as_u64().unwrap() >= 1000);
+    let on_failure = &mapping["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"].as_str(), Some("SQS"));
+    let (queue, attribute) = get_att(&on_failure["Destination"]).expect("a queue of this stack");
+    assert_eq!(attribute, "Arn");
+    let q = &doc["Resources"][queue];
+    assert_eq!(q["Type"].as_str(), Some("AWS::SQS::Queue"), "{queue}");
+    assert_eq!(
+        q["Properties"]["MessageRetentionPeriod"].as_u64(),
+        Some(1_209_600),
+        "{queue}: kept the 14 days SQS allows"
+    );
+    assert_eq!(
+        q["Properties"]["SqsManagedSseEnabled"].as_bool(),
+        Some(true),
+        "{queue}: encrypted at rest"
+    );
+    assert_eq!(q["DeletionPolicy"].as_str(), Some("Retain"), "{queue}");
+
+    // The schedule: often enough that an entry the stream lost is folded within minutes, and the age it
+    // folds past is well inside the stream's 24 hours.
+    let rate = schedule["Properties"]["Schedule"].as_str().unwrap();
+    let minutes: u64 = rate
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(" minutes)"))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("a rate in minutes: {rate}"));
+    assert!((1..=15).contains(&minutes), "{rate}");
+    assert!(strata_dynamo::aggregator::RESCAN_AGE < std::time::Duration::from_secs(3600));
+    assert_eq!(schedule["Properties"]["Enabled"].as_bool(), Some(true));
+    let timeout = function["Properties"]["Timeout"].as_u64().unwrap();
+    assert!(
+        timeout >= 60 && timeout < minutes * 60,
+        "a re-scan has time to run, and ends before the next: {timeout} s"
+    );
+
+    // Alarms: the stream's iterator age for this function, and any message on the queue.
+    let mut iterator_age = false;
+    let mut depth = false;
+    for (id, alarm) in t.resources_of_type("AWS::CloudWatch::Alarm") {
+        let p = &alarm["Properties"];
+        let dimension = &p["Dimensions"][0]["Value"];
+        match (p["Namespace"].as_str(), p["MetricName"].as_str()) {
+            (Some("AWS/Lambda"), Some("IteratorAge"))
+                if ref_of(dimension) == Some("CounterAggregateFunction") =>
+            {
+                assert_eq!(p["Statistic"].as_str(), Some("Maximum"), "{id}");
+                let threshold = p["Threshold"].as_u64().unwrap();
+                assert!(threshold <= 15 * 60 * 1000, "{id}: {threshold} ms");
+                iterator_age = true;
+            }
+            (Some("AWS/SQS"), Some("ApproximateNumberOfMessagesVisible"))
+                if get_att(dimension) == Some((queue, "QueueName")) =>
+            {
+                assert_eq!(p["Threshold"].as_u64(), Some(1), "{id}: any message");
+                assert_eq!(
+                    p["ComparisonOperator"].as_str(),
+                    Some("GreaterThanOrEqualToThreshold"),
+                    "{id}"
+                );
+                depth = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(iterator_age, "an IteratorAge alarm on the aggregator");
+    assert!(depth, "a depth alarm on {queue}");
+
+    // Least privilege for the queue: only the aggregator's role may send to it, and only that.
+    let (role, _) = get_att(&function["Properties"]["Role"]).unwrap();
+    for (owner, statement) in statements(&t) {
+        let sqs: Vec<String> = strings(&statement["Action"])
+            .into_iter()
+            .filter(|a| a.starts_with("sqs:"))
+            .collect();
+        if sqs.is_empty() {
+            continue;
+        }
+        assert_eq!(owner, role, "only the aggregator's role uses the queue");
+        assert_eq!(sqs, ["sqs:SendMessage"], "{owner}");
+        assert_eq!(get_att(&statement["Resource"]), Some((queue, "Arn")));
+    }
+    // The re-scan reads the log with Scan, which nothing else may.
+    for (owner, statement) in statements(&t) {
+        if strings(&statement["Action"]).contains(&"dynamodb:Scan".to_owned()) {
+            assert_eq!(owner, role, "{owner}: Scan");
+            assert_eq!(
+                get_att(&statement["Resource"]),
+                Some(("CounterLogTable", "Arn"))
+            );
+        }
+    }
+    let granted: BTreeSet<String> = statements(&t)
+        .into_iter()
+        .filter(|(owner, s)| owner == role && get_att(&s["Resource"]) == Some((queue, "Arn")))
+        .flat_map(|(_, s)| strings(&s["Action"]))
+        .collect();
+    assert!(granted.contains("sqs:SendMessage"), "the mapping can send");
 }
 
 /// Tables whose items stay until deleted by a request, and why no TTL may remove them.
