@@ -258,18 +258,30 @@ async fn line_pipeline(server: &Server) -> Report {
         format!("{:.1} MiB", peak_rss_mib(server.pid())),
     );
     let expected = get_a_reply();
-    let (mut right, mut wrong) = (0u64, 0u64);
     let started = Instant::now();
-    for reader in &mut connections {
-        let mut line = String::new();
-        for _ in 0..100 {
-            line.clear();
-            match tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await {
-                Ok(Ok(_)) if line == expected => right += 1,
-                _ => wrong += 1,
+    // All readers at once, as 50 clients would be: one read at a time would leave the others' replies
+    // unread long enough for the idle timeout to close them.
+    let counts = futures_util::future::join_all(connections.iter_mut().map(|reader| {
+        let expected = &expected;
+        async move {
+            let (mut right, mut wrong) = (0u64, 0u64);
+            let mut line = String::new();
+            for _ in 0..100 {
+                line.clear();
+                match tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line))
+                    .await
+                {
+                    Ok(Ok(_)) if &line == expected => right += 1,
+                    _ => wrong += 1,
+                }
             }
+            (right, wrong)
         }
-    }
+    }))
+    .await;
+    let (right, wrong) = counts
+        .iter()
+        .fold((0, 0), |(r, w), (right, wrong)| (r + right, w + wrong));
     report.line(
         "replies read",
         format!(
