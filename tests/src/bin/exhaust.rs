@@ -43,6 +43,11 @@ const CASES: &[(&str, &str, Case)] = &[
         |s| Box::pin(line_idle(s)),
     ),
     (
+        "http-slowloris",
+        "1,000 HTTP connections send their headers a line at a time and never finish them, past the read timeout",
+        |s| Box::pin(http_slowloris(s)),
+    ),
+    (
         "ws-message",
         "20 WebSockets, 4 at a time, each sending one 64 MiB message in 4 MiB fragments to /kv/ws",
         |s| Box::pin(ws_message(s)),
@@ -364,6 +369,68 @@ async fn line_idle(server: &Server) -> Report {
         answered.is_ok() && line == "{\"status\": \"Ok\", \"result\": \"1\"}\n",
         || format!("the working connection answered {line:?}"),
     );
+    report
+}
+
+async fn http_slowloris(server: &Server) -> Report {
+    let mut report = Report::default();
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    report.line(
+        "opened",
+        format!(
+            "1000 connections in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    // One header line per connection every 2 s, for longer than the default read timeout (10 s).
+    let trickle = Instant::now();
+    let mut round = 0;
+    while trickle.elapsed() < Duration::from_secs(14) {
+        for stream in &mut slow {
+            let _ = stream
+                .write_all(format!("x-{round}: y\r\n").as_bytes())
+                .await;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let closed = futures_util::future::join_all(slow.iter_mut().map(|s| async move {
+        let mut buffer = [0u8; 256];
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(s, &mut buffer),
+        )
+        .await
+        {
+            Err(_) => Some(false),
+            Ok(Ok(0)) | Ok(Err(_)) => Some(true),
+            // Bytes from the server: an answer to a request whose headers never ended.
+            Ok(Ok(_)) => None,
+        }
+    }))
+    .await;
+    let (shut, open, answered) = closed.iter().fold((0, 0, 0), |(c, o, a), x| match x {
+        Some(true) => (c + 1, o, a),
+        Some(false) => (c, o + 1, a),
+        None => (c, o, a + 1),
+    });
+    report.line(
+        "slow connections",
+        format!("{shut} closed by the server, {open} still open, {answered} answered, {:.1} s after opening", started.elapsed().as_secs_f64()),
+    );
+    report.check(shut == 1000, || {
+        format!("{open} still open, {answered} answered")
+    });
     report
 }
 
