@@ -123,3 +123,19 @@ impl Bystander {
         report
     }
 }
+
+/// Slowloris: `n` connections to `address` (`host:port`), each having sent the start of a request's headers
+/// (the request line and one header) and nothing that ends them.
+pub async fn slow_header_connections(address: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut slow = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    slow
+}

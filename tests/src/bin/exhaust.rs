@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use strata_tests::exhaustion::{Bystander, peak_rss_mib};
+use strata_tests::exhaustion::{Bystander, peak_rss_mib, slow_header_connections};
 use strata_tests::server::Server;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -376,15 +376,7 @@ async fn http_slowloris(server: &Server) -> Report {
     let mut report = Report::default();
     let address = server.base.trim_start_matches("http://").to_owned();
     let started = Instant::now();
-    let mut slow = Vec::new();
-    for _ in 0..1000 {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n")
-            .await
-            .unwrap();
-        slow.push(stream);
-    }
+    let mut slow = slow_header_connections(&address, 1000).await;
     report.line(
         "opened",
         format!(

@@ -1,7 +1,7 @@
 //! Attacks on the HTTP listener: slow clients, idle connections, more connections than the cap.
 
 use std::time::{Duration, Instant};
-use strata_tests::exhaustion::{Bystander, peak_rss_mib};
+use strata_tests::exhaustion::{Bystander, peak_rss_mib, slow_header_connections};
 use strata_tests::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,15 +58,7 @@ async fn slowloris_connections_are_closed_after_the_read_timeout_and_others_are_
     let (_dir, server) = start(&["--read-timeout", "2"]);
     let address = address(&server);
     let bystander = Bystander::start(&server.base);
-    let mut slow = Vec::new();
-    for _ in 0..1000 {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n")
-            .await
-            .unwrap();
-        slow.push(stream);
-    }
+    let mut slow = slow_header_connections(&address, 1000).await;
     let opened = Instant::now();
     // Keep trickling header lines, a few bytes each, for longer than the timeout.
     for round in 0..3 {
