@@ -48,6 +48,19 @@ enum Command {
         #[arg(long, default_value = "strata-")]
         table_prefix: String,
     },
+    /// Rewrite a file that follows from the code (run from the repository root; a test fails when the
+    /// committed file differs).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        target: GenerateTarget,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenerateTarget {
+    /// `template.yaml`: every function's resources, from the operations' declarations.
+    Template,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +209,22 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Command::Generate { target } => match target {
+            GenerateTarget::Template => {
+                let path = std::path::Path::new("template.yaml");
+                let committed = std::fs::read_to_string(path).map_err(|e| {
+                    format!("{}: {e} (run from the repository root)", path.display())
+                })?;
+                let generated = crate::generate::template(&committed)?;
+                std::fs::write(path, &generated)?;
+                println!(
+                    "wrote {} ({} lines)",
+                    path.display(),
+                    generated.lines().count()
+                );
+                Ok(())
+            }
+        },
         Command::DynamodbLocal { port, table_prefix } => {
             let local = DynamoDbLocal::start(port)?;
             create_tables(&local_client(&local.endpoint).await, &table_prefix).await?;

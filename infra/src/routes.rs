@@ -1,17 +1,11 @@
-//! Every operation of the API, once.
+//! Every operation of the API, once (declared by each service, gathered by `strata-api`).
 
 use strata_http::route::Route;
 
-/// Every route the API serves, in no particular order.
+/// Every route the API serves, the fallback aside.
 pub fn all() -> Vec<Route> {
-    [
-        strata_kv::ROUTES,
-        strata_certificates::ROUTES,
-        strata_counters::ROUTES,
-        strata_widgets::ROUTES,
-    ]
-    .concat()
+    strata_api::routes()
 }
 
 /// What answers requests that match no route.
-pub const FALLBACK: Route = strata_kv::FALLBACK;
+pub const FALLBACK: Route = strata_api::FALLBACK;

@@ -1,5 +1,6 @@
 //! `template.yaml`, read as data: the routes it serves, the tables it declares, and its resources for the
-//! checks on policies, logs and alarms.
+//! checks on policies, logs and alarms, with its `Fn::ForEach` loops expanded as CloudFormation's
+//! `AWS::LanguageExtensions` transform does.
 //!
 //! The template is the single declaration of tables and API routes. The local server and the tests read it
 //! from here (it is compiled into the binary), so nothing restates a table's keys or a route's path.
@@ -20,7 +21,7 @@ pub struct Template {
 pub struct TemplateRoute {
     pub method: String,
     pub path: String,
-    /// `Metadata.BuildProperties.Binary` of the function: the Lambda binary that serves the route.
+    /// `Handler` of the function: the operation it serves.
     pub binary: String,
 }
 
@@ -39,9 +40,11 @@ impl Template {
     }
 
     pub fn parse(source: &str) -> Result<Self, serde_yaml::Error> {
-        Ok(Self {
-            doc: serde_yaml::from_str(source)?,
-        })
+        let mut doc: Value = serde_yaml::from_str(source)?;
+        if let Some(resources) = doc.get_mut("Resources").and_then(Value::as_mapping_mut) {
+            *resources = expand_for_each(resources);
+        }
+        Ok(Self { doc })
     }
 
     /// The whole document, for checks that look past routes and tables (policies, alarms, parameters).
@@ -65,7 +68,7 @@ impl Template {
             if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
                 continue;
             }
-            let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            let binary = resource["Properties"]["Handler"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
@@ -129,5 +132,59 @@ impl Template {
                 properties: r["Properties"].clone(),
             })
             .collect()
+    }
+}
+
+/// The mapping with every `Fn::ForEach::<name>: [Identifier, [values], {template}]` replaced by one copy of
+/// its template per value, `${Identifier}` and `&{Identifier}` substituted in keys and strings (nested
+/// loops too). Only literal collections: the template's loops are over lists written in it.
+fn expand_for_each(mapping: &serde_yaml::Mapping) -> serde_yaml::Mapping {
+    let mut out = serde_yaml::Mapping::new();
+    for (key, value) in mapping {
+        let Some(name) = key.as_str().filter(|k| k.starts_with("Fn::ForEach::")) else {
+            out.insert(key.clone(), value.clone());
+            continue;
+        };
+        let parts = value.as_sequence().map(Vec::as_slice).unwrap_or_default();
+        let (Some(ident), Some(values), Some(body)) = (
+            parts.first().and_then(Value::as_str),
+            parts.get(1).and_then(Value::as_sequence),
+            parts.get(2).and_then(Value::as_mapping),
+        ) else {
+            panic!("{name}: not [Identifier, [values], {{template}}]");
+        };
+        for v in values {
+            let v = v
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: a value is not a string"));
+            if let Value::Mapping(copy) = substitute(&Value::Mapping(body.clone()), ident, v) {
+                out.extend(expand_for_each(&copy));
+            }
+        }
+    }
+    out
+}
+
+fn substitute(value: &Value, ident: &str, with: &str) -> Value {
+    let alnum: String = with.chars().filter(char::is_ascii_alphanumeric).collect();
+    let text = |s: &str| {
+        s.replace(&format!("${{{ident}}}"), with)
+            .replace(&format!("&{{{ident}}}"), &alnum)
+    };
+    match value {
+        Value::String(s) => Value::String(text(s)),
+        Value::Sequence(items) => {
+            Value::Sequence(items.iter().map(|i| substitute(i, ident, with)).collect())
+        }
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .map(|(k, v)| (substitute(k, ident, with), substitute(v, ident, with)))
+                .collect(),
+        ),
+        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: substitute(&t.value, ident, with),
+        })),
+        other => other.clone(),
     }
 }

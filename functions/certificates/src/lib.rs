@@ -1,4 +1,4 @@
-//! The stock-certificate ledger (CONTRACT.md §2): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//! The stock-certificate ledger (CONTRACT.md §2): HTTP handlers and their declarations.
 //!
 //! # Layout
 //!
@@ -6,13 +6,13 @@
 //!   [`strata_core::certificates::Ledger`] port; the numbering rules live in `strata_core::certificates`.
 //!   Issuing and changing a class go through `strata_http::idempotency`, and an issue hands the client's
 //!   key to the ledger as its request id, so a retry yields the original certificate even across a crash.
-//! - [`ROUTES`]: this crate's part of the route table.
-//! - `src/bin/*.rs`: the Lambda `main`s.
+//! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
+//!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
 pub mod handlers;
 
 use strata_http::handler;
-use strata_http::route::Route;
+use strata_http::route::{Access, Deploy, Grant, IDEMPOTENCY, Pool, Route};
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -20,29 +20,85 @@ pub const ROUTES: &[Route] = &[
         path: "/share-classes/{class}",
         function: "share-classes-put",
         handler: handler!(handlers::put_class),
+        deploy: Deploy {
+            id: "ShareClassPut",
+            note: "",
+            access: Access::Admin,
+            pool: Pool::Writes,
+            grants: &[
+                Grant {
+                    table: "LedgerTable",
+                    actions: &["UpdateItem"],
+                },
+                IDEMPOTENCY,
+            ],
+        },
     },
     Route {
         method: "GET",
         path: "/share-classes/{class}",
         function: "share-classes-get",
         handler: handler!(handlers::get_class),
+        deploy: Deploy {
+            id: "ShareClassGet",
+            note: "",
+            access: Access::Read,
+            pool: Pool::Reads,
+            grants: &[Grant {
+                table: "LedgerTable",
+                actions: &["GetItem"],
+            }],
+        },
     },
     Route {
         method: "POST",
         path: "/certificates",
         function: "certificates-issue",
         handler: handler!(handlers::issue),
+        deploy: Deploy {
+            id: "CertificateIssue",
+            note: "",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[
+                Grant {
+                    table: "LedgerTable",
+                    actions: &["GetItem", "PutItem", "UpdateItem"],
+                },
+                IDEMPOTENCY,
+            ],
+        },
     },
     Route {
         method: "GET",
         path: "/certificates/{id}",
         function: "certificates-get",
         handler: handler!(handlers::get),
+        deploy: Deploy {
+            id: "CertificateGet",
+            note: "(finishes a pending certificate it finds)",
+            access: Access::Read,
+            pool: Pool::Reads,
+            grants: &[Grant {
+                table: "LedgerTable",
+                actions: &["GetItem", "PutItem", "UpdateItem"],
+            }],
+        },
     },
     Route {
         method: "GET",
         path: "/certificates",
         function: "certificates-list",
         handler: handler!(handlers::list),
+        deploy: Deploy {
+            id: "CertificateList",
+            note: "?class= (finishes pending certificates it finds)",
+            access: Access::Read,
+            pool: Pool::Reads,
+            grants: &[Grant {
+                table: "LedgerTable",
+                actions: &["GetItem", "Query", "PutItem", "UpdateItem"],
+            }],
+        },
     },
 ];

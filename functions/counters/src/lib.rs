@@ -1,4 +1,4 @@
-//! Counters (CONTRACT.md §4): HTTP handlers, one Lambda binary per operation in `src/bin/`, and the handler
+//! Counters (CONTRACT.md §4): HTTP handlers, their declarations, and the handler
 //! that folds the eventual-mode log (from its DynamoDB stream and its re-scan schedule).
 //!
 //! # Layout
@@ -9,15 +9,15 @@
 //! - [`stream`]: turns a DynamoDB stream event (`aws_lambda_events`) into log entries for
 //!   [`strata_dynamo::aggregator::Aggregator`] (`serde_dynamo`), and malformed records into batch failures.
 //! - [`aggregate`]: the `counters-aggregate` Lambda's handler: a stream batch, or the scheduled re-scan.
-//! - [`ROUTES`]: this crate's part of the route table.
-//! - `src/bin/*.rs`: the Lambda `main`s (`counters-aggregate` is the stream- and schedule-triggered one).
+//! - [`ROUTES`] and [`AGGREGATOR`]: this service's functions, each declared once with its deployment (see
+//!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
 pub mod aggregate;
 pub mod handlers;
 pub mod stream;
 
 use strata_http::handler;
-use strata_http::route::Route;
+use strata_http::route::{Access, Deploy, Function, Grant, IDEMPOTENCY, Pool, Route, Trigger};
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -25,11 +25,61 @@ pub const ROUTES: &[Route] = &[
         path: "/increment",
         function: "counters-increment",
         handler: handler!(handlers::increment),
+        deploy: Deploy {
+            id: "CounterIncrement",
+            note: "",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[
+                Grant {
+                    table: "CounterTable",
+                    actions: &["UpdateItem", "GetItem"],
+                },
+                Grant {
+                    table: "CounterLogTable",
+                    actions: &["PutItem", "ConditionCheckItem"],
+                },
+                IDEMPOTENCY,
+            ],
+        },
     },
     Route {
         method: "GET",
         path: "/increment/{key}",
         function: "counters-get",
         handler: handler!(handlers::get),
+        deploy: Deploy {
+            id: "CounterGet",
+            note: "",
+            access: Access::Read,
+            pool: Pool::Reads,
+            grants: &[Grant {
+                table: "CounterTable",
+                actions: &["GetItem"],
+            }],
+        },
     },
 ];
+
+/// The Lambda that folds the eventual-mode log into the totals (see [`aggregate`]).
+pub const AGGREGATOR: Function = Function {
+    function: "counters-aggregate",
+    trigger: Trigger::CounterLog,
+    deploy: Deploy {
+        id: "CounterAggregate",
+        note: "Folds the counter log (eventual mode), delivered by its stream or re-scanned on a schedule, into the totals exactly once",
+        access: Access::None,
+        pool: Pool::Writes,
+        // The stream's reads and the failure queue are the trigger's, granted with it.
+        grants: &[
+            Grant {
+                table: "CounterLogTable",
+                actions: &["DeleteItem", "PutItem", "Scan"],
+            },
+            Grant {
+                table: "CounterTable",
+                actions: &["UpdateItem"],
+            },
+        ],
+    },
+};

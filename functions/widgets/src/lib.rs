@@ -1,16 +1,16 @@
-//! Widgets (CONTRACT.md §3): HTTP handlers, and one Lambda binary per operation in `src/bin/`.
+//! Widgets (CONTRACT.md §3): HTTP handlers and their declarations.
 //!
 //! # Layout
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation, on the
 //!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`.
-//! - [`ROUTES`]: this crate's part of the route table.
-//! - `src/bin/*.rs`: the Lambda `main`s.
+//! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
+//!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
 pub mod handlers;
 
 use strata_http::handler;
-use strata_http::route::Route;
+use strata_http::route::{Access, Deploy, Grant, IDEMPOTENCY, Pool, Route};
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -18,29 +18,85 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets",
         function: "widgets-create",
         handler: handler!(handlers::create),
+        deploy: Deploy {
+            id: "WidgetCreate",
+            note: "",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[
+                Grant {
+                    table: "WidgetTable",
+                    actions: &["PutItem"],
+                },
+                IDEMPOTENCY,
+            ],
+        },
     },
     Route {
         method: "GET",
         path: "/widgets/{serial}",
         function: "widgets-get",
         handler: handler!(handlers::get),
+        deploy: Deploy {
+            id: "WidgetGet",
+            note: "",
+            access: Access::Read,
+            pool: Pool::Reads,
+            grants: &[Grant {
+                table: "WidgetTable",
+                actions: &["GetItem"],
+            }],
+        },
     },
     Route {
         method: "DELETE",
         path: "/widgets/{serial}",
         function: "widgets-delete",
         handler: handler!(handlers::delete),
+        deploy: Deploy {
+            id: "WidgetDelete",
+            note: "(releases every association)",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[Grant {
+                table: "WidgetTable",
+                actions: &["GetItem", "DeleteItem", "UpdateItem"],
+            }],
+        },
     },
     Route {
         method: "POST",
         path: "/widgets/{serial}/associations",
         function: "widgets-associate",
         handler: handler!(handlers::associate),
+        deploy: Deploy {
+            id: "WidgetAssociate",
+            note: "",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[
+                Grant {
+                    table: "WidgetTable",
+                    actions: &["GetItem", "UpdateItem"],
+                },
+                IDEMPOTENCY,
+            ],
+        },
     },
     Route {
         method: "DELETE",
         path: "/widgets/{serial}/associations/{port}/{peer}",
         function: "widgets-dissociate",
         handler: handler!(handlers::dissociate),
+        deploy: Deploy {
+            id: "WidgetDissociate",
+            note: "",
+            access: Access::Write,
+            pool: Pool::Writes,
+            grants: &[Grant {
+                table: "WidgetTable",
+                actions: &["UpdateItem"],
+            }],
+        },
     },
 ];

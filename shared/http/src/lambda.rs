@@ -1,4 +1,4 @@
-//! The Lambda entry point: what every `src/bin/<operation>.rs` calls.
+//! The Lambda entry point: what the Lambda binary (`strata-api`) runs for an HTTP or WebSocket function.
 
 use crate::route::Handler;
 use crate::{Request, Response, metrics};

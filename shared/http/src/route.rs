@@ -1,4 +1,11 @@
-//! Routes, declared once per service and shared by the Lambdas, the local server and the tests.
+//! Operations, declared once per service and shared by the Lambdas, the local server, the generated
+//! `template.yaml` blocks and the tests.
+//!
+//! A [`Route`] is one HTTP operation: where it is served, the handler, and its deployment — the Lambda
+//! function's name and resource ids, who may call it, which reserved-concurrency pool it draws from, and
+//! exactly the DynamoDB grants its code needs. A [`Function`] is a Lambda that is not an HTTP route (the
+//! WebSocket routes, the counter-log aggregator). `strata generate template` writes every function's
+//! blocks from these; nothing else restates them.
 
 use crate::{Request, Response};
 use std::future::Future;
@@ -18,14 +25,109 @@ pub struct Route {
     /// In API Gateway syntax: `{name}` is one segment, a trailing `{name+}` takes the rest of the path.
     /// `$default` is the fallback for requests no route matches.
     pub path: &'static str,
-    /// The Lambda binary (and `template.yaml` function) that serves this route on AWS.
+    /// The Lambda function that serves this route on AWS (its `Handler` in `template.yaml`).
     pub function: &'static str,
     pub handler: Handler,
+    pub deploy: Deploy,
+}
+
+/// A Lambda function that is not an HTTP route.
+#[derive(Clone, Copy)]
+pub struct Function {
+    /// The function's `Handler` in `template.yaml`.
+    pub function: &'static str,
+    pub trigger: Trigger,
+    pub deploy: Deploy,
+}
+
+/// What invokes a [`Function`].
+#[derive(Clone, Copy)]
+pub enum Trigger {
+    /// A route of the WebSocket API (`$connect`, `$disconnect`, `$default`), answered by this handler.
+    /// The route, integration and permission resources are the WebSocket API's, in `template.yaml`.
+    WebSocket {
+        route: &'static str,
+        handler: Handler,
+    },
+    /// The counter log's DynamoDB stream and its re-scan schedule (the events are written by the template
+    /// generator, which knows the table and queue they name). Its entry point is not an HTTP handler.
+    CounterLog,
+}
+
+/// How one function is deployed, beyond its trigger.
+#[derive(Clone, Copy, Debug)]
+pub struct Deploy {
+    /// The stem of its resource ids: `<id>Function`, `<id>FunctionRole`, `<id>FunctionLogGroup`,
+    /// `<id>ErrorsAlarm`, `<id>ThrottlesAlarm`.
+    pub id: &'static str,
+    /// Appended to the function's description (`GET /widgets/{serial}` for a route), when the route alone
+    /// does not say what it does; the whole description for a [`Function`].
+    pub note: &'static str,
+    pub access: Access,
+    pub pool: Pool,
+    /// Every DynamoDB action the function's code calls, per table: its role grants exactly these (the
+    /// least-privilege test drives every code path and compares).
+    pub grants: &'static [Grant],
+}
+
+/// Which JWT scope a route asks for when the API uses JWT authorization (CONTRACT.md, who may call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    /// Changing a share class's authorized shares.
+    Admin,
+    /// Any of the three (the fallback, which only answers `404`).
+    AnyScope,
+    /// Not an HTTP route: authorization is the trigger's (the WebSocket `$connect`, the stream).
+    None,
+}
+
+/// The reserved-concurrency pool a function draws from (template parameters `ReservedConcurrency*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Reads,
+    Writes,
+    /// The line protocol over HTTP and WebSocket: the costliest per invocation, so the smallest pool.
+    Commands,
+}
+
+/// DynamoDB actions on one table: `table` is its resource id in `template.yaml` (`KvTable`), `actions`
+/// without the `dynamodb:` prefix.
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    pub table: &'static str,
+    pub actions: &'static [&'static str],
+}
+
+/// The grants every operation that takes an `Idempotency-Key` needs (see [`crate::idempotency`]).
+pub const IDEMPOTENCY: Grant = Grant {
+    table: "IdempotencyTable",
+    actions: &["PutItem", "UpdateItem", "DeleteItem"],
+};
+
+impl Route {
+    /// The function's description in `template.yaml`.
+    pub fn description(&self) -> String {
+        let path = self.path.replace('+', "");
+        match (self.path, self.deploy.note) {
+            ("$default", note) => note.to_owned(),
+            (_, "") => format!("{} {path}", self.method),
+            (_, note) if note.starts_with('?') => format!("{} {path}{note}", self.method),
+            (_, note) => format!("{} {path} {note}", self.method),
+        }
+    }
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} -> {}", self.method, self.path, self.function)
+    }
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.function, self.deploy.id)
     }
 }
 

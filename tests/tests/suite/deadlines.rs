@@ -2,9 +2,9 @@
 //! (longer than any deadline here), and the host must still get the contract's `503 store_unavailable` with
 //! `retry-after` in time.
 //!
-//! - A real Lambda binary (`functions/kv/src/bin/kv-put.rs`, built as `kv-put-under-test`) under a minimal
-//!   Lambda Runtime API: the invocation's deadline (`Lambda-Runtime-Deadline-Ms`) is 3 s ahead, and the
-//!   function must post its answer before it.
+//! - The real Lambda binary (`functions/api/src/main.rs`, built as `lambda-under-test`) serving `kv-put`
+//!   (`_HANDLER`, as the template sets it) under a minimal Lambda Runtime API: the invocation's deadline
+//!   (`Lambda-Runtime-Deadline-Ms`) is 3 s ahead, and the function must post its answer before it.
 //! - The real `strata serve --store dynamodb`: a request answers within its budget
 //!   (`strata_http::REQUEST_BUDGET`), not later.
 
@@ -206,6 +206,7 @@ impl Lambda {
             .env("COUNTER_MODE", "strong")
             .env("KV_TX_IDLE_TIMEOUT_SECONDS", "300")
             .env("DEFAULT_SHARE_CLASSES", "CS=2600000,PS=750000")
+            .env("_HANDLER", "kv-put")
             .env("AWS_LAMBDA_RUNTIME_API", api)
             .env("AWS_LAMBDA_FUNCTION_NAME", "strata-KvPut")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -275,7 +276,7 @@ async fn a_lambda_answers_503_before_its_invocation_deadline_when_dynamodb_is_sl
     .await;
     let api = RuntimeApi::start().await;
     let lambda = Lambda::start(
-        env!("CARGO_BIN_EXE_kv-put-under-test"),
+        env!("CARGO_BIN_EXE_lambda-under-test"),
         &api.address,
         &prefix,
         &proxy.url,

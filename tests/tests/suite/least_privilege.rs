@@ -105,14 +105,14 @@ fn resource_name(resource: &Yaml) -> String {
     format!("{resource:?}")
 }
 
-/// Function (its `Binary`) → `(role, its DynamoDB grants)`.
+/// Function (its `Handler`) → `(role, its DynamoDB grants)`.
 fn granted(t: &Template) -> BTreeMap<String, (String, BTreeSet<Grant>)> {
     let doc = t.doc();
     let mut all = BTreeMap::new();
     for (id, function) in t.resources_of_type("AWS::Serverless::Function") {
-        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+        let binary = function["Properties"]["Handler"]
             .as_str()
-            .unwrap_or_else(|| panic!("{id}: no Binary"))
+            .unwrap_or_else(|| panic!("{id}: no Handler"))
             .to_owned();
         let (role, _) = get_att(&function["Properties"]["Role"])
             .unwrap_or_else(|| panic!("{id}: no Role: !GetAtt"));
@@ -171,20 +171,11 @@ fn event(function: &str) -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The handler the Lambda binary runs for `function` (as `strata_api::lambda` picks it).
 fn handler_of(function: &str) -> Handler {
-    match function {
-        "ws-connect" => strata_http::handler!(strata_kv::websocket::connect),
-        "ws-disconnect" => strata_http::handler!(strata_kv::websocket::disconnect),
-        "ws-default" => strata_http::handler!(strata_kv::websocket::default),
-        _ => {
-            strata::routes::all()
-                .into_iter()
-                .chain([strata::routes::FALLBACK])
-                .find(|r| r.function == function)
-                .unwrap_or_else(|| panic!("no route is served by function {function}"))
-                .handler
-        }
-    }
+    strata_api::function(function)
+        .and_then(|f| f.handler())
+        .unwrap_or_else(|| panic!("no HTTP or WebSocket handler serves function {function}"))
 }
 
 /// Edits of an event file.
@@ -1025,7 +1016,7 @@ fn the_stream_exceptions_belong_to_the_stream_consumer() {
     for x in EXCEPTIONS {
         let (_, function) = t
             .resources_of_type("AWS::Serverless::Function")
-            .find(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(x.function))
+            .find(|(_, f)| f["Properties"]["Handler"].as_str() == Some(x.function))
             .unwrap_or_else(|| panic!("no function {}", x.function));
         let table = x.resource.strip_suffix("/stream").expect("a stream");
         let consumes = function["Properties"]["Events"]

@@ -530,7 +530,7 @@ async fn a_lambda_writes_one_emf_line_per_invocation_and_its_request_id_on_every
     }
     // DynamoDB nowhere: every read fails as unavailable, which the handler logs (a warning) and answers 503.
     let mut child = lambda
-        .env("STRATA_FUNCTION", "kv-get")
+        .env("_HANDLER", "kv-get")
         .env("AWS_LAMBDA_RUNTIME_API", &api)
         .env("AWS_LAMBDA_FUNCTION_NAME", "strata-KvGet")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")

@@ -174,7 +174,11 @@ fn every_function_has_its_own_role_log_group_and_tracing() {
         assert_eq!(trust, ["lambda.amazonaws.com"], "{role}");
 
         let logging = &p["LoggingConfig"];
-        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{id}");
+        // SAM merges Globals' LoggingConfig into each function's.
+        let format = logging["LogFormat"]
+            .as_str()
+            .or(globals["LoggingConfig"]["LogFormat"].as_str());
+        assert_eq!(format, Some("JSON"), "{id}");
         let group = ref_of(&logging["LogGroup"]).unwrap_or_else(|| panic!("{id}: no LogGroup"));
         let group_res = &t.doc()["Resources"][group];
         assert_eq!(
@@ -367,6 +371,13 @@ fn tables_are_on_demand_recoverable_and_protectable() {
     }
 }
 
+/// `!Sub "${X}"`, the same as `!Ref X` (how a `Fn::ForEach` loop names a resource by its identifier).
+fn sub_of_one_ref(value: &Value) -> Option<&str> {
+    let (tag, inner) = tagged(value)?;
+    let name = inner.as_str()?.strip_prefix("${")?.strip_suffix('}')?;
+    (tag == "!Sub" && !name.contains(['$', '{', '}'])).then_some(name)
+}
+
 /// `(namespace, metric)` -> the dimension values (`!Ref` targets) its alarms watch.
 fn alarms(t: &Template) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut watched: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -388,7 +399,7 @@ fn alarms(t: &Template) -> BTreeMap<(String, String), BTreeSet<String>> {
             };
             let entry = watched.entry((ns.to_owned(), name.to_owned())).or_default();
             for d in m["Dimensions"].as_sequence().into_iter().flatten() {
-                if let Some(target) = ref_of(&d["Value"]) {
+                if let Some(target) = ref_of(&d["Value"]).or_else(|| sub_of_one_ref(&d["Value"])) {
                     entry.insert(target.to_owned());
                 }
             }
@@ -499,12 +510,7 @@ fn every_function_has_an_event_file_driven_by_a_test() {
     let t = Template::load();
     let binaries: BTreeSet<String> = t
         .resources_of_type("AWS::Serverless::Function")
-        .map(|(_, f)| {
-            f["Metadata"]["BuildProperties"]["Binary"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|(_, f)| f["Properties"]["Handler"].as_str().unwrap().to_owned())
         .collect();
     let files: BTreeSet<String> = std::fs::read_dir(root.join("infra/events"))
         .unwrap()
@@ -891,7 +897,7 @@ fn every_function_has_reserved_concurrency_with_the_command_functions_lowest() {
                 .unwrap(),
             "{id}: {condition}"
         );
-        let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        let binary = f["Properties"]["Handler"].as_str().unwrap();
         if binary == "kv-commands" {
             assert_eq!(param, "ReservedConcurrencyCommands", "{id}");
         }

@@ -1,8 +1,0 @@
-//! Lambda for the key/value transaction `put` operation (routes in `strata_kv::ROUTES`).
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    strata_http::lambda::init();
-    let stores = strata_dynamo::stores_from_env().await?;
-    strata_http::lambda::run(stores, strata_http::handler!(strata_kv::transactions::put)).await
-}

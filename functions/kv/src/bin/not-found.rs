@@ -1,8 +1,0 @@
-//! Lambda for `strata_kv::system::not_found` (see `strata_kv::ROUTES` and `FALLBACK`).
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    strata_http::lambda::init();
-    let stores = strata_dynamo::stores_from_env().await?;
-    strata_http::lambda::run(stores, strata_http::handler!(strata_kv::system::not_found)).await
-}

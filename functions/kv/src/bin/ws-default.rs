@@ -1,8 +1,0 @@
-//! Lambda for the WebSocket API's `$default` route (`strata_kv::websocket::default`).
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    strata_http::lambda::init();
-    let stores = strata_dynamo::stores_from_env().await?;
-    strata_http::lambda::run(stores, strata_http::handler!(strata_kv::websocket::default)).await
-}
