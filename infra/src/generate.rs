@@ -110,10 +110,10 @@ fn function(out: &mut String, f: &Deployed) {
                 "      Events:
         Http:
           Type: HttpApi
-          Properties: {{ApiId: !Ref HttpApi, Method: {method}, Path: {path}, Auth: !If [AuthJwt, {{Authorizer: Jwt, AuthorizationScopes: [{scopes}]}}, !If [AuthIam, {{Authorizer: AWS_IAM}}, !Ref AWS::NoValue]]}}",
+          Properties: {{ApiId: !Ref HttpApi, Method: {method}, Path: {path:?}, Auth: !If [AuthJwt, {{Authorizer: Jwt, AuthorizationScopes: [{scopes}]}}, !If [AuthIam, {{Authorizer: AWS_IAM}}, !Ref AWS::NoValue]]}}",
                 method = r.method,
-                // Quoted: braces are flow syntax.
-                path = format!("{:?}", r.path),
+                // Quoted (`{path:?}`): braces are flow syntax.
+                path = r.path,
             );
         }
         Deployed::Function(func) => match func.trigger {
