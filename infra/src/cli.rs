@@ -34,7 +34,7 @@ enum Command {
     Serve(Serve),
     /// Measure a running strata: throughput, latency percentiles, refusals and errors, with a JSON report
     /// and a latency plot.
-    Bench(crate::bench::Args),
+    Bench(strata_bench::Args),
     /// Widgets on the embedded store.
     Widgets {
         #[command(subcommand)]
@@ -178,7 +178,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Bench(args) => crate::bench::command(args).await.map_err(|e| e as _),
+        Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),
         Command::Widgets {
             command:
                 WidgetsCommand::Load {
@@ -189,7 +189,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let store = strata_embedded::Store::open(&data_dir)?;
             let widgets = store.stores(&Settings::default()).widgets;
-            let loaded = crate::widgets_load::load(widgets, count, seed).await?;
+            let loaded = strata_bench::widgets_load::load(widgets, count, seed).await?;
             println!(
                 "{} widgets created ({} already there), {} associations, in {:.1} s",
                 loaded.created, loaded.skipped, loaded.associated, loaded.seconds
