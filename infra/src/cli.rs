@@ -121,8 +121,8 @@ struct Serve {
     #[arg(long, default_value = "CS=2600000,PS=750000")]
     default_classes: String,
     /// Counters: strong (in the total when acknowledged) or eventual (logged, folded within a second).
-    #[arg(long, default_value = "strong", value_parser = ["strong", "eventual"])]
-    counter_mode: String,
+    #[arg(long, value_enum, default_value_t = strata_core::counters::Mode::Strong)]
+    counter_mode: strata_core::counters::Mode,
     /// Limit each client address to N requests per SECONDS on each route (e.g. 1000/5); over it: 429.
     #[arg(long, value_parser = crate::server::RateLimit::parse)]
     rate_limit: Option<crate::server::RateLimit>,
@@ -230,7 +230,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
         default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
-        counter_mode: strata_core::counters::Mode::parse(&args.counter_mode)?,
+        counter_mode: args.counter_mode,
         retention: std::time::Duration::from_secs(args.retention_seconds),
         max_open_transactions: args.max_open_transactions,
         max_transaction_memory: args.max_transaction_memory_mb * 1024 * 1024,
@@ -344,7 +344,34 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::exposure_warning;
+    use super::{Cli, Command, exposure_warning};
+    use clap::Parser;
+    use strata_core::counters::Mode;
+
+    fn counter_mode(args: &[&str]) -> Result<Mode, clap::Error> {
+        let cli = Cli::try_parse_from([&["strata", "serve"], args].concat())?;
+        match cli.command {
+            Command::Serve(serve) => Ok(serve.counter_mode),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    #[test]
+    fn the_counter_mode_is_strong_or_eventual_as_counter_mode_spells_them() {
+        assert_eq!(counter_mode(&[]).unwrap(), Mode::Strong);
+        for mode in [Mode::Strong, Mode::Eventual] {
+            assert_eq!(counter_mode(&["--counter-mode", mode.as_str()]).unwrap(), mode);
+            // The same spelling as COUNTER_MODE (the Lambdas' environment).
+            assert_eq!(Mode::parse(mode.as_str()).unwrap(), mode);
+        }
+        let error = counter_mode(&["--counter-mode", "sometimes"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = error.to_string();
+        assert!(
+            text.contains("sometimes") && text.contains("strong") && text.contains("eventual"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn beyond_loopback_without_a_token_is_warned_about() {
