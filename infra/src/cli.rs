@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use strata_core::{Settings, Stores};
+use strata_core::{Settings, Stores, defaults};
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +34,7 @@ enum Command {
     Serve(Serve),
     /// Measure a running strata: throughput, latency percentiles, refusals and errors, with a JSON report
     /// and a latency plot.
-    Bench(crate::bench::Args),
+    Bench(strata_bench::Args),
     /// Widgets on the embedded store.
     Widgets {
         #[command(subcommand)]
@@ -86,11 +86,11 @@ struct Serve {
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
     /// Most HTTP connections served at once; over it, new connections wait to be accepted.
-    #[arg(long, default_value_t = crate::http_listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = defaults::HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_connections: usize,
     /// Seconds a client has to send a request's headers (and, separately, its body); an idle keep-alive
     /// connection is closed after as long.
-    #[arg(long, default_value_t = crate::http_listener::DEFAULT_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = defaults::HTTP_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     read_timeout: u64,
     /// Address of the key/value line protocol (TCP).
     #[arg(long, default_value = "127.0.0.1:9888")]
@@ -105,37 +105,37 @@ struct Serve {
     #[arg(long)]
     create_tables: bool,
     /// Block cache of the embedded store, in MiB (the hot part of a large data set should fit).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::EMBEDDED_CACHE_MB)]
     cache_mb: u64,
     /// Seconds a key/value transaction may sit idle before it expires.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, default_value_t = defaults::TX_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=defaults::TX_IDLE_TIMEOUT_MAX.as_secs()))]
     tx_idle_timeout: u64,
     /// Most key/value transactions open at once; over it, starting one answers 503 (retryable).
-    #[arg(long, default_value_t = strata_core::kv::tx::DEFAULT_MAX_OPEN, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = defaults::MAX_OPEN_TRANSACTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_open_transactions: usize,
     /// Most MiB all open key/value transactions may buffer together; over it, the write that would pass it
     /// answers 503 (retryable) and the transaction stays usable.
-    #[arg(long, default_value_t = strata_core::kv::tx::DEFAULT_MAX_MEMORY / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = defaults::MAX_TRANSACTION_MEMORY / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
     max_transaction_memory_mb: u64,
     /// Seconds records kept for idempotency and exactly-once are remembered (Idempotency-Key responses,
     /// counter request markers, the ledger's request records); swept afterwards. The contract promises at
     /// least 24 hours: shorten it only for tests.
-    #[arg(long, default_value_t = strata_core::idempotency::DEFAULT_RETENTION.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = defaults::RETENTION.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     retention_seconds: u64,
     /// Most line-protocol TCP connections open at once; one over it gets an `Error` line ("Too many
     /// connections") and is closed, the open ones are not affected.
-    #[arg(long, default_value_t = strata_core::kv::line::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = defaults::LINE_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_line_connections: usize,
     /// Seconds a line-protocol TCP connection may send nothing (or take none of its replies) before it is
     /// closed; its open transaction is rolled back.
-    #[arg(long, default_value_t = strata_core::kv::line::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, default_value_t = defaults::LINE_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
     line_idle_timeout: u64,
     /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
-    #[arg(long, default_value = "CS=2600000,PS=750000")]
+    #[arg(long, default_value = defaults::SHARE_CLASSES)]
     default_classes: String,
     /// Counters: strong (in the total when acknowledged) or eventual (logged, folded within a second).
-    #[arg(long, default_value = "strong", value_parser = ["strong", "eventual"])]
-    counter_mode: String,
+    #[arg(long, value_enum, default_value_t = defaults::COUNTER_MODE)]
+    counter_mode: strata_core::counters::Mode,
     /// Limit each client address to N requests per SECONDS on each route (e.g. 1000/5); over it: 429.
     #[arg(long, value_parser = crate::server::RateLimit::parse)]
     rate_limit: Option<crate::server::RateLimit>,
@@ -191,7 +191,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Bench(args) => crate::bench::command(args).await.map_err(|e| e as _),
+        Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),
         Command::Widgets {
             command:
                 WidgetsCommand::Load {
@@ -202,7 +202,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let store = strata_embedded::Store::open(&data_dir)?;
             let widgets = store.stores(&Settings::default()).widgets;
-            let loaded = crate::widgets_load::load(widgets, count, seed).await?;
+            let loaded = strata_bench::widgets_load::load(widgets, count, seed).await?;
             println!(
                 "{} widgets created ({} already there), {} associations, in {:.1} s",
                 loaded.created, loaded.skipped, loaded.associated, loaded.seconds
@@ -256,14 +256,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     }
     let max_connections = args.max_connections;
     crate::http_listener::raise_file_limit(max_connections + args.max_line_connections);
-    let settings = Settings {
-        tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
-        default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
-        counter_mode: strata_core::counters::Mode::parse(&args.counter_mode)?,
-        retention: std::time::Duration::from_secs(args.retention_seconds),
-        max_open_transactions: args.max_open_transactions,
-        max_transaction_memory: args.max_transaction_memory_mb * 1024 * 1024,
-    };
+    let settings = settings(&args)?;
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
     // The counter log's folder on DynamoDB (on AWS the stream's Lambda and its schedule fold the log; here
@@ -361,6 +354,18 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The settings every backend honours, from `strata serve`'s arguments.
+fn settings(args: &Serve) -> Result<Settings, strata_core::Error> {
+    Ok(Settings {
+        tx_idle_timeout: std::time::Duration::from_secs(args.tx_idle_timeout),
+        default_classes: strata_core::certificates::parse_default_classes(&args.default_classes)?,
+        counter_mode: args.counter_mode,
+        retention: std::time::Duration::from_secs(args.retention_seconds),
+        max_open_transactions: args.max_open_transactions,
+        max_transaction_memory: args.max_transaction_memory_mb * 1024 * 1024,
+    })
+}
+
 /// SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -373,7 +378,63 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::exposure_warning;
+    use super::{Cli, Command, exposure_warning};
+    use clap::Parser;
+    use strata_core::counters::Mode;
+
+    fn serve(args: &[&str]) -> Result<super::Serve, clap::Error> {
+        let cli = Cli::try_parse_from([&["strata", "serve"], args].concat())?;
+        match cli.command {
+            Command::Serve(serve) => Ok(serve),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    fn counter_mode(args: &[&str]) -> Result<Mode, clap::Error> {
+        serve(args).map(|serve| serve.counter_mode)
+    }
+
+    #[test]
+    fn serve_without_arguments_has_the_settings_and_limits_of_strata_core_defaults() {
+        use strata_core::defaults;
+        let args = serve(&[]).unwrap();
+        assert_eq!(
+            format!("{:?}", super::settings(&args).unwrap()),
+            format!("{:?}", strata_core::Settings::default())
+        );
+        assert_eq!(args.max_connections, defaults::HTTP_MAX_CONNECTIONS);
+        assert_eq!(args.read_timeout, defaults::HTTP_READ_TIMEOUT.as_secs());
+        assert_eq!(args.max_line_connections, defaults::LINE_MAX_CONNECTIONS);
+        assert_eq!(
+            args.line_idle_timeout,
+            defaults::LINE_IDLE_TIMEOUT.as_secs()
+        );
+        assert_eq!(args.cache_mb, defaults::EMBEDDED_CACHE_MB);
+        let longest = defaults::TX_IDLE_TIMEOUT_MAX.as_secs().to_string();
+        assert!(serve(&["--tx-idle-timeout", &longest]).is_ok());
+        let longer = (defaults::TX_IDLE_TIMEOUT_MAX.as_secs() + 1).to_string();
+        assert!(serve(&["--tx-idle-timeout", &longer]).is_err());
+    }
+
+    #[test]
+    fn the_counter_mode_is_strong_or_eventual_as_counter_mode_spells_them() {
+        assert_eq!(counter_mode(&[]).unwrap(), Mode::Strong);
+        for mode in [Mode::Strong, Mode::Eventual] {
+            assert_eq!(
+                counter_mode(&["--counter-mode", mode.as_str()]).unwrap(),
+                mode
+            );
+            // The same spelling as COUNTER_MODE (the Lambdas' environment).
+            assert_eq!(Mode::parse(mode.as_str()).unwrap(), mode);
+        }
+        let error = counter_mode(&["--counter-mode", "sometimes"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = error.to_string();
+        assert!(
+            text.contains("sometimes") && text.contains("strong") && text.contains("eventual"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn beyond_loopback_without_a_token_is_warned_about() {

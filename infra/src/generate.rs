@@ -2,6 +2,9 @@
 //! (`strata_api::functions`), written between two marker lines of the committed template. Everything
 //! else in the template (parameters, the APIs, tables, queue, the API-wide alarms) is written by hand.
 //!
+//! Also the parameters whose defaults are the code's (`strata_core::defaults`): their `Default` (and, for
+//! the transaction timeout, `MaxValue`) lines are written from the constants.
+//!
 //! Per function: the function (its `Handler` names the operation for the one Lambda binary), its role
 //! with exactly the declared grants, and its log group. The two alarms of every function come from one
 //! `Fn::ForEach` over the generated list of function ids. A test fails when the committed template is not
@@ -25,11 +28,65 @@ pub fn template(committed: &str) -> Result<String, String> {
         .map(|i| begin + i)
         .ok_or_else(|| format!("template.yaml has no line {END:?} after the first marker"))?;
     let mut out = String::with_capacity(committed.len());
-    out.push_str(&committed[..begin]);
+    out.push_str(&parameters(&committed[..begin])?);
     out.push_str(BEGIN);
     out.push('\n');
     out.push_str(&functions(&strata_api::functions()));
     out.push_str(&committed[end..]);
+    Ok(out)
+}
+
+/// `(parameter, field, value)`: the template's parameter fields that are the code's defaults.
+fn parameter_values() -> Vec<(&'static str, &'static str, String)> {
+    use strata_core::defaults as d;
+    vec![
+        (
+            "TxIdleTimeoutSeconds",
+            "Default",
+            d::TX_IDLE_TIMEOUT.as_secs().to_string(),
+        ),
+        (
+            "TxIdleTimeoutSeconds",
+            "MaxValue",
+            d::TX_IDLE_TIMEOUT_MAX.as_secs().to_string(),
+        ),
+        (
+            "RetentionSeconds",
+            "Default",
+            d::RETENTION.as_secs().to_string(),
+        ),
+        (
+            "DefaultShareClasses",
+            "Default",
+            d::SHARE_CLASSES.to_owned(),
+        ),
+        (
+            "CounterMode",
+            "Default",
+            d::COUNTER_MODE.as_str().to_owned(),
+        ),
+    ]
+}
+
+/// The template's head with each of [`parameter_values`] written into its parameter's block.
+fn parameters(head: &str) -> Result<String, String> {
+    let mut lines: Vec<String> = head.lines().map(str::to_owned).collect();
+    for (parameter, field, value) in parameter_values() {
+        let start = lines
+            .iter()
+            .position(|l| l == &format!("  {parameter}:"))
+            .ok_or_else(|| format!("template.yaml has no parameter {parameter}"))?;
+        let prefix = format!("    {field}: ");
+        let line = lines[start + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .position(|l| l.starts_with(&prefix))
+            .map(|i| start + 1 + i)
+            .ok_or_else(|| format!("template.yaml: parameter {parameter} has no {field}"))?;
+        lines[line] = format!("{prefix}{}", yaml_string(&value));
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
     Ok(out)
 }
 

@@ -19,10 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// Connections served at once unless configured otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-/// Time to send a request's headers, or its body, unless configured otherwise.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a shutdown waits for open connections to finish before dropping them.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
@@ -36,8 +32,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_connections: strata_core::defaults::HTTP_MAX_CONNECTIONS,
+            read_timeout: strata_core::defaults::HTTP_READ_TIMEOUT,
         }
     }
 }
@@ -48,7 +44,10 @@ static READ_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 /// How long a request's body may take to arrive.
 pub fn read_timeout() -> Duration {
-    READ_TIMEOUT.get().copied().unwrap_or(DEFAULT_READ_TIMEOUT)
+    READ_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(strata_core::defaults::HTTP_READ_TIMEOUT)
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves. Every request carries its

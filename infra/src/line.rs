@@ -132,8 +132,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: line::DEFAULT_MAX_CONNECTIONS,
-            idle_timeout: line::DEFAULT_IDLE_TIMEOUT,
+            max_connections: strata_core::defaults::LINE_MAX_CONNECTIONS,
+            idle_timeout: strata_core::defaults::LINE_IDLE_TIMEOUT,
         }
     }
 }

@@ -180,12 +180,10 @@ pub fn below_issued(class: &ClassCode, issued: u64, authorized: u64) -> Error {
     .with("issued", issued)
 }
 
-/// The share classes that exist from the first start, unless configured otherwise.
+/// The share classes that exist from the first start, unless configured otherwise: [`crate::defaults::SHARE_CLASSES`].
 pub fn default_classes() -> Vec<(ClassCode, u64)> {
-    vec![
-        (ClassCode("CS".into()), 2_600_000),
-        (ClassCode("PS".into()), 750_000),
-    ]
+    parse_default_classes(crate::defaults::SHARE_CLASSES)
+        .expect("defaults::SHARE_CLASSES parses (tested)")
 }
 
 /// Parses `CS=2600000,PS=750000` (an empty string: no default classes).
@@ -291,6 +289,13 @@ mod tests {
     fn default_classes_parse() {
         let parsed = parse_default_classes("CS=2600000, PS=750000").unwrap();
         assert_eq!(parsed, default_classes());
+        assert_eq!(
+            default_classes(),
+            [
+                (ClassCode("CS".into()), 2_600_000),
+                (ClassCode("PS".into()), 750_000)
+            ]
+        );
         assert!(parse_default_classes("").unwrap().is_empty());
         for bad in ["CS", "CS=x", "cs=1", "CS=9007199254740992"] {
             assert!(parse_default_classes(bad).is_err(), "{bad:?}");

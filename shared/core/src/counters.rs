@@ -27,15 +27,26 @@ pub const MAX_TOTAL: u64 = i64::MAX as u64;
 /// Longest counter key, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// How increments reach the totals; one per deployment.
+/// How increments reach the totals; one per deployment. Spelled `strong` and `eventual`, on the command line
+/// (with the `clap` feature, a `clap::ValueEnum`) and in `COUNTER_MODE` alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Mode {
+    /// In the total when acknowledged.
     #[default]
     Strong,
+    /// Logged when acknowledged, folded into the total within a second.
     Eventual,
 }
 
 impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strong => "strong",
+            Mode::Eventual => "eventual",
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, Error> {
         match raw {
             "strong" => Ok(Mode::Strong),

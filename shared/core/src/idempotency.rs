@@ -3,15 +3,12 @@
 //!
 //! The record goes through two states, as in Powertools for AWS Lambda: *in progress* (claimed by a request
 //! that is running; it expires after [`IN_PROGRESS_TTL`] so a crashed request does not block the key
-//! forever) and *completed* (the stored response, kept for the retention of [`crate::Settings`], [`DEFAULT_RETENTION`] unless configured).
+//! forever) and *completed* (the stored response, kept for the retention of [`crate::Settings`], [`crate::defaults::RETENTION`] unless configured).
 
 use crate::Error;
 use async_trait::async_trait;
 use std::time::Duration;
 
-/// How long a completed response is remembered unless configured otherwise (the contract promises at least
-/// 24 hours with the defaults).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long a claim by a running request holds; longer than any request may run (the Lambda timeout).
 pub const IN_PROGRESS_TTL: Duration = Duration::from_secs(30);
 /// Longest accepted key.

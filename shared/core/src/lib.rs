@@ -16,6 +16,8 @@
 //!   when a reader treats one as absent.
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
+//! - [`defaults`]: the default of every setting, declared once (the command line and the template take them
+//!   from here).
 //! - [`time`]: timestamps as the API shows them.
 //!
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
@@ -24,6 +26,7 @@
 pub mod certificates;
 pub mod counters;
 pub mod deadline;
+pub mod defaults;
 pub mod error;
 pub mod idempotency;
 pub mod kv;

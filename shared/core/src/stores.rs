@@ -5,7 +5,7 @@ use crate::counters::{Counters, Mode};
 use crate::idempotency::Idempotency;
 use crate::kv::KvStore;
 use crate::kv::line::Connections;
-use crate::kv::tx::{DEFAULT_IDLE_TIMEOUT, KvTransactions};
+use crate::kv::tx::KvTransactions;
 use crate::widgets::Widgets;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub struct Stores {
     pub connections: Arc<dyn Connections>,
 }
 
-/// Tunables that every backend honours the same way.
+/// Tunables that every backend honours the same way; their defaults are in [`crate::defaults`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a key/value transaction may sit idle before it expires.
@@ -62,12 +62,12 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            tx_idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tx_idle_timeout: crate::defaults::TX_IDLE_TIMEOUT,
             default_classes: default_classes(),
-            counter_mode: Mode::Strong,
-            retention: crate::idempotency::DEFAULT_RETENTION,
-            max_open_transactions: crate::kv::tx::DEFAULT_MAX_OPEN,
-            max_transaction_memory: crate::kv::tx::DEFAULT_MAX_MEMORY,
+            counter_mode: crate::defaults::COUNTER_MODE,
+            retention: crate::defaults::RETENTION,
+            max_open_transactions: crate::defaults::MAX_OPEN_TRANSACTIONS,
+            max_transaction_memory: crate::defaults::MAX_TRANSACTION_MEMORY,
         }
     }
 }

@@ -87,7 +87,7 @@ impl Aggregator {
             client,
             table,
             log_table,
-            retention: strata_core::idempotency::DEFAULT_RETENTION,
+            retention: strata_core::defaults::RETENTION,
             fail_after_chunks: AtomicUsize::new(usize::MAX),
         }
     }

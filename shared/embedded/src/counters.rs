@@ -43,36 +43,27 @@ struct Counter {
     refused: u64,
 }
 
-/// Leads a counter record (17 bytes: this tag, total, refused). Records of 16 bytes were written before
-/// eventual increments stopped reserving room (total, pending); their pending part no longer means
-/// anything, since folding no longer subtracts it.
-const RECORD_TAG: u8 = 1;
-
 impl Counter {
     fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
         let Some(bytes) = bytes else { return Ok(None) };
         let corrupt = || Error::internal("corrupt counter record");
         let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
-        Ok(Some(match bytes {
-            [RECORD_TAG, rest @ ..] if rest.len() == 16 => Self {
-                total: word(&rest[..8])?,
-                refused: word(&rest[8..])?,
-            },
-            legacy if legacy.len() == 16 => Self {
-                total: word(&legacy[..8])?,
-                refused: 0,
-            },
-            _ => return Err(corrupt()),
+        // Format version, then total and refused.
+        let rest = crate::format::payload("counter record", bytes)?;
+        if rest.len() != 16 {
+            return Err(corrupt());
+        }
+        Ok(Some(Self {
+            total: word(&rest[..8])?,
+            refused: word(&rest[8..])?,
         }))
     }
 
     fn encode(self) -> Vec<u8> {
-        [
-            &[RECORD_TAG][..],
-            &self.total.to_be_bytes(),
-            &self.refused.to_be_bytes(),
-        ]
-        .concat()
+        let mut out = crate::format::versioned(16);
+        out.extend_from_slice(&self.total.to_be_bytes());
+        out.extend_from_slice(&self.refused.to_be_bytes());
+        out
     }
 
     fn room(self) -> u64 {
@@ -80,12 +71,17 @@ impl Counter {
     }
 }
 
+/// Format version, the value (u64, big-endian), the counter's key.
 fn log_entry(key: &CounterKey, value: u64) -> Vec<u8> {
-    [&value.to_be_bytes()[..], key.as_str().as_bytes()].concat()
+    let mut out = crate::format::versioned(8 + key.as_str().len());
+    out.extend_from_slice(&value.to_be_bytes());
+    out.extend_from_slice(key.as_str().as_bytes());
+    out
 }
 
 fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
     let corrupt = || Error::internal("corrupt counter log entry");
+    let bytes = crate::format::payload("counter log entry", bytes)?;
     let (value, key) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
     Ok((
         u64::from_be_bytes(value.try_into().map_err(|_| corrupt())?),

@@ -62,12 +62,13 @@ fn corrupt() -> Error {
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out =
+            crate::format::versioned(12 + self.fingerprint.len() + self.stored.body.len());
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
         out.extend_from_slice(&(self.fingerprint.len() as u16).to_be_bytes());
         out.extend_from_slice(self.fingerprint.as_bytes());
         match &self.stored.content_type {
-            // Records written before content types were kept have no flag: their answers were JSON.
+            // No flag: the answer is JSON.
             None => out.extend_from_slice(&self.stored.status.to_be_bytes()),
             Some(content_type) => {
                 out.extend_from_slice(&(self.stored.status | CONTENT_TYPE_FLAG).to_be_bytes());
@@ -80,6 +81,7 @@ impl Record {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let bytes = crate::format::payload("idempotency record", bytes)?;
         let expires_ms = u64::from_be_bytes(
             bytes
                 .get(..8)

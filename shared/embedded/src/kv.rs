@@ -1,6 +1,6 @@
 //! The key/value port on the embedded store.
 //!
-//! A record is `version (u64, big-endian) | tag | value bytes`; tag 1 is a present value, tag 0 a tombstone.
+//! A record is `format version ([`crate::format`]) | version (u64, big-endian) | tag | value bytes`; tag 1 is a present value, tag 0 a tombstone.
 //! Tombstones keep the version sequence of a deleted key going, so versions never repeat.
 
 use crate::{Space, Store};
@@ -21,7 +21,7 @@ pub(crate) struct Record {
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let value = self.value.as_deref().unwrap_or("");
-        let mut out = Vec::with_capacity(9 + value.len());
+        let mut out = crate::format::versioned(9 + value.len());
         out.extend_from_slice(&self.version.to_be_bytes());
         out.push(if self.value.is_some() {
             PRESENT
@@ -34,6 +34,7 @@ impl Record {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let corrupt = || Error::internal("corrupt key/value record");
+        let bytes = crate::format::payload("key/value record", bytes)?;
         let (version, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
         let (tag, value) = rest.split_first().ok_or_else(corrupt)?;
         let value = match *tag {

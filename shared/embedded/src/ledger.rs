@@ -36,14 +36,19 @@ fn u64_at(bytes: &[u8], index: usize) -> Result<u64, Error> {
     Ok(u64::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?))
 }
 
+/// Format version, then authorized, issued and the next number (u64, big-endian each).
 fn encode_class(c: &ShareClass) -> Vec<u8> {
-    [c.authorized, c.issued, c.next_number]
-        .iter()
-        .flat_map(|n| n.to_be_bytes())
-        .collect()
+    let mut out = crate::format::versioned(24);
+    out.extend(
+        [c.authorized, c.issued, c.next_number]
+            .iter()
+            .flat_map(|n| n.to_be_bytes()),
+    );
+    out
 }
 
 fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
+    let bytes = crate::format::payload("share class record", bytes)?;
     Ok(ShareClass {
         class: class.clone(),
         authorized: u64_at(bytes, 0)?,
@@ -65,7 +70,7 @@ fn encode_certificate(c: &Certificate) -> Vec<u8> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64;
-    let mut out = Vec::with_capacity(16 + c.name.len());
+    let mut out = crate::format::versioned(16 + c.name.len());
     out.extend_from_slice(&c.amount.to_be_bytes());
     out.extend_from_slice(&millis.to_be_bytes());
     out.extend_from_slice(c.name.as_bytes());
@@ -76,6 +81,7 @@ fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
     let split = key.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
     let class = ClassCode::parse(std::str::from_utf8(&key[..split]).map_err(|_| corrupt())?)?;
     let number = u64::from_be_bytes(key[split + 1..].try_into().map_err(|_| corrupt())?);
+    let value = crate::format::payload("certificate record", value)?;
     Ok(Certificate {
         class,
         number,
@@ -168,10 +174,7 @@ impl Ledger for EmbeddedLedger {
                     let (key, expires) = crate::retention::decode_request(&record)?;
                     let value = staging.get(Space::Certificates, key)?.ok_or_else(corrupt)?;
                     let earlier = decode_certificate(key, &value)?;
-                    // A record of the earlier format has no expiry: it held a retention after the issue.
-                    let expires_at = expires.map_or(after(earlier.issued_at, retention), |ms| {
-                        UNIX_EPOCH + Duration::from_millis(ms)
-                    });
+                    let expires_at = UNIX_EPOCH + Duration::from_millis(expires);
                     if let Some(certificate) =
                         replay_of(&request, earlier, expires_at, SystemTime::now())?
                     {

@@ -4,6 +4,8 @@
 //!
 //! - [`store`]: [`Store`], which opens the database, its keyspaces ([`Space`]) and the writer, and hands out
 //!   the ports as a [`strata_core::Stores`].
+//! - [`format`]: the format version byte that starts every stored value, and the data directory's format
+//!   marker: an unknown version is refused, never misread.
 //! - [`writer`]: the single writer thread. It drains every queued command, runs them one after another
 //!   against a staging overlay, writes the whole batch with one fsync, and only then answers every command.
 //!   This is group commit: one fsync per batch instead of one per write, and no reply before durability.
@@ -26,6 +28,7 @@
 
 pub mod connections;
 pub mod counters;
+pub mod format;
 pub mod idempotency;
 pub mod kv;
 pub mod kv_tx;

@@ -3,18 +3,18 @@
 //! (`requests`). Each expires a retention after it was written ([`strata_core::Settings::retention`], 24
 //! hours unless configured), and a sweeper thread deletes the expired ones.
 //!
-//! # Formats, and records written before expiries were kept
+//! # Formats
 //!
-//! - `idempotency`: the record starts with its expiry (milliseconds since the epoch, big-endian); every
-//!   version wrote it. A record is answered only before its expiry and swept after it, as before.
-//! - `counter_requests`: the marker's value is its expiry (8 bytes). A marker of the earlier format is empty
-//!   and has no expiry: it keeps working (the request stays counted), and the first sweep that meets it
-//!   gives it one, a full retention from then. So no such marker is swept before a whole retention after the
-//!   upgrade, and until it is, nothing about it changes.
-//! - `requests`: the certificate's key, then its expiry (8 bytes). A record of the earlier format holds the
-//!   certificate's key only; the earlier version already answered it for a retention after the certificate's
-//!   issue and issued anew after that, so that stays its expiry (the certificate's `issued_at`), and the
-//!   sweep removes it exactly when a reuse would no longer replay it.
+//! Each value starts with the format version byte ([`crate::format`]); after it:
+//!
+//! - `idempotency`: the record starts with its expiry (milliseconds since the epoch, big-endian). A record
+//!   is answered only before its expiry and swept after it.
+//! - `counter_requests`: the marker's value is its expiry (8 bytes).
+//! - `requests`: the certificate's key, then its expiry (8 bytes).
+//!
+//! Records of the formats from before expiries were kept (markers without expiry, request records naming
+//! only their certificate) are in data directories from before format versions, which the store refuses to
+//! open ([`crate::format::check_data_dir`]); they are never read.
 //!
 //! An expiry is fixed when the record is written: changing `--retention-seconds` applies to records
 //! written from then on.
@@ -82,15 +82,14 @@ pub fn after(at: SystemTime, retention: Duration) -> SystemTime {
 
 /// A counter request marker: its expiry.
 pub fn encode_marker(expires_ms: u64) -> Vec<u8> {
-    expires_ms.to_be_bytes().to_vec()
+    let mut out = crate::format::versioned(8);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out
 }
 
-/// Whether a counter request marker still holds at `now_ms`. An empty marker is of the earlier format: it
-/// holds until a sweep gives it an expiry.
+/// Whether a counter request marker still holds at `now_ms`.
 pub fn marker_holds(marker: &[u8], now_ms: u64) -> Result<bool, Error> {
-    if marker.is_empty() {
-        return Ok(true);
-    }
+    let marker = crate::format::payload("counter request marker", marker)?;
     let expires = <[u8; 8]>::try_from(marker)
         .map_err(|_| Error::internal("corrupt counter request marker"))?;
     Ok(u64::from_be_bytes(expires) > now_ms)
@@ -98,22 +97,20 @@ pub fn marker_holds(marker: &[u8], now_ms: u64) -> Result<bool, Error> {
 
 /// A ledger request record: the certificate's key (class code, a zero byte, the number) and the expiry.
 pub fn encode_request(certificate_key: &[u8], expires_ms: u64) -> Vec<u8> {
-    [certificate_key, &expires_ms.to_be_bytes()].concat()
+    let mut out = crate::format::versioned(certificate_key.len() + 8);
+    out.extend_from_slice(certificate_key);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out
 }
 
-/// A ledger request record's certificate key, and its expiry if it has one (the earlier format has none).
-pub fn decode_request(record: &[u8]) -> Result<(&[u8], Option<u64>), Error> {
+/// A ledger request record's certificate key and its expiry.
+pub fn decode_request(record: &[u8]) -> Result<(&[u8], u64), Error> {
     let corrupt = || Error::internal("corrupt ledger request record");
+    let record = crate::format::payload("ledger request record", record)?;
     let zero = record.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
     let (key, rest) = record.split_at_checked(zero + 9).ok_or_else(corrupt)?;
-    match rest.len() {
-        0 => Ok((key, None)),
-        8 => Ok((
-            key,
-            Some(u64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?)),
-        )),
-        _ => Err(corrupt()),
-    }
+    let expires = <[u8; 8]>::try_from(rest).map_err(|_| corrupt())?;
+    Ok((key, u64::from_be_bytes(expires)))
 }
 
 /// When a pass starts again after the last one.
@@ -127,12 +124,10 @@ pub(crate) fn start(store: &Store, retention: Duration) {
         "strata-sweeper",
         pass_every(retention),
         move |store| async move {
-            match sweep(&store, retention).await {
-                Ok(swept) if swept.removed + swept.stamped > 0 => tracing::debug!(
-                    removed = swept.removed,
-                    stamped = swept.stamped,
-                    "expired records swept"
-                ),
+            match sweep(&store).await {
+                Ok(swept) if swept.removed > 0 => {
+                    tracing::debug!(removed = swept.removed, "expired records swept")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweeping expired records failed; will retry"),
             }
@@ -145,16 +140,12 @@ pub(crate) fn start(store: &Store, retention: Duration) {
 pub struct Swept {
     /// Expired records deleted.
     pub removed: u64,
-    /// Records of the earlier format given an expiry.
-    pub stamped: u64,
 }
 
 /// What to do with one record, decided from a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Remove,
-    /// Replace with this value (an expiry for a record that had none).
-    Stamp(Vec<u8>),
 }
 
 /// A record the sweep will act on, if it is still `seen` when the writer gets to it.
@@ -167,16 +158,15 @@ pub struct Candidate {
 }
 
 /// One full pass over every keyspace whose records expire.
-pub async fn sweep(store: &Store, retention: Duration) -> Result<Swept, Error> {
+pub async fn sweep(store: &Store) -> Result<Swept, Error> {
     let mut swept = Swept::default();
     for space in SPACES {
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (candidates, last) = scan(store, space, after.as_deref(), now_ms(), retention)?;
+            let (candidates, last) = scan(store, space, after.as_deref(), now_ms())?;
             if !candidates.is_empty() {
                 let done = apply(store, candidates).await?;
                 swept.removed += done.removed;
-                swept.stamped += done.stamped;
                 tokio::time::sleep(PAUSE).await;
             }
             match last {
@@ -195,7 +185,6 @@ pub fn scan(
     space: Space,
     after: Option<&[u8]>,
     now_ms: u64,
-    retention: Duration,
 ) -> Result<(Vec<Candidate>, Option<Vec<u8>>), Error> {
     let view = store.view()?;
     let snapshot = view.snapshot();
@@ -207,12 +196,7 @@ pub fn scan(
         .take(CHUNK)
     {
         let (key, value) = entry.into_inner().map_err(crate::store::fjall_error)?;
-        let action = match judge(space, &value, now_ms, retention, |certificate| {
-            snapshot
-                .get(view.space(Space::Certificates), certificate)
-                .map(|v| v.map(|v| v.to_vec()))
-                .map_err(crate::store::fjall_error)
-        }) {
+        let action = match judge(space, &value, now_ms) {
             Ok(action) => action,
             // One unreadable record must not stop the sweep of the others.
             Err(e) => {
@@ -233,42 +217,19 @@ pub fn scan(
     Ok((candidates, last))
 }
 
-/// What a record of `space` needs at `now_ms`, if anything. `certificate` reads a certificate (for ledger
-/// records of the earlier format, whose expiry follows from the certificate's issue).
-fn judge(
-    space: Space,
-    value: &[u8],
-    now_ms: u64,
-    retention: Duration,
-    certificate: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, Error>,
-) -> Result<Option<Action>, Error> {
+/// What a record of `space` needs at `now_ms`, if anything.
+fn judge(space: Space, value: &[u8], now_ms: u64) -> Result<Option<Action>, Error> {
     let expired = |expires_ms: u64| expires_ms <= now_ms;
     Ok(match space {
         Space::Idempotency => {
-            let expires = value
+            let expires = crate::format::payload("idempotency record", value)?
                 .get(..8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .ok_or_else(|| Error::internal("corrupt idempotency record"))?;
             expired(u64::from_be_bytes(expires)).then_some(Action::Remove)
         }
-        Space::CounterRequests if value.is_empty() => Some(Action::Stamp(encode_marker(
-            now_ms.saturating_add(millis(retention)),
-        ))),
         Space::CounterRequests => (!marker_holds(value, now_ms)?).then_some(Action::Remove),
-        Space::Requests => match decode_request(value)? {
-            (_, Some(expires)) => expired(expires).then_some(Action::Remove),
-            (key, None) => {
-                let issued = certificate(key)?
-                    .as_deref()
-                    .and_then(|c| c.get(8..16))
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| {
-                        Error::internal("a ledger request record names a missing certificate")
-                    })?;
-                expired(issued.saturating_add(millis(retention))).then_some(Action::Remove)
-            }
-        },
+        Space::Requests => expired(decode_request(value)?.1).then_some(Action::Remove),
         _ => None,
     })
 }
@@ -289,10 +250,6 @@ pub async fn apply(store: &Store, candidates: Vec<Candidate>) -> Result<Swept, E
                         staging.remove(candidate.space, candidate.key);
                         done.removed += 1;
                     }
-                    Action::Stamp(value) => {
-                        staging.put(candidate.space, candidate.key, value);
-                        done.stamped += 1;
-                    }
                 }
             }
             Ok(done)
@@ -305,28 +262,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_records_of_both_formats_decode() {
+    fn request_records_and_markers_decode_and_refuse_other_versions() {
         let key = [b"CS".as_slice(), &[0], &7u64.to_be_bytes()].concat();
-        assert_eq!(decode_request(&key).unwrap(), (key.as_slice(), None));
         let record = encode_request(&key, 1234);
-        assert_eq!(
-            decode_request(&record).unwrap(),
-            (key.as_slice(), Some(1234))
+        assert_eq!(decode_request(&record).unwrap(), (key.as_slice(), 1234));
+        // A record without its expiry, or with bytes after it, is corrupt.
+        assert!(decode_request(&[&[crate::format::VERSION][..], &key].concat()).is_err());
+        assert!(decode_request(&[record.as_slice(), b"xyz"].concat()).is_err());
+        // The bytes of a record from before format versions start with the class code, not the version.
+        let unversioned = [key.as_slice(), &1234u64.to_be_bytes()].concat();
+        let error = decode_request(&unversioned).unwrap_err();
+        assert!(
+            error.message.contains("format version 67"),
+            "{}",
+            error.message
         );
-        assert!(decode_request(b"CS").is_err());
-        assert!(decode_request(&[key.as_slice(), b"xyz"].concat()).is_err());
-    }
 
-    #[test]
-    fn markers_of_the_earlier_format_hold_until_stamped() {
-        assert!(marker_holds(&[], u64::MAX).unwrap());
         assert!(marker_holds(&encode_marker(10), 9).unwrap());
         assert!(!marker_holds(&encode_marker(10), 10).unwrap());
-        assert!(marker_holds(b"bad", 0).is_err());
-        let retention = Duration::from_secs(60);
+        assert!(marker_holds(&[crate::format::VERSION, 1, 2], 0).is_err());
+        let mut other = encode_marker(10);
+        other[0] = crate::format::VERSION + 1;
+        assert!(marker_holds(&other, 0).is_err());
         assert_eq!(
-            judge(Space::CounterRequests, &[], 1000, retention, |_| Ok(None)).unwrap(),
-            Some(Action::Stamp(encode_marker(61_000)))
+            judge(Space::CounterRequests, &encode_marker(10), 10).unwrap(),
+            Some(Action::Remove)
         );
     }
 
@@ -405,7 +365,7 @@ mod tests {
         // The sweep judges all three expired ...
         let mut judged = Vec::new();
         for space in SPACES {
-            let (candidates, _) = scan(&store, space, None, now_ms(), SHORT).unwrap();
+            let (candidates, _) = scan(&store, space, None, now_ms()).unwrap();
             assert_eq!(candidates.len(), 1, "{space:?}");
             judged.extend(candidates);
         }
@@ -473,7 +433,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_records_are_swept_live_ones_stay_and_records_without_an_expiry_keep_working() {
+    async fn expired_records_are_swept_and_live_ones_stay_and_keep_working() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let long = Duration::from_secs(3600);
@@ -505,68 +465,28 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Records as the earlier format wrote them: a marker without expiry, a request record naming only
-        // its certificate (issued now).
-        let old_cert = long_ledger
-            .issue(&issue("old"), Some("issue:old"))
-            .await
-            .unwrap();
-        store
-            .write(|staging| {
-                let record = staging.get(Space::Requests, b"issue:old")?.unwrap();
-                let (key, _) = decode_request(&record)?;
-                let key = key.to_vec();
-                staging.put(Space::Requests, b"issue:old".to_vec(), key);
-                staging.put(Space::CounterRequests, b"inc:old".to_vec(), Vec::new());
-                Ok(())
-            })
-            .await
-            .unwrap();
         tokio::time::sleep(past_short()).await;
 
-        let swept = sweep(&store, long).await.unwrap();
-        assert_eq!(
-            swept,
-            Swept {
-                removed: 3,
-                stamped: 1
-            }
-        );
+        let swept = sweep(&store).await.unwrap();
+        assert_eq!(swept, Swept { removed: 3 });
         for space in SPACES {
-            let left = if space == Space::Idempotency { 1 } else { 2 };
-            assert_eq!(store.count(space).unwrap(), left, "{space:?}");
+            assert_eq!(store.count(space).unwrap(), 1, "{space:?}");
         }
-        // The old marker got a full retention from the sweep on, and still counts its request once.
-        let marker = store
-            .read(Space::CounterRequests, b"inc:old")
-            .unwrap()
-            .unwrap();
-        assert!(u64::from_be_bytes(marker[..].try_into().unwrap()) >= now_ms() + 3_000_000);
+        // The live ones keep working: the counted request counts once, the issue replays its certificate.
         let counters = EmbeddedCounters::new(store.clone(), Mode::Strong, long);
         assert_eq!(
             counters
-                .increment(&counter, 5, Some("inc:old"))
+                .increment(&counter, 5, Some("inc:long"))
                 .await
                 .unwrap(),
             Incremented::Total(2)
         );
-        // The old ledger record still replays its certificate; it expires a retention after its issue.
-        assert_eq!(
-            long_ledger
-                .issue(&issue("old"), Some("issue:old"))
-                .await
-                .unwrap()
-                .number,
-            old_cert.number
-        );
-        assert_eq!(sweep(&store, long).await.unwrap(), Swept::default());
-        assert_eq!(
-            sweep(&store, SHORT).await.unwrap(),
-            Swept {
-                removed: 1,
-                stamped: 0
-            }
-        );
-        assert!(store.read(Space::Requests, b"issue:old").unwrap().is_none());
+        let replayed = long_ledger
+            .issue(&issue("long"), Some("issue:long"))
+            .await
+            .unwrap();
+        assert_eq!(replayed.number, 2);
+        // Each record's expiry is fixed when written, whatever the retention of the store's sweeper.
+        assert_eq!(sweep(&store).await.unwrap(), Swept::default());
     }
 }

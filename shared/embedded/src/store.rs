@@ -160,6 +160,7 @@ impl Store {
                 dir.display()
             ))
         })?;
+        crate::format::check_data_dir(dir)?;
         let handles = Handles::open(dir, cache_bytes).map_err(fjall_error)?;
         // Above every entry left in the log (a restart reuses only numbers already folded away).
         let next_log_entry = handles

@@ -32,9 +32,9 @@ fn port_of(byte: u8) -> Result<Port, Error> {
     Port::parse(std::str::from_utf8(&[byte]).map_err(|_| corrupt())?).ok_or_else(corrupt)
 }
 
-/// `name length (u16) | name | port count | ports | association count (u32) | (port, peer length, peer)*`
+/// `format version | name length (u16) | name | port count | ports | association count (u32) | (port, peer length, peer)*`
 fn encode(w: &Widget) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + w.name.len() + w.associations.len() * 16);
+    let mut out = crate::format::versioned(16 + w.name.len() + w.associations.len() * 16);
     out.extend_from_slice(&(w.name.len() as u16).to_be_bytes());
     out.extend_from_slice(w.name.as_bytes());
     out.push(w.ports.len() as u8);
@@ -49,6 +49,7 @@ fn encode(w: &Widget) -> Vec<u8> {
 }
 
 fn decode(serial: &str, bytes: &[u8]) -> Result<Widget, Error> {
+    let bytes = crate::format::payload("widget record", bytes)?;
     let mut at = 0;
     let mut take = |n: usize| -> Result<&[u8], Error> {
         let slice = bytes.get(at..at + n).ok_or_else(corrupt)?;

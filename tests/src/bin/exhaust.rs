@@ -341,7 +341,7 @@ async fn line_idle(server: &Server) -> Report {
             .or_default() += 1;
     }
     let refusal =
-        strata_core::kv::line::too_many_connections(strata_core::kv::line::DEFAULT_MAX_CONNECTIONS);
+        strata_core::kv::line::too_many_connections(strata_core::defaults::LINE_MAX_CONNECTIONS);
     for (answer, n) in &answers {
         report.line("connections", format!("{n} × {}", answer.trim_end()));
         report.check(answer == &refusal || answer.starts_with("(nothing"), || {
@@ -350,7 +350,7 @@ async fn line_idle(server: &Server) -> Report {
     }
     let accepted = answers.get("(nothing: accepted)").copied().unwrap_or(0);
     report.check(
-        accepted as usize == strata_core::kv::line::DEFAULT_MAX_CONNECTIONS - 1,
+        accepted as usize == strata_core::defaults::LINE_MAX_CONNECTIONS - 1,
         || format!("{accepted} accepted beside the working connection"),
     );
     let started = Instant::now();

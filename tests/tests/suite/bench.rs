@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use strata::bench::{self, Options, Report, Workload};
+use strata_bench::{self as bench, Options, Report, Workload};
 use strata_tests::server::Server;
 
 fn short(workload: Workload, target: &str) -> Options {

@@ -1277,7 +1277,7 @@ fn every_table_expires_its_records_through_the_codes_ttl_attribute_or_keeps_them
 fn functions_take_the_retention_from_a_parameter_of_at_least_a_day() {
     let t = Template::load();
     let doc = t.doc();
-    let day = strata_core::idempotency::DEFAULT_RETENTION.as_secs();
+    let day = strata_core::defaults::RETENTION.as_secs();
     assert_eq!(day, 86_400);
     let parameter = &doc["Parameters"]["RetentionSeconds"];
     assert_eq!(parameter["Type"].as_str(), Some("Number"));

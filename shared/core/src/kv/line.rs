@@ -15,7 +15,7 @@
 //! - A TCP connection holds at most [`MAX_PENDING_REPLY_BYTES`] of replies before writing them (plus the
 //!   one reply that passes it), and writes before it reads more, so a client that does not read its
 //!   replies stops the server from reading its commands (TCP flow control), instead of making it buffer.
-//! - TCP connections: at most [`DEFAULT_MAX_CONNECTIONS`] at once and [`DEFAULT_IDLE_TIMEOUT`] idle,
+//! - TCP connections: at most [`crate::defaults::LINE_MAX_CONNECTIONS`] at once and [`crate::defaults::LINE_IDLE_TIMEOUT`] idle,
 //!   unless `strata serve` is told otherwise.
 
 use crate::Error;
@@ -64,15 +64,6 @@ pub const MAX_ONE_REPLY_BYTES: usize = 6 * crate::kv::MAX_VALUE_BYTES + 64;
 
 /// A TCP connection writes its pending replies once they pass this (64 KiB), and always before it reads.
 pub const MAX_PENDING_REPLY_BYTES: usize = 64 * 1024;
-
-/// Default cap on line-protocol TCP connections open at once (`strata serve --max-line-connections`).
-/// A connection over it gets [`too_many_connections`] and is closed; the open ones are not affected.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-
-/// Default idle timeout of a line-protocol TCP connection (`strata serve --line-idle-timeout`), the same
-/// as a transaction's: a connection that sends nothing (or takes none of its replies) this long is closed,
-/// and its open transaction rolled back.
-pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 // One reply always fits in a request's budget, so a request can always answer its first command.
 const _: () = assert!(MAX_ONE_REPLY_BYTES < MAX_REPLY_BYTES);
@@ -123,7 +114,7 @@ fn is_read(raw: &str) -> bool {
     matches!(parse(raw), Ok(Some(Command::Get { .. })))
 }
 
-/// The reply to a TCP connection over [`DEFAULT_MAX_CONNECTIONS`] (or the configured cap), before it is
+/// The reply to a TCP connection over [`crate::defaults::LINE_MAX_CONNECTIONS`] (or the configured cap), before it is
 /// closed.
 pub fn too_many_connections(limit: usize) -> String {
     error(&format!(

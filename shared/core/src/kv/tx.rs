@@ -19,20 +19,13 @@ use crate::kv::{Key, Value};
 use crate::{Error, Kind};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Most distinct keys a transaction may read from the store or write.
 pub const MAX_TX_KEYS: usize = 99;
 /// Most bytes of keys and values a transaction may write (a little under DynamoDB's 4 MB, which also
 /// counts attribute names and numbers).
 pub const MAX_TX_BYTES: usize = 4_000_000;
-/// Most transactions open at once on the embedded store, unless configured otherwise.
-pub const DEFAULT_MAX_OPEN: usize = 4096;
-/// Most bytes all open transactions of the embedded store may buffer together, unless configured otherwise:
-/// with the rest of the server, well under 512 MiB resident.
-pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
-/// How long a transaction may sit idle before it expires, unless configured otherwise.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a transaction is charged against the memory budget for itself, whatever it buffers: its id (twice:
 /// the map key and the entry), its entry in the map of open transactions, its state and its two empty maps.

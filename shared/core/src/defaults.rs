@@ -1,0 +1,57 @@
+//! The defaults of every setting, declared once: [`crate::Settings::default`], the `strata serve` command
+//! line (its `default_value`s are these constants) and the template's parameter defaults all take them from
+//! here, so none of them restates a value.
+//!
+//! | setting | `strata serve` | environment (Lambda) | template parameter |
+//! |---|---|---|---|
+//! | [`TX_IDLE_TIMEOUT`] (at most [`TX_IDLE_TIMEOUT_MAX`]) | `--tx-idle-timeout` | `KV_TX_IDLE_TIMEOUT_SECONDS` | `TxIdleTimeoutSeconds` |
+//! | [`RETENTION`] | `--retention-seconds` | `RETENTION_SECONDS` | `RetentionSeconds` |
+//! | [`COUNTER_MODE`] | `--counter-mode` | `COUNTER_MODE` | `CounterMode` |
+//! | [`SHARE_CLASSES`] | `--default-classes` | `DEFAULT_SHARE_CLASSES` | `DefaultShareClasses` |
+//! | [`MAX_OPEN_TRANSACTIONS`] | `--max-open-transactions` | — | — |
+//! | [`MAX_TRANSACTION_MEMORY`] | `--max-transaction-memory-mb` (in MiB) | — | — |
+//! | [`LINE_MAX_CONNECTIONS`] | `--max-line-connections` | — | — |
+//! | [`LINE_IDLE_TIMEOUT`] | `--line-idle-timeout` | — | — |
+//! | [`HTTP_MAX_CONNECTIONS`] | `--max-connections` | — | — |
+//! | [`HTTP_READ_TIMEOUT`] | `--read-timeout` | — | — |
+//! | [`EMBEDDED_CACHE_MB`] | `--cache-mb` | — | — |
+
+use crate::counters::Mode;
+use std::time::Duration;
+
+/// How long a key/value transaction may sit idle before it expires.
+pub const TX_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest idle timeout a key/value transaction may be given.
+pub const TX_IDLE_TIMEOUT_MAX: Duration = Duration::from_secs(86_400);
+
+/// How long records kept for idempotency and exactly-once are remembered (the contract promises at least
+/// 24 hours with the defaults).
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How increments reach the totals.
+pub const COUNTER_MODE: Mode = Mode::Strong;
+
+/// The share classes that exist from the first start, as `CLASS=AUTHORIZED,…`
+/// ([`crate::certificates::parse_default_classes`]; [`crate::certificates::default_classes`] parsed).
+pub const SHARE_CLASSES: &str = "CS=2600000,PS=750000";
+
+/// Most key/value transactions open at once on the embedded store.
+pub const MAX_OPEN_TRANSACTIONS: usize = 4096;
+/// Most bytes all open key/value transactions of the embedded store may buffer together: with the rest of
+/// the server, well under 512 MiB resident.
+pub const MAX_TRANSACTION_MEMORY: u64 = 256 * 1024 * 1024;
+
+/// Most line-protocol TCP connections open at once; one over it gets
+/// [`crate::kv::line::too_many_connections`] and is closed, the open ones are not affected.
+pub const LINE_MAX_CONNECTIONS: usize = 1024;
+/// How long a line-protocol TCP connection may send nothing (or take none of its replies) before it is
+/// closed and its open transaction rolled back; the same as a transaction's idle timeout.
+pub const LINE_IDLE_TIMEOUT: Duration = TX_IDLE_TIMEOUT;
+
+/// HTTP connections the local server serves at once.
+pub const HTTP_MAX_CONNECTIONS: usize = 4096;
+/// Time a client of the local server has to send a request's headers, or its body.
+pub const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Block cache of the local server's embedded store, in MiB.
+pub const EMBEDDED_CACHE_MB: u64 = 256;
