@@ -1,5 +1,6 @@
 //! The `strata` command line: `strata serve` runs the whole API locally; `strata dynamodb-local` runs
-//! DynamoDB Local for `--store dynamodb`. `main.rs` only calls [`main`].
+//! DynamoDB Local for `--store dynamodb`; the hidden `strata generate openapi` rewrites
+//! `infra/openapi.json` from the code. `main.rs` only calls [`main`].
 
 use crate::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -47,6 +48,23 @@ enum Command {
         /// Prefix of the table names it creates.
         #[arg(long, default_value = "strata-")]
         table_prefix: String,
+    },
+    /// Write a file generated from the code (for the repository's maintainers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        target: GenerateTarget,
+    },
+}
+
+/// What `strata generate` writes.
+#[derive(Subcommand)]
+enum GenerateTarget {
+    /// The OpenAPI document, `infra/openapi.json`, from the route table and the handlers' types.
+    Openapi {
+        /// Where to write it.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))]
+        out: PathBuf,
     },
 }
 
@@ -194,6 +212,13 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{} widgets created ({} already there), {} associations, in {:.1} s",
                 loaded.created, loaded.skipped, loaded.associated, loaded.seconds
             );
+            Ok(())
+        }
+        Command::Generate {
+            target: GenerateTarget::Openapi { out },
+        } => {
+            std::fs::write(&out, crate::openapi::generate())?;
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::DynamodbLocal { port, table_prefix } => {

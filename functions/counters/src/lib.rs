@@ -25,11 +25,13 @@ pub const ROUTES: &[Route] = &[
         path: "/increment",
         function: "counters-increment",
         handler: handler!(handlers::increment),
+        openapi: handlers::increment_openapi,
     },
     Route {
         method: "GET",
         path: "/increment/{key}",
         function: "counters-get",
         handler: handler!(handlers::get),
+        openapi: handlers::get_openapi,
     },
 ];

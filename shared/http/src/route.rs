@@ -21,6 +21,9 @@ pub struct Route {
     /// The Lambda binary (and `template.yaml` function) that serves this route on AWS.
     pub function: &'static str,
     pub handler: Handler,
+    /// The operation of the OpenAPI document (summary, parameters, bodies, responses), written next to the
+    /// handler; the document takes the path and method from this route. The fallback's is never read.
+    pub openapi: fn() -> utoipa::openapi::path::Operation,
 }
 
 impl std::fmt::Debug for Route {
