@@ -1,4 +1,8 @@
 //! The certificate handlers: HTTP in, ledger call, HTTP out.
+//!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
 
 use http::StatusCode;
 use serde::Serialize;
@@ -346,15 +350,17 @@ pub fn put_class_openapi() -> Operation {
         .request_body(Some(
             json_body::<ShareClassWrite>(true, json!({"authorized": 1000000}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("200", ok::<ShareClassBody>("The class and its running totals.")
+        (
+            "200",
+            ok::<ShareClassBody>("The class and its running totals.")
                 .link("ReadClass", link("share-classes-get", "Read the class back.", &[("class", "$response.body#/class")]))
                 .link("ListCertificates", link("certificates-list", "List the class's certificates.", &[("class", "$response.body#/class")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_class` (not 1 to 8 letters A-Z), `invalid_path`, `invalid_json`, `invalid_field` (`authorized` not an integer from 0 to 2^53-1) or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
@@ -407,16 +413,18 @@ pub fn issue_openapi() -> Operation {
         .request_body(Some(
             json_body::<CertificateIssue>(true, json!({"name": "Salt Bae", "amount": 10, "class": "CS"}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("201", ok::<CertificateBody>("The certificate.")
+        (
+            "201",
+            ok::<CertificateBody>("The certificate.")
                 .link("ReadCertificate", link("certificates-get", "Read the certificate back.", &[("id", "$response.body#/id")]))
                 .link("ListCertificates", link("certificates-list", "List the class's certificates.", &[("class", "$response.body#/class")]))
                 .link("ReadClass", link("share-classes-get", "Read the class's totals.", &[("class", "$response.body#/class")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_json`, `invalid_field` (`name` not 1 to 256 characters or with control characters, `amount` not an integer from 1 to 2^53-1, `class` not 1 to 8 letters A-Z) or `invalid_idempotency_key`. No number is used."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`class_not_found`."),
@@ -462,9 +470,12 @@ pub fn list_openapi() -> Operation {
             json!(10),
         ));
     responses(op, [
-        ("200", ok::<CertificatePage>("A page of certificates.")
+        (
+            "200",
+            ok::<CertificatePage>("A page of certificates.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_field`: `class` missing or not 1 to 8 letters A-Z, `after` not an integer from 0, `limit` not an integer from 1 to 1000."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`class_not_found`."),

@@ -1,4 +1,8 @@
 //! The counter handlers: HTTP in, counter port call, HTTP out.
+//!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
 
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
@@ -198,19 +202,24 @@ pub fn increment_openapi() -> Operation {
         .request_body(Some(
             json_body::<Increment>(true, json!({"key": "hello world", "value": 20}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("200", ok::<CounterTotalAfter>("Strong mode: the new total.")
+        (
+            "200",
+            ok::<CounterTotalAfter>("Strong mode: the new total.")
                 .link("ReadCounter", link("counters-get", "Read the counter's total.", &[("key", "$response.body#/key")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
-        ("202", ok::<CounterAccepted>("Eventual mode: the increment is accepted (logged durably); it shows up in the total exactly once, or, if it would take the total past 2^63-1 when folded, in `counter-refused` of `GET /increment/{key}`.")
+                .into(),
+        ),
+        (
+            "202",
+            ok::<CounterAccepted>("Eventual mode: the increment is accepted (logged durably); it shows up in the total exactly once, or, if it would take the total past 2^63-1 when folded, in `counter-refused` of `GET /increment/{key}`.")
                 .link("ReadCounter", link("counters-get", "Read the counter's total.", &[("key", "$response.body#/key")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_json`, `invalid_field` (`key` empty, over 1024 bytes or with control characters; `value` negative, not an integer or over 2^64-1) or `invalid_idempotency_key`. Nothing is counted."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
@@ -232,10 +241,13 @@ pub fn get_openapi() -> Operation {
         .description(Some("The total folded so far."))
         .parameter(key_parameter());
     responses(op, [
-        ("200", ok::<CounterTotal>("`{\"<key>\": total}`. In eventual mode, `counter-refused` counts the accepted increments that folding refused because they would have taken the total past 2^63-1.")
+        (
+            "200",
+            ok::<CounterTotal>("`{\"<key>\": total}`. In eventual mode, `counter-refused` counts the accepted increments that folding refused because they would have taken the total past 2^63-1.")
                 .extensions(headers(&[], &[(REFUSED_HEADER, json!({"description": "Eventual mode: how many accepted increments of this counter were refused when folded (they would have passed 2^63-1) and counted nowhere. Absent when none.", "schema": {"type": "integer", "minimum": 1}}))]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_field` (`key`) or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`counter_not_found`: never incremented."),

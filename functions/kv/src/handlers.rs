@@ -1,4 +1,8 @@
 //! The key/value handlers: HTTP in, port call, HTTP out.
+//!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
 
 use http::StatusCode;
 use serde::Serialize;
@@ -173,9 +177,12 @@ pub fn get_openapi() -> Operation {
         .description(Some("The latest acknowledged value and its version."))
         .parameter(key_parameter());
     responses(op, [
-        ("200", ok::<KvItem>("The value and the version that wrote it.")
+        (
+            "200",
+            ok::<KvItem>("The value and the version that wrote it.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key` (empty, over 1024 bytes, whitespace or control characters) or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`key_not_found`: no value is stored under the key."),
@@ -196,14 +203,16 @@ pub fn put_openapi() -> Operation {
         .request_body(Some(
             json_body::<KvWrite>(true, json!({"value": "hello world"}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("200", ok::<KvItem>("The value as stored and its new version.")
+        (
+            "200",
+            ok::<KvItem>("The value as stored and its new version.")
                 .link("Read", link("kv-get", "Read the key back.", &[("key", "$response.body#/key")]))
                 .link("Delete", link("kv-delete", "Delete the key.", &[("key", "$response.body#/key")]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key`, `invalid_path`, `invalid_json` (not a JSON object) or `invalid_field` (`value` missing or not a string)."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
@@ -225,9 +234,12 @@ pub fn delete_openapi() -> Operation {
         ))
         .parameter(key_parameter());
     responses(op, [
-        ("200", ok::<KvDeleted>("Whether the key existed.")
+        (
+            "200",
+            ok::<KvDeleted>("Whether the key existed.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not have been applied (on the embedded store nothing was written). Retry after `retry-after` seconds."),

@@ -250,23 +250,23 @@ pub fn commands_openapi() -> Operation {
                         .build(),
                 )
                 .build(),
-        ))
-    ;
+        ));
+    // One JSON object a line, each with the status of its command.
+    let replies = ResponseBuilder::new()
+        .description("One reply line per command, each ending in a newline.")
+        .content(
+            "text/plain",
+            ContentBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^(\\{\"status\": \"(Ok|Error)\"[^\\n]*\\}\\n)*$")),
+                ))
+                .build(),
+        )
+        .build();
     responses(op, [
-        ("200", ResponseBuilder::new()
-                .description("One reply line per command, each ending in a newline.")
-                .content(
-                    "text/plain",
-                    ContentBuilder::new()
-                        .schema(Some(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .pattern(Some("^(\\{\"status\": \"(Ok|Error)\"[^\\n]*\\}\\n)*$")),
-                        ))
-                        .build(),
-                )
-                .build()
-                .into()),
+        ("200", replies.into()),
         Shared::BadRequest.with("`invalid_body`: the body is not UTF-8."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),

@@ -1,5 +1,9 @@
 //! The key/value transaction handlers (CONTRACT.md §1): HTTP in, [`KvTransactions`] port call, HTTP out.
 //!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
+//!
 //! [`KvTransactions`]: strata_core::kv::tx::KvTransactions
 
 use crate::handlers::{KvKeyString, KvValue, KvWrite, key, key_not_found, key_parameter};
@@ -7,7 +11,7 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 use strata_core::kv::Value;
-use strata_core::kv::tx::TxId;
+use strata_core::kv::tx::{DEFAULT_IDLE_TIMEOUT, MAX_TX_BYTES, MAX_TX_KEYS, TxId};
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
@@ -271,16 +275,17 @@ pub fn begin_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Begin a transaction"))
-        .description(Some("An optimistic, serializable transaction that expires after an idle timeout (300 s unless configured otherwise). Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise). Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`.", DEFAULT_IDLE_TIMEOUT.as_secs())))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<TxBegin>(false, json!({}))
                 .description(Some("`{}` or no body at all."))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("201", ok::<TxBegun>("The new transaction.")
+        (
+            "201",
+            ok::<TxBegun>("The new transaction.")
                 .link("ReadInTransaction", link("kv-tx-get", "Read a key in the new transaction.", &[("id", "$response.body#/id")]))
                 .link("WriteInTransaction", link("kv-tx-put", "Buffer a write in the new transaction.", &[("id", "$response.body#/id")]))
                 .link("DeleteInTransaction", link("kv-tx-delete", "Buffer a delete in the new transaction.", &[("id", "$response.body#/id")]))
@@ -288,7 +293,8 @@ pub fn begin_openapi() -> Operation {
                 .link("Rollback", link("kv-tx-rollback", "Roll the new transaction back.", &[("id", "$response.body#/id")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_json` (a body that is not a JSON object) or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
@@ -307,18 +313,20 @@ pub fn get_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Read a key in a transaction"))
-        .description(Some("Sees the transaction's own buffered writes first; a key read from the store (present or absent) is validated at commit and counts toward the 99-key limit."))
+        .description(Some(format!("Sees the transaction's own buffered writes first; a key read from the store (present or absent) is validated at commit and counts toward the {MAX_TX_KEYS}-key limit.")))
         .parameter(tx_id_parameter())
-        .parameter(key_parameter())
-    ;
+        .parameter(key_parameter());
     responses(op, [
-        ("200", ok::<TxItem>("The value; `version` is `null` for the transaction's own, not yet committed, write.")
+        (
+            "200",
+            ok::<TxItem>("The value; `version` is `null` for the transaction's own, not yet committed, write.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found` (unknown, committed, rolled back or expired) or `key_not_found`."),
-        Shared::PayloadTooLarge.with("`transaction_too_large`: the read would be the 100th distinct key; the transaction stays usable."),
+        Shared::PayloadTooLarge.with(&format!("`transaction_too_large`: the read would be the {}th distinct key; the transaction stays usable.", MAX_TX_KEYS + 1)),
         Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the read may or may not have been recorded for validation; the transaction stays usable. Retry after `retry-after` seconds."),
         Shared::InternalError.plain(),
         Shared::StoreUnavailable.with("`store_unavailable`: the read may or may not have been recorded for validation; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
@@ -338,14 +346,17 @@ pub fn put_openapi() -> Operation {
             json_body::<KvWrite>(true, json!({"value": "hello world"})).build(),
         ));
     responses(op, [
-        ("200", ok::<TxWritten>("The buffered write.")
+        (
+            "200",
+            ok::<TxWritten>("The buffered write.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key`, `invalid_path`, `invalid_json` or `invalid_field`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::RequestTimeout.plain(),
-        Shared::PayloadTooLarge.with("`body_too_large`, `value_too_large`, or `transaction_too_large` (over 99 distinct keys or 4,000,000 bytes; the transaction stays usable)."),
+        Shared::PayloadTooLarge.with(&format!("`body_too_large`, `value_too_large`, or `transaction_too_large` (over {MAX_TX_KEYS} distinct keys or {MAX_TX_BYTES} bytes; the transaction stays usable).")),
         Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
         Shared::InternalError.plain(),
         Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
@@ -362,9 +373,12 @@ pub fn delete_openapi() -> Operation {
         .parameter(tx_id_parameter())
         .parameter(key_parameter());
     responses(op, [
-        ("200", ok::<TxDeleted>("The buffered delete.")
+        (
+            "200",
+            ok::<TxDeleted>("The buffered delete.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
@@ -383,13 +397,15 @@ pub fn commit_openapi() -> Operation {
         .summary(Some("Commit a transaction"))
         .description(Some("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
         .parameter(tx_id_parameter())
-        .parameter(idempotency_key())
-    ;
+        .parameter(idempotency_key());
     responses(op, [
-        ("200", ok::<TxCommitted>("Committed.")
+        (
+            "200",
+            ok::<TxCommitted>("Committed.")
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
@@ -409,13 +425,15 @@ pub fn rollback_openapi() -> Operation {
         .summary(Some("Roll a transaction back"))
         .description(Some("Discards the buffered writes. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
         .parameter(tx_id_parameter())
-        .parameter(idempotency_key())
-    ;
+        .parameter(idempotency_key());
     responses(op, [
-        ("200", ok::<TxRolledBack>("Rolled back.")
+        (
+            "200",
+            ok::<TxRolledBack>("Rolled back.")
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),

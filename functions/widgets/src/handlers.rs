@@ -1,4 +1,8 @@
 //! The widget handlers: HTTP in, widgets port call, HTTP out.
+//!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
 
 use http::StatusCode;
 use serde::Serialize;
@@ -342,16 +346,18 @@ pub fn create_openapi() -> Operation {
         .request_body(Some(
             json_body::<WidgetCreate>(true, json!({"serial_number": "W-1", "name": "Sprocket", "ports": ["P", "R", "R"]}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("201", ok::<WidgetBody>("The widget.")
+        (
+            "201",
+            ok::<WidgetBody>("The widget.")
                 .link("ReadWidget", link("widgets-get", "Read the widget back.", &[("serial", "$response.body#/serial_number")]))
                 .link("DeleteWidget", link("widgets-delete", "Delete the widget.", &[("serial", "$response.body#/serial_number")]))
                 .link("Associate", link("widgets-associate", "Associate the widget with another.", &[("serial", "$response.body#/serial_number")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_json`, `invalid_field` (`serial_number`, `name` or `ports`: another letter, lower case, more than 3, none, not an array of strings) or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
@@ -371,8 +377,7 @@ pub fn get_openapi() -> Operation {
         .tag("widgets")
         .summary(Some("Read a widget"))
         .description(Some("With its associations (ordered by port P, R, Q, then peer) and free slots per port type."))
-        .parameter(serial_parameter())
-    ;
+        .parameter(serial_parameter());
     responses(
         op,
         [
@@ -398,7 +403,8 @@ pub fn delete_openapi() -> Operation {
     responses(op, [
         ("204", ResponseBuilder::new().description("Deleted.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`widget_not_found`."),
@@ -420,16 +426,18 @@ pub fn associate_openapi() -> Operation {
         .request_body(Some(
             json_body::<AssociationCreate>(true, json!({"peer": "W-2", "port": "R"}))
                 .build(),
-        ))
-    ;
+        ));
     responses(op, [
-        ("201", ok::<Association>("The association.")
+        (
+            "201",
+            ok::<Association>("The association.")
                 .link("Dissociate", link("widgets-dissociate", "Remove the association.", &[("serial", "$response.body#/serial_number"), ("port", "$response.body#/port"), ("peer", "$response.body#/peer")]))
                 .link("ReadWidget", link("widgets-get", "Read the widget with its association.", &[("serial", "$response.body#/serial_number")]))
                 .link("ReadPeer", link("widgets-get", "Read the peer with its association.", &[("serial", "$response.body#/peer")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`self_association`, `invalid_json`, `invalid_field` (`serial_number`, `peer`, `port`), `invalid_path` or `invalid_idempotency_key`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`widget_not_found` (either side, with `serial_number`)."),
@@ -454,9 +462,12 @@ pub fn dissociate_openapi() -> Operation {
         .parameter(port_parameter())
         .parameter(peer_parameter());
     responses(op, [
-        ("204", ResponseBuilder::new().description("Removed.")
+        (
+            "204",
+            ResponseBuilder::new().description("Removed.")
                 .build()
-                .into()),
+                .into(),
+        ),
         Shared::BadRequest.with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`association_not_found`."),
