@@ -1,5 +1,6 @@
 //! The `strata` command line: `strata serve` runs the whole API locally; `strata dynamodb-local` runs
-//! DynamoDB Local for `--store dynamodb`. `main.rs` only calls [`main`].
+//! DynamoDB Local for `--store dynamodb`; the hidden `strata generate openapi` rewrites
+//! `infra/openapi.json` from the code. `main.rs` only calls [`main`].
 
 use crate::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,19 +49,31 @@ enum Command {
         #[arg(long, default_value = "strata-")]
         table_prefix: String,
     },
-    /// Rewrite a file that follows from the code (run from the repository root; a test fails when the
+    /// Write a file generated from the code (for the repository's maintainers; a test fails when the
     /// committed file differs).
     #[command(hide = true)]
     Generate {
-        #[arg(value_enum)]
+        #[command(subcommand)]
         target: GenerateTarget,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// What `strata generate` writes.
+#[derive(Subcommand)]
 enum GenerateTarget {
-    /// `template.yaml`: every function's resources, from the operations' declarations.
-    Template,
+    /// The OpenAPI document, `infra/openapi.json`, from the route table and the handlers' types.
+    Openapi {
+        /// Where to write it.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))]
+        out: PathBuf,
+    },
+    /// `template.yaml`'s function resources and code defaults, from the operations' declarations; the rest
+    /// of the file is kept as it is.
+    Template {
+        /// The template to rewrite.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))]
+        path: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,13 +223,16 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Generate { target } => match target {
-            GenerateTarget::Template => {
-                let path = std::path::Path::new("template.yaml");
-                let committed = std::fs::read_to_string(path).map_err(|e| {
-                    format!("{}: {e} (run from the repository root)", path.display())
-                })?;
+            GenerateTarget::Openapi { out } => {
+                std::fs::write(&out, crate::openapi::generate())?;
+                println!("wrote {}", out.display());
+                Ok(())
+            }
+            GenerateTarget::Template { path } => {
+                let committed = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 let generated = crate::generate::template(&committed)?;
-                std::fs::write(path, &generated)?;
+                std::fs::write(&path, &generated)?;
                 println!(
                     "wrote {} ({} lines)",
                     path.display(),

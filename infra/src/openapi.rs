@@ -1,15 +1,335 @@
-//! The OpenAPI 3.1 document of the HTTP API (`infra/openapi.json`), compiled in and served by the local
-//! server at `GET /openapi.json`. The suite checks it against [`crate::routes::all`] (every route is an
-//! operation, nothing else is, except the local-only operations it marks `x-strata-local-only`), and
-//! `infra/scripts/schemathesis` tests the running server against it.
+//! The OpenAPI 3.1 document of the HTTP API, generated from the code: each route's operation comes from the
+//! function next to its handler ([`strata_http::route::Route::openapi`]), at the route's own method and
+//! path; the schemas are those of the types the handlers serialize (and of the bodies they read); the shared
+//! error responses are [`strata_http::openapi`]'s. [`generate`] builds it; `infra/openapi.json` is its
+//! committed output (`strata generate openapi` rewrites it, and a test fails when the two differ).
+//!
+//! The server serves the committed file ([`DOCUMENT`], compiled in): what the suite and
+//! `infra/scripts/schemathesis` check, what clients download and what the repository shows are then one
+//! and the same text, and serving costs nothing at start-up.
 
+use crate::routes;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
+use serde_json::{Map, Value, json};
+use strata_http::openapi::{Header, Operation, OperationBuilder, Shared, responses};
+use utoipa::ToSchema;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::path::{HttpMethod, PathItem, PathsBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    Components, ContentBuilder, InfoBuilder, OpenApiBuilder, RefOr, ResponseBuilder, Schema,
+};
 
-/// The document, as served.
+/// The document, as served: `infra/openapi.json`, the committed output of [`generate`].
 pub const DOCUMENT: &str = include_str!("../openapi.json");
+
+/// Where [`DOCUMENT`] lives in the repository, relative to the workspace root.
+pub const DOCUMENT_PATH: &str = "infra/openapi.json";
 
 /// `GET /openapi.json` → `200` the document.
 pub async fn serve() -> Response {
     ([(CONTENT_TYPE, "application/json")], DOCUMENT).into_response()
+}
+
+const DESCRIPTION: &str = "The HTTP API of strata, identical on AWS (API Gateway + Lambda + DynamoDB) and on the local server (`strata serve`, embedded store). What every operation, status and error code means, the limits and the line protocol are in the contract, `CONTRACT.md` at the root of the strata repository; this document describes the same HTTP API for machines. JSON in, JSON out; every error is `{\"error\": {\"code\", \"message\", ...}}`. Requests no operation matches (unknown paths, another method on a known path) get `404 route_not_found`. Bodies over 1 MiB are `413`; `429` only when a rate limit is configured; `401` from the local server started with `--auth-token` (security scheme `bearerAuth`), on every operation; on AWS with `AuthMode=jwt` API Gateway answers its own `401` (no token, or an invalid one) and `403` (a token without the route's scope), and with `AuthMode=iam` its own `403`, with the body `{\"message\": ...}`. Operations marked `x-strata-local-only` exist on the local server only; it also answers every request with an `x-request-id` header (the client's, or a new one). Not described here: the key/value line protocol over TCP and over WebSocket (`GET /kv/ws` locally, an API Gateway WebSocket API on AWS), which speak lines, not HTTP requests and responses.";
+
+const TAGS: &[(&str, &str)] = &[
+    ("system", "Health."),
+    ("kv", "Key/value store."),
+    (
+        "kv-transactions",
+        "Optimistic, serializable key/value transactions.",
+    ),
+    (
+        "certificates",
+        "Share classes and gapless stock certificates.",
+    ),
+    ("widgets", "Widgets and their port-slot associations."),
+    (
+        "counters",
+        "Counters (strong or eventual mode, per deployment).",
+    ),
+    ("local", "Local server only."),
+];
+
+/// API Gateway's greedy `{name+}` is OpenAPI's `{name}`.
+pub fn openapi_path(path: &str) -> String {
+    path.replace("+}", "}")
+}
+
+fn method(name: &str) -> HttpMethod {
+    match name {
+        "GET" => HttpMethod::Get,
+        "PUT" => HttpMethod::Put,
+        "POST" => HttpMethod::Post,
+        "DELETE" => HttpMethod::Delete,
+        "PATCH" => HttpMethod::Patch,
+        "HEAD" => HttpMethod::Head,
+        "OPTIONS" => HttpMethod::Options,
+        other => panic!("route method {other} is not an OpenAPI operation"),
+    }
+}
+
+/// Marks an operation of the local server only.
+fn local_only(op: OperationBuilder) -> OperationBuilder {
+    op.extensions(Some(Extensions::from_iter([(
+        "x-strata-local-only",
+        Value::Bool(true),
+    )])))
+}
+
+/// `GET /openapi.json`, served by [`serve`].
+fn openapi_operation() -> Operation {
+    let document = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "openapi",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^3\\.1\\.\\d+$")),
+        )
+        .required("openapi")
+        .required("info")
+        .required("paths");
+    let op = local_only(
+        OperationBuilder::new()
+            .operation_id(Some("openapi"))
+            .tag("local")
+            .summary(Some("This document"))
+            .description(Some(
+                "Served by the local server only (`strata serve`); not a route of the AWS deployment.",
+            )),
+    );
+    responses(
+        op,
+        [
+            (
+                "200",
+                ResponseBuilder::new()
+                    .description("The OpenAPI document.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(document)).build(),
+                    )
+                    .build()
+                    .into(),
+            ),
+            Shared::Unauthorized.plain(),
+            Shared::TooManyRequests.plain(),
+        ],
+    )
+    .build()
+}
+
+/// `GET /metrics`, served by [`crate::server::with_metrics`].
+fn metrics_operation() -> Operation {
+    let op = local_only(
+        OperationBuilder::new()
+            .operation_id(Some("metrics"))
+            .tag("local")
+            .summary(Some("Request metrics (Prometheus text)"))
+            .description(Some(
+                "Served by the local server only (`strata serve`); on AWS the same metrics are CloudWatch embedded-metric-format log lines. Requests, latency, and refusals by operation, status and error code.",
+            )),
+    );
+    responses(
+        op,
+        [
+            (
+                "200",
+                ResponseBuilder::new()
+                    .description(
+                        "The metrics in the Prometheus text exposition format (version 0.0.4).",
+                    )
+                    .content(
+                        "text/plain",
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build(),
+                    )
+                    .build()
+                    .into(),
+            ),
+            Shared::Unauthorized.plain(),
+        ],
+    )
+    .build()
+}
+
+/// Every schema the operations name: the bodies' types and the types they refer to.
+fn schemas() -> Vec<(String, RefOr<Schema>)> {
+    fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
+        out.push((T::name().into_owned(), T::schema()));
+        T::schemas(out);
+    }
+    let mut out = Vec::new();
+    add::<strata_http::openapi::Error>(&mut out);
+    {
+        use strata_kv::handlers::*;
+        use strata_api::system::Health;
+        use strata_kv::transactions::*;
+        add::<Health>(&mut out);
+        add::<KvKeyString>(&mut out);
+        add::<KvValue>(&mut out);
+        add::<KvWrite>(&mut out);
+        add::<KvItem>(&mut out);
+        add::<KvDeleted>(&mut out);
+        add::<TxIdString>(&mut out);
+        add::<TxBegin>(&mut out);
+        add::<TxBegun>(&mut out);
+        add::<TxItem>(&mut out);
+        add::<TxWritten>(&mut out);
+        add::<TxDeleted>(&mut out);
+        add::<TxCommitted>(&mut out);
+        add::<TxRolledBack>(&mut out);
+    }
+    {
+        use strata_certificates::handlers::*;
+        add::<ClassCodeString>(&mut out);
+        add::<ShareClassWrite>(&mut out);
+        add::<ShareClassBody>(&mut out);
+        add::<CertificateIssue>(&mut out);
+        add::<CertificateBody>(&mut out);
+        add::<CertificatePage>(&mut out);
+    }
+    {
+        use strata_counters::handlers::*;
+        add::<CounterKeyString>(&mut out);
+        add::<Increment>(&mut out);
+        add::<CounterTotalAfter>(&mut out);
+        add::<CounterAccepted>(&mut out);
+        add::<CounterTotal>(&mut out);
+    }
+    {
+        use strata_widgets::handlers::*;
+        add::<PortName>(&mut out);
+        add::<SerialString>(&mut out);
+        add::<WidgetCreate>(&mut out);
+        add::<WidgetBody>(&mut out);
+        add::<AssociationCreate>(&mut out);
+        add::<Association>(&mut out);
+    }
+    out
+}
+
+/// The whole document, pretty-printed (what `infra/openapi.json` holds, with a final newline).
+pub fn generate() -> String {
+    let mut paths = PathsBuilder::new();
+    let mut operations: Vec<(String, HttpMethod, Operation)> = routes::all()
+        .into_iter()
+        .map(|route| {
+            let mut op = (route.openapi)();
+            // The operation id is the route's Lambda binary: one name for the operation everywhere.
+            op.operation_id = Some(route.function.to_owned());
+            (openapi_path(route.path), method(route.method), op)
+        })
+        .collect();
+    operations.push((
+        "/openapi.json".to_owned(),
+        HttpMethod::Get,
+        openapi_operation(),
+    ));
+    operations.push(("/metrics".to_owned(), HttpMethod::Get, metrics_operation()));
+    // One path item per path, its operations in route order.
+    let mut items: Vec<(String, PathItem)> = Vec::new();
+    for (path, http_method, op) in operations {
+        match items.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, item)) => item.merge_operations(PathItem::new(http_method, op)),
+            None => items.push((path, PathItem::new(http_method, op))),
+        }
+    }
+    for (path, item) in items {
+        paths = paths.path(path, item);
+    }
+
+    let mut components = Components::new();
+    for (name, schema) in schemas() {
+        components.schemas.insert(name, schema);
+    }
+    for shared in Shared::ALL {
+        components
+            .responses
+            .insert(shared.name().to_owned(), shared.response().into());
+    }
+    components.security_schemes.insert(
+        "bearerAuth".to_owned(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "Local server only: `strata serve --auth-token TOKEN` (or the environment variable `STRATA_AUTH_TOKEN`) requires `Authorization: Bearer TOKEN` on every request, every operation of this document and the `GET /kv/ws` upgrade included; without a token configured the local server requires nothing (and listens on loopback by default). The token is an opaque shared secret of 1 to 4096 visible ASCII characters, compared in constant time. On AWS, authorization is API Gateway's, not this scheme.",
+                ))
+                .build(),
+        ),
+    );
+    // utoipa 5 has no `components/headers` (see strata_http::openapi).
+    let headers: Map<String, Value> = Header::ALL
+        .into_iter()
+        .map(|h| (h.component_name().to_owned(), h.definition()))
+        .collect();
+    components.extensions = Some(Extensions::from_iter([("headers", Value::Object(headers))]));
+
+    let info = InfoBuilder::new()
+        .title("strata")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(DESCRIPTION))
+        // `summary` is OpenAPI 3.1's, absent from utoipa 5's `Info`.
+        .extensions(Some(Extensions::from_iter([(
+            "summary",
+            json!("Key/value store with transactions, stock certificates, widgets and counters."),
+        )])))
+        .build();
+    let document = OpenApiBuilder::new()
+        .info(info)
+        .security(Some([
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearerAuth", Vec::<String>::new()),
+        ]))
+        .tags(Some(TAGS.iter().map(|(name, description)| {
+            TagBuilder::new()
+                .name(*name)
+                .description(Some(*description))
+                .build()
+        })))
+        .paths(paths.build())
+        .components(Some(components))
+        .build();
+    let mut text = serde_json::to_string_pretty(&document).expect("the document serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_document_is_the_generated_one() {
+        let generated = generate();
+        if generated != DOCUMENT {
+            let line = generated
+                .lines()
+                .zip(DOCUMENT.lines())
+                .position(|(a, b)| a != b)
+                .map_or_else(
+                    || generated.lines().count().min(DOCUMENT.lines().count()) + 1,
+                    |i| i + 1,
+                );
+            panic!(
+                "{DOCUMENT_PATH} is not the output of strata::openapi::generate() (first difference at \
+                 line {line}); regenerate it with `cargo run -p strata -- generate openapi` and commit it"
+            );
+        }
+    }
+
+    #[test]
+    fn greedy_path_parameters_are_plain_ones_in_openapi() {
+        assert_eq!(
+            openapi_path("/kv/transactions/{id}/keys/{key+}"),
+            "/kv/transactions/{id}/keys/{key}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ pub const SYSTEM_ROUTES: &[Route] = &[Route {
     path: "/health",
     function: "health",
     handler: handler!(system::health),
+    openapi: system::health_openapi,
     deploy: Deploy {
         id: "Health",
         note: "",
@@ -38,6 +39,8 @@ pub const FALLBACK: Route = Route {
     path: "$default",
     function: "not-found",
     handler: handler!(system::not_found),
+    // Not an operation of the document: the fallback answers what no route matches.
+    openapi: strata_http::openapi::Operation::new,
     deploy: Deploy {
         id: "NotFound",
         note: "Answers requests that match no route with the API's JSON 404",

@@ -1,16 +1,45 @@
 //! API-wide handlers.
 
 use http::StatusCode;
-use serde_json::json;
+use serde::Serialize;
 use strata_core::{Error, Stores};
+use strata_http::openapi::{Operation, OperationBuilder, Shared, ok, responses};
 use strata_http::response::{error, json};
 use strata_http::{Request, Response};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::ObjectBuilder;
+
+/// The answer of `GET /health`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[schema(schema_with = ok_schema)]
+    pub status: &'static str,
+    #[schema(schema_with = store_schema)]
+    pub store: &'static str,
+}
+
+/// Exactly `"ok"`.
+fn ok_schema() -> utoipa::openapi::Object {
+    strata_http::openapi::constant("ok".into())
+}
+
+/// The backends' names.
+fn store_schema() -> utoipa::openapi::Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+        .enum_values(Some(strata_core::Backend::ALL.map(|b| b.as_str())))
+        .build()
+}
 
 /// `GET /health` → `200 {"status":"ok","store":"embedded"|"dynamodb"}`.
 pub async fn health(stores: &Stores, _req: Request) -> Response {
     json(
         StatusCode::OK,
-        &json!({"status": "ok", "store": stores.backend.as_str()}),
+        &Health {
+            status: "ok",
+            store: stores.backend.as_str(),
+        },
     )
 }
 
@@ -20,4 +49,21 @@ pub async fn not_found(_stores: &Stores, req: Request) -> Response {
         "route_not_found",
         format!("no route for {} {}", req.method(), req.uri().path()),
     ))
+}
+
+/// The OpenAPI operation of [`health`].
+pub fn health_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("system")
+        .summary(Some("Liveness and the store behind this deployment"))
+        .description(Some("Always `200` while the server runs."));
+    responses(
+        op,
+        [
+            ("200", ok::<Health>("The server is up.").build().into()),
+            Shared::Unauthorized.plain(),
+            Shared::TooManyRequests.plain(),
+        ],
+    )
+    .build()
 }

@@ -33,6 +33,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: handlers::put_class_openapi,
     },
     Route {
         method: "GET",
@@ -49,6 +50,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         },
+        openapi: handlers::get_class_openapi,
     },
     Route {
         method: "POST",
@@ -68,6 +70,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: handlers::issue_openapi,
     },
     Route {
         method: "GET",
@@ -84,6 +87,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "PutItem", "UpdateItem"],
             }],
         },
+        openapi: handlers::get_openapi,
     },
     Route {
         method: "GET",
@@ -100,5 +104,6 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "Query", "PutItem", "UpdateItem"],
             }],
         },
+        openapi: handlers::list_openapi,
     },
 ];

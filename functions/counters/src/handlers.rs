@@ -1,12 +1,127 @@
 //! The counter handlers: HTTP in, counter port call, HTTP out.
+//!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
 
 use http::{HeaderValue, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::json;
 use strata_core::Stores;
-use strata_core::counters::{CounterKey, Incremented, not_found};
+use strata_core::counters::{CounterKey, Incremented, MAX_KEY_BYTES, MAX_TOTAL, not_found};
+use strata_http::openapi::{
+    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key, integer,
+    json_body, link, ok, path_parameter, responses, schema_ref, string,
+};
 use strata_http::request::{json_object, path_param};
 use strata_http::response::{from_result, json};
 use strata_http::{Request, Response, idempotency};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+/// The schema of a counter key: what [`CounterKey::parse`] accepts.
+pub struct CounterKeyString;
+
+impl PartialSchema for CounterKeyString {
+    fn schema() -> RefOr<Schema> {
+        string(
+            Some("1 to 1024 bytes of UTF-8 without control characters (spaces are fine)."),
+            Some(1),
+            Some(MAX_KEY_BYTES),
+            Some(NO_CONTROL),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for CounterKeyString {}
+
+/// An increment: any `u64` (the total is bounded, not the increment).
+fn increment_value() -> utoipa::openapi::Object {
+    integer(0, Some(u64::MAX))
+}
+
+/// A total, or an accepted increment that fits in one: `0..=MAX_TOTAL`.
+fn total() -> utoipa::openapi::Object {
+    integer(0, Some(MAX_TOTAL))
+}
+
+fn new_total() -> utoipa::openapi::Object {
+    ObjectBuilder::from(total())
+        .description(Some("The new total."))
+        .build()
+}
+
+/// The body of `POST /increment`.
+#[derive(ToSchema)]
+pub struct Increment {
+    #[schema(value_type = CounterKeyString)]
+    pub key: String,
+    #[schema(schema_with = increment_value)]
+    pub value: u64,
+}
+
+/// Strong mode's answer to an increment.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CounterTotalAfter {
+    #[schema(value_type = CounterKeyString)]
+    pub key: String,
+    #[schema(schema_with = new_total)]
+    pub value: u64,
+}
+
+/// Eventual mode's answer to an increment.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CounterAccepted {
+    #[schema(value_type = CounterKeyString)]
+    pub key: String,
+    #[schema(schema_with = total)]
+    pub accepted: u64,
+}
+
+/// The answer of `GET /increment/{key}`: `{"<key>": total}`, one property.
+#[derive(Debug)]
+pub struct CounterTotal {
+    pub key: String,
+    pub total: u64,
+}
+
+impl Serialize for CounterTotal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(&self.key, &self.total)?;
+        map.end()
+    }
+}
+
+impl PartialSchema for CounterTotal {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "One property: the counter's key, whose value is its total.",
+            ))
+            .min_properties(Some(1))
+            .max_properties(Some(1))
+            .additional_properties(Some(AdditionalProperties::RefOr(total().into())))
+            .into()
+    }
+}
+
+impl ToSchema for CounterTotal {}
+
+fn key_parameter() -> utoipa::openapi::path::Parameter {
+    path_parameter(
+        "key",
+        "The counter's key, percent-encoded UTF-8.",
+        schema_ref::<CounterKeyString>(),
+        json!("hello world"),
+    )
+}
 
 /// `POST /increment` with `{"key","value"}` → strong `200 {"key","value": total}`, eventual
 /// `202 {"key","accepted": value}`; `409 overflow`.
@@ -25,11 +140,17 @@ pub async fn increment(stores: &Stores, req: Request) -> Response {
                     {
                         Incremented::Total(total) => json(
                             StatusCode::OK,
-                            &json!({"key": key.as_str(), "value": total}),
+                            &CounterTotalAfter {
+                                key: key.as_str().to_owned(),
+                                value: total,
+                            },
                         ),
                         Incremented::Accepted => json(
                             StatusCode::ACCEPTED,
-                            &json!({"key": key.as_str(), "accepted": value}),
+                            &CounterAccepted {
+                                key: key.as_str().to_owned(),
+                                accepted: value,
+                            },
                         ),
                     },
                 )
@@ -52,8 +173,10 @@ pub async fn get(stores: &Stores, req: Request) -> Response {
                 .read(&key)
                 .await?
                 .ok_or_else(|| not_found(&raw))?;
-            let mut body = Map::new();
-            body.insert(raw, Value::from(reading.total));
+            let body = CounterTotal {
+                key: raw,
+                total: reading.total,
+            };
             let mut response = json(StatusCode::OK, &body);
             if reading.refused > 0 {
                 response
@@ -68,3 +191,69 @@ pub async fn get(stores: &Stores, req: Request) -> Response {
 
 /// The header of `GET /increment/{key}` that counts the increments folding refused.
 pub const REFUSED_HEADER: &str = "counter-refused";
+
+/// The OpenAPI operation of [`increment`].
+pub fn increment_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("counters")
+        .summary(Some("Add to a counter"))
+        .description(Some("Strong mode: the increment is in the total when the response is sent (`200`). Eventual mode: the increment is durably logged (`202`) and shows up in the total exactly once, within a second locally. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .parameter(idempotency_key())
+        .request_body(Some(
+            json_body::<Increment>(true, json!({"key": "hello world", "value": 20}))
+                .build(),
+        ));
+    responses(op, [
+        (
+            "200",
+            ok::<CounterTotalAfter>("Strong mode: the new total.")
+                .link("ReadCounter", link("counters-get", "Read the counter's total.", &[("key", "$response.body#/key")]))
+                .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                .build()
+                .into(),
+        ),
+        (
+            "202",
+            ok::<CounterAccepted>("Eventual mode: the increment is accepted (logged durably); it shows up in the total exactly once, or, if it would take the total past 2^63-1 when folded, in `counter-refused` of `GET /increment/{key}`.")
+                .link("ReadCounter", link("counters-get", "Read the counter's total.", &[("key", "$response.body#/key")]))
+                .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_json`, `invalid_field` (`key` empty, over 1024 bytes or with control characters; `value` negative, not an integer or over 2^64-1) or `invalid_idempotency_key`. Nothing is counted."),
+        Shared::Unauthorized.plain(),
+        Shared::RequestTimeout.plain(),
+        Shared::Conflict.with("`overflow` (with `room`, what the counter can still take below 2^63-1; nothing is counted): in strong mode when the total would pass 2^63-1, in eventual mode only for an increment over 2^63-1 by itself (any other is accepted and, if it no longer fits when folded, refused then and counted in `counter-refused`); or `request_in_progress`."),
+        Shared::PayloadTooLarge.with("`body_too_large`."),
+        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once; retry after `retry-after` seconds."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`get`].
+pub fn get_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("counters")
+        .summary(Some("Read a counter"))
+        .description(Some("The total folded so far."))
+        .parameter(key_parameter());
+    responses(op, [
+        (
+            "200",
+            ok::<CounterTotal>("`{\"<key>\": total}`. In eventual mode, `counter-refused` counts the accepted increments that folding refused because they would have taken the total past 2^63-1.")
+                .extensions(headers(&[], &[(REFUSED_HEADER, json!({"description": "Eventual mode: how many accepted increments of this counter were refused when folded (they would have passed 2^63-1) and counted nowhere. Absent when none.", "schema": {"type": "integer", "minimum": 1}}))]))
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_field` (`key`) or `invalid_path`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`counter_not_found`: never incremented."),
+        Shared::TooManyRequests.plain(),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.plain(),
+    ])
+    .build()
+}

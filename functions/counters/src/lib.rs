@@ -42,6 +42,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: handlers::increment_openapi,
     },
     Route {
         method: "GET",
@@ -58,6 +59,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         },
+        openapi: handlers::get_openapi,
     },
 ];
 

@@ -50,6 +50,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         },
+        openapi: handlers::get_openapi,
     },
     Route {
         method: "PUT",
@@ -66,6 +67,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         },
+        openapi: handlers::put_openapi,
     },
     Route {
         method: "DELETE",
@@ -82,6 +84,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         },
+        openapi: handlers::delete_openapi,
     },
     Route {
         method: "POST",
@@ -101,6 +104,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: transactions::begin_openapi,
     },
     Route {
         method: "GET",
@@ -123,6 +127,7 @@ pub const ROUTES: &[Route] = &[
                 },
             ],
         },
+        openapi: transactions::get_openapi,
     },
     Route {
         method: "PUT",
@@ -139,6 +144,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         },
+        openapi: transactions::put_openapi,
     },
     Route {
         method: "DELETE",
@@ -155,6 +161,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         },
+        openapi: transactions::delete_openapi,
     },
     Route {
         method: "POST",
@@ -178,6 +185,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: transactions::commit_openapi,
     },
     Route {
         method: "POST",
@@ -197,6 +205,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: transactions::rollback_openapi,
     },
     Route {
         method: "POST",
@@ -210,6 +219,7 @@ pub const ROUTES: &[Route] = &[
             pool: Pool::Commands,
             grants: &LINE_SESSION_GRANTS,
         },
+        openapi: line::commands_openapi,
     },
 ];
 

@@ -1,17 +1,140 @@
 //! The key/value transaction handlers (CONTRACT.md §1): HTTP in, [`KvTransactions`] port call, HTTP out.
 //!
+//! Next to each handler: the types of the bodies it answers with (what it serializes is what the OpenAPI
+//! document's schema describes) and reads, and its `*_openapi` function, the operation of the document that
+//! its route in `ROUTES` carries.
+//!
 //! [`KvTransactions`]: strata_core::kv::tx::KvTransactions
 
-use crate::handlers::{key, key_not_found};
+use crate::handlers::{KvKeyString, KvValue, KvWrite, key, key_not_found, key_parameter};
 use http::StatusCode;
+use serde::Serialize;
 use serde_json::json;
+use strata_core::defaults::TX_IDLE_TIMEOUT;
 use strata_core::kv::Value;
-use strata_core::kv::tx::TxId;
+use strata_core::kv::tx::{MAX_TX_BYTES, MAX_TX_KEYS, TxId};
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
+use strata_http::openapi::{
+    Header, Operation, OperationBuilder, Shared, headers, idempotency_key, json_body, link, ok,
+    path_parameter, responses, schema_ref, string,
+};
 use strata_http::request::{json_object, path_param};
 use strata_http::response::{from_result, json};
 use strata_http::{Request, Response, idempotency};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+/// The schema of a transaction id: what [`TxId::parse`] accepts.
+pub struct TxIdString;
+
+impl PartialSchema for TxIdString {
+    fn schema() -> RefOr<Schema> {
+        string(
+            Some("32 lowercase hex digits."),
+            None,
+            None,
+            Some("^[0-9a-f]{32}$"),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for TxIdString {}
+
+/// The body of `POST /kv/transactions`: an object whose fields are not read.
+#[derive(ToSchema)]
+#[schema(description = "No fields are read.")]
+pub struct TxBegin {}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxBegun {
+    #[schema(value_type = TxIdString)]
+    pub id: String,
+    /// When the transaction expires if it stays idle (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// `null` for the transaction's own, not yet committed, write.
+fn tx_version_schema() -> utoipa::openapi::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(1))
+        .description(Some(
+            "`null` for the transaction's own, not yet committed, write.",
+        ))
+        .build()
+}
+
+/// A key as the transaction sees it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxItem {
+    #[schema(value_type = KvKeyString)]
+    pub key: String,
+    #[schema(value_type = KvValue)]
+    pub value: String,
+    #[schema(schema_with = tx_version_schema, required = true)]
+    pub version: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxWritten {
+    #[schema(value_type = KvKeyString)]
+    pub key: String,
+    #[schema(value_type = KvValue)]
+    pub value: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxDeleted {
+    #[schema(value_type = KvKeyString)]
+    pub key: String,
+}
+
+/// Exactly `true`.
+fn always_true() -> utoipa::openapi::Object {
+    strata_http::openapi::constant(true.into())
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxCommitted {
+    #[schema(value_type = TxIdString)]
+    pub id: String,
+    #[schema(schema_with = always_true)]
+    pub committed: bool,
+    #[schema(schema_with = writes_schema)]
+    pub writes: usize,
+}
+
+fn writes_schema() -> utoipa::openapi::Object {
+    strata_http::openapi::integer(0, None)
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxRolledBack {
+    #[schema(value_type = TxIdString)]
+    pub id: String,
+    #[schema(schema_with = always_true)]
+    pub rolled_back: bool,
+}
+
+/// The `{id}` path parameter of the transaction routes.
+fn tx_id_parameter() -> utoipa::openapi::path::Parameter {
+    path_parameter(
+        "id",
+        "A transaction id from `POST /kv/transactions`; anything else is `404 transaction_not_found`.",
+        schema_ref::<TxIdString>(),
+        json!("0123456789abcdef0123456789abcdef"),
+    )
+}
 
 fn tx_id(req: &Request) -> Result<TxId, Error> {
     TxId::parse(&path_param(req, "id")?)
@@ -28,7 +151,10 @@ pub async fn begin(stores: &Stores, req: Request) -> Response {
                 let began = stores.kv_tx.begin().await?;
                 Ok(json(
                     StatusCode::CREATED,
-                    &json!({"id": began.id.as_str(), "expires_at": rfc3339(began.expires_at)}),
+                    &TxBegun {
+                        id: began.id.as_str().to_owned(),
+                        expires_at: rfc3339(began.expires_at),
+                    },
                 ))
             }
             .await,
@@ -51,7 +177,11 @@ pub async fn get(stores: &Stores, req: Request) -> Response {
                 .ok_or_else(|| key_not_found(&key))?;
             Ok(json(
                 StatusCode::OK,
-                &json!({"key": key.as_str(), "value": item.value, "version": item.version}),
+                &TxItem {
+                    key: key.as_str().to_owned(),
+                    value: item.value,
+                    version: item.version,
+                },
             ))
         }
         .await,
@@ -69,7 +199,10 @@ pub async fn put(stores: &Stores, req: Request) -> Response {
             stores.kv_tx.stage(&id, &key, Some(value)).await?;
             Ok(json(
                 StatusCode::OK,
-                &json!({"key": key.as_str(), "value": shown}),
+                &TxWritten {
+                    key: key.as_str().to_owned(),
+                    value: shown,
+                },
             ))
         }
         .await,
@@ -83,7 +216,12 @@ pub async fn delete(stores: &Stores, req: Request) -> Response {
             let key = key(&req)?;
             let id = tx_id(&req)?;
             stores.kv_tx.stage(&id, &key, None).await?;
-            Ok(json(StatusCode::OK, &json!({"key": key.as_str()})))
+            Ok(json(
+                StatusCode::OK,
+                &TxDeleted {
+                    key: key.as_str().to_owned(),
+                },
+            ))
         }
         .await,
     )
@@ -99,7 +237,11 @@ pub async fn commit(stores: &Stores, req: Request) -> Response {
                 let writes = stores.kv_tx.commit(&id).await?;
                 Ok(json(
                     StatusCode::OK,
-                    &json!({"id": id.as_str(), "committed": true, "writes": writes}),
+                    &TxCommitted {
+                        id: id.as_str().to_owned(),
+                        committed: true,
+                        writes,
+                    },
                 ))
             }
             .await,
@@ -117,11 +259,190 @@ pub async fn rollback(stores: &Stores, req: Request) -> Response {
                 stores.kv_tx.rollback(&id).await?;
                 Ok(json(
                     StatusCode::OK,
-                    &json!({"id": id.as_str(), "rolled_back": true}),
+                    &TxRolledBack {
+                        id: id.as_str().to_owned(),
+                        rolled_back: true,
+                    },
                 ))
             }
             .await,
         )
     })
     .await
+}
+
+/// The OpenAPI operation of [`begin`].
+pub fn begin_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Begin a transaction"))
+        .description(Some(format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise). Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`.", TX_IDLE_TIMEOUT.as_secs())))
+        .parameter(idempotency_key())
+        .request_body(Some(
+            json_body::<TxBegin>(false, json!({}))
+                .description(Some("`{}` or no body at all."))
+                .build(),
+        ));
+    responses(op, [
+        (
+            "201",
+            ok::<TxBegun>("The new transaction.")
+                .link("ReadInTransaction", link("kv-tx-get", "Read a key in the new transaction.", &[("id", "$response.body#/id")]))
+                .link("WriteInTransaction", link("kv-tx-put", "Buffer a write in the new transaction.", &[("id", "$response.body#/id")]))
+                .link("DeleteInTransaction", link("kv-tx-delete", "Buffer a delete in the new transaction.", &[("id", "$response.body#/id")]))
+                .link("Commit", link("kv-tx-commit", "Commit the new transaction.", &[("id", "$response.body#/id")]))
+                .link("Rollback", link("kv-tx-rollback", "Roll the new transaction back.", &[("id", "$response.body#/id")]))
+                .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_json` (a body that is not a JSON object) or `invalid_idempotency_key`."),
+        Shared::Unauthorized.plain(),
+        Shared::RequestTimeout.plain(),
+        Shared::Conflict.with("`request_in_progress` (with `retry-after`)."),
+        Shared::PayloadTooLarge.with("`body_too_large`."),
+        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused; retry after `retry-after` seconds. `too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`get`].
+pub fn get_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Read a key in a transaction"))
+        .description(Some(format!("Sees the transaction's own buffered writes first; a key read from the store (present or absent) is validated at commit and counts toward the {MAX_TX_KEYS}-key limit.")))
+        .parameter(tx_id_parameter())
+        .parameter(key_parameter());
+    responses(op, [
+        (
+            "200",
+            ok::<TxItem>("The value; `version` is `null` for the transaction's own, not yet committed, write.")
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`transaction_not_found` (unknown, committed, rolled back or expired) or `key_not_found`."),
+        Shared::PayloadTooLarge.with(&format!("`transaction_too_large`: the read would be the {}th distinct key; the transaction stays usable.", MAX_TX_KEYS + 1)),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the read may or may not have been recorded for validation; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the read may or may not have been recorded for validation; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`put`].
+pub fn put_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Buffer a write in a transaction"))
+        .description(Some("Invisible to everyone else until the commit."))
+        .parameter(tx_id_parameter())
+        .parameter(key_parameter())
+        .request_body(Some(
+            json_body::<KvWrite>(true, json!({"value": "hello world"})).build(),
+        ));
+    responses(op, [
+        (
+            "200",
+            ok::<TxWritten>("The buffered write.")
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_key`, `invalid_path`, `invalid_json` or `invalid_field`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`transaction_not_found`."),
+        Shared::RequestTimeout.plain(),
+        Shared::PayloadTooLarge.with(&format!("`body_too_large`, `value_too_large`, or `transaction_too_large` (over {MAX_TX_KEYS} distinct keys or {MAX_TX_BYTES} bytes; the transaction stays usable).")),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`delete`].
+pub fn delete_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Buffer a delete in a transaction"))
+        .description(Some("Invisible to everyone else until the commit."))
+        .parameter(tx_id_parameter())
+        .parameter(key_parameter());
+    responses(op, [
+        (
+            "200",
+            ok::<TxDeleted>("The buffered delete.")
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`transaction_not_found`."),
+        Shared::PayloadTooLarge.with("`transaction_too_large`."),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`commit`].
+pub fn commit_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Commit a transaction"))
+        .description(Some("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .parameter(tx_id_parameter())
+        .parameter(idempotency_key());
+    responses(op, [
+        (
+            "200",
+            ok::<TxCommitted>("Committed.")
+                .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`transaction_not_found`."),
+        Shared::Conflict.with("`conflict` (with `key`, the first conflicting key) or `request_in_progress`."),
+        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`; retry after `retry-after` seconds."),
+    ])
+    .build()
+}
+
+/// The OpenAPI operation of [`rollback`].
+pub fn rollback_openapi() -> Operation {
+    let op = OperationBuilder::new()
+        .tag("kv-transactions")
+        .summary(Some("Roll a transaction back"))
+        .description(Some("Discards the buffered writes. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .parameter(tx_id_parameter())
+        .parameter(idempotency_key());
+    responses(op, [
+        (
+            "200",
+            ok::<TxRolledBack>("Rolled back.")
+                .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                .build()
+                .into(),
+        ),
+        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+        Shared::Unauthorized.plain(),
+        Shared::NotFound.with("`transaction_not_found`."),
+        Shared::Conflict.with("`request_in_progress`."),
+        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the transaction may have been rolled back. Retry after `retry-after` seconds."),
+        Shared::InternalError.plain(),
+        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the transaction may have been rolled back; retry after `retry-after` seconds."),
+    ])
+    .build()
 }

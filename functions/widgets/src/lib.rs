@@ -31,6 +31,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: handlers::create_openapi,
     },
     Route {
         method: "GET",
@@ -47,6 +48,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         },
+        openapi: handlers::get_openapi,
     },
     Route {
         method: "DELETE",
@@ -63,6 +65,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "DeleteItem", "UpdateItem"],
             }],
         },
+        openapi: handlers::delete_openapi,
     },
     Route {
         method: "POST",
@@ -82,6 +85,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         },
+        openapi: handlers::associate_openapi,
     },
     Route {
         method: "DELETE",
@@ -98,5 +102,6 @@ pub const ROUTES: &[Route] = &[
                 actions: &["UpdateItem"],
             }],
         },
+        openapi: handlers::dissociate_openapi,
     },
 ];

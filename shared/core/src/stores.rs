@@ -18,6 +18,8 @@ pub enum Backend {
 }
 
 impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Embedded, Backend::DynamoDb];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Embedded => "embedded",

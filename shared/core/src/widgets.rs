@@ -69,12 +69,15 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// 1 to 3 slots, each exactly `P`, `R` or `Q`.
+/// The most port slots a widget has.
+pub const MAX_PORTS: usize = 3;
+
+/// 1 to [`MAX_PORTS`] slots, each exactly `P`, `R` or `Q`.
 pub fn parse_ports(raw: &[String]) -> Result<Vec<Port>, Error> {
-    if raw.is_empty() || raw.len() > 3 {
+    if raw.is_empty() || raw.len() > MAX_PORTS {
         return Err(Error::invalid_field(
             "ports",
-            format!("a widget has 1 to 3 ports, not {}", raw.len()),
+            format!("a widget has 1 to {MAX_PORTS} ports, not {}", raw.len()),
         ));
     }
     raw.iter()

@@ -8,6 +8,8 @@
 //!   and the error JSON of the API contract (internal details are logged, never sent).
 //! - [`route`]: the [`route::Route`] table type. Each service crate lists its routes once; the local server
 //!   mounts them and a test checks them against `template.yaml`.
+//! - [`openapi`]: the shared parts of the OpenAPI document: the error JSON's type and schema, the shared
+//!   error responses and headers, and the builders each service's operation functions use.
 //! - [`idempotency`]: `Idempotency-Key` handling around any handler (claim, replay, `422`, release on `5xx`).
 //! - [`lambda`]: the Lambda entry point: JSON logging, building the DynamoDB stores once, running a handler,
 //!   flushing each invocation's metrics as CloudWatch Embedded Metric Format.
@@ -17,6 +19,7 @@
 pub mod idempotency;
 pub mod lambda;
 pub mod metrics;
+pub mod openapi;
 pub mod request;
 pub mod response;
 pub mod route;

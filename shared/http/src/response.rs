@@ -4,7 +4,6 @@ use crate::{Body, Response};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::Serialize;
-use serde_json::json;
 use strata_core::{Error, Kind};
 
 /// A JSON response.
@@ -59,14 +58,14 @@ pub fn client_message(e: &Error) -> String {
 
 /// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`.
 pub fn error(e: &Error) -> Response {
-    let message = client_message(e);
-    let mut body = serde_json::Map::new();
-    body.insert("code".into(), json!(e.code));
-    body.insert("message".into(), json!(message));
-    for (name, value) in &e.extra {
-        body.insert(name.clone(), value.clone());
-    }
-    let mut response = json(status_of(e.kind), &json!({ "error": body }));
+    let body = crate::openapi::Error {
+        error: crate::openapi::ErrorDetail {
+            code: e.code.to_string(),
+            message: client_message(e),
+            extra: e.extra.clone(),
+        },
+    };
+    let mut response = json(status_of(e.kind), &body);
     // For the metrics, which count answers by code without reading bodies back.
     response
         .extensions_mut()
@@ -85,6 +84,7 @@ pub fn from_result(result: Result<Response, Error>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn body_json(r: &Response) -> serde_json::Value {
         serde_json::from_slice(r.body().as_ref()).unwrap()

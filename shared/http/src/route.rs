@@ -29,6 +29,9 @@ pub struct Route {
     pub function: &'static str,
     pub handler: Handler,
     pub deploy: Deploy,
+    /// The operation of the OpenAPI document (summary, parameters, bodies, responses), written next to the
+    /// handler; the document takes the path and method from this route. The fallback's is never read.
+    pub openapi: fn() -> utoipa::openapi::path::Operation,
 }
 
 /// A Lambda function that is not an HTTP route.

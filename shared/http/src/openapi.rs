@@ -1,0 +1,518 @@
+//! The pieces of the OpenAPI document every service shares: the error JSON's schema (of the type that
+//! serializes it), the shared error responses, the headers, and small builders the services' operation
+//! functions (`fn() -> Operation`, next to each handler) are written with.
+//!
+//! utoipa 5's typed model has no `required` on a header and no `components/headers`; the headers the
+//! document names by reference (`retry-after`, `idempotent-replayed`, `www-authenticate`) are therefore
+//! written as JSON under the response's and the components' extensions, where they serialize exactly as
+//! OpenAPI has them.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use strata_core::idempotency::MAX_KEY_CHARS;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::{Link, LinkBuilder};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
+use utoipa::{PartialSchema, ToSchema};
+
+pub use utoipa;
+pub use utoipa::openapi::path::{Operation, OperationBuilder};
+
+/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}` (built by
+/// [`crate::response::error`]).
+#[derive(Debug, Serialize)]
+pub struct Error {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// The fields some errors carry ([`strata_core::Error::extra`]); [`EXTRA_FIELDS`] documents them.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The kind of value of an extra error field.
+#[derive(Debug, Clone, Copy)]
+pub enum Extra {
+    String,
+    Count,
+    Integer,
+    Port,
+}
+
+/// The extra fields of errors, as documented: (name, kind, description).
+pub const EXTRA_FIELDS: &[(&str, Extra, &str)] = &[
+    (
+        "field",
+        Extra::String,
+        "The request field or parameter that is invalid.",
+    ),
+    (
+        "key",
+        Extra::String,
+        "`conflict`: the first key that changed.",
+    ),
+    (
+        "remaining",
+        Extra::Count,
+        "`insufficient_shares`: shares left.",
+    ),
+    (
+        "issued",
+        Extra::Count,
+        "`authorized_below_issued`: shares issued.",
+    ),
+    (
+        "room",
+        Extra::Count,
+        "`overflow`: what the counter can still take.",
+    ),
+    (
+        "serial_number",
+        Extra::String,
+        "The widget the error is about.",
+    ),
+    ("port", Extra::Port, ""),
+    ("max_keys", Extra::Integer, ""),
+    ("max_bytes", Extra::Integer, ""),
+    (
+        "commands",
+        Extra::Count,
+        "`too_many_commands`, `reply_too_large`: the commands the body holds.",
+    ),
+    (
+        "commands_run",
+        Extra::Count,
+        "`reply_too_large`: the commands that ran, the first of the body.",
+    ),
+    (
+        "limit",
+        Extra::Count,
+        "`too_many_commands`: the most commands a request may hold; `reply_too_large`: the most reply bytes.",
+    ),
+    (
+        "max_open_transactions",
+        Extra::Count,
+        "`too_many_transactions`: the most transactions the server holds open at once.",
+    ),
+    (
+        "max_transaction_memory",
+        Extra::Count,
+        "`transaction_memory_full`: the most bytes all open transactions may buffer together.",
+    ),
+];
+
+impl PartialSchema for Error {
+    // `example` (not 3.1's `examples`) is what the document has always had and what its tools read.
+    #[allow(deprecated)]
+    fn schema() -> RefOr<Schema> {
+        let mut detail = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "code",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[a-z][a-z0-9_]*$")),
+            )
+            .required("code")
+            .property(
+                "message",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1)),
+            )
+            .required("message");
+        for (name, kind, description) in EXTRA_FIELDS {
+            let description = (!description.is_empty()).then_some(*description);
+            let field: RefOr<Schema> = match kind {
+                Extra::Port => Ref::from_schema_name("Port").into(),
+                Extra::String => ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(description)
+                    .into(),
+                Extra::Count => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .description(description)
+                    .into(),
+                Extra::Integer => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(description)
+                    .into(),
+            };
+            detail = detail.property(*name, field);
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Every error: a stable snake_case `code`, a sentence for people, and the extra fields some errors carry.",
+            ))
+            .property("error", detail)
+            .required("error")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .example(Some(json!({
+                "error": {"code": "invalid_field", "message": "`value` is required", "field": "value"}
+            })))
+            .into()
+    }
+}
+
+impl ToSchema for Error {}
+
+/// A schema by reference: `#/components/schemas/<T's name>`.
+pub fn schema_ref<T: ToSchema>() -> Ref {
+    Ref::from_schema_name(T::name())
+}
+
+/// `application/json` content of schema `T`.
+pub fn json<T: ToSchema>() -> Content {
+    ContentBuilder::new()
+        .schema(Some(schema_ref::<T>()))
+        .build()
+}
+
+/// A success response with a JSON body of schema `T`.
+pub fn ok<T: ToSchema>(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", json::<T>())
+}
+
+/// A JSON request body of schema `T`, with the example the suite sends.
+pub fn json_body<T: ToSchema>(required: bool, example: Value) -> RequestBodyBuilder {
+    RequestBodyBuilder::new()
+        .required(Some(if required {
+            Required::True
+        } else {
+            Required::False
+        }))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<T>()))
+                .example(Some(example))
+                .build(),
+        )
+}
+
+/// A link to another operation, its parameters taken from this response.
+pub fn link(operation_id: &str, description: &str, parameters: &[(&str, &str)]) -> Link {
+    parameters
+        .iter()
+        .fold(
+            LinkBuilder::new()
+                .description(description)
+                // utoipa 5's `Link` serializes its `operation_id` field as `operation_id`, not OpenAPI's
+                // `operationId`; the extensions hold the field under its OpenAPI name instead.
+                .extensions(Some(Extensions::from_iter([(
+                    "operationId",
+                    Value::from(operation_id),
+                )]))),
+            |b, (name, expression)| b.parameter(*name, *expression),
+        )
+        .build()
+}
+
+/// A required path parameter.
+pub fn path_parameter(
+    name: &str,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+    example: Value,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .example(Some(example))
+        .build()
+}
+
+/// A query parameter.
+pub fn query_parameter(
+    name: &str,
+    required: bool,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+    example: Value,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+        .example(Some(example))
+        .build()
+}
+
+/// The `Idempotency-Key` header of the operations that go through [`crate::idempotency::run`].
+pub fn idempotency_key() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "1 to 255 visible ASCII characters, remembered for at least 24 hours; scoped to the operation. Otherwise `400 invalid_idempotency_key`.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_KEY_CHARS))
+                .pattern(Some("^[\\x21-\\x7e]+$")),
+        ))
+        .example(Some(json!("8f14e45f-ceea-467f-a8f4-1b2c3d4e5f60")))
+        .build()
+}
+
+/// The headers of `components/headers`, as JSON (see the module's note).
+#[derive(Debug, Clone, Copy)]
+pub enum Header {
+    RetryAfter,
+    RetryAfterOptional,
+    IdempotentReplayed,
+    WwwAuthenticate,
+}
+
+impl Header {
+    pub const ALL: [Header; 4] = [
+        Header::RetryAfter,
+        Header::RetryAfterOptional,
+        Header::IdempotentReplayed,
+        Header::WwwAuthenticate,
+    ];
+
+    pub fn component_name(self) -> &'static str {
+        match self {
+            Header::RetryAfter => "RetryAfter",
+            Header::RetryAfterOptional => "RetryAfterOptional",
+            Header::IdempotentReplayed => "IdempotentReplayed",
+            Header::WwwAuthenticate => "WwwAuthenticate",
+        }
+    }
+
+    /// The header's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Header::RetryAfter | Header::RetryAfterOptional => "retry-after",
+            Header::IdempotentReplayed => "idempotent-replayed",
+            Header::WwwAuthenticate => "www-authenticate",
+        }
+    }
+
+    pub fn definition(self) -> Value {
+        match self {
+            Header::RetryAfter => json!({
+                "description": "Seconds to wait before retrying.",
+                "required": true,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"}
+            }),
+            Header::RetryAfterOptional => json!({
+                "description": "Seconds to wait before retrying (with `request_in_progress`).",
+                "required": false,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"}
+            }),
+            Header::IdempotentReplayed => json!({
+                "description": "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.",
+                "required": false,
+                "schema": {"const": "true"}
+            }),
+            Header::WwwAuthenticate => json!({
+                "description": "The authentication scheme to use: `Bearer` (with a `realm`).",
+                "required": true,
+                "schema": {"type": "string", "pattern": "^Bearer( |$)"}
+            }),
+        }
+    }
+}
+
+/// A response's headers: references to `components/headers`, and inline ones (name, definition).
+pub fn headers(refs: &[Header], inline: &[(&str, Value)]) -> Option<Extensions> {
+    let mut map = Map::new();
+    for h in refs {
+        map.insert(
+            h.name().to_owned(),
+            json!({"$ref": format!("#/components/headers/{}", h.component_name())}),
+        );
+    }
+    for (name, definition) in inline {
+        map.insert((*name).to_owned(), definition.clone());
+    }
+    Some(Extensions::from_iter([("headers", Value::Object(map))]))
+}
+
+/// The shared error responses (`components/responses`); operations name them with
+/// [`Shared::with`] (adding the error codes this operation answers) or [`Shared::plain`].
+#[derive(Debug, Clone, Copy)]
+pub enum Shared {
+    BadRequest,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    IdempotencyKeyReused,
+    TooManyRequests,
+    InternalError,
+    StoreUnavailable,
+    Unauthorized,
+    RequestTimeout,
+}
+
+impl Shared {
+    pub const ALL: [Shared; 10] = [
+        Shared::BadRequest,
+        Shared::NotFound,
+        Shared::Conflict,
+        Shared::PayloadTooLarge,
+        Shared::IdempotencyKeyReused,
+        Shared::TooManyRequests,
+        Shared::InternalError,
+        Shared::StoreUnavailable,
+        Shared::Unauthorized,
+        Shared::RequestTimeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shared::BadRequest => "BadRequest",
+            Shared::NotFound => "NotFound",
+            Shared::Conflict => "Conflict",
+            Shared::PayloadTooLarge => "PayloadTooLarge",
+            Shared::IdempotencyKeyReused => "IdempotencyKeyReused",
+            Shared::TooManyRequests => "TooManyRequests",
+            Shared::InternalError => "InternalError",
+            Shared::StoreUnavailable => "StoreUnavailable",
+            Shared::Unauthorized => "Unauthorized",
+            Shared::RequestTimeout => "RequestTimeout",
+        }
+    }
+
+    /// The response's status code.
+    pub fn status(self) -> &'static str {
+        match self {
+            Shared::BadRequest => "400",
+            Shared::NotFound => "404",
+            Shared::Conflict => "409",
+            Shared::PayloadTooLarge => "413",
+            Shared::IdempotencyKeyReused => "422",
+            Shared::TooManyRequests => "429",
+            Shared::InternalError => "500",
+            Shared::StoreUnavailable => "503",
+            Shared::Unauthorized => "401",
+            Shared::RequestTimeout => "408",
+        }
+    }
+
+    /// The component itself.
+    pub fn response(self) -> Response {
+        let description = match self {
+            Shared::BadRequest => "Malformed or invalid input; nothing was changed.".to_owned(),
+            Shared::NotFound => "The thing named does not exist.".to_owned(),
+            Shared::Conflict => "The request conflicts with the current state; nothing was changed. `request_in_progress` (an `Idempotency-Key` whose first request is still running) comes with `retry-after`.".to_owned(),
+            Shared::PayloadTooLarge => "The request or one of its parts is too large; nothing was changed.".to_owned(),
+            Shared::IdempotencyKeyReused => "Within its retention, the `Idempotency-Key` was used on this operation with a different request: another body, or another path (other path parameters of the same operation). Keys are scoped per operation: the same key on another operation is another key.".to_owned(),
+            Shared::TooManyRequests => "Throttled; retry after `retry-after` seconds: `rate_limited` (over the server's rate limit, when one is configured; nothing was done) or `store_throttled` (DynamoDB throttled the request; a read changed nothing, and what a write's throttle means is said on each operation).".to_owned(),
+            Shared::InternalError => "`internal_error`: a real internal fault, logged; no details are sent.".to_owned(),
+            Shared::StoreUnavailable => "`store_unavailable`: the store cannot take the request right now, or did not confirm it; retry after `retry-after` seconds. A read changed nothing; what a write's `503` means is said on each operation (nothing was written, or the outcome is unknown); a retry with the same `Idempotency-Key` applies it at most once.".to_owned(),
+            Shared::Unauthorized => "`unauthorized`: from the local server started with `--auth-token TOKEN` (or `STRATA_AUTH_TOKEN`): the request has no `Authorization: Bearer TOKEN` header, or not that token. On AWS with `AuthMode=jwt`, API Gateway answers 401 itself to a missing or invalid token (and 403 to a token without the route's scope; under `AuthMode=iam`, 403 to a signature that does not allow the route), with its own body `{\"message\": ...}`. Nothing was done.".to_owned(),
+            Shared::RequestTimeout => "`request_timeout`: local server only: the request's body did not arrive within the read timeout (`strata serve --read-timeout`, 10 s unless configured). Nothing was done.".to_owned(),
+        };
+        let header_refs: &[Header] = match self {
+            Shared::Conflict => &[Header::RetryAfterOptional, Header::IdempotentReplayed],
+            Shared::TooManyRequests | Shared::StoreUnavailable => &[Header::RetryAfter],
+            Shared::Unauthorized => &[Header::WwwAuthenticate],
+            _ => &[],
+        };
+        let mut response = ResponseBuilder::new()
+            .description(description)
+            .content("application/json", json::<Error>());
+        if !header_refs.is_empty() {
+            response = response.extensions(headers(header_refs, &[]));
+        }
+        response.build()
+    }
+
+    fn reference(self, description: &str) -> RefOr<Response> {
+        let mut r = Ref::new(format!("#/components/responses/{}", self.name()));
+        r.description = description.to_owned();
+        RefOr::Ref(r)
+    }
+
+    /// The shared response as this operation answers it: `(status, reference)`, the description naming
+    /// the error codes in backquotes (`tests/tests/suite/contract.rs` reads them).
+    pub fn with(self, description: &str) -> (&'static str, RefOr<Response>) {
+        (self.status(), self.reference(description))
+    }
+
+    /// The shared response with its own description.
+    pub fn plain(self) -> (&'static str, RefOr<Response>) {
+        self.with("")
+    }
+}
+
+/// Adds responses to an operation.
+pub fn responses(
+    mut op: OperationBuilder,
+    list: impl IntoIterator<Item = (&'static str, RefOr<Response>)>,
+) -> OperationBuilder {
+    for (status, response) in list {
+        op = op.response(status, response);
+    }
+    op
+}
+
+/// A string schema: `minLength`, `maxLength`, `pattern`, description.
+pub fn string(
+    description: Option<&str>,
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    pattern: Option<&str>,
+) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(description)
+        .min_length(min_length)
+        .max_length(max_length)
+        .pattern(pattern)
+        .build()
+}
+
+/// An integer schema in `min..=max`.
+pub fn integer(min: u64, max: Option<u64>) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min))
+        .maximum(max)
+        .build()
+}
+
+/// Names (certificate holders, widgets): 1 to `max` characters, no control characters.
+pub fn name(max: usize) -> Object {
+    string(None, Some(1), Some(max), Some(NO_CONTROL))
+}
+
+/// Exactly `value` (JSON Schema's `const`, which utoipa 5's `Object` has no field for: it is written
+/// through the extensions, which serialize as the schema's own keys).
+pub fn constant(value: Value) -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+        .extensions(Some(Extensions::from_iter([("const", value)])))
+        .build()
+}
+
+/// No control characters (C0, DEL, C1), what every name and counter key allows.
+pub const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+/// Neither whitespace nor control characters: keys and serial numbers.
+pub const NO_SPACE_OR_CONTROL: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$";
