@@ -17,6 +17,8 @@
 //! - [`stores`]: [`Stores`], the set of ports a handler needs, built by a backend (embedded or DynamoDB),
 //!   and [`Settings`], the tunables every backend honours.
 //! - [`time`]: timestamps as the API shows them.
+//! - [`transfer`]: export and import: the versioned JSON-lines format, the checks a file must pass (domain
+//!   rules per record, invariants across records) and the [`transfer::Transfer`] port of each backend.
 //!
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
 //! backend directly. Everything that both must agree on lives here.
@@ -30,6 +32,7 @@ pub mod kv;
 pub mod retention;
 pub mod stores;
 pub mod time;
+pub mod transfer;
 pub mod widgets;
 
 pub use error::{Error, Kind};
