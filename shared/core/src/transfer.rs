@@ -178,9 +178,9 @@ impl Record {
     pub fn service(&self) -> Option<Service> {
         match self {
             Record::Kv { .. } => Some(Service::Kv),
-            Record::Class { .. } | Record::Certificate { .. } | Record::CertificateRequest { .. } => {
-                Some(Service::Certificates)
-            }
+            Record::Class { .. }
+            | Record::Certificate { .. }
+            | Record::CertificateRequest { .. } => Some(Service::Certificates),
             Record::Widget { .. } => Some(Service::Widgets),
             Record::Counter { .. } | Record::CounterRequest { .. } => Some(Service::Counters),
             Record::Idempotency { .. } => None,
@@ -445,7 +445,10 @@ pub fn check(records: &[Record]) -> Vec<Violation> {
         let mut pairs = HashSet::new();
         for port in Port::ALL {
             let capacity = ports.matches(port.as_str()).count();
-            let used = associations.iter().filter(|(p, _)| p == port.as_str()).count();
+            let used = associations
+                .iter()
+                .filter(|(p, _)| p == port.as_str())
+                .count();
             if used > capacity {
                 bad(format!(
                     "widget {serial:?}: {used} associations on port {} with {capacity} slots",
@@ -510,10 +513,13 @@ pub fn read(input: impl BufRead) -> Result<File, ReadError> {
         .next()
         .ok_or_else(|| at(0, "the file is empty: no header"))?
         .map_err(|e| at(1, format!("cannot read: {e}")))?;
-    let probe: serde_json::Value = serde_json::from_str(&first)
-        .map_err(|e| at(1, format!("the header is not JSON: {e}")))?;
+    let probe: serde_json::Value =
+        serde_json::from_str(&first).map_err(|e| at(1, format!("the header is not JSON: {e}")))?;
     if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Err(at(1, format!("not a {FORMAT} file (no \"format\": \"{FORMAT}\")")));
+        return Err(at(
+            1,
+            format!("not a {FORMAT} file (no \"format\": \"{FORMAT}\")"),
+        ));
     }
     match probe.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v > u64::from(VERSION) => {

@@ -38,9 +38,9 @@ pub struct EmbeddedCounters {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counter {
-    total: u64,
-    refused: u64,
+pub(crate) struct Counter {
+    pub(crate) total: u64,
+    pub(crate) refused: u64,
 }
 
 /// Leads a counter record (17 bytes: this tag, total, refused). Records of 16 bytes were written before
@@ -49,7 +49,7 @@ struct Counter {
 const RECORD_TAG: u8 = 1;
 
 impl Counter {
-    fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
+    pub(crate) fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
         let Some(bytes) = bytes else { return Ok(None) };
         let corrupt = || Error::internal("corrupt counter record");
         let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
@@ -66,7 +66,7 @@ impl Counter {
         }))
     }
 
-    fn encode(self) -> Vec<u8> {
+    pub(crate) fn encode(self) -> Vec<u8> {
         [
             &[RECORD_TAG][..],
             &self.total.to_be_bytes(),
@@ -84,7 +84,7 @@ fn log_entry(key: &CounterKey, value: u64) -> Vec<u8> {
     [&value.to_be_bytes()[..], key.as_str().as_bytes()].concat()
 }
 
-fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
+pub(crate) fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
     let corrupt = || Error::internal("corrupt counter log entry");
     let (value, key) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
     Ok((

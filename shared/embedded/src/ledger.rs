@@ -36,14 +36,14 @@ fn u64_at(bytes: &[u8], index: usize) -> Result<u64, Error> {
     Ok(u64::from_be_bytes(chunk.try_into().map_err(|_| corrupt())?))
 }
 
-fn encode_class(c: &ShareClass) -> Vec<u8> {
+pub(crate) fn encode_class(c: &ShareClass) -> Vec<u8> {
     [c.authorized, c.issued, c.next_number]
         .iter()
         .flat_map(|n| n.to_be_bytes())
         .collect()
 }
 
-fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
+pub(crate) fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
     Ok(ShareClass {
         class: class.clone(),
         authorized: u64_at(bytes, 0)?,
@@ -52,14 +52,14 @@ fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
     })
 }
 
-fn certificate_key(class: &ClassCode, number: u64) -> Vec<u8> {
+pub(crate) fn certificate_key(class: &ClassCode, number: u64) -> Vec<u8> {
     let mut key = class.as_str().as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&number.to_be_bytes());
     key
 }
 
-fn encode_certificate(c: &Certificate) -> Vec<u8> {
+pub(crate) fn encode_certificate(c: &Certificate) -> Vec<u8> {
     let millis = c
         .issued_at
         .duration_since(UNIX_EPOCH)
@@ -72,7 +72,7 @@ fn encode_certificate(c: &Certificate) -> Vec<u8> {
     out
 }
 
-fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
+pub(crate) fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
     let split = key.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
     let class = ClassCode::parse(std::str::from_utf8(&key[..split]).map_err(|_| corrupt())?)?;
     let number = u64::from_be_bytes(key[split + 1..].try_into().map_err(|_| corrupt())?);

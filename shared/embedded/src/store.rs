@@ -224,6 +224,11 @@ impl Store {
         }
     }
 
+    /// Export and import of this store's data; `retention` as it is served with.
+    pub fn transfer(&self, retention: std::time::Duration) -> crate::transfer::EmbeddedTransfer {
+        crate::transfer::EmbeddedTransfer::new(self.clone(), retention)
+    }
+
     /// Runs `task` every `every` on a thread of its own until the store is dropped. The thread holds the
     /// store only while a round runs, so it never keeps the store open.
     pub(crate) fn start_background<F, Fut>(&self, name: &str, every: std::time::Duration, task: F)
