@@ -317,8 +317,14 @@ fn parse_port(raw: &str) -> Result<Port, Error> {
         .ok_or_else(|| Error::invalid_field("associations", format!("unknown port {raw:?}")))
 }
 
-/// Sorts records into the canonical order (and so makes two exports of the same data equal).
+/// Sorts records into the canonical order (and so makes two exports of the same data equal): by type and
+/// key, and each widget's associations by port and peer (DynamoDB keeps them as sets, without an order).
 pub fn canonical(records: &mut [Record]) {
+    for record in records.iter_mut() {
+        if let Record::Widget { associations, .. } = record {
+            associations.sort();
+        }
+    }
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
 }
 
