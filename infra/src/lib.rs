@@ -19,6 +19,8 @@
 //! - [`bench`]: `strata bench`, a load generator (closed loop, or open loop at a fixed rate) with HDR
 //!   histograms, a JSON report and an SVG latency plot.
 //! - [`widgets_load`]: `strata widgets load`, a resumable bulk load of widgets and associations.
+//! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
+//!   server's snapshot.
 //! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
 //!   `strata dynamodb-local`); `main.rs` only calls it.
 
@@ -32,4 +34,5 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod template;
+pub mod transfer;
 pub mod widgets_load;

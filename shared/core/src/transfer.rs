@@ -123,7 +123,8 @@ pub enum Record {
         /// Milliseconds since the epoch.
         issued_at_ms: u64,
     },
-    /// The ledger's record of an issue under an `Idempotency-Key`, while it holds.
+    /// The ledger's record of an issue under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
+    /// rounded up: DynamoDB keeps only its TTL).
     CertificateRequest {
         id: String,
         class: String,
@@ -145,7 +146,8 @@ pub enum Record {
         total: u64,
         refused: u64,
     },
-    /// The mark of an increment made under an `Idempotency-Key`, while it holds.
+    /// The mark of an increment made under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
+    /// rounded up, as for certificate requests).
     CounterRequest { id: String, until_ms: u64 },
     /// A completed `Idempotency-Key` answer, while it holds.
     Idempotency {
@@ -315,6 +317,12 @@ fn validate_id(id: &str) -> Result<(), Error> {
 fn parse_port(raw: &str) -> Result<Port, Error> {
     Port::parse(raw)
         .ok_or_else(|| Error::invalid_field("associations", format!("unknown port {raw:?}")))
+}
+
+/// `until_ms` of a record kept to the second (certificate and counter requests): rounded up, so it holds
+/// at least as long as on its store.
+pub fn to_second(until_ms: u64) -> u64 {
+    until_ms.div_ceil(1000).saturating_mul(1000)
 }
 
 /// Sorts records into the canonical order (and so makes two exports of the same data equal): by type and

@@ -168,7 +168,8 @@ impl DynamoTransfer {
             } => (
                 self.tables.ledger.clone(),
                 Item::from([
-                    (l::PK.into(), s(&format!("req#{id}"))),
+                    // Kept under the pending entry's id: the key with an `r` before it (see the ledger).
+                    (l::PK.into(), s(&format!("req#r{id}"))),
                     (l::N.into(), n(0)),
                     (l::CLASS.into(), s(class)),
                     ("number".into(), n(*number)),
@@ -390,7 +391,7 @@ impl Transfer for DynamoTransfer {
                             }
                         }
                     }
-                } else if let Some(id) = pk.strip_prefix("req#") {
+                } else if let Some(id) = pk.strip_prefix("req#r") {
                     let until_ms = num(&item, crate::TTL)?.saturating_mul(1000);
                     if until_ms > now {
                         out.push(Record::CertificateRequest {

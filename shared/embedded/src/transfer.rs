@@ -259,7 +259,7 @@ impl Transfer for EmbeddedTransfer {
                         id: text(&id)?,
                         class: c.class.as_str().to_owned(),
                         number: c.number,
-                        until_ms,
+                        until_ms: strata_core::transfer::to_second(until_ms),
                     });
                 }
             }
@@ -314,7 +314,7 @@ impl Transfer for EmbeddedTransfer {
                 if until_ms > now {
                     out.push(Record::CounterRequest {
                         id: text(&id)?,
-                        until_ms,
+                        until_ms: strata_core::transfer::to_second(until_ms),
                     });
                 }
             }
