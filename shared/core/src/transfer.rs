@@ -377,7 +377,9 @@ pub fn check(records: &[Record]) -> Vec<Violation> {
     let mut seen: HashSet<(u8, &str, u64)> = HashSet::new();
     let mut classes: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut certificates: HashMap<&str, (Vec<u64>, u64)> = HashMap::new();
-    let mut widgets: HashMap<&str, (&str, &[(String, String)])> = HashMap::new();
+    // serial → (ports, associations)
+    type Slots<'a> = (&'a str, &'a [(String, String)]);
+    let mut widgets: HashMap<&str, Slots> = HashMap::new();
     for record in records {
         if !seen.insert(record.sort_key()) {
             bad(format!(
@@ -446,9 +448,9 @@ pub fn check(records: &[Record]) -> Vec<Violation> {
         if let Record::CertificateRequest {
             id, class, number, ..
         } = record
-            && !classes
+            && classes
                 .get(class.as_str())
-                .is_some_and(|(_, next)| number < next)
+                .is_none_or(|(_, next)| number >= next)
         {
             bad(format!(
                 "certificate request {id:?} names {class}-{number}, which is not in the file"

@@ -479,3 +479,123 @@ async fn a_backup_under_load_restores_exactly_the_writes_acknowledged_up_to_its_
         assert_eq!(r.status(), 200, "{key} is served from the backup");
     }
 }
+
+/// The long variant: `STRATA_TRANSFER_SCALE` (default 1.0) times 100,000 keys, 50,000 certificates in 3
+/// classes, 100,000 widgets with 50,000 associations and 10,000 counters, generated as records, loaded into
+/// an embedded store and taken embedded → DynamoDB Local → embedded by the real command, with records/s and
+/// the file size of each step printed. Run with `--run-ignored only` (and `--no-capture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: a large data set through DynamoDB Local"]
+async fn long_a_large_round_trip_prints_its_throughput() {
+    let scale: f64 = std::env::var("STRATA_TRANSFER_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let n = |base: f64| (base * scale).max(2.0) as u64;
+    let mut records = Vec::new();
+    for i in 0..n(100_000.0) {
+        records.push(Record::Kv {
+            key: format!("key-{i:07}"),
+            version: 1 + i % 5,
+            value: (i % 10 != 0).then(|| format!("value {i}")),
+        });
+    }
+    let per_class = n(50_000.0) / 3;
+    for class in ["CS", "PS", "XS"] {
+        for number in 1..=per_class {
+            records.push(Record::Certificate {
+                class: class.into(),
+                number,
+                name: format!("holder {number}"),
+                amount: 1 + number % 100,
+                issued_at_ms: 1_700_000_000_000 + number,
+            });
+        }
+        let issued: u64 = (1..=per_class).map(|k| 1 + k % 100).sum();
+        records.push(Record::Class {
+            class: class.into(),
+            authorized: issued * 2,
+            issued,
+            next_number: per_class + 1,
+        });
+    }
+    for i in 0..n(100_000.0) / 2 {
+        let (a, b) = (format!("w{i:07}a"), format!("w{i:07}b"));
+        for (me, peer) in [(&a, &b), (&b, &a)] {
+            records.push(Record::Widget {
+                serial: me.clone(),
+                name: format!("widget {me}"),
+                ports: "PRQ".into(),
+                associations: vec![("Q".into(), peer.clone())],
+            });
+        }
+    }
+    for i in 0..n(10_000.0) {
+        records.push(Record::Counter {
+            key: format!("counter {i}"),
+            total: i * 3,
+            refused: 0,
+        });
+    }
+    strata_core::transfer::canonical(&mut records);
+    assert!(check(&records).is_empty());
+    let work = tempfile::tempdir().unwrap();
+    let (source, back) = (work.path().join("source"), work.path().join("back"));
+    {
+        let store = strata_embedded::Store::open(&source).unwrap();
+        store
+            .transfer(Settings::default().retention)
+            .import(records.clone())
+            .await
+            .unwrap();
+    }
+    let first = work.path().join("first.jsonl");
+    let second = work.path().join("second.jsonl");
+    let env = dynamodb_env();
+    let prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
+    let timed = |what: &str, args: &[&str], env: &[(String, String)]| {
+        let started = Instant::now();
+        let out = ok(args, env);
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{what}: {} records in {seconds:.1} s = {:.0} records/s | {}",
+            records.len(),
+            records.len() as f64 / seconds,
+            out.trim()
+        );
+    };
+    let (s, f1, f2, b) = (
+        source.to_str().unwrap(),
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        back.to_str().unwrap(),
+    );
+    let dynamo = ["--store", "dynamodb", "--table-prefix", prefix.as_str()];
+    timed(
+        "export embedded",
+        &["export", "--data-dir", s, "--output", f1],
+        &[],
+    );
+    println!(
+        "file size: {} bytes",
+        std::fs::metadata(&first).unwrap().len()
+    );
+    let import: Vec<&str> = ["import"]
+        .into_iter()
+        .chain(dynamo)
+        .chain(["--create-tables", "--input", f1])
+        .collect();
+    timed("import dynamodb", &import, &env);
+    let export: Vec<&str> = ["export"]
+        .into_iter()
+        .chain(dynamo)
+        .chain(["--output", f2])
+        .collect();
+    timed("export dynamodb", &export, &env);
+    timed(
+        "import embedded",
+        &["import", "--data-dir", b, "--input", f2],
+        &[],
+    );
+    assert_eq!(self::records(&second), records);
+}
