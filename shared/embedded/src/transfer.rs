@@ -607,4 +607,41 @@ mod tests {
         }
         assert!(seen > 10, "the writers wrote during the exports");
     }
+
+    /// Eventual-mode increments still in the log are folded into the exported total, as the folder would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logged_increments_are_folded_into_the_export() {
+        let (_a, store) = open();
+        // Hold the folder's claim, so the increments stay in the log.
+        assert!(store.claim_folder());
+        let counters = crate::counters::EmbeddedCounters::new(
+            store.clone(),
+            strata_core::counters::Mode::Eventual,
+            Duration::from_secs(3600),
+        );
+        let key = CounterKey::parse("logged").unwrap();
+        use strata_core::counters::Counters;
+        for value in [2, 3, strata_core::counters::MAX_TOTAL] {
+            counters.increment(&key, value, None).await.unwrap();
+        }
+        assert_eq!(
+            counters.get(&key).await.unwrap(),
+            None,
+            "nothing folded yet"
+        );
+        let records = store
+            .transfer(Duration::from_secs(3600))
+            .export(&[Service::Counters])
+            .await
+            .unwrap();
+        // The last one does not fit: refused when folded, as the folder refuses it.
+        assert_eq!(
+            records,
+            vec![Record::Counter {
+                key: "logged".into(),
+                total: 5,
+                refused: 1
+            }]
+        );
+    }
 }

@@ -599,3 +599,93 @@ async fn long_a_large_round_trip_prints_its_throughput() {
     );
     assert_eq!(self::records(&second), records);
 }
+
+/// DynamoDB has no snapshot: an export that finds a broken invariant (here a one-sided association, as a
+/// scan racing an association could see) lists it and writes no file, unless `--allow-inconsistent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_export_that_breaks_an_invariant_is_refused() {
+    let env = dynamodb_env();
+    let prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
+    let client = strata::dynamodb_local::local_client(strata_tests::dynamodb::endpoint()).await;
+    let tables = strata::dynamodb_local::create_tables(&client, &prefix)
+        .await
+        .unwrap();
+    let port = strata_dynamo::transfer::DynamoTransfer::new(
+        client.clone(),
+        tables.clone(),
+        Settings::default().retention,
+    );
+    // Written as records, so each side is its own item: `a` names `b`, `b` does not name `a`.
+    let widget = |serial: &str, peers: &[&str]| Record::Widget {
+        serial: serial.into(),
+        name: serial.into(),
+        ports: "P".into(),
+        associations: peers
+            .iter()
+            .map(|p| ("P".to_owned(), p.to_string()))
+            .collect(),
+    };
+    port.import(vec![widget("a", &["b"]), widget("b", &[])])
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("out.jsonl");
+    let args = [
+        "export",
+        "--store",
+        "dynamodb",
+        "--table-prefix",
+        &prefix,
+        "--services",
+        "widgets",
+        "--output",
+        file.to_str().unwrap(),
+    ];
+    let (success, _, stderr) = strata(&args, &env);
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains("not the other way"), "{stderr}");
+    assert!(stderr.contains("nothing written"), "{stderr}");
+    assert!(!file.exists());
+    let mut args = args.to_vec();
+    args.push("--allow-inconsistent");
+    ok(&args, &env);
+    assert!(file.exists());
+    // Such a file is refused by every import.
+    let target = work.path().join("target");
+    let (success, _, stderr) = strata(
+        &[
+            "import",
+            "--data-dir",
+            target.to_str().unwrap(),
+            "--input",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!success && stderr.contains("invariants"), "{stderr}");
+}
+
+/// `GET /admin/export` is behind `--auth-token` like every route: `strata export --server` needs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_endpoint_needs_the_token() {
+    let work = tempfile::tempdir().unwrap();
+    let token = "a-long-enough-export-token-0123456789";
+    let server = Server::start(
+        crate::STRATA,
+        &work.path().join("live"),
+        &["--auth-token", token],
+    );
+    let file = work.path().join("out.jsonl");
+    let args = [
+        "export",
+        "--server",
+        &server.base,
+        "--output",
+        file.to_str().unwrap(),
+    ];
+    let (success, _, stderr) = strata(&args, &[]);
+    assert!(!success && stderr.contains("401"), "{stderr}");
+    assert!(!file.exists());
+    ok(&args, &[("STRATA_AUTH_TOKEN".to_owned(), token.to_owned())]);
+    assert!(read(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).is_ok());
+}
