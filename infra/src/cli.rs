@@ -227,8 +227,14 @@ pub enum StoreKind {
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
+    // lines (fjall recovering each keyspace) would drown them.
+    let quiet = matches!(
+        cli.command,
+        Command::Export(_) | Command::Import(_) | Command::Backup(_)
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt()
