@@ -177,7 +177,7 @@ async fn snapshot(
     }
     let args = store.expect("a store when there is no server");
     let (port, _embedded) = open(args).await?;
-    let records = port.export(services).await?;
+    let records = port.export(services).await.map_err(|e| e.to_string())?;
     let header = transfer::header(
         store_name(args.store),
         services,
@@ -294,7 +294,12 @@ pub async fn import(args: ImportArgs) -> Result<(), Failure> {
     let file = transfer::read(BufReader::new(file))
         .map_err(|e| format!("{}: {e}; nothing imported", args.input.display()))?;
     let (port, _embedded) = open(&args.store).await?;
-    if !args.resume && port.holds_any(&file.header.services).await? {
+    if !args.resume
+        && port
+            .holds_any(&file.header.services)
+            .await
+            .map_err(|e| e.to_string())?
+    {
         return Err(
             "the target already holds data of these services; nothing imported (import into an empty \
              store, or pass --resume to finish an import that stopped: missing records are written, \

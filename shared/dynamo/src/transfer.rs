@@ -33,6 +33,10 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Conditional puts in flight at once.
 const PARALLEL: usize = 32;
+/// Items per page of an export's scans.
+const PAGE: i32 = 1_000;
+/// Attempts per page when the store is unavailable or throttles.
+const PAGE_ATTEMPTS: u32 = 5;
 
 pub struct DynamoTransfer {
     client: Client,
@@ -51,21 +55,36 @@ impl DynamoTransfer {
         }
     }
 
-    /// Every item of `table` (consistent reads), `limit` items at most when given.
+    /// Every item of `table` (consistent reads), `limit` items at most when given. In pages of at most
+    /// [`PAGE`] items, each retried a few times: a full 1 MB page of consistent reads can take DynamoDB
+    /// Local longer than one call's timeout.
     async fn scan(&self, table: &str, limit: Option<i32>) -> Result<Vec<Item>, Error> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(table)
-                .consistent_read(true)
-                .set_limit(limit)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| store_error("Scan", e))?;
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                match self
+                    .client
+                    .scan()
+                    .table_name(table)
+                    .consistent_read(true)
+                    .limit(limit.unwrap_or(PAGE))
+                    .set_exclusive_start_key(start.clone())
+                    .send()
+                    .await
+                {
+                    Ok(page) => break page,
+                    Err(e) => {
+                        let e = store_error("Scan", e);
+                        if attempt >= PAGE_ATTEMPTS || e.retry_after.is_none() {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
+                    }
+                }
+            };
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
             if start.is_none() || limit.is_some() {
@@ -93,6 +112,7 @@ impl DynamoTransfer {
                 .expression_attribute_values(":pk", s(&format!("cert#{class}")))
                 .expression_attribute_values(":first", n(1))
                 .expression_attribute_values(":last", n(last))
+                .limit(PAGE)
                 .set_exclusive_start_key(start)
                 .send()
                 .await

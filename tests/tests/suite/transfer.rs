@@ -689,3 +689,64 @@ async fn the_export_endpoint_needs_the_token() {
     ok(&args, &[("STRATA_AUTH_TOKEN".to_owned(), token.to_owned())]);
     assert!(read(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).is_ok());
 }
+
+/// An import that stopped half-way (as a crash leaves it: some records written, the rest not) is finished
+/// by `--resume`: the missing records are written, those there are accepted, nothing is duplicated, and the
+/// result is the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_import_is_finished_by_resume_without_duplicates() {
+    let work = tempfile::tempdir().unwrap();
+    let (source, target) = (work.path().join("source"), work.path().join("target"));
+    fill(&source, 30).await;
+    let file = work.path().join("all.jsonl");
+    ok(
+        &[
+            "export",
+            "--data-dir",
+            source.to_str().unwrap(),
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let all = records(&file);
+    {
+        let store = strata_embedded::Store::open(&target).unwrap();
+        let half: Vec<Record> = all.iter().step_by(2).cloned().collect();
+        store
+            .transfer(Settings::default().retention)
+            .import(half)
+            .await
+            .unwrap();
+    }
+    let import = [
+        "import",
+        "--data-dir",
+        target.to_str().unwrap(),
+        "--input",
+        file.to_str().unwrap(),
+    ];
+    let (success, _, stderr) = strata(&import, &[]);
+    assert!(
+        !success && stderr.contains("already holds data"),
+        "{stderr}"
+    );
+    let mut resume = import.to_vec();
+    resume.push("--resume");
+    let out = ok(&resume, &[]);
+    let written = all.len() - all.len().div_ceil(2);
+    assert!(
+        out.contains(&format!(
+            "{written} written, {} already there",
+            all.len().div_ceil(2)
+        )),
+        "{out}"
+    );
+    let store = strata_embedded::Store::open(&target).unwrap();
+    let now = store
+        .transfer(Settings::default().retention)
+        .export(&Service::ALL)
+        .await
+        .unwrap();
+    assert_eq!(now, all);
+}
