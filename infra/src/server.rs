@@ -200,6 +200,8 @@ async fn count_throttled(
 pub struct Options {
     pub rate_limit: Option<RateLimit>,
     pub auth_token: Option<crate::auth::AuthToken>,
+    /// Serves `GET /admin/export` from this store when set.
+    pub export: Option<crate::transfer::ExportPort>,
 }
 
 /// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
@@ -211,6 +213,9 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> axum::Router {
         router = rate_limited(router, limit);
     }
     router = with_metrics(router);
+    if let Some(export) = &options.export {
+        router = crate::transfer::with_export(router, export);
+    }
     if let Some(token) = &options.auth_token {
         router = authenticated(router, token.clone());
     }
@@ -230,7 +235,12 @@ pub fn authenticated(router: axum::Router, token: crate::auth::AuthToken) -> axu
 }
 
 /// The local server's routes that are not operations of the API.
-const LOCAL_EXTRAS: [&str; 3] = ["/kv/ws", "/openapi.json", "/metrics"];
+const LOCAL_EXTRAS: [&str; 4] = [
+    "/kv/ws",
+    "/openapi.json",
+    "/metrics",
+    crate::transfer::EXPORT_PATH,
+];
 
 async fn check_token(
     token: crate::auth::AuthToken,
@@ -521,7 +531,7 @@ fn query_map(query: &str) -> QueryMap {
     map.into()
 }
 
-fn to_axum(response: strata_http::Response) -> axum::response::Response {
+pub(crate) fn to_axum(response: strata_http::Response) -> axum::response::Response {
     response.map(|body| match body {
         lambda_http::Body::Empty => axum::body::Body::empty(),
         lambda_http::Body::Text(text) => axum::body::Body::from(text),

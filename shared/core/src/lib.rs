@@ -19,6 +19,8 @@
 //! - [`defaults`]: the default of every setting, declared once (the command line and the template take them
 //!   from here).
 //! - [`time`]: timestamps as the API shows them.
+//! - [`transfer`]: export and import: the versioned JSON-lines format, the checks a file must pass (domain
+//!   rules per record, invariants across records) and the [`transfer::Transfer`] port of each backend.
 //!
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
 //! backend directly. Everything that both must agree on lives here.
@@ -33,6 +35,7 @@ pub mod kv;
 pub mod retention;
 pub mod stores;
 pub mod time;
+pub mod transfer;
 pub mod widgets;
 
 pub use error::{Error, Kind};

@@ -25,22 +25,22 @@ use strata_core::idempotency::{
 };
 use strata_core::retention::{epoch_millis, holds_until, ttl_seconds};
 
-const ID: &str = "id";
-const STATE: &str = "st";
-const FINGERPRINT: &str = "fp";
+pub(crate) const ID: &str = "id";
+pub(crate) const STATE: &str = "st";
+pub(crate) const FINGERPRINT: &str = "fp";
 /// Until when the record holds, in milliseconds (in progress: the claim; completed: the retention and the
 /// clock-skew margin); past it the record is absent to every claim.
-const UNTIL: &str = "until";
-const STATUS: &str = "status";
+pub(crate) const UNTIL: &str = "until";
+pub(crate) const STATUS: &str = "status";
 /// The claim's own token: a retry of the claim's `PutItem` after a lost answer meets its own claim, and
 /// must proceed rather than answer `409 request_in_progress` to the request that holds it.
 const OWNER: &str = "own";
 /// The answer's content type, when it was not JSON.
-const CONTENT_TYPE: &str = "ct";
-const BODY: &str = "body";
+pub(crate) const CONTENT_TYPE: &str = "ct";
+pub(crate) const BODY: &str = "body";
 
 const IN_PROGRESS: &str = "in_progress";
-const COMPLETED: &str = "completed";
+pub(crate) const COMPLETED: &str = "completed";
 
 pub struct DynamoIdempotency {
     client: Client,

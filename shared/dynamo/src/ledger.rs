@@ -57,20 +57,20 @@ use strata_core::retention::{holds_until, is_expired, ttl_seconds};
 
 type Item = HashMap<String, AttributeValue>;
 
-const PK: &str = "pk";
-const N: &str = "n";
-const AUTHORIZED: &str = "auth";
-const ISSUED: &str = "issued";
-const REMAINING: &str = "remaining";
-const NEXT: &str = "next";
-const PENDING: &str = "pending";
+pub(crate) const PK: &str = "pk";
+pub(crate) const N: &str = "n";
+pub(crate) const AUTHORIZED: &str = "auth";
+pub(crate) const ISSUED: &str = "issued";
+pub(crate) const REMAINING: &str = "remaining";
+pub(crate) const NEXT: &str = "next";
+pub(crate) const PENDING: &str = "pending";
 /// The numbers of the pending entries (request id → number), apart from `pending` because DynamoDB cannot
 /// put the old `next` inside a map value it writes in the same update.
-const PENDING_NUMBERS: &str = "pnum";
-const NAME: &str = "name";
-const AMOUNT: &str = "amount";
-const AT: &str = "at";
-const CLASS: &str = "class";
+pub(crate) const PENDING_NUMBERS: &str = "pnum";
+pub(crate) const NAME: &str = "name";
+pub(crate) const AMOUNT: &str = "amount";
+pub(crate) const AT: &str = "at";
+pub(crate) const CLASS: &str = "class";
 
 /// A pending entry this old most likely belongs to a request that died: issues of its class write its
 /// certificate (readers do so at once, as they need it).
@@ -163,7 +163,7 @@ fn decode_certificate(class: &ClassCode, item: &Item) -> Result<Certificate, Err
 }
 
 /// The pending entry `request_id` of a class item, as a certificate.
-fn decode_pending(
+pub(crate) fn decode_pending(
     class: &ClassCode,
     item: &Item,
     request_id: &str,
@@ -202,8 +202,8 @@ fn decode_pending(
 }
 
 /// A pending entry of a class item.
-struct Pending {
-    certificate: Certificate,
+pub(crate) struct Pending {
+    pub(crate) certificate: Certificate,
     /// Made by a request with an idempotency key: its certificate comes with a request record.
     indexed: bool,
     /// Its certificate is written; only the entry is left.

@@ -19,6 +19,8 @@
 //!   re-scan of the log (scheduled on AWS; every 200 ms in `strata serve --store dynamodb`).
 //! - [`widgets`]: port-slot claims as one `TransactWriteItems` over both widgets.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
+//! - [`transfer`]: export (consistent scans; each class read with exactly its certificates) and import
+//!   (puts that accept an identical existing item), for `strata export` and `import`.
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
 //!   commit is a single `TransactWriteItems`.
 
@@ -34,6 +36,7 @@ pub mod kv;
 pub mod kv_tx;
 pub mod ledger;
 mod send;
+pub mod transfer;
 pub mod widgets;
 
 pub use attr::TTL;

@@ -25,19 +25,19 @@ use strata_core::widgets::{
 
 type Item = HashMap<String, AttributeValue>;
 
-const SERIAL: &str = "serial";
-const NAME: &str = "name";
-const PORTS: &str = "ports";
-const VERSION: &str = "ver";
+pub(crate) const SERIAL: &str = "serial";
+pub(crate) const NAME: &str = "name";
+pub(crate) const PORTS: &str = "ports";
+pub(crate) const VERSION: &str = "ver";
 /// The token of the put that created the widget.
-const CREATED_BY: &str = "by";
+pub(crate) const CREATED_BY: &str = "by";
 const ATTEMPTS: u32 = 6;
 
-fn capacity_attr(port: Port) -> String {
+pub(crate) fn capacity_attr(port: Port) -> String {
     format!("c{}", port.as_str())
 }
 
-fn peers_attr(port: Port) -> String {
+pub(crate) fn peers_attr(port: Port) -> String {
     format!("a{}", port.as_str())
 }
 
@@ -45,7 +45,7 @@ fn key(serial: &str) -> Item {
     HashMap::from([(SERIAL.to_owned(), s(serial))])
 }
 
-fn decode(item: &Item) -> Result<Widget, Error> {
+pub(crate) fn decode(item: &Item) -> Result<Widget, Error> {
     let text = |name: &str| {
         item.get(name)
             .and_then(|v| v.as_s().ok())

@@ -38,13 +38,13 @@ pub struct EmbeddedCounters {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counter {
-    total: u64,
-    refused: u64,
+pub(crate) struct Counter {
+    pub(crate) total: u64,
+    pub(crate) refused: u64,
 }
 
 impl Counter {
-    fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
+    pub(crate) fn decode(bytes: Option<&[u8]>) -> Result<Option<Self>, Error> {
         let Some(bytes) = bytes else { return Ok(None) };
         let corrupt = || Error::internal("corrupt counter record");
         let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
@@ -59,7 +59,7 @@ impl Counter {
         }))
     }
 
-    fn encode(self) -> Vec<u8> {
+    pub(crate) fn encode(self) -> Vec<u8> {
         let mut out = crate::format::versioned(16);
         out.extend_from_slice(&self.total.to_be_bytes());
         out.extend_from_slice(&self.refused.to_be_bytes());
@@ -79,7 +79,7 @@ fn log_entry(key: &CounterKey, value: u64) -> Vec<u8> {
     out
 }
 
-fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
+pub(crate) fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
     let corrupt = || Error::internal("corrupt counter log entry");
     let bytes = crate::format::payload("counter log entry", bytes)?;
     let (value, key) = bytes.split_at_checked(8).ok_or_else(corrupt)?;

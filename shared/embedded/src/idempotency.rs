@@ -48,10 +48,10 @@ impl Running {
 /// Set in a record's status when the answer's content type follows it (statuses are below 600).
 const CONTENT_TYPE_FLAG: u16 = 0x8000;
 
-struct Record {
-    expires_ms: u64,
-    fingerprint: String,
-    stored: Stored,
+pub(crate) struct Record {
+    pub(crate) expires_ms: u64,
+    pub(crate) fingerprint: String,
+    pub(crate) stored: Stored,
 }
 
 use crate::retention::now_ms;
@@ -61,7 +61,7 @@ fn corrupt() -> Error {
 }
 
 impl Record {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out =
             crate::format::versioned(12 + self.fingerprint.len() + self.stored.body.len());
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
@@ -80,7 +80,7 @@ impl Record {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let bytes = crate::format::payload("idempotency record", bytes)?;
         let expires_ms = u64::from_be_bytes(
             bytes

@@ -37,7 +37,7 @@ fn u64_at(bytes: &[u8], index: usize) -> Result<u64, Error> {
 }
 
 /// Format version, then authorized, issued and the next number (u64, big-endian each).
-fn encode_class(c: &ShareClass) -> Vec<u8> {
+pub(crate) fn encode_class(c: &ShareClass) -> Vec<u8> {
     let mut out = crate::format::versioned(24);
     out.extend(
         [c.authorized, c.issued, c.next_number]
@@ -47,7 +47,7 @@ fn encode_class(c: &ShareClass) -> Vec<u8> {
     out
 }
 
-fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
+pub(crate) fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
     let bytes = crate::format::payload("share class record", bytes)?;
     Ok(ShareClass {
         class: class.clone(),
@@ -57,14 +57,14 @@ fn decode_class(class: &ClassCode, bytes: &[u8]) -> Result<ShareClass, Error> {
     })
 }
 
-fn certificate_key(class: &ClassCode, number: u64) -> Vec<u8> {
+pub(crate) fn certificate_key(class: &ClassCode, number: u64) -> Vec<u8> {
     let mut key = class.as_str().as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&number.to_be_bytes());
     key
 }
 
-fn encode_certificate(c: &Certificate) -> Vec<u8> {
+pub(crate) fn encode_certificate(c: &Certificate) -> Vec<u8> {
     let millis = c
         .issued_at
         .duration_since(UNIX_EPOCH)
@@ -77,7 +77,7 @@ fn encode_certificate(c: &Certificate) -> Vec<u8> {
     out
 }
 
-fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
+pub(crate) fn decode_certificate(key: &[u8], value: &[u8]) -> Result<Certificate, Error> {
     let split = key.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
     let class = ClassCode::parse(std::str::from_utf8(&key[..split]).map_err(|_| corrupt())?)?;
     let number = u64::from_be_bytes(key[split + 1..].try_into().map_err(|_| corrupt())?);

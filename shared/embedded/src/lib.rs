@@ -20,6 +20,8 @@
 //! - [`kv_tx`]: key/value transactions: open ones in memory, bounded in number and bytes, the commit as
 //!   one writer command.
 //! - [`retention`]: expiry of the records kept for idempotency and exactly-once, and their sweeper.
+//! - [`transfer`]: export (one snapshot of every keyspace) and import (writes that accept an identical
+//!   existing record), for `strata export`, `import` and `backup`.
 //!
 //! Reads go straight to the keyspaces. fjall applies a batch to its memtables only after its journal write
 //! (and the fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
@@ -35,6 +37,7 @@ pub mod kv_tx;
 pub mod ledger;
 pub mod retention;
 pub mod store;
+pub mod transfer;
 pub mod widgets;
 pub mod writer;
 

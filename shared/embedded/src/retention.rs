@@ -87,12 +87,17 @@ pub fn encode_marker(expires_ms: u64) -> Vec<u8> {
     out
 }
 
+/// A counter request marker's expiry, in ms since the epoch.
+pub fn decode_marker(marker: &[u8]) -> Result<u64, Error> {
+    let marker = crate::format::payload("counter request marker", marker)?;
+    <[u8; 8]>::try_from(marker)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::internal("corrupt counter request marker"))
+}
+
 /// Whether a counter request marker still holds at `now_ms`.
 pub fn marker_holds(marker: &[u8], now_ms: u64) -> Result<bool, Error> {
-    let marker = crate::format::payload("counter request marker", marker)?;
-    let expires = <[u8; 8]>::try_from(marker)
-        .map_err(|_| Error::internal("corrupt counter request marker"))?;
-    Ok(u64::from_be_bytes(expires) > now_ms)
+    Ok(decode_marker(marker)? > now_ms)
 }
 
 /// A ledger request record: the certificate's key (class code, a zero byte, the number) and the expiry.

@@ -225,6 +225,11 @@ impl Store {
         }
     }
 
+    /// Export and import of this store's data.
+    pub fn transfer(&self) -> crate::transfer::EmbeddedTransfer {
+        crate::transfer::EmbeddedTransfer::new(self.clone())
+    }
+
     /// Runs `task` every `every` on a thread of its own until the store is dropped. The thread holds the
     /// store only while a round runs, so it never keeps the store open.
     pub(crate) fn start_background<F, Fut>(&self, name: &str, every: std::time::Duration, task: F)

@@ -33,7 +33,7 @@ fn port_of(byte: u8) -> Result<Port, Error> {
 }
 
 /// `format version | name length (u16) | name | port count | ports | association count (u32) | (port, peer length, peer)*`
-fn encode(w: &Widget) -> Vec<u8> {
+pub(crate) fn encode(w: &Widget) -> Vec<u8> {
     let mut out = crate::format::versioned(16 + w.name.len() + w.associations.len() * 16);
     out.extend_from_slice(&(w.name.len() as u16).to_be_bytes());
     out.extend_from_slice(w.name.as_bytes());
@@ -48,7 +48,7 @@ fn encode(w: &Widget) -> Vec<u8> {
     out
 }
 
-fn decode(serial: &str, bytes: &[u8]) -> Result<Widget, Error> {
+pub(crate) fn decode(serial: &str, bytes: &[u8]) -> Result<Widget, Error> {
     let bytes = crate::format::payload("widget record", bytes)?;
     let mut at = 0;
     let mut take = |n: usize| -> Result<&[u8], Error> {

@@ -165,9 +165,60 @@ impl PartialSchema for Error {
 
 impl ToSchema for Error {}
 
-/// A schema by reference: `#/components/schemas/<T's name>`.
+/// The schemas [`schema_ref`] named while [`collect_schemas`] runs, with the schemas they refer to.
+type Named = Vec<(String, RefOr<Schema>)>;
+
+thread_local! {
+    static NAMED: std::cell::RefCell<Option<Named>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A schema by reference: `#/components/schemas/<T's name>`. Inside [`collect_schemas`], `T` (and what it
+/// refers to) becomes one of the document's components, so an operation's types need no list of their own.
 pub fn schema_ref<T: ToSchema>() -> Ref {
+    let collecting = NAMED.with(|named| named.borrow().is_some());
+    // Built outside the borrow: building a schema may name others (which are added first).
+    if collecting && !NAMED.with(|named| has(named.borrow().as_ref(), &T::name())) {
+        let found = schema_and_refs::<T>();
+        NAMED.with(|named| {
+            if let Some(named) = named.borrow_mut().as_mut() {
+                merge(named, found);
+            }
+        });
+    }
     Ref::from_schema_name(T::name())
+}
+
+fn has(named: Option<&Named>, name: &str) -> bool {
+    named.is_some_and(|named| named.iter().any(|(n, _)| n == name))
+}
+
+fn schema_and_refs<T: ToSchema>() -> Named {
+    let mut found = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut found);
+    found
+}
+
+fn merge(named: &mut Named, found: Named) {
+    for (name, schema) in found {
+        if !named.iter().any(|(n, _)| *n == name) {
+            named.push((name, schema));
+        }
+    }
+}
+
+/// Adds `T` and the schemas it refers to, each once, in the order they are first named.
+pub fn add_schema<T: ToSchema>(named: &mut Named) {
+    merge(named, schema_and_refs::<T>());
+}
+
+/// Runs `build` (the operations of a document) and returns what it built with every schema it named.
+pub fn collect_schemas<R>(build: impl FnOnce() -> R) -> (R, Named) {
+    NAMED.with(|named| *named.borrow_mut() = Some(Vec::new()));
+    let built = build();
+    let named = NAMED
+        .with(|named| named.borrow_mut().take())
+        .unwrap_or_default();
+    (built, named)
 }
 
 /// `application/json` content of schema `T`.

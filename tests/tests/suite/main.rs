@@ -27,6 +27,7 @@ mod retention_dynamodb;
 mod routes;
 mod store_faults;
 mod template;
+mod transfer;
 mod widgets_contract;
 
 /// The `strata` command of this very build, for end-to-end tests.

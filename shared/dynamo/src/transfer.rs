@@ -1,0 +1,593 @@
+//! Export and import on DynamoDB ([`strata_core::transfer::Transfer`]).
+//!
+//! DynamoDB has no snapshot across items. What an export guarantees: every item is read with a strongly
+//! consistent `Scan` or `Query` (each item as of some moment after the export began); a class and its
+//! certificates are consistent with each other, because each class item is read first and then exactly its
+//! numbers below the `next` it read (a certificate whose item is not written yet comes from the class
+//! item's pending entries, as any reader of the ledger finishes it); counter log entries not folded yet are
+//! folded into the totals read (exact when no folder runs meanwhile: in strong mode, or with the server
+//! stopped). Across items of different classes, widgets or keys there is no common moment, so the
+//! exporter checks the invariants ([`strata_core::transfer::check`]) before it writes a file.
+//!
+//! An import writes each record with a `PutItem` conditioned on the item being absent; when it is there,
+//! one consistent read decides: the same record (an import resumed after a crash) is accepted, anything else
+//! is `409 import_conflict`. Records are written a bounded number at a time, in parallel.
+
+use crate::attr::{n, now_ms, s};
+use crate::config::Tables;
+use crate::error::{is_condition_failed, store_error};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_core::Error;
+use strata_core::certificates::ClassCode;
+use strata_core::counters::{MAX_TOTAL, fold};
+use strata_core::retention::{CLOCK_SKEW_MARGIN, ttl_seconds};
+use strata_core::transfer::{Imported, Record, Service, Transfer, canonical, differs};
+use strata_core::widgets::Port;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Conditional puts in flight at once.
+const PARALLEL: usize = 32;
+/// Items per page of an export's scans.
+const PAGE: i32 = 1_000;
+/// Attempts per page when the store is unavailable or throttles.
+const PAGE_ATTEMPTS: u32 = 5;
+
+pub struct DynamoTransfer {
+    client: Client,
+    tables: Tables,
+    /// The retention the deployment runs with: an eventual-mode increment still in the log has its
+    /// request's marker written only when folded, a retention from then.
+    retention: Duration,
+}
+
+impl DynamoTransfer {
+    pub fn new(client: Client, tables: Tables, retention: Duration) -> Self {
+        Self {
+            client,
+            tables,
+            retention,
+        }
+    }
+
+    /// Every item of `table` (consistent reads), `limit` items at most when given. In pages of at most
+    /// [`PAGE`] items, each retried a few times: a full 1 MB page of consistent reads can take DynamoDB
+    /// Local longer than one call's timeout.
+    async fn scan(&self, table: &str, limit: Option<i32>) -> Result<Vec<Item>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                match self
+                    .client
+                    .scan()
+                    .table_name(table)
+                    .consistent_read(true)
+                    .limit(limit.unwrap_or(PAGE))
+                    .set_exclusive_start_key(start.clone())
+                    .send()
+                    .await
+                {
+                    Ok(page) => break page,
+                    Err(e) => {
+                        let e = store_error("Scan", e);
+                        if attempt >= PAGE_ATTEMPTS || e.retry_after.is_none() {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
+                    }
+                }
+            };
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Certificates of `class` numbered 1 to `last`.
+    async fn certificates(&self, class: &str, last: u64) -> Result<Vec<Item>, Error> {
+        let mut out = Vec::new();
+        if last == 0 {
+            return Ok(out);
+        }
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.ledger)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND #n BETWEEN :first AND :last")
+                .expression_attribute_names("#pk", crate::ledger::PK)
+                .expression_attribute_names("#n", crate::ledger::N)
+                .expression_attribute_values(":pk", s(&format!("cert#{class}")))
+                .expression_attribute_values(":first", n(1))
+                .expression_attribute_values(":last", n(last))
+                .limit(PAGE)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| store_error("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The table and the item a record is stored as, and the attribute names of its key.
+    fn item(&self, record: &Record) -> (String, Item, &'static [&'static str]) {
+        use crate::ledger as l;
+        const LEDGER_KEY: &[&str] = &[l::PK, l::N];
+        match record {
+            Record::Kv {
+                key,
+                version,
+                value,
+            } => {
+                let mut item = Item::from([
+                    (crate::kv::PK.into(), s(key)),
+                    (crate::kv::VERSION.into(), n(*version)),
+                ]);
+                if let Some(value) = value {
+                    item.insert(crate::kv::VALUE.into(), s(value));
+                }
+                (self.tables.kv.clone(), item, &[crate::kv::PK])
+            }
+            Record::Class {
+                class,
+                authorized,
+                issued,
+                next_number,
+            } => (
+                self.tables.ledger.clone(),
+                Item::from([
+                    (l::PK.into(), s(&format!("class#{class}"))),
+                    (l::N.into(), n(0)),
+                    (l::AUTHORIZED.into(), n(*authorized)),
+                    (l::ISSUED.into(), n(*issued)),
+                    (l::REMAINING.into(), n(authorized - issued)),
+                    (l::NEXT.into(), n(*next_number)),
+                    (l::PENDING.into(), AttributeValue::M(HashMap::new())),
+                    (l::PENDING_NUMBERS.into(), AttributeValue::M(HashMap::new())),
+                ]),
+                LEDGER_KEY,
+            ),
+            Record::Certificate {
+                class,
+                number,
+                name,
+                amount,
+                issued_at_ms,
+            } => (
+                self.tables.ledger.clone(),
+                Item::from([
+                    (l::PK.into(), s(&format!("cert#{class}"))),
+                    (l::N.into(), n(*number)),
+                    (l::NAME.into(), s(name)),
+                    (l::AMOUNT.into(), n(*amount)),
+                    (l::AT.into(), n(*issued_at_ms)),
+                ]),
+                LEDGER_KEY,
+            ),
+            Record::CertificateRequest {
+                id,
+                class,
+                number,
+                until_ms,
+            } => (
+                self.tables.ledger.clone(),
+                Item::from([
+                    // Kept under the pending entry's id: the key with an `r` before it (see the ledger).
+                    (l::PK.into(), s(&format!("req#r{id}"))),
+                    (l::N.into(), n(0)),
+                    (l::CLASS.into(), s(class)),
+                    ("number".into(), n(*number)),
+                    (crate::TTL.into(), n(until_ms.div_ceil(1000))),
+                ]),
+                LEDGER_KEY,
+            ),
+            Record::Widget {
+                serial,
+                name,
+                ports,
+                associations,
+            } => {
+                use crate::widgets as w;
+                let mut item = Item::from([
+                    (w::SERIAL.into(), s(serial)),
+                    (w::NAME.into(), s(name)),
+                    (w::PORTS.into(), s(ports)),
+                    (w::VERSION.into(), n(1)),
+                    (w::CREATED_BY.into(), s("import")),
+                ]);
+                for port in Port::ALL {
+                    let capacity = ports.matches(port.as_str()).count() as u64;
+                    item.insert(w::capacity_attr(port), n(capacity));
+                    let peers: Vec<String> = associations
+                        .iter()
+                        .filter(|(p, _)| p == port.as_str())
+                        .map(|(_, peer)| peer.clone())
+                        .collect();
+                    // DynamoDB has no empty sets: no peers is no attribute.
+                    if !peers.is_empty() {
+                        item.insert(w::peers_attr(port), AttributeValue::Ss(peers));
+                    }
+                }
+                (self.tables.widgets.clone(), item, &[w::SERIAL])
+            }
+            Record::Counter {
+                key,
+                total,
+                refused,
+            } => (
+                self.tables.counters.clone(),
+                Item::from([
+                    (crate::counters::KEY.into(), s(key)),
+                    (crate::counters::TOTAL.into(), n(*total)),
+                    (crate::counters::ROOM.into(), n(MAX_TOTAL - total)),
+                    (crate::counters::REFUSED.into(), n(*refused)),
+                ]),
+                &[crate::counters::KEY],
+            ),
+            Record::CounterRequest { id, until_ms } => (
+                self.tables.counter_log.clone(),
+                Item::from([
+                    (
+                        crate::counters::ID.into(),
+                        s(&crate::counters::marker_id(id)),
+                    ),
+                    (crate::TTL.into(), n(until_ms.div_ceil(1000))),
+                ]),
+                &[crate::counters::ID],
+            ),
+            Record::Idempotency {
+                key,
+                fingerprint,
+                status,
+                content_type,
+                body,
+                until_ms,
+            } => {
+                use crate::idempotency as i;
+                let mut item = Item::from([
+                    (i::ID.into(), s(key)),
+                    (i::STATE.into(), s(i::COMPLETED)),
+                    (i::FINGERPRINT.into(), s(fingerprint)),
+                    (i::UNTIL.into(), n(*until_ms)),
+                    (crate::TTL.into(), n(until_ms.div_ceil(1000))),
+                    (i::STATUS.into(), n(u64::from(*status))),
+                    (i::BODY.into(), s(body)),
+                ]);
+                if let Some(ct) = content_type {
+                    item.insert(i::CONTENT_TYPE.into(), s(ct));
+                }
+                (self.tables.idempotency.clone(), item, &[i::ID])
+            }
+        }
+    }
+
+    /// Puts one record unless its item is there; an item that is there must be the same record.
+    async fn put(self: Arc<Self>, record: Record) -> Result<bool, Error> {
+        let (table, item, key_names) = self.item(&record);
+        let key: Item = key_names
+            .iter()
+            .map(|name| ((*name).to_owned(), item[*name].clone()))
+            .collect();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", key_names[0])
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => {
+                let existing = self
+                    .client
+                    .get_item()
+                    .table_name(&table)
+                    .set_key(Some(key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("GetItem", e))?
+                    .item
+                    .unwrap_or_default();
+                let same = item.iter().all(|(name, value)| {
+                    // Sets come back in any order; widgets' write bookkeeping is not data.
+                    name == crate::widgets::CREATED_BY
+                        || match (value, existing.get(name)) {
+                            (AttributeValue::Ss(a), Some(AttributeValue::Ss(b))) => {
+                                let (mut a, mut b) = (a.clone(), b.clone());
+                                a.sort();
+                                b.sort();
+                                a == b
+                            }
+                            (a, b) => Some(a) == b,
+                        }
+                });
+                if same {
+                    Ok(false)
+                } else {
+                    Err(differs(&record))
+                }
+            }
+            Err(e) => Err(store_error("PutItem", e)),
+        }
+    }
+}
+
+fn num(item: &Item, name: &str) -> Result<u64, Error> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::internal(format!("attribute {name} is missing or not a number")))
+}
+
+fn text(item: &Item, name: &str) -> Result<String, Error> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .ok_or_else(|| Error::internal(format!("attribute {name} is missing or not a string")))
+}
+
+#[async_trait]
+impl Transfer for DynamoTransfer {
+    fn consistency(&self) -> &'static str {
+        "DynamoDB: every item read strongly consistent; each share class consistent with its certificates; no common moment across other items, checked by the invariants"
+    }
+
+    async fn export(&self, services: &[Service]) -> Result<Vec<Record>, Error> {
+        use crate::ledger as l;
+        let now = now_ms();
+        let mut out = Vec::new();
+        if services.contains(&Service::Kv) {
+            for item in self.scan(&self.tables.kv, None).await? {
+                out.push(Record::Kv {
+                    key: text(&item, crate::kv::PK)?,
+                    version: num(&item, crate::kv::VERSION)?,
+                    value: item
+                        .get(crate::kv::VALUE)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned(),
+                });
+            }
+        }
+        if services.contains(&Service::Certificates) {
+            for item in self.scan(&self.tables.ledger, None).await? {
+                let pk = text(&item, l::PK)?;
+                if let Some(code) = pk.strip_prefix("class#") {
+                    let class = ClassCode::parse(code)?;
+                    let next = num(&item, l::NEXT)?;
+                    out.push(Record::Class {
+                        class: code.to_owned(),
+                        authorized: num(&item, l::AUTHORIZED)?,
+                        issued: num(&item, l::ISSUED)?,
+                        next_number: next,
+                    });
+                    let mut found = std::collections::HashSet::new();
+                    for cert in self.certificates(code, next - 1).await? {
+                        let number = num(&cert, l::N)?;
+                        found.insert(number);
+                        out.push(Record::Certificate {
+                            class: code.to_owned(),
+                            number,
+                            name: text(&cert, l::NAME)?,
+                            amount: num(&cert, l::AMOUNT)?,
+                            issued_at_ms: num(&cert, l::AT)?,
+                        });
+                    }
+                    // Allocated, item not written yet: the class item read above holds it.
+                    let ids: Vec<String> = item
+                        .get(l::PENDING)
+                        .and_then(|p| p.as_m().ok())
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
+                    for id in ids {
+                        if let Some(pending) = l::decode_pending(&class, &item, &id)? {
+                            let c = pending.certificate;
+                            if c.number < next && found.insert(c.number) {
+                                out.push(Record::Certificate {
+                                    class: code.to_owned(),
+                                    number: c.number,
+                                    name: c.name,
+                                    amount: c.amount,
+                                    issued_at_ms: strata_core::retention::epoch_millis(c.issued_at),
+                                });
+                            }
+                        }
+                    }
+                } else if let Some(id) = pk.strip_prefix("req#r") {
+                    let until_ms = num(&item, crate::TTL)?.saturating_mul(1000);
+                    if until_ms > now {
+                        out.push(Record::CertificateRequest {
+                            id: id.to_owned(),
+                            class: text(&item, l::CLASS)?,
+                            number: num(&item, "number")?,
+                            until_ms,
+                        });
+                    }
+                }
+            }
+        }
+        if services.contains(&Service::Widgets) {
+            for item in self.scan(&self.tables.widgets, None).await? {
+                let w = crate::widgets::decode(&item)?;
+                out.push(Record::Widget {
+                    serial: w.serial,
+                    name: w.name,
+                    ports: w.ports.iter().map(|p| p.as_str()).collect(),
+                    associations: w
+                        .associations
+                        .into_iter()
+                        .map(|(p, peer)| (p.as_str().to_owned(), peer))
+                        .collect(),
+                });
+            }
+        }
+        if services.contains(&Service::Counters) {
+            let mut counters: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for item in self.scan(&self.tables.counters, None).await? {
+                counters.insert(
+                    text(&item, crate::counters::KEY)?,
+                    (
+                        num(&item, crate::counters::TOTAL)?,
+                        item.get(crate::counters::REFUSED)
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                    ),
+                );
+            }
+            let mut entries = Vec::new();
+            for item in self.scan(&self.tables.counter_log, None).await? {
+                let id = text(&item, crate::counters::ID)?;
+                if let Some(request) = id.strip_prefix("done#") {
+                    let until_ms = num(&item, crate::TTL)?.saturating_mul(1000);
+                    if until_ms > now {
+                        out.push(Record::CounterRequest {
+                            id: request.to_owned(),
+                            until_ms,
+                        });
+                    }
+                } else if crate::aggregator::Entry::is_increment_id(&id) {
+                    let entry: crate::aggregator::Entry = serde_dynamo::from_item(item)
+                        .map_err(|e| Error::internal(format!("a counter log entry: {e}")))?;
+                    entries.push(entry);
+                }
+            }
+            // In the order the folder folds them; each keyed one leaves its request's marker.
+            entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            for entry in entries {
+                let counter = counters.entry(entry.key.clone()).or_default();
+                let folded = fold(counter.0, &[entry.value]);
+                counter.0 = folded.total;
+                counter.1 += folded.refused();
+                if let Some(request) = entry.id.strip_prefix("r#") {
+                    let until = std::time::SystemTime::now() + self.retention + CLOCK_SKEW_MARGIN;
+                    out.push(Record::CounterRequest {
+                        id: request.to_owned(),
+                        until_ms: ttl_seconds(until) * 1000,
+                    });
+                }
+            }
+            for (key, (total, refused)) in counters {
+                out.push(Record::Counter {
+                    key,
+                    total,
+                    refused,
+                });
+            }
+        }
+        for item in self.scan(&self.tables.idempotency, None).await? {
+            use crate::idempotency as i;
+            if item
+                .get(i::STATE)
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                != Some(i::COMPLETED)
+            {
+                continue;
+            }
+            let until_ms = num(&item, i::UNTIL)?;
+            if until_ms <= now {
+                continue;
+            }
+            out.push(Record::Idempotency {
+                key: text(&item, i::ID)?,
+                fingerprint: text(&item, i::FINGERPRINT)?,
+                status: u16::try_from(num(&item, i::STATUS)?)
+                    .map_err(|_| Error::internal("an idempotency status out of range"))?,
+                content_type: item
+                    .get(i::CONTENT_TYPE)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned(),
+                body: text(&item, i::BODY)?,
+                until_ms,
+            });
+        }
+        canonical(&mut out);
+        Ok(out)
+    }
+
+    async fn holds_any(&self, services: &[Service]) -> Result<bool, Error> {
+        for service in services {
+            let tables: Vec<&String> = match service {
+                Service::Kv => vec![&self.tables.kv],
+                Service::Certificates => vec![&self.tables.ledger],
+                Service::Widgets => vec![&self.tables.widgets],
+                Service::Counters => vec![&self.tables.counters, &self.tables.counter_log],
+            };
+            for table in tables {
+                if !self.scan(table, Some(1)).await?.is_empty() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn import(&self, records: Vec<Record>) -> Result<Imported, Error> {
+        let this = Arc::new(Self {
+            client: self.client.clone(),
+            tables: self.tables.clone(),
+            retention: self.retention,
+        });
+        let mut done = Imported::default();
+        let now = now_ms();
+        let mut running = tokio::task::JoinSet::new();
+        let mut first_error = None;
+        for record in records {
+            if record.until_ms().is_some_and(|until| until <= now) {
+                done.expired += 1;
+                continue;
+            }
+            while running.len() >= PARALLEL {
+                collect(&mut running, &mut done, &mut first_error).await;
+            }
+            if first_error.is_some() {
+                break;
+            }
+            running.spawn(this.clone().put(record));
+        }
+        while !running.is_empty() {
+            collect(&mut running, &mut done, &mut first_error).await;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+}
+
+async fn collect(
+    running: &mut tokio::task::JoinSet<Result<bool, Error>>,
+    done: &mut Imported,
+    first_error: &mut Option<Error>,
+) {
+    match running.join_next().await {
+        Some(Ok(Ok(true))) => done.written += 1,
+        Some(Ok(Ok(false))) => done.present += 1,
+        Some(Ok(Err(e))) => {
+            first_error.get_or_insert(e);
+        }
+        Some(Err(e)) => {
+            first_error.get_or_insert(Error::internal(format!("an import task failed: {e}")));
+        }
+        None => {}
+    }
+}
