@@ -143,13 +143,17 @@ fn function(out: &mut String, f: &Deployed) {
         "  {id}Function:
     Type: AWS::Serverless::Function
     Properties:
-      Handler: {name}
-      Description: {description}
+      Handler: {name}{description}
       Role: !GetAtt {id}FunctionRole.Arn
       ReservedConcurrentExecutions: !If [{condition}, !Ref {parameter}, !Ref AWS::NoValue]
       LoggingConfig: {{LogGroup: !Ref {id}FunctionLogGroup}}",
         name = f.name(),
-        description = yaml_string(&f.description()),
+        // Only where the route alone does not say what the function does.
+        description = if d.note.is_empty() {
+            String::new()
+        } else {
+            format!("\n      Description: {}", yaml_string(&f.description()))
+        },
     );
     let mut extra_statements = Vec::new();
     match f {
@@ -165,9 +169,8 @@ fn function(out: &mut String, f: &Deployed) {
             let _ = writeln!(
                 out,
                 "      Events:
-        Http:
-          Type: HttpApi
-          Properties: {{ApiId: !Ref HttpApi, Method: {method}, Path: {path:?}, Auth: !If [AuthJwt, {{Authorizer: Jwt, AuthorizationScopes: [{scopes}]}}, !If [AuthIam, {{Authorizer: AWS_IAM}}, !Ref AWS::NoValue]]}}",
+        Http: {{Type: HttpApi, Properties: {{ApiId: !Ref HttpApi, Method: {method}, Path: {path:?},
+          Auth: !If [AuthJwt, {{Authorizer: Jwt, AuthorizationScopes: [{scopes}]}}, !If [AuthIam, {{Authorizer: AWS_IAM}}, !Ref AWS::NoValue]]}}}}",
                 method = r.method,
                 // Quoted (`{path:?}`): braces are flow syntax.
                 path = r.path,
