@@ -2,9 +2,8 @@
 //! `template.yaml` blocks and the tests.
 //!
 //! A [`Route`] is one HTTP operation: where it is served, the handler, its OpenAPI operation, and its
-//! deployment — the Lambda
-//! function's name and resource ids, who may call it, which reserved-concurrency pool it draws from, and
-//! exactly the DynamoDB grants its code needs. A [`Function`] is a Lambda that is not an HTTP route (the
+//! deployment — the Lambda function's name and resource ids, who may call it, which reserved-concurrency
+//! pool it draws from, and exactly the DynamoDB grants its code needs. A [`Function`] is a Lambda that is not an HTTP route (the
 //! WebSocket routes, the counter-log aggregator). `strata generate template` writes every function's
 //! blocks from these and `strata generate openapi` the document; nothing else restates them.
 
