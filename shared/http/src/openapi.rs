@@ -238,11 +238,7 @@ pub fn ok<T: ToSchema>(description: &str) -> ResponseBuilder {
 /// A JSON request body of schema `T`, with the example the suite sends.
 pub fn json_body<T: ToSchema>(required: bool, example: Value) -> RequestBodyBuilder {
     RequestBodyBuilder::new()
-        .required(Some(if required {
-            Required::True
-        } else {
-            Required::False
-        }))
+        .required(Some(required_if(required)))
         .content(
             "application/json",
             ContentBuilder::new()
@@ -277,14 +273,7 @@ pub fn path_parameter(
     schema: impl Into<RefOr<Schema>>,
     example: Value,
 ) -> Parameter {
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
-        .description(Some(description))
-        .schema(Some(schema))
-        .example(Some(example))
-        .build()
+    parameter(ParameterIn::Path, name, true, description, schema, example)
 }
 
 /// A query parameter.
@@ -295,18 +284,40 @@ pub fn query_parameter(
     schema: impl Into<RefOr<Schema>>,
     example: Value,
 ) -> Parameter {
+    parameter(
+        ParameterIn::Query,
+        name,
+        required,
+        description,
+        schema,
+        example,
+    )
+}
+
+fn parameter(
+    at: ParameterIn,
+    name: &str,
+    required: bool,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+    example: Value,
+) -> Parameter {
     ParameterBuilder::new()
         .name(name)
-        .parameter_in(ParameterIn::Query)
-        .required(if required {
-            Required::True
-        } else {
-            Required::False
-        })
+        .parameter_in(at)
+        .required(required_if(required))
         .description(Some(description))
         .schema(Some(schema))
         .example(Some(example))
         .build()
+}
+
+fn required_if(required: bool) -> Required {
+    if required {
+        Required::True
+    } else {
+        Required::False
+    }
 }
 
 /// The `Idempotency-Key` header of the operations that go through [`crate::idempotency::run`].
