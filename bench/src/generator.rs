@@ -146,6 +146,12 @@ pub struct Options {
     pub mix: Mix,
     /// Open loop: operations per second in total, on a schedule. `None`: closed loop.
     pub rate: Option<f64>,
+    /// The server's Prometheus endpoint, read before and after the measured part for the server's own CPU
+    /// time (`process_cpu_seconds_total`). `None`: not measured.
+    pub metrics: Option<String>,
+    /// Instead of `metrics`: the server's process id on this machine, whose CPU time `/proc` tells (for a
+    /// server that does not report its own, such as an earlier build measured side by side).
+    pub server_pid: Option<u32>,
 }
 
 impl Options {
@@ -160,6 +166,9 @@ impl Options {
             keys: 1000,
             mix: workload.default_mix(),
             rate: None,
+            metrics: (!target.starts_with("tcp://"))
+                .then(|| format!("{}/metrics", target.trim_end_matches('/'))),
+            server_pid: None,
         }
     }
 
@@ -174,6 +183,9 @@ impl Options {
         let line = self.target.starts_with("tcp://");
         if !line {
             Http::new(&self.target)?;
+        }
+        if let Some(metrics) = &self.metrics {
+            Http::new(metrics).map_err(|e| format!("--metrics: {e}"))?;
         }
         if (self.workload == Workload::Line) != line {
             return Err(if line {
@@ -208,6 +220,9 @@ pub struct Report {
     /// Everything else that was not a success, by kind: HTTP status and error code, transport, protocol.
     pub errors: BTreeMap<String, u64>,
     pub error_count: u64,
+    /// The server's own CPU time over the measured part, if it could be read (see [`ServerCpu`]).
+    #[serde(default)]
+    pub server_cpu: ServerCpu,
     /// Operations (and errors) sent during the warm-up, left out of every other figure.
     pub warmup: WarmupFigures,
     /// Open loop: operations scheduled within the run but never sent (the server could not keep up).
@@ -246,6 +261,20 @@ pub struct OperationFigures {
     pub operations: u64,
     pub ops_per_s: f64,
     pub latency_ms: Latency,
+}
+
+/// What the server spent on the run: its `process_cpu_seconds_total` (user + system time of every thread,
+/// from `GET /metrics`) read when the warm-up ends and again when the last measured operation is answered.
+/// On a machine the generator shares with the server this is the figure that decides throughput, and on
+/// Lambda it is what is billed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerCpu {
+    /// CPU seconds over the measured part; `None` when not measured.
+    pub seconds: Option<f64>,
+    /// Of those, microseconds per successful operation (a transaction counts once).
+    pub us_per_op: Option<f64>,
+    /// Why it was not measured (no `--metrics`, the endpoint refused, no such metric).
+    pub unavailable: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -420,6 +449,18 @@ pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error +
     let interval = options
         .rate
         .map(|rate| Duration::from_secs_f64(options.connections as f64 / rate));
+    // Read when the warm-up ends, on a task of its own so that no worker waits for it.
+    let source = match (options.server_pid, &options.metrics) {
+        (Some(pid), _) => Some(CpuSource::Pid(pid)),
+        (None, Some(url)) => Some(CpuSource::Metrics(url.clone())),
+        (None, None) => None,
+    };
+    let cpu_before = source.clone().map(|source| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            source.seconds().await
+        })
+    });
     let mut workers = Vec::new();
     for id in 0..options.connections {
         // Staggered so that the open loop's sends spread evenly over each interval.
@@ -459,7 +500,81 @@ pub async fn run(options: Options) -> Result<Report, Box<dyn std::error::Error +
         merged.backlog += tally.backlog;
     }
     let measured_s = measure_from.elapsed().as_secs_f64();
-    Ok(report(options, merged, measured_s)?)
+    let cpu = match (cpu_before, &source) {
+        (Some(before), Some(source)) => {
+            let before = before.await?;
+            let after = source.seconds().await;
+            match (before, after) {
+                (Ok(before), Ok(after)) => Ok(after - before),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        _ => Err("neither --metrics nor --server-pid given".to_owned()),
+    };
+    let mut report = report(options, merged, measured_s)?;
+    report.server_cpu = match cpu {
+        Ok(seconds) => ServerCpu {
+            seconds: Some(seconds),
+            us_per_op: (report.operations > 0).then(|| seconds * 1e6 / report.operations as f64),
+            unavailable: None,
+        },
+        Err(why) => ServerCpu {
+            unavailable: Some(why),
+            ..ServerCpu::default()
+        },
+    };
+    Ok(report)
+}
+
+/// Where the server's CPU time is read.
+#[derive(Debug, Clone)]
+enum CpuSource {
+    /// Its Prometheus endpoint.
+    Metrics(String),
+    /// `/proc/PID/stat` on this machine.
+    Pid(u32),
+}
+
+impl CpuSource {
+    async fn seconds(&self) -> Result<f64, String> {
+        match self {
+            CpuSource::Metrics(url) => server_cpu_seconds(url).await,
+            CpuSource::Pid(pid) => {
+                let path = format!("/proc/{pid}/stat");
+                let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                proc_stat_cpu_seconds(&stat).ok_or_else(|| format!("{path}: unexpected format"))
+            }
+        }
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds. Fields 14 and 15, counted after the command name
+/// (which is in parentheses and may hold spaces); in clock ticks of `USER_HZ`, 100 on Linux.
+fn proc_stat_cpu_seconds(stat: &str) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// The server's `process_cpu_seconds_total`, from its Prometheus text at `url`.
+async fn server_cpu_seconds(url: &str) -> Result<f64, String> {
+    let mut http = Http::new(url)?;
+    let (status, body) = http.request(Method::GET, "", None).await?;
+    if status != 200 {
+        return Err(format!("{url} answered {status}"));
+    }
+    let text = String::from_utf8_lossy(&body);
+    parse_cpu_seconds(&text).ok_or_else(|| format!("{url} has no process_cpu_seconds_total"))
+}
+
+fn parse_cpu_seconds(prometheus_text: &str) -> Option<f64> {
+    prometheus_text.lines().find_map(|line| {
+        let value = line.strip_prefix("process_cpu_seconds_total ")?;
+        value.trim().parse().ok()
+    })
 }
 
 fn report(
@@ -518,6 +633,7 @@ fn report(
         error_count: tally.errors.values().sum(),
         refusals: tally.refusals,
         errors: tally.errors,
+        server_cpu: ServerCpu::default(),
         warmup: tally.warmup,
         backlog: tally.backlog,
         coordinated_omission: if open {
@@ -588,6 +704,18 @@ impl Report {
             )
         };
         println!("  latency ms  {}", line(&self.latency_ms));
+        match (&self.server_cpu.us_per_op, &self.server_cpu.seconds) {
+            (Some(us), Some(seconds)) => {
+                println!("  server cpu  {us:>10.1} µs/op ({seconds:.2} s over the measured part)")
+            }
+            _ => println!(
+                "  server cpu  not measured: {}",
+                self.server_cpu
+                    .unavailable
+                    .as_deref()
+                    .unwrap_or("no operations")
+            ),
+        }
         if self.by_operation.len() > 1 {
             for (op, f) in &self.by_operation {
                 println!(
@@ -1276,6 +1404,14 @@ pub struct Args {
     /// time (coordinated omission corrected). Without it: closed loop.
     #[arg(long)]
     rate: Option<f64>,
+    /// The server's Prometheus endpoint, to read its CPU time before and after the measured part
+    /// [default: TARGET/metrics for HTTP targets; give it for `line`]
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Read the server's CPU time from /proc/PID/stat instead (a server on this machine that does not
+    /// report its own)
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Write the JSON report (figures, parameters, histogram buckets) here.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -1309,6 +1445,10 @@ pub async fn command(args: Args) -> Result<(), Box<dyn std::error::Error + Send 
     options.warmup = Duration::from_secs_f64(args.warmup);
     options.keys = args.keys as usize;
     options.rate = args.rate;
+    if let Some(metrics) = args.metrics {
+        options.metrics = Some(metrics);
+    }
+    options.server_pid = args.server_pid;
     if let Some(mix) = &args.mix {
         options.mix = args.workload.parse_mix(mix)?;
     }
@@ -1333,4 +1473,22 @@ pub async fn command(args: Args) -> Result<(), Box<dyn std::error::Error + Send 
         println!("  plot        {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_cpu_seconds, proc_stat_cpu_seconds};
+
+    #[test]
+    fn cpu_time_is_read_from_prometheus_text_and_proc_stat() {
+        let text = "# TYPE process_cpu_seconds_total gauge\nprocess_cpu_seconds_total 12.34\n\
+                    process_cpu_seconds_total_other 1\n";
+        assert_eq!(parse_cpu_seconds(text), Some(12.34));
+        assert_eq!(parse_cpu_seconds("process_threads 3\n"), None);
+        // A command name with spaces and a parenthesis; utime 250 and stime 50 ticks.
+        let stat = "4242 (strata (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(proc_stat_cpu_seconds(stat), Some(3.0));
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(proc_stat_cpu_seconds(&own).is_some(), "{own}");
+    }
 }

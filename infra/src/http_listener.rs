@@ -52,12 +52,24 @@ pub fn read_timeout() -> Duration {
 
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves. Every request carries its
 /// client's address as `ConnectInfo<SocketAddr>` (for the rate limiter), as with axum's own server.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    router: axum::Router,
+    router: S,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    S: tower::Service<
+            http::Request<axum::body::Body>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let _ = READ_TIMEOUT.set(limits.read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();

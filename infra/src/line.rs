@@ -228,6 +228,10 @@ async fn talk(
     let mut input = BytesMut::with_capacity(4096);
     let mut replies: Vec<u8> = Vec::with_capacity(4096);
     let mut eof = false;
+    // One timer for the connection, moved on before each read and write: moving a timer later only
+    // changes its deadline, where a fresh timeout per command would enter and leave the timer wheel.
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     loop {
         loop {
             let decoded = if eof {
@@ -242,7 +246,7 @@ async fn talk(
                     Gated::Reply(reply) => reply,
                     Gated::Close(reply) => {
                         replies.extend(reply.into_bytes());
-                        write(stream, &mut replies, idle_timeout).await?;
+                        write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
                         stream.shutdown().await?;
                         return Ok(End::Closed);
                     }
@@ -257,35 +261,43 @@ async fn talk(
                 replies.extend(reply.into_bytes());
             }
             if replies.len() > MAX_PENDING_REPLY_BYTES {
-                write(stream, &mut replies, idle_timeout).await?;
+                write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
             }
         }
-        write(stream, &mut replies, idle_timeout).await?;
+        write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
         if eof {
             // The last command, even without a newline, has been answered.
             return Ok(End::Closed);
         }
         // Room for a read of a useful size; `reserve` reuses the space of lines already taken off.
         input.reserve(4096);
-        match tokio::time::timeout(idle_timeout, stream.read_buf(&mut input)).await {
-            Err(_) => return Ok(End::Idle),
-            Ok(read) => eof = read? == 0,
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + idle_timeout);
+        tokio::select! {
+            biased;
+            read = stream.read_buf(&mut input) => eof = read? == 0,
+            () = idle.as_mut() => return Ok(End::Idle),
         }
     }
 }
 
-/// Writes and clears the pending replies, within `idle_timeout`.
+/// Writes and clears the pending replies, within `idle_timeout` (on the connection's timer, `idle`).
 async fn write(
     stream: &mut TcpStream,
     replies: &mut Vec<u8>,
+    mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
     idle_timeout: Duration,
 ) -> std::io::Result<()> {
     if replies.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(idle_timeout, stream.write_all(replies))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    idle.as_mut()
+        .reset(tokio::time::Instant::now() + idle_timeout);
+    tokio::select! {
+        biased;
+        written = stream.write_all(replies) => written?,
+        () = idle => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+    }
     replies.clear();
     Ok(())
 }

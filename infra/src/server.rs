@@ -13,6 +13,11 @@ use strata_http::MAX_BODY_BYTES;
 use strata_http::request::body_too_large;
 use strata_http::response::error;
 use strata_http::route::Route;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::request_id::{
+    PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{DefaultOnResponse, MakeSpan, Trace, TraceLayer};
 
 /// The router: every route of [`crate::routes::all`], plus the fallback for unknown paths and methods.
 pub fn router(stores: Arc<Stores>) -> axum::Router {
@@ -207,7 +212,7 @@ pub struct Options {
 /// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
 /// without the token reaches nothing (not even the limiter's budget); request ids and logging are outside
 /// everything, so a `401` has an `x-request-id` and a log line like any answer.
-pub fn app(stores: Arc<Stores>, options: &Options) -> axum::Router {
+pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     let mut router = router(stores);
     if let Some(limit) = options.rate_limit {
         router = rate_limited(router, limit);
@@ -284,11 +289,19 @@ async fn check_token(
 
 /// `GET /metrics` (Prometheus text). Local only, like `/kv/ws`: on AWS the same metrics are EMF lines in
 /// CloudWatch. Not part of [`router`], so that tests serving the router in-process install no recorder.
+///
+/// Next to the request metrics, the process's own: `process_cpu_seconds_total` (user and system time of
+/// every thread, in seconds to 10 ms; a gauge, as the metrics crate's counters are whole numbers), resident
+/// memory, threads, open descriptors (`metrics-process`, read from `/proc` on each scrape). `strata bench`
+/// reads the CPU time before and after a run to report CPU per operation.
 pub fn with_metrics(router: axum::Router) -> axum::Router {
     let prometheus = prometheus();
+    let process = metrics_process::Collector::default();
+    process.describe();
     router.route(
         "/metrics",
         axum::routing::get(move || async move {
+            process.collect();
             (
                 [(
                     http::header::CONTENT_TYPE,
@@ -300,43 +313,66 @@ pub fn with_metrics(router: axum::Router) -> axum::Router {
     )
 }
 
+/// What [`app`] serves: the router inside request ids and request logging.
+pub type App = SetRequestId<
+    Trace<
+        PropagateRequestId<axum::Router>,
+        SharedClassifier<ServerErrorsAsFailures>,
+        RequestSpan,
+        (),
+        DefaultOnResponse,
+    >,
+    NextRequestId,
+>;
+
 /// Request ids and request logging: what `strata serve` adds around everything it serves.
-pub fn observed(router: axum::Router) -> axum::Router {
-    use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-    use tower_http::trace::{DefaultOnResponse, TraceLayer};
+///
+/// Around the router as a whole, not with `Router::layer`: that wraps every route in each layer, each
+/// behind a boxed, cloned service and a boxed future per request; here the three are one concrete
+/// service, built once.
+pub fn observed(router: axum::Router) -> App {
     let x_request_id = http::HeaderName::from_static("x-request-id");
-    router
-        // Innermost first: the id is set (or kept, if the client sent one), then the request's span
+    tower::ServiceBuilder::new()
+        // Outermost first: the id is set (or kept, if the client sent one), then the request's span
         // carries it, so every line logged while serving it names it; the response echoes it.
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), NextRequestId))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &http::Request<axum::body::Body>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|id| id.to_str().ok())
-                        .unwrap_or("");
-                    // At error level so that it is on whenever anything is logged: a warning or an
-                    // error met while serving a request always names the request.
-                    tracing::error_span!(
-                        "request",
-                        request_id = %id,
-                        method = %req.method(),
-                        path = %req.uri().path()
-                    )
-                })
+                .make_span_with(RequestSpan)
                 // One line per request at debug (`RUST_LOG=tower_http=debug`); 5xx are logged as errors.
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )
-        .layer(SetRequestIdLayer::new(x_request_id, NextRequestId))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        .service(router)
+}
+
+/// The span of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, req: &http::Request<B>) -> tracing::Span {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("");
+        // At error level so that it is on whenever anything is logged: a warning or an error met while
+        // serving a request always names the request.
+        tracing::error_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.uri().path()
+        )
+    }
 }
 
 /// Request ids `<process>-<sequence>`: unique across restarts (the process part is random), and without
 /// a `getrandom` call per request as a UUID v4 would make.
 #[derive(Debug, Clone, Copy)]
-struct NextRequestId;
+pub struct NextRequestId;
 
 impl tower_http::request_id::MakeRequestId for NextRequestId {
     fn make_request_id<B>(
@@ -351,9 +387,14 @@ impl tower_http::request_id::MakeRequestId for NextRequestId {
             std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
         });
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{process:016x}-{sequence:x}");
+        // Written into a buffer on the stack rather than a `String`: one allocation per request fewer.
+        let mut id = [0u8; 33];
+        let mut cursor = std::io::Cursor::new(&mut id[..]);
+        std::io::Write::write_fmt(&mut cursor, format_args!("{process:016x}-{sequence:x}"))
+            .expect("33 bytes hold two u64s in hex and a dash");
+        let len = cursor.position() as usize;
         Some(tower_http::request_id::RequestId::new(
-            http::HeaderValue::from_str(&id).expect("hex digits and a dash"),
+            http::HeaderValue::from_bytes(&id[..len]).expect("hex digits and a dash"),
         ))
     }
 }
@@ -380,7 +421,10 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
                 .build_recorder();
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => strata_http::metrics::describe(),
+                Ok(()) => {
+                    strata_http::metrics::recorder_installed();
+                    strata_http::metrics::describe();
+                }
                 Err(_) => tracing::warn!(
                     "GET /metrics is empty: another metrics recorder was installed first"
                 ),
@@ -497,7 +541,8 @@ async fn to_lambda(
     let body = if bytes.is_empty() {
         lambda_http::Body::Empty
     } else {
-        lambda_http::Body::Binary(bytes.to_vec())
+        // No copy when the body arrived as one buffer of its own.
+        lambda_http::Body::Binary(Vec::from(bytes))
     };
     Ok(http::Request::from_parts(parts, body)
         .with_path_parameters(path)

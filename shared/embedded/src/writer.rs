@@ -385,7 +385,10 @@ impl<'a> Staging<'a> {
         let Some(spaces) = self.spaces else {
             return Err(fjall::Error::Poisoned);
         };
-        let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+        // `fdatasync`, not `fsync`: fjall preallocates each journal file (and fsyncs it and its directory
+        // when it creates it), so a batch's data and what is needed to read it back are all this flushes;
+        // the timestamps `fsync` would also write are not needed to recover anything.
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
         for ((space, key), value) in &self.batch {
             let keyspace = spaces.get(*space);
             match value {

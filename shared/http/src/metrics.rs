@@ -17,9 +17,12 @@
 //! series stays bounded.
 
 use crate::Response;
-use metrics::{Label, SharedString};
+use metrics::{Counter, Histogram, Label, SharedString};
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// CloudWatch namespace of the EMF metrics.
@@ -83,25 +86,84 @@ pub fn observe(operation: &'static str, started: Instant, response: &Response) {
 /// Records one answer given outside a handler (the local server's rate limiter), by status and code.
 pub fn record(operation: &'static str, started: Instant, status: u16, code: SharedString) {
     let elapsed = started.elapsed().as_secs_f64();
-    let labels = [
-        Label::from_static_parts("operation", operation),
-        Label::new("status", status_label(status)),
-        Label::new("code", code.clone()),
-    ];
-    metrics::counter!(REQUESTS, labels.iter()).increment(1);
-    metrics::histogram!(DURATION, labels.iter()).record(elapsed);
-    if status == 409 {
-        metrics::counter!(CONFLICTS, labels.iter()).increment(1);
-        match &*code {
-            "insufficient_shares" => {
-                metrics::counter!(INSUFFICIENT_SHARES, labels.iter()).increment(1)
-            }
-            "no_free_slot" => metrics::counter!(SLOT_REFUSALS, labels.iter()).increment(1),
-            _ => {}
+    with_handles(operation, status, code, |handles| {
+        handles.requests.increment(1);
+        handles.duration.record(elapsed);
+        for extra in handles.extra.iter().flatten() {
+            extra.increment(1);
         }
-    } else if status == 429 {
-        metrics::counter!(THROTTLES, labels.iter()).increment(1);
+    });
+}
+
+/// The metric handles of one (operation, status, code): what the recorder gives for each name and those
+/// labels. Resolving them builds a key and looks it up in the recorder's registry, so they are resolved
+/// once per label set and thread, not per answer.
+struct Handles {
+    requests: Counter,
+    duration: Histogram,
+    /// [`CONFLICTS`] for a `409`, and [`INSUFFICIENT_SHARES`] or [`SLOT_REFUSALS`] for those codes;
+    /// [`THROTTLES`] for a `429`.
+    extra: [Option<Counter>; 2],
+}
+
+impl Handles {
+    fn resolve(operation: &'static str, status: u16, code: &SharedString) -> Self {
+        let labels = [
+            Label::from_static_parts("operation", operation),
+            Label::new("status", status_label(status)),
+            Label::new("code", code.clone()),
+        ];
+        let counter = |name: &'static str| metrics::counter!(name, labels.iter());
+        let extra = match (status, &**code) {
+            (409, "insufficient_shares") => {
+                [Some(counter(CONFLICTS)), Some(counter(INSUFFICIENT_SHARES))]
+            }
+            (409, "no_free_slot") => [Some(counter(CONFLICTS)), Some(counter(SLOT_REFUSALS))],
+            (409, _) => [Some(counter(CONFLICTS)), None],
+            (429, _) => [Some(counter(THROTTLES)), None],
+            _ => [None, None],
+        };
+        Self {
+            requests: counter(REQUESTS),
+            duration: metrics::histogram!(DURATION, labels.iter()),
+            extra,
+        }
     }
+}
+
+/// Bumped whenever this process installs a recorder, so that handles resolved before (from no recorder,
+/// which records nothing) are resolved again.
+static RECORDER_GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// Call right after installing a global recorder.
+pub fn recorder_installed() {
+    RECORDER_GENERATION.fetch_add(1, Ordering::Release);
+}
+
+type HandleCache = HashMap<(&'static str, u16, SharedString), Handles>;
+
+thread_local! {
+    static HANDLES: RefCell<(usize, HandleCache)> = RefCell::new((0, HashMap::new()));
+}
+
+fn with_handles(
+    operation: &'static str,
+    status: u16,
+    code: SharedString,
+    f: impl FnOnce(&Handles),
+) {
+    // The label sets are bounded (see the module's comment), so the cache is too.
+    HANDLES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let generation = RECORDER_GENERATION.load(Ordering::Acquire);
+        if cache.0 != generation {
+            *cache = (generation, HashMap::new());
+        }
+        let handles = cache.1.entry((operation, status, code)).or_insert_with_key(
+            |(operation, status, code)| Handles::resolve(operation, *status, code),
+        );
+        f(handles);
+    });
 }
 
 impl ErrorCode {
@@ -176,6 +238,7 @@ pub fn emf() -> Option<&'static metrics_cloudwatch_embedded::Collector> {
             .init()
         {
             Ok(collector) => {
+                recorder_installed();
                 describe();
                 Some(collector)
             }

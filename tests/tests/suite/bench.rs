@@ -101,8 +101,23 @@ async fn every_workload_reports_figures_and_a_plot() {
         if let Some(mix) = mix {
             options.mix = workload.parse_mix(mix).unwrap();
         }
+        if workload == Workload::Line {
+            // Not an HTTP target: the server's metrics are named.
+            assert_eq!(options.metrics, None);
+            options.metrics = Some(server.url("/metrics"));
+        }
         let report = bench::run(options).await.unwrap();
         let json = check_report(&report);
+        // The server's CPU over the measured part, per operation.
+        let cpu = &json["server_cpu"];
+        assert!(
+            cpu["seconds"].as_f64().unwrap() > 0.0,
+            "{name}: {cpu}",
+            name = workload.name()
+        );
+        let per_op = cpu["us_per_op"].as_f64().unwrap();
+        let expected = cpu["seconds"].as_f64().unwrap() * 1e6 / report.operations as f64;
+        assert!((per_op - expected).abs() < 1e-6, "{per_op} {expected}");
         // A mix reports each operation kind it ran.
         let by_operation = json["by_operation"].as_object().unwrap();
         for op in report.parameters.mix.keys() {
@@ -150,6 +165,18 @@ async fn errors_are_counted_by_kind() {
         report.errors
     );
     assert_eq!(report.error_count, report.errors.values().sum::<u64>());
+    // Nor is there a server to read the CPU time of; the report says why.
+    assert_eq!(report.server_cpu.us_per_op, None);
+    assert!(
+        report
+            .server_cpu
+            .unavailable
+            .as_deref()
+            .unwrap()
+            .contains("transport"),
+        "{:?}",
+        report.server_cpu
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +244,7 @@ fn the_command_prints_and_writes_the_report_and_plot() {
     ]);
     assert!(printed.contains("throughput"), "{printed}");
     assert!(printed.contains("p99 "), "{printed}");
+    assert!(printed.contains("µs/op"), "{printed}");
     let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["workload"], "certificates");
     assert!(json["ops_per_s"].as_f64().unwrap() > 0.0);

@@ -368,6 +368,40 @@ async fn metrics_count_every_answer_by_operation_status_and_code() {
     assert_eq!(after.get(&inf), Some(&4.0));
 }
 
+/// The process reports its own CPU time (what `strata bench` turns into CPU per operation), memory and
+/// threads; the CPU time grows with the work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_reports_its_cpu_time_memory_and_threads() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, data.path(), &[]);
+    let client = reqwest::Client::new();
+    let cpu = |samples: &HashMap<Series, f64>| {
+        samples[&("process_cpu_seconds_total".to_owned(), BTreeMap::new())]
+    };
+    let before = scrape(&client, &server).await;
+    for name in [
+        "process_resident_memory_bytes",
+        "process_threads",
+        "process_open_fds",
+    ] {
+        let value = before[&(name.to_owned(), BTreeMap::new())];
+        assert!(value > 0.0, "{name} {value}");
+    }
+    // Enough requests to cost well over the 10 ms resolution of the kernel's CPU accounting.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let r = client.get(server.url("/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let after = scrape(&client, &server).await;
+    assert!(
+        cpu(&after) > cpu(&before) + 0.01,
+        "process_cpu_seconds_total {} → {}",
+        cpu(&before),
+        cpu(&after)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_echoed_and_name_the_log_lines() {
     let dir = tempfile::tempdir().unwrap();
