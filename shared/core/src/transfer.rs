@@ -161,6 +161,22 @@ pub enum Record {
     },
 }
 
+impl From<crate::widgets::Widget> for Record {
+    /// A widget as exported, whichever store it was read from.
+    fn from(w: crate::widgets::Widget) -> Self {
+        Record::Widget {
+            serial: w.serial,
+            name: w.name,
+            ports: w.ports.iter().map(|p| p.as_str()).collect(),
+            associations: w
+                .associations
+                .into_iter()
+                .map(|(p, peer)| (p.as_str().to_owned(), peer))
+                .collect(),
+        }
+    }
+}
+
 impl Record {
     /// The record's `type`.
     pub fn kind(&self) -> &'static str {

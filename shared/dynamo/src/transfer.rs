@@ -426,17 +426,7 @@ impl Transfer for DynamoTransfer {
         }
         if services.contains(&Service::Widgets) {
             for item in self.scan(&self.tables.widgets, None).await? {
-                let w = crate::widgets::decode(&item)?;
-                out.push(Record::Widget {
-                    serial: w.serial,
-                    name: w.name,
-                    ports: w.ports.iter().map(|p| p.as_str()).collect(),
-                    associations: w
-                        .associations
-                        .into_iter()
-                        .map(|(p, peer)| (p.as_str().to_owned(), peer))
-                        .collect(),
-                });
+                out.push(Record::from(crate::widgets::decode(&item)?));
             }
         }
         if services.contains(&Service::Counters) {

@@ -263,17 +263,10 @@ impl Transfer for EmbeddedTransfer {
         if services.contains(&Service::Widgets) {
             for entry in scan(Space::Widgets) {
                 let (serial, value) = entry?;
-                let w = crate::widgets::decode(&text(&serial)?, &value)?;
-                out.push(Record::Widget {
-                    serial: w.serial,
-                    name: w.name,
-                    ports: w.ports.iter().map(|p| p.as_str()).collect(),
-                    associations: w
-                        .associations
-                        .into_iter()
-                        .map(|(p, peer)| (p.as_str().to_owned(), peer))
-                        .collect(),
-                });
+                out.push(Record::from(crate::widgets::decode(
+                    &text(&serial)?,
+                    &value,
+                )?));
             }
         }
         if services.contains(&Service::Counters) {
