@@ -529,24 +529,36 @@ async fn to_lambda(
             })?;
         path.insert(name.to_owned(), decoded.into_owned());
     }
-    let query = query_map(req.uri().query().unwrap_or(""));
+    let query = req.uri().query().map(query_map);
     let (parts, body) = req.into_parts();
-    // One byte over the limit is enough to know the body is too large. A body that does not arrive in
-    // time would hold its connection (and a connection permit) as long as the client likes.
-    let timeout = crate::http_listener::read_timeout();
-    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES + 1))
-        .await
-        .map_err(|_| body_timeout(timeout))?
-        .map_err(|_| body_too_large())?;
-    let body = if bytes.is_empty() {
+    // A request that says it has no body (a GET without `content-length`, `content-length: 0`) has nothing
+    // to wait for: no timer, no collecting.
+    let body = if axum::body::HttpBody::is_end_stream(&body) {
         lambda_http::Body::Empty
     } else {
-        // No copy when the body arrived as one buffer of its own.
-        lambda_http::Body::Binary(Vec::from(bytes))
+        // One byte over the limit is enough to know the body is too large. A body that does not arrive in
+        // time would hold its connection (and a connection permit) as long as the client likes.
+        let timeout = crate::http_listener::read_timeout();
+        let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES + 1))
+            .await
+            .map_err(|_| body_timeout(timeout))?
+            .map_err(|_| body_too_large())?;
+        if bytes.is_empty() {
+            lambda_http::Body::Empty
+        } else {
+            // No copy when the body arrived as one buffer of its own.
+            lambda_http::Body::Binary(Vec::from(bytes))
+        }
     };
-    Ok(http::Request::from_parts(parts, body)
-        .with_path_parameters(path)
-        .with_query_string_parameters(query))
+    let mut req = http::Request::from_parts(parts, body);
+    // Each is an extension, boxed; a handler reads an absent one as empty (`*_ref()` gives `None`).
+    if !path.is_empty() {
+        req = req.with_path_parameters(path);
+    }
+    if let Some(query) = query {
+        req = req.with_query_string_parameters(query);
+    }
+    Ok(req)
 }
 
 /// `408 request_timeout` (the code is what clients match; the kind only picks the status, below).

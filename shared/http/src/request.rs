@@ -7,8 +7,9 @@ use strata_core::Error;
 
 /// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
 pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
-    req.path_parameters()
-        .first(name)
+    // `path_parameters_ref`, not `path_parameters`: that one clones every parameter on each call.
+    req.path_parameters_ref()
+        .and_then(|params| params.first(name))
         .map(str::to_owned)
         .ok_or_else(|| {
             Error::invalid(

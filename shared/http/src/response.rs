@@ -12,7 +12,11 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Response {
     let bytes = serde_json::to_vec(body).expect("response bodies serialize");
     http::Response::builder()
         .status(status)
-        .header(CONTENT_TYPE, "application/json")
+        // A static value: `&str` would be parsed and copied into a new header value on every response.
+        .header(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )
         .body(Body::Text(
             String::from_utf8(bytes).expect("serde_json writes UTF-8"),
         ))
