@@ -8,7 +8,8 @@
 //!   every request with the `/health` body. What the kernel and hyper cost.
 //! - `axum`: the same listener and an axum router with the one route: what routing adds.
 //! - `observed`: that router inside strata's request ids, request span and logging
-//!   ([`strata::server::observed`]), with the log subscriber `strata serve` installs.
+//!   ([`strata::server::observed`]), with the log subscriber `strata serve` installs
+//!   ([`strata::cli::init_logging`]).
 //!
 //! `strata serve`'s `/health` adds the rest: the lambda_http request the handler takes, the deadline, the
 //! handler, the metrics.
@@ -24,7 +25,10 @@ const BODY: &str = r#"{"status":"ok","store":"embedded"}"#;
 
 fn health() -> http::Response<axum::body::Body> {
     http::Response::builder()
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )
         .body(axum::body::Body::from(BODY))
         .expect("a static response")
 }
@@ -35,12 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(rung), Some(address)) = (args.next(), args.next()) else {
         return Err("usage: http_floor hyper|axum|observed ADDRESS".into());
     };
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    strata::cli::init_logging(strata::cli::LogFormat::Text, "info");
     let listener = tokio::net::TcpListener::bind(&address).await?;
     let limits = strata::http_listener::Limits::default();
     let stop = async {

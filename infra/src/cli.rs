@@ -24,7 +24,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -249,19 +249,11 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-/// Parses the command line and runs it.
-#[tokio::main]
-pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
-    // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
-    // lines (fjall recovering each keyspace) would drown them.
-    let quiet = matches!(
-        cli.command,
-        Command::Export(_) | Command::Import(_) | Command::Backup(_)
-    );
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
-    match cli.log_format {
+/// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level).
+pub fn init_logging(format: LogFormat, default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    match format {
         // Colours only for a person at a terminal: escape codes are noise in a log file, and styling every
         // request span's fields was a measurable part of the CPU time of a request.
         LogFormat::Text => tracing_subscriber::fmt()
@@ -273,6 +265,19 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_env_filter(filter)
             .init(),
     }
+}
+
+/// Parses the command line and runs it.
+#[tokio::main]
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
+    // lines (fjall recovering each keyspace) would drown them.
+    let quiet = matches!(
+        cli.command,
+        Command::Export(_) | Command::Import(_) | Command::Backup(_)
+    );
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),

@@ -533,22 +533,22 @@ async fn to_lambda(
     let (parts, body) = req.into_parts();
     // A request that says it has no body (a GET without `content-length`, `content-length: 0`) has nothing
     // to wait for: no timer, no collecting.
-    let body = if axum::body::HttpBody::is_end_stream(&body) {
-        lambda_http::Body::Empty
+    let bytes = if axum::body::HttpBody::is_end_stream(&body) {
+        bytes::Bytes::new()
     } else {
         // One byte over the limit is enough to know the body is too large. A body that does not arrive in
         // time would hold its connection (and a connection permit) as long as the client likes.
         let timeout = crate::http_listener::read_timeout();
-        let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES + 1))
+        tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES + 1))
             .await
             .map_err(|_| body_timeout(timeout))?
-            .map_err(|_| body_too_large())?;
-        if bytes.is_empty() {
-            lambda_http::Body::Empty
-        } else {
-            // No copy when the body arrived as one buffer of its own.
-            lambda_http::Body::Binary(Vec::from(bytes))
-        }
+            .map_err(|_| body_too_large())?
+    };
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        // No copy when the body arrived as one buffer of its own.
+        lambda_http::Body::Binary(Vec::from(bytes))
     };
     let mut req = http::Request::from_parts(parts, body);
     // Each is an extension, boxed; a handler reads an absent one as empty (`*_ref()` gives `None`).
