@@ -4,24 +4,42 @@
 //! `GET /openapi.json`, and the WebSocket upgrade of `GET /kv/ws`) must carry `Authorization: Bearer TOKEN`;
 //! anything else is answered `401 unauthorized` in the contract's error JSON with `www-authenticate: Bearer`,
 //! before any handler runs. A line-protocol connection over TCP must send `AUTH TOKEN` before any other
-//! command (see [`crate::line`]). Tokens are compared in constant time.
+//! command (see [`crate::line`]).
+//!
+//! Guessing is slowed ([`Guesses`]): a client address that sends wrong tokens in quick succession has its
+//! next attempts checked one at a time, on both listeners together, whatever the number of connections.
+//! Tokens are compared as SHA-256 digests in constant time, so neither the bytes nor the length of the
+//! token show in the time taken.
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+// tokio's, which is the system's own outside tests that pause time.
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
-/// Tokens shorter than this are accepted, with a warning at start.
-pub const SHORT_TOKEN_BYTES: usize = 16;
+/// Shortest token accepted, in bytes: 16 random visible characters are about 100 bits.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// The error code of every refusal.
 pub const CODE: &str = "unauthorized";
 
-/// The shared secret. Its `Debug` never shows it.
+/// The error code of an attempt refused unchecked: its address is sending wrong tokens too fast.
+pub const THROTTLED_CODE: &str = "too_many_auth_failures";
+
+/// The shared secret (as its digest), and the record of wrong guesses shared by every listener that
+/// checks it. Its `Debug` shows neither.
 #[derive(Clone)]
-pub struct AuthToken(Arc<[u8]>);
+pub struct AuthToken {
+    digest: [u8; 32],
+    guesses: Arc<Guesses>,
+}
 
 impl std::fmt::Debug for AuthToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,13 +47,24 @@ impl std::fmt::Debug for AuthToken {
     }
 }
 
+/// What an attempt to authenticate comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Wrong,
+    /// Refused without looking at it: the address has more attempts waiting than [`Guesses`] lets
+    /// queue. Retry after this many seconds.
+    Throttled(u64),
+}
+
 impl AuthToken {
-    /// A token is 1 to 4096 visible ASCII characters (no spaces or control characters: it is one word of
+    /// A token is 16 to 4096 visible ASCII characters (no spaces or control characters: it is one word of
     /// an `AUTH` line and the rest of an `Authorization` header).
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() || raw.len() > MAX_TOKEN_BYTES {
+        if !(MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&raw.len()) {
             return Err(format!(
-                "the token must be 1 to {MAX_TOKEN_BYTES} characters, not {}",
+                "the token must be {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} characters, not {} (a short \
+                 one is easy to guess; e.g. head -c 24 /dev/urandom | base64)",
                 raw.len()
             ));
         }
@@ -45,33 +74,202 @@ impl AuthToken {
                     .to_owned(),
             );
         }
-        Ok(Self(raw.as_bytes().into()))
+        Ok(Self {
+            digest: Sha256::digest(raw.as_bytes()).into(),
+            guesses: Arc::default(),
+        })
     }
 
-    /// Whether `candidate` is the token. The time taken depends on the lengths only, never on where the
-    /// bytes first differ.
+    /// Whether `candidate` is the token: digests of equal length compared in constant time.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        bool::from(self.0.as_ref().ct_eq(candidate))
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
+        bool::from(self.digest.ct_eq(&digest))
     }
 
-    /// Shorter than [`SHORT_TOKEN_BYTES`]: guessable.
-    pub fn is_short(&self) -> bool {
-        self.0.len() < SHORT_TOKEN_BYTES
-    }
-
-    /// Whether a request's `Authorization` header is `Bearer <this token>` (the scheme in any case, as
-    /// RFC 9110 has it).
-    pub fn authorizes(&self, headers: &http::HeaderMap) -> bool {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return false;
+    /// Checks an attempt from `client` on `listener` (`http`, `line`): waits its turn first if the address
+    /// is being slowed, and records a wrong one. `None` is an attempt that cannot be right (a malformed
+    /// `Authorization` header): it counts as a wrong one.
+    pub async fn verify(
+        &self,
+        client: Option<IpAddr>,
+        listener: &'static str,
+        candidate: Option<&[u8]>,
+    ) -> Verdict {
+        let turn = match client.map(|ip| self.guesses.admit(ip)) {
+            Some(Err(retry_after)) => {
+                metrics::counter!(FAILURES, "listener" => listener, "outcome" => "refused")
+                    .increment(1);
+                return Verdict::Throttled(retry_after);
+            }
+            Some(Ok(turn)) => turn,
+            None => Turn::default(),
         };
-        let value = value.as_bytes();
+        if !turn.wait.is_zero() {
+            tokio::time::sleep(turn.wait).await;
+        }
+        if candidate.is_some_and(|c| self.matches(c)) {
+            return Verdict::Valid;
+        }
+        metrics::counter!(FAILURES, "listener" => listener, "outcome" => "wrong").increment(1);
+        if let Some(ip) = client {
+            self.guesses.failed(ip, listener, turn);
+        }
+        Verdict::Wrong
+    }
+
+    /// The bearer credentials of a request's `Authorization` header: `None` without the header, `Some(None)`
+    /// if it is not exactly one `Bearer <credentials>` (the scheme in any case, as RFC 9110 has it).
+    pub fn bearer(headers: &http::HeaderMap) -> Option<Option<&[u8]>> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let first = values.next()?;
+        if values.next().is_some() {
+            return Some(None);
+        }
+        let value = first.as_bytes();
         let Some(space) = value.iter().position(|b| *b == b' ') else {
-            return false;
+            return Some(None);
         };
         let (scheme, credentials) = value.split_at(space);
-        scheme.eq_ignore_ascii_case(b"bearer") && self.matches(credentials.trim_ascii())
+        Some(
+            scheme
+                .eq_ignore_ascii_case(b"bearer")
+                .then(|| credentials.trim_ascii()),
+        )
+    }
+
+    /// Whether a request's `Authorization` header is `Bearer <this token>` (no slowing, no record: for
+    /// checks that are not a client's attempt).
+    pub fn authorizes(&self, headers: &http::HeaderMap) -> bool {
+        Self::bearer(headers)
+            .flatten()
+            .is_some_and(|c| self.matches(c))
+    }
+}
+
+/// Wrong tokens counted at `GET /metrics`, by listener and outcome (`wrong`, or `refused` unchecked).
+pub const FAILURES: &str = "strata_auth_failures_total";
+
+/// Wrong tokens an address may send in quick succession before it is slowed.
+pub const GUESS_BURST: u32 = 10;
+/// Once slowed, an address's attempts are checked one per this long (both listeners together).
+pub const GUESS_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest an attempt waits its turn; one that would wait longer is refused unchecked.
+pub const GUESS_MAX_WAIT: Duration = Duration::from_secs(2);
+/// Addresses tracked at once; past it, a new address is not slowed until old ones are forgotten.
+const TRACKED_MAX: usize = 65_536;
+
+/// Wrong tokens per client address (an IPv6 address by its /64, which one client usually holds whole), as
+/// a GCRA schedule: a wrong token moves the address's theoretical arrival time on by [`GUESS_INTERVAL`].
+/// While that time is ahead of the clock, every attempt from the address (right or wrong: which it is
+/// shows only once checked) takes its interval before it is checked, and once the time is more than
+/// [`GUESS_BURST`] intervals ahead, waits until it conforms: attempts on many connections at once are
+/// checked one after another. An address that stops guessing is free again once its schedule has caught
+/// up with the clock.
+#[derive(Debug, Default)]
+pub struct Guesses {
+    by_address: Mutex<HashMap<IpAddr, Schedule>>,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    /// The theoretical arrival time of the address's next attempt.
+    tat: Instant,
+    /// Whether this burst has been logged (one line per burst).
+    logged: bool,
+}
+
+/// An attempt's turn: how long it waits, and whether it has taken its interval already.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Turn {
+    wait: Duration,
+    charged: bool,
+}
+
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl Guesses {
+    const TOLERANCE: Duration = GUESS_INTERVAL.saturating_mul(GUESS_BURST);
+
+    /// The attempt's turn, or the seconds to retry after if it would wait over [`GUESS_MAX_WAIT`].
+    pub fn admit(&self, ip: IpAddr) -> Result<Turn, u64> {
+        let now = Instant::now();
+        let mut by_address = self
+            .by_address
+            .lock()
+            .expect("no panics while holding the lock");
+        let Some(schedule) = by_address.get_mut(&address_key(ip)).filter(|s| s.tat > now) else {
+            // Not guessing lately: nothing to wait for, and only a wrong token is charged.
+            return Ok(Turn::default());
+        };
+        // Guessing lately: every attempt takes its interval before it is checked, so that attempts at
+        // once cannot all pass as one.
+        let next = schedule.tat + GUESS_INTERVAL;
+        let wait = next
+            .checked_sub(Self::TOLERANCE)
+            .map_or(Duration::ZERO, |conforms_at| {
+                conforms_at.saturating_duration_since(now)
+            });
+        if wait > GUESS_MAX_WAIT {
+            return Err(wait.as_secs().max(1));
+        }
+        schedule.tat = next;
+        Ok(Turn {
+            wait,
+            charged: true,
+        })
+    }
+
+    /// Records a wrong token from `ip` (whose turn was `turn`), and logs the first one of a burst that
+    /// slows the address.
+    pub fn failed(&self, ip: IpAddr, listener: &str, turn: Turn) {
+        let now = Instant::now();
+        let key = address_key(ip);
+        let mut by_address = self
+            .by_address
+            .lock()
+            .expect("no panics while holding the lock");
+        if !by_address.contains_key(&key) && by_address.len() >= TRACKED_MAX {
+            by_address.retain(|_, s| s.tat > now);
+            if by_address.len() >= TRACKED_MAX {
+                return;
+            }
+        }
+        let schedule = by_address.entry(key).or_insert(Schedule {
+            tat: now,
+            logged: false,
+        });
+        if schedule.tat <= now {
+            // Caught up with the clock: a new burst.
+            *schedule = Schedule {
+                tat: now,
+                logged: false,
+            };
+        }
+        if !turn.charged {
+            schedule.tat += GUESS_INTERVAL;
+        }
+        if !schedule.logged && schedule.tat > now + Self::TOLERANCE {
+            schedule.logged = true;
+            tracing::warn!(
+                client = %key,
+                listener,
+                "{GUESS_BURST} wrong tokens in quick succession from {key}: its attempts are now checked \
+                 one per {} ms until it stops (counted in {FAILURES})",
+                GUESS_INTERVAL.as_millis()
+            );
+        }
     }
 }
 
@@ -103,6 +301,8 @@ pub fn refusal(headers: &http::HeaderMap) -> &'static str {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-secret-of-24-characters";
+
     fn headers(value: &str) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
         headers.insert(AUTHORIZATION, value.parse().unwrap());
@@ -111,9 +311,10 @@ mod tests {
 
     #[test]
     fn tokens_are_visible_ascii_words() {
-        assert!(AuthToken::parse("s3cr3t-t0ken_~!").is_ok());
+        assert!(AuthToken::parse("s3cr3t-t0ken_~!+").is_ok());
         for bad in [
             "",
+            "fifteen-chars-x",
             "has space",
             "tab\there",
             "é",
@@ -121,34 +322,112 @@ mod tests {
         ] {
             assert!(AuthToken::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(AuthToken::parse("short").unwrap().is_short());
-        assert!(!AuthToken::parse("0123456789abcdef").unwrap().is_short());
         assert_eq!(
-            format!("{:?}", AuthToken::parse("secret").unwrap()),
+            format!("{:?}", AuthToken::parse(SECRET).unwrap()),
             "AuthToken(…)"
         );
     }
 
     #[test]
     fn only_the_bearer_token_itself_authorizes() {
-        let token = AuthToken::parse("secret").unwrap();
-        assert!(token.authorizes(&headers("Bearer secret")));
-        assert!(token.authorizes(&headers("bearer secret")));
-        assert!(token.authorizes(&headers("BEARER  secret ")));
+        let token = AuthToken::parse(SECRET).unwrap();
+        assert!(token.authorizes(&headers(&format!("Bearer {SECRET}"))));
+        assert!(token.authorizes(&headers(&format!("bearer {SECRET}"))));
+        assert!(token.authorizes(&headers(&format!("BEARER  {SECRET} "))));
         for bad in [
-            "Bearer secre",
-            "Bearer secrets",
-            "Bearer",
-            "Bearer ",
-            "secret",
-            "Basic secret",
-            "Bearer SECRET",
+            format!("Bearer {}", &SECRET[1..]),
+            format!("Bearer {SECRET}s"),
+            "Bearer".to_owned(),
+            "Bearer ".to_owned(),
+            SECRET.to_owned(),
+            format!("Basic {SECRET}"),
+            format!("Bearer {}", SECRET.to_uppercase()),
         ] {
-            assert!(!token.authorizes(&headers(bad)), "{bad:?}");
+            assert!(!token.authorizes(&headers(&bad)), "{bad:?}");
         }
         assert!(!token.authorizes(&http::HeaderMap::new()));
-        let mut twice = headers("Bearer secret");
-        twice.append(AUTHORIZATION, "Bearer secret".parse().unwrap());
+        let mut twice = headers(&format!("Bearer {SECRET}"));
+        twice.append(AUTHORIZATION, format!("Bearer {SECRET}").parse().unwrap());
         assert!(!token.authorizes(&twice), "two Authorization headers");
+    }
+
+    /// A burst of wrong tokens, then every attempt from the address waits its turn, one per interval,
+    /// however many arrive at once; past the longest wait they are refused unchecked. Other addresses are
+    /// not slowed.
+    #[tokio::test(start_paused = true)]
+    async fn wrong_tokens_slow_their_address_down() {
+        let token = AuthToken::parse(SECRET).unwrap();
+        let guesser = Some(IpAddr::from([10, 0, 0, 1]));
+        let started = tokio::time::Instant::now();
+        for _ in 0..GUESS_BURST {
+            assert_eq!(
+                token.verify(guesser, "http", Some(b"nope")).await,
+                Verdict::Wrong
+            );
+        }
+        assert!(
+            started.elapsed() < GUESS_INTERVAL,
+            "the burst is not slowed"
+        );
+        // Concurrent attempts are checked one after another.
+        let verdicts = all(&token, guesser, 5).await;
+        assert!(
+            verdicts.iter().all(|v| *v == Verdict::Wrong),
+            "{verdicts:?}"
+        );
+        assert!(
+            started.elapsed() >= GUESS_INTERVAL * 5,
+            "{:?}",
+            started.elapsed()
+        );
+        // The right token from the slowed address waits its turn too, then passes.
+        let before = tokio::time::Instant::now();
+        assert_eq!(
+            token.verify(guesser, "http", Some(SECRET.as_bytes())).await,
+            Verdict::Valid
+        );
+        assert!(before.elapsed() >= GUESS_INTERVAL);
+        // Too many waiting: refused unchecked.
+        let verdicts = all(&token, guesser, 20).await;
+        assert!(
+            verdicts.iter().any(|v| matches!(v, Verdict::Throttled(_))),
+            "{verdicts:?}"
+        );
+        // Another address is not slowed; the guesser is forgiven once it stops.
+        let other = Some(IpAddr::from([10, 0, 0, 2]));
+        let before = tokio::time::Instant::now();
+        assert_eq!(
+            token.verify(other, "http", Some(SECRET.as_bytes())).await,
+            Verdict::Valid
+        );
+        assert!(before.elapsed().is_zero());
+        tokio::time::sleep(GUESS_MAX_WAIT + GUESS_INTERVAL * (GUESS_BURST + 30)).await;
+        let before = tokio::time::Instant::now();
+        assert_eq!(
+            token.verify(guesser, "http", Some(b"nope")).await,
+            Verdict::Wrong
+        );
+        assert!(before.elapsed().is_zero());
+    }
+
+    /// `n` wrong attempts from `client` at once.
+    async fn all(token: &AuthToken, client: Option<IpAddr>, n: usize) -> Vec<Verdict> {
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let token = token.clone();
+            attempts.spawn(async move { token.verify(client, "line", Some(b"nope")).await });
+        }
+        attempts.join_all().await
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(address_key(mapped), IpAddr::from([127, 0, 0, 1]));
     }
 }

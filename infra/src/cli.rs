@@ -165,6 +165,27 @@ struct Serve {
     /// every line-protocol connection. Visible ASCII, 1 to 4096 characters; use a long random one.
     #[arg(long, env = "STRATA_AUTH_TOKEN", hide_env_values = true, value_parser = crate::auth::AuthToken::parse)]
     auth_token: Option<crate::auth::AuthToken>,
+    /// A host name the HTTP API also answers to (repeatable), such as a reverse proxy's. Requests whose
+    /// `Host` or `Origin` names anything but the listen address or `localhost` are refused (403): that is
+    /// how a web page would reach the server.
+    #[arg(long = "allow-host", value_name = "NAME", value_parser = parse_host_name)]
+    allow_hosts: Vec<String>,
+}
+
+/// A host name for `--allow-host`: a DNS name, without scheme, port or path.
+fn parse_host_name(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 253
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "expected a host name such as strata.example.com (no scheme, port or path), not {raw:?}"
+        ))
+    }
 }
 
 /// The warning for listening beyond this machine with no token: anyone who can reach the address can
@@ -343,12 +364,6 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     {
         tracing::warn!("{warning}");
     }
-    if args.auth_token.as_ref().is_some_and(|t| t.is_short()) {
-        tracing::warn!(
-            "the --auth-token is shorter than {} characters: easy to guess",
-            crate::auth::SHORT_TOKEN_BYTES
-        );
-    }
     let max_connections = args.max_connections;
     crate::http_listener::raise_file_limit(max_connections + args.max_line_connections);
     let settings = settings(&args)?;
@@ -399,6 +414,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let allowed = crate::browser::Allowed::new(listener.local_addr()?, &args.allow_hosts);
     tracing::info!(
         http = %listener.local_addr()?,
         line = %args.line_listen,
@@ -427,6 +443,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             rate_limit: args.rate_limit,
             auth_token: args.auth_token,
             export,
+            allowed: Some(allowed),
         },
     );
     crate::http_listener::serve(
@@ -534,7 +551,7 @@ mod tests {
     #[test]
     fn beyond_loopback_without_a_token_is_warned_about() {
         let at = |s: &str| s.parse().unwrap();
-        let token = crate::auth::AuthToken::parse("secret").unwrap();
+        let token = crate::auth::AuthToken::parse("a-secret-of-24-characters").unwrap();
         assert_eq!(
             exposure_warning(at("127.0.0.1:3000"), at("[::1]:9888"), None),
             None

@@ -9,6 +9,8 @@
 //!   headers and body, idle keep-alive connections closed, a bounded drain on shutdown.
 //! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP
 //!   request, `AUTH` first on the line protocol, compared in constant time.
+//! - [`browser`]: what keeps web pages out: a foreign `Host` or `Origin`, a body that is not JSON where
+//!   JSON is read.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API: [`openapi::generate`] builds it from the route
 //!   table (each route's operation function) and the handlers' body types; `infra/openapi.json` is its
@@ -26,6 +28,7 @@
 //!   hidden `strata generate template|openapi`); `main.rs` only calls it.
 
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod dynamodb_local;
 pub mod generate;

@@ -15,6 +15,7 @@
 //! command; a WebSocket is authenticated by its upgrade's `Authorization: Bearer` header instead.
 
 use crate::auth::AuthToken;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -34,6 +35,29 @@ pub const MAX_AUTH_FAILURES: u32 = 3;
 /// The reply to a command before a successful `AUTH`.
 pub const AUTH_REQUIRED: &str = "Authentication required: send AUTH <token> first";
 
+/// The reply, before closing, to `AUTH` from an address that sends wrong tokens too fast.
+pub const AUTH_THROTTLED: &str =
+    "Too many wrong tokens from this address; closing the connection (retry later)";
+
+/// The reply, before closing, to a connection whose first line is an HTTP request.
+pub const HTTP_ON_LINE_PORT: &str =
+    "This is the key/value line protocol, not HTTP; closing the connection";
+
+/// `METHOD target HTTP/version`: what a browser (or any HTTP client) sends first.
+fn is_http_request_line(text: &str) -> bool {
+    let mut words = text.split_ascii_whitespace();
+    let (Some(method), Some(_target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_uppercase())
+        && version
+            .strip_prefix("HTTP/")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+}
+
 /// The `AUTH <token>` command of one connection, handled before the session sees a line:
 ///
 /// - with a token configured, every other command before a successful `AUTH` is refused
@@ -43,11 +67,18 @@ pub const AUTH_REQUIRED: &str = "Authentication required: send AUTH <token> firs
 ///   connection authenticated);
 /// - without a token, `AUTH` answers an `Error` saying so (like Redis without a password), so that a
 ///   client that expected a protected server notices it is not; every other command runs.
+///
+/// It also closes a TCP connection whose first line is an HTTP request line (`POST / HTTP/1.1`): a web
+/// page's request sent to the line port, whose body would otherwise run as commands (as Redis does).
 #[derive(Debug)]
 pub struct Gate {
     token: Option<AuthToken>,
     authenticated: bool,
     failures: u32,
+    /// The client's address, whose wrong tokens are slowed with those of its HTTP requests.
+    client: Option<std::net::IpAddr>,
+    /// No line has been seen yet (blank ones aside).
+    first: bool,
 }
 
 /// What the gate makes of a line.
@@ -62,26 +93,42 @@ pub enum Gated {
 }
 
 impl Gate {
-    /// A TCP connection: unauthenticated until `AUTH` if there is a token.
-    pub fn new(token: Option<AuthToken>) -> Self {
+    /// A TCP connection from `client`: unauthenticated until `AUTH` if there is a token.
+    pub fn new(token: Option<AuthToken>, client: Option<std::net::IpAddr>) -> Self {
         Self {
             authenticated: token.is_none(),
             token,
             failures: 0,
+            client,
+            first: true,
         }
     }
 
-    /// A connection authenticated already (a WebSocket whose upgrade carried the bearer token).
+    /// A connection authenticated already (a WebSocket whose upgrade carried the bearer token). It spoke
+    /// HTTP to get here, so its lines are not checked for it.
     pub fn authenticated(token: Option<AuthToken>) -> Self {
         Self {
             token,
             authenticated: true,
             failures: 0,
+            client: None,
+            first: false,
         }
     }
 
-    pub fn check(&mut self, text: &str) -> Gated {
+    pub async fn check(&mut self, text: &str) -> Gated {
         let text = text.strip_suffix('\r').unwrap_or(text).trim();
+        if self.first && !text.is_empty() {
+            self.first = false;
+            if is_http_request_line(text) {
+                tracing::warn!(
+                    client = ?self.client,
+                    "a line-protocol connection began with an HTTP request (a web page's, or a client \
+                     on the wrong port); closed"
+                );
+                return Gated::Close(line::error(HTTP_ON_LINE_PORT));
+            }
+        }
         let (word, rest) = match text.find(char::is_whitespace) {
             Some(end) => (&text[..end], text[end..].trim()),
             None => (text, ""),
@@ -103,10 +150,19 @@ impl Gate {
         if rest.is_empty() || rest.contains(char::is_whitespace) {
             return Gated::Reply(Some(line::error("Usage: AUTH token")));
         }
-        if token.matches(rest.as_bytes()) {
-            self.authenticated = true;
-            self.failures = 0;
-            return Gated::Reply(Some(line::ok()));
+        match token
+            .verify(self.client, "line", Some(rest.as_bytes()))
+            .await
+        {
+            crate::auth::Verdict::Valid => {
+                self.authenticated = true;
+                self.failures = 0;
+                return Gated::Reply(Some(line::ok()));
+            }
+            crate::auth::Verdict::Throttled(_) => {
+                return Gated::Close(line::error(AUTH_THROTTLED));
+            }
+            crate::auth::Verdict::Wrong => {}
         }
         self.failures += 1;
         if self.failures >= MAX_AUTH_FAILURES {
@@ -158,14 +214,14 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, client)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         // A fresh socket's send buffer is empty: this short line fits without blocking.
                         let _ = stream.try_write(refusal.as_bytes());
                         continue;
                     };
                     let stores = stores.clone();
-                    let gate = Gate::new(token.clone());
+                    let gate = Gate::new(token.clone(), Some(client.ip()));
                     tokio::spawn(async move {
                         if let Err(e) = connection(stream, &stores, gate, limits.idle_timeout).await {
                             tracing::debug!(error = %e, "line connection ended with an error");
@@ -241,7 +297,7 @@ async fn talk(
             };
             let reply = match decoded {
                 Ok(None) => break,
-                Ok(Some(text)) => match gate.check(&text) {
+                Ok(Some(text)) => match gate.check(&text).await {
                     Gated::Pass => session.execute(stores, &text).await,
                     Gated::Reply(reply) => reply,
                     Gated::Close(reply) => {
@@ -311,11 +367,28 @@ async fn write(
 /// takes no more than `POST /kv/commands` does). A longer one is refused as soon as its frame header
 /// (or the fragment that passes the limit) arrives, before its bytes are buffered: the socket is closed
 /// with code 1009 (message too big), the open transaction rolled back.
+///
+/// A request that is not a WebSocket upgrade gets `400 not_a_websocket` in the contract's error JSON.
 pub async fn websocket(
     stores: Arc<Stores>,
     token: Option<AuthToken>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> axum::response::Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return crate::server::to_axum(strata_http::response::error(
+                &strata_core::Error::invalid(
+                    "not_a_websocket",
+                    format!(
+                        "GET /kv/ws is the line protocol over a WebSocket, and this request is not an \
+                         upgrade to one: {}",
+                        rejection.body_text()
+                    ),
+                ),
+            ));
+        }
+    };
     upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
@@ -359,7 +432,7 @@ async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>, mut gate: Gate) 
             _ => continue,
         };
         let reply = match text {
-            Ok(text) => match gate.check(text) {
+            Ok(text) => match gate.check(text).await {
                 Gated::Pass => session.execute(&stores, text).await,
                 Gated::Reply(reply) => reply,
                 Gated::Close(reply) => {
@@ -388,54 +461,89 @@ async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>, mut gate: Gate) 
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-secret-of-24-characters";
+
     fn token() -> Option<AuthToken> {
-        Some(AuthToken::parse("secret").unwrap())
+        Some(AuthToken::parse(SECRET).unwrap())
     }
 
     fn error(message: &str) -> Gated {
         Gated::Reply(Some(line::error(message)))
     }
 
-    #[test]
-    fn with_a_token_nothing_passes_before_auth() {
-        let mut gate = Gate::new(token());
-        assert_eq!(gate.check("GET a"), error(AUTH_REQUIRED));
-        assert_eq!(gate.check("PUT a 1\r"), error(AUTH_REQUIRED));
-        assert_eq!(gate.check("  "), Gated::Reply(None));
-        assert_eq!(gate.check("AUTH"), error("Usage: AUTH token"));
-        assert_eq!(gate.check("AUTH a b"), error("Usage: AUTH token"));
-        assert_eq!(gate.check("auth secret\r"), Gated::Reply(Some(line::ok())));
-        assert_eq!(gate.check("GET a"), Gated::Pass);
+    #[tokio::test]
+    async fn with_a_token_nothing_passes_before_auth() {
+        let mut gate = Gate::new(token(), None);
+        assert_eq!(gate.check("GET a").await, error(AUTH_REQUIRED));
+        assert_eq!(gate.check("PUT a 1\r").await, error(AUTH_REQUIRED));
+        assert_eq!(gate.check("  ").await, Gated::Reply(None));
+        assert_eq!(gate.check("AUTH").await, error("Usage: AUTH token"));
+        assert_eq!(gate.check("AUTH a b").await, error("Usage: AUTH token"));
+        assert_eq!(
+            gate.check(&format!("auth {SECRET}\r")).await,
+            Gated::Reply(Some(line::ok()))
+        );
+        assert_eq!(gate.check("GET a").await, Gated::Pass);
         // A wrong token later leaves the connection authenticated.
         assert_eq!(
-            gate.check("AUTH nope"),
+            gate.check("AUTH nope").await,
             error("Authentication failed: wrong token")
         );
-        assert_eq!(gate.check("GET a"), Gated::Pass);
+        assert_eq!(gate.check("GET a").await, Gated::Pass);
     }
 
-    #[test]
-    fn the_third_wrong_token_closes_the_connection() {
-        let mut gate = Gate::new(token());
+    #[tokio::test]
+    async fn the_third_wrong_token_closes_the_connection() {
+        let mut gate = Gate::new(token(), None);
         for _ in 1..MAX_AUTH_FAILURES {
             assert_eq!(
-                gate.check("AUTH secre"),
+                gate.check("AUTH secre").await,
                 error("Authentication failed: wrong token")
             );
         }
-        assert!(matches!(gate.check("AUTH secrets"), Gated::Close(_)));
+        assert!(matches!(gate.check("AUTH secrets").await, Gated::Close(_)));
     }
 
-    #[test]
-    fn without_a_token_auth_says_so_and_everything_passes() {
-        let mut gate = Gate::new(None);
-        assert_eq!(gate.check("GET a"), Gated::Pass);
+    #[tokio::test]
+    async fn without_a_token_auth_says_so_and_everything_passes() {
+        let mut gate = Gate::new(None, None);
+        assert_eq!(gate.check("GET a").await, Gated::Pass);
         assert!(
-            matches!(gate.check("AUTH x"), Gated::Reply(Some(r)) if r.contains("No authentication"))
+            matches!(gate.check("AUTH x").await, Gated::Reply(Some(r)) if r.contains("No authentication"))
         );
-        assert_eq!(gate.check("AUTHOR"), Gated::Pass);
+        assert_eq!(gate.check("AUTHOR").await, Gated::Pass);
         let mut gate = Gate::authenticated(token());
-        assert_eq!(gate.check("GET a"), Gated::Pass);
-        assert_eq!(gate.check("AUTH secret"), Gated::Reply(Some(line::ok())));
+        assert_eq!(gate.check("GET a").await, Gated::Pass);
+        assert_eq!(
+            gate.check(&format!("AUTH {SECRET}")).await,
+            Gated::Reply(Some(line::ok()))
+        );
+    }
+
+    /// A web page's request sent to the line port closes the connection at its first line, before its
+    /// body's lines could run as commands; the same words later on are commands like any other.
+    #[tokio::test]
+    async fn a_first_line_in_http_closes_the_connection() {
+        for first in ["POST / HTTP/1.1", "GET /kv HTTP/1.0\r", "OPTIONS * HTTP/2"] {
+            let mut gate = Gate::new(None, None);
+            assert_eq!(gate.check("").await, Gated::Pass);
+            assert_eq!(
+                gate.check(first).await,
+                Gated::Close(line::error(HTTP_ON_LINE_PORT)),
+                "{first}"
+            );
+        }
+        let mut gate = Gate::new(None, None);
+        assert_eq!(gate.check("GET a").await, Gated::Pass);
+        assert_eq!(gate.check("PUT /x HTTP/1.1").await, Gated::Pass);
+        for not_http in [
+            "PUT a HTTP/1.1 x",
+            "GET a",
+            "put /x HTTP/1.1",
+            "PUT a HTTP/",
+        ] {
+            let mut gate = Gate::new(None, None);
+            assert_eq!(gate.check(not_http).await, Gated::Pass, "{not_http}");
+        }
     }
 }

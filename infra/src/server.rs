@@ -207,6 +207,9 @@ pub struct Options {
     pub auth_token: Option<crate::auth::AuthToken>,
     /// Serves `GET /admin/export` from this store when set.
     pub export: Option<crate::transfer::ExportPort>,
+    /// The addresses and names the server answers to; with them, what a web page sends is refused
+    /// ([`crate::browser`]). `strata serve` always sets it.
+    pub allowed: Option<crate::browser::Allowed>,
 }
 
 /// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
@@ -224,7 +227,55 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     if let Some(token) = &options.auth_token {
         router = authenticated(router, token.clone());
     }
+    if let Some(allowed) = &options.allowed {
+        router = guarded(router, allowed.clone());
+    }
     observed(router)
+}
+
+/// Refuses what only a web page would send ([`crate::browser`]): a foreign `Host` or `Origin`, a body
+/// that is not JSON on an operation that reads JSON. Outside the token check, so a page learns nothing
+/// from it either. Also answers `HEAD` as API Gateway does: no operation has it (`404 route_not_found`),
+/// where axum would run the `GET` handler. Apply it after every route is added.
+pub fn guarded(router: axum::Router, allowed: crate::browser::Allowed) -> axum::Router {
+    let allowed = Arc::new(allowed);
+    let json = crate::browser::json_operations();
+    router.layer(axum::middleware::from_fn(move |req, next| {
+        guard(allowed.clone(), json.clone(), req, next)
+    }))
+}
+
+async fn guard(
+    allowed: Arc<crate::browser::Allowed>,
+    json: Arc<crate::browser::JsonOperations>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = req.headers();
+    if let Err(e) = allowed
+        .check_host(headers)
+        .and_then(|()| allowed.check_origin(headers))
+    {
+        tracing::warn!(code = %e.code, "refused a request a web page sent: {}", e.message);
+        return to_axum(error(&e));
+    }
+    if req.method() == Method::HEAD {
+        return to_axum(error(&strata_api::system::route_not_found(
+            req.method(),
+            req.uri().path(),
+        )));
+    }
+    let reads_json = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|path| json.contains(path.as_str(), req.method()));
+    if reads_json
+        && !axum::body::HttpBody::is_end_stream(req.body())
+        && !crate::browser::is_json(headers)
+    {
+        return to_axum(error(&crate::browser::unsupported_media_type(headers)));
+    }
+    next.run(req).await
 }
 
 /// `--auth-token`: every request, on every route (the fallback too), needs `Authorization: Bearer TOKEN`;
@@ -253,12 +304,23 @@ async fn check_token(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if token.authorizes(req.headers()) {
+    let started = std::time::Instant::now();
+    // A request without the header is no guess: refused at once, nothing recorded.
+    let verdict = match crate::auth::AuthToken::bearer(req.headers()) {
+        None => crate::auth::Verdict::Wrong,
+        Some(candidate) => {
+            let client = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip());
+            token.verify(client, "http", candidate).await
+        }
+    };
+    if verdict == crate::auth::Verdict::Valid {
         // For `/kv/ws`, whose `AUTH` command checks the same token.
         req.extensions_mut().insert(token);
         return next.run(req).await;
     }
-    let started = std::time::Instant::now();
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -275,14 +337,23 @@ async fn check_token(
         },
         None => Some(crate::routes::FALLBACK.function),
     };
-    let response = crate::auth::unauthorized(crate::auth::refusal(req.headers()));
+    let response = match verdict {
+        crate::auth::Verdict::Throttled(retry_after) => to_axum(error(
+            &Error::new(
+                strata_core::Kind::Throttled,
+                crate::auth::THROTTLED_CODE,
+                "too many wrong tokens from this address; its attempts are slowed, retry later",
+            )
+            .retry_after(retry_after),
+        )),
+        _ => crate::auth::unauthorized(crate::auth::refusal(req.headers())),
+    };
+    let code = match verdict {
+        crate::auth::Verdict::Throttled(_) => crate::auth::THROTTLED_CODE,
+        _ => crate::auth::CODE,
+    };
     if let Some(operation) = operation {
-        strata_http::metrics::record(
-            operation,
-            started,
-            response.status().as_u16(),
-            crate::auth::CODE.into(),
-        );
+        strata_http::metrics::record(operation, started, response.status().as_u16(), code.into());
     }
     response
 }

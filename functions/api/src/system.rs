@@ -45,10 +45,15 @@ pub async fn health(stores: &Stores, _req: Request) -> Response {
 
 /// Any request no route matches → `404 route_not_found`.
 pub async fn not_found(_stores: &Stores, req: Request) -> Response {
-    error(&Error::not_found(
+    error(&route_not_found(req.method(), req.uri().path()))
+}
+
+/// The error of a request no route matches.
+pub fn route_not_found(method: &http::Method, path: &str) -> Error {
+    Error::not_found(
         "route_not_found",
-        format!("no route for {} {}", req.method(), req.uri().path()),
-    ))
+        format!("no route for {method} {}", strata_core::error::prefix(path)),
+    )
 }
 
 /// The OpenAPI operation of [`health`].

@@ -296,7 +296,10 @@ pub async fn get(stores: &Stores, req: Request) -> Response {
             let raw = path_param(&req, "id")?;
             let id = CertificateId::parse(&raw)?;
             let certificate = stores.ledger.get_certificate(&id).await?.ok_or_else(|| {
-                Error::not_found("certificate_not_found", format!("no certificate {raw:?}"))
+                Error::not_found(
+                    "certificate_not_found",
+                    format!("no certificate {}", strata_core::error::quote(&raw)),
+                )
             })?;
             Ok(json(StatusCode::OK, &CertificateBody::from(&certificate)))
         }

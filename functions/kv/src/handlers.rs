@@ -104,7 +104,10 @@ pub fn key(req: &Request) -> Result<Key, Error> {
 pub fn key_not_found(key: &Key) -> Error {
     Error::not_found(
         "key_not_found",
-        format!("no value is stored under key {:?}", key.as_str()),
+        format!(
+            "no value is stored under key {}",
+            strata_core::error::quote(key.as_str())
+        ),
     )
 }
 

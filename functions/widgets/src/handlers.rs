@@ -215,7 +215,10 @@ fn port_field(raw: &str) -> Result<Port, Error> {
     Port::parse(raw).ok_or_else(|| {
         Error::invalid_field(
             "port",
-            format!("`port` is \"P\", \"R\" or \"Q\", not {raw:?}"),
+            format!(
+                "`port` is \"P\", \"R\" or \"Q\", not {}",
+                strata_core::error::quote(raw)
+            ),
         )
     })
 }

@@ -28,7 +28,10 @@ impl ClassCode {
         } else {
             Err(Error::invalid(
                 "invalid_class",
-                format!("a share class code is 1 to 8 letters A-Z, not {raw:?}"),
+                format!(
+                    "a share class code is 1 to 8 letters A-Z, not {}",
+                    crate::error::quote(raw)
+                ),
             )
             .with("field", "class"))
         }
@@ -49,8 +52,12 @@ pub struct CertificateId {
 impl CertificateId {
     /// Anything that is not an id we could have issued is an unknown certificate (`404`).
     pub fn parse(raw: &str) -> Result<Self, Error> {
-        let unknown =
-            || Error::not_found("certificate_not_found", format!("no certificate {raw:?}"));
+        let unknown = || {
+            Error::not_found(
+                "certificate_not_found",
+                format!("no certificate {}", crate::error::quote(raw)),
+            )
+        };
         let (class, number) = raw.split_once('-').ok_or_else(unknown)?;
         let class = ClassCode::parse(class).map_err(|_| unknown())?;
         if number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {

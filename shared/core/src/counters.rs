@@ -92,8 +92,8 @@ pub fn overflow(key: &CounterKey, room: u64, value: u64) -> Error {
     Error::conflict(
         "overflow",
         format!(
-            "counter {:?} cannot take {value} more: its total would pass {MAX_TOTAL}",
-            key.as_str()
+            "counter {} cannot take {value} more: its total would pass {MAX_TOTAL}",
+            crate::error::quote(key.as_str())
         ),
     )
     .with("room", room)
@@ -102,7 +102,7 @@ pub fn overflow(key: &CounterKey, room: u64, value: u64) -> Error {
 pub fn not_found(key: &str) -> Error {
     Error::not_found(
         "counter_not_found",
-        format!("counter {key:?} was never incremented"),
+        format!("counter {} was never incremented", crate::error::quote(key)),
     )
 }
 

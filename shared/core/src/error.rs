@@ -8,12 +8,16 @@ use std::borrow::Cow;
 pub enum Kind {
     /// Malformed or invalid input (400).
     Invalid,
+    /// The caller may not make this request here (403): the local server's refusal of a web page.
+    Forbidden,
     /// The thing named does not exist (404).
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
     /// The request or one of its parts is too large (413).
     TooLarge,
+    /// The body's media type is not one the operation reads (415).
+    UnsupportedMediaType,
     /// An idempotency key was reused with a different request (422).
     IdempotencyMismatch,
     /// The client is over its rate limit (429).
@@ -105,9 +109,41 @@ impl Error {
     }
 }
 
+/// Characters of a client's value an error message quotes at most (CONTRACT.md, Errors): a message says
+/// which value was refused without sending a large one back (and, with an `Idempotency-Key`, without
+/// keeping it for the retention).
+pub const QUOTE_CHARS: usize = 64;
+
+/// A client's value as an error message quotes it: in double quotes with Rust's escapes, cut to its first
+/// [`QUOTE_CHARS`] characters and `…` when longer.
+pub fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{raw:?}"),
+        Some((end, _)) => format!("{:?}…", &raw[..end]),
+    }
+}
+
+/// A client's value shown without quotes (a path), cut as [`quote`] cuts it.
+pub fn prefix(raw: &str) -> std::borrow::Cow<'_, str> {
+    match raw.char_indices().nth(QUOTE_CHARS) {
+        None => raw.into(),
+        Some((end, _)) => format!("{}…", &raw[..end]).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_quoted_by_a_short_prefix() {
+        assert_eq!(quote("greeting"), "\"greeting\"");
+        let exact = "é".repeat(QUOTE_CHARS);
+        assert_eq!(quote(&exact), format!("{exact:?}"));
+        let long = "é".repeat(QUOTE_CHARS + 1);
+        assert_eq!(quote(&long), format!("{exact:?}…"));
+        assert!(quote(&"x".repeat(1 << 20)).len() < 2 * QUOTE_CHARS);
+    }
 
     #[test]
     fn extra_fields_are_kept_in_order_given() {

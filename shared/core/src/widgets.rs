@@ -6,6 +6,7 @@
 //! and duplicate conditions; embedded: one writer command), so there are no locks to order and no deadlock.
 
 use crate::Error;
+use crate::error::quote;
 use async_trait::async_trait;
 
 /// Longest serial number, in bytes.
@@ -85,7 +86,7 @@ pub fn parse_ports(raw: &[String]) -> Result<Vec<Port>, Error> {
             Port::parse(p).ok_or_else(|| {
                 Error::invalid_field(
                     "ports",
-                    format!("a port is \"P\", \"R\" or \"Q\", not {p:?}"),
+                    format!("a port is \"P\", \"R\" or \"Q\", not {}", quote(p)),
                 )
             })
         })
@@ -133,14 +134,14 @@ impl Widget {
 }
 
 pub fn widget_not_found(serial: &str) -> Error {
-    Error::not_found("widget_not_found", format!("no widget {serial:?}"))
+    Error::not_found("widget_not_found", format!("no widget {}", quote(serial)))
         .with("serial_number", serial)
 }
 
 pub fn duplicate_serial(serial: &str) -> Error {
     Error::conflict(
         "duplicate_serial_number",
-        format!("a widget {serial:?} exists already"),
+        format!("a widget {} exists already", quote(serial)),
     )
     .with("serial_number", serial)
 }
@@ -152,7 +153,11 @@ pub fn self_association() -> Error {
 pub fn no_free_slot(serial: &str, port: Port) -> Error {
     Error::conflict(
         "no_free_slot",
-        format!("widget {serial:?} has no free {} slot", port.as_str()),
+        format!(
+            "widget {} has no free {} slot",
+            quote(serial),
+            port.as_str()
+        ),
     )
     .with("serial_number", serial)
     .with("port", port.as_str())
@@ -162,7 +167,9 @@ pub fn already_associated(serial: &str, peer: &str, port: Port) -> Error {
     Error::conflict(
         "already_associated",
         format!(
-            "{serial:?} and {peer:?} are associated on {} already",
+            "{} and {} are associated on {} already",
+            quote(serial),
+            quote(peer),
             port.as_str()
         ),
     )
@@ -172,7 +179,9 @@ pub fn association_not_found(serial: &str, peer: &str, port: Port) -> Error {
     Error::not_found(
         "association_not_found",
         format!(
-            "{serial:?} and {peer:?} are not associated on {}",
+            "{} and {} are not associated on {}",
+            quote(serial),
+            quote(peer),
             port.as_str()
         ),
     )

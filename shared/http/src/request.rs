@@ -4,6 +4,7 @@ use crate::{MAX_BODY_BYTES, Request};
 use lambda_http::RequestExt;
 use serde_json::{Map, Value};
 use strata_core::Error;
+use strata_core::error::quote;
 
 /// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
 pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
@@ -67,7 +68,8 @@ pub fn query_integer(
             _ => Err(Error::invalid_field(
                 name,
                 format!(
-                    "query parameter `{name}` must be an integer from {min} to {max}, not {raw:?}"
+                    "query parameter `{name}` must be an integer from {min} to {max}, not {}",
+                    quote(raw)
                 ),
             )),
         },
@@ -111,8 +113,28 @@ impl Object {
             Some(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(Error::invalid_field(
                 field,
-                format!("`{field}` must be an integer from {min} to {max}, not {value}"),
+                format!(
+                    "`{field}` must be an integer from {min} to {max}, not {}",
+                    quoted_json(value)
+                ),
             )),
+        }
+    }
+}
+
+/// A JSON value as an error message shows it: a string quoted by [`quote`], anything else as JSON cut the
+/// same way.
+fn quoted_json(value: &Value) -> String {
+    match value {
+        Value::String(s) => quote(s),
+        other => {
+            let json = other.to_string();
+            let quoted = quote(&json);
+            // `quote` adds Rust's quotes; a number or `null` reads better without them.
+            match quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+                Some(plain) if json.len() <= strata_core::error::QUOTE_CHARS => plain.to_owned(),
+                _ => quoted,
+            }
         }
     }
 }

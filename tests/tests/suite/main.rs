@@ -26,6 +26,7 @@ mod openapi;
 mod retention_dynamodb;
 mod routes;
 mod store_faults;
+mod strangers;
 mod template;
 mod transfer;
 mod widgets_contract;

@@ -126,7 +126,10 @@ impl TxId {
 pub fn not_found(id: &str) -> Error {
     Error::not_found(
         "transaction_not_found",
-        format!("no open transaction {id:?} (unknown, committed, rolled back or expired)"),
+        format!(
+            "no open transaction {} (unknown, committed, rolled back or expired)",
+            crate::error::quote(id)
+        ),
     )
 }
 
@@ -135,8 +138,8 @@ pub fn conflict(key: &Key) -> Error {
     Error::conflict(
         "conflict",
         format!(
-            "key {:?} changed after this transaction read it; the transaction is over",
-            key.as_str()
+            "key {} changed after this transaction read it; the transaction is over",
+            crate::error::quote(key.as_str())
         ),
     )
     .with("key", key.as_str())
