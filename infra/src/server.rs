@@ -224,6 +224,9 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     if let Some(export) = &options.export {
         router = crate::transfer::with_export(router, export);
     }
+    if options.allowed.is_some() {
+        router = as_on_aws(router);
+    }
     if let Some(token) = &options.auth_token {
         router = authenticated(router, token.clone());
     }
@@ -233,32 +236,47 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     observed(router)
 }
 
-/// Refuses what only a web page would send ([`crate::browser`]): a foreign `Host` or `Origin`, a body
-/// that is not JSON on an operation that reads JSON. Outside the token check, so a page learns nothing
-/// from it either. Also answers `HEAD` as API Gateway does: no operation has it (`404 route_not_found`),
-/// where axum would run the `GET` handler. Apply it after every route is added.
+/// Refuses a request a web page sent ([`crate::browser`]): a foreign `Host` or `Origin`. Outside the
+/// token check: a page is refused whether or not the server has a token. Apply it after every route is
+/// added.
 pub fn guarded(router: axum::Router, allowed: crate::browser::Allowed) -> axum::Router {
     let allowed = Arc::new(allowed);
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = allowed.clone();
+            async move {
+                let headers = req.headers();
+                if let Err(e) = allowed
+                    .check_host(headers)
+                    .and_then(|()| allowed.check_origin(headers))
+                {
+                    tracing::warn!(code = %e.code, "refused a request a web page sent: {}", e.message);
+                    return to_axum(error(&e));
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+/// Inside the token check, what API Gateway does before a function runs: no `HEAD` (a `GET` route does
+/// not take it: `404 route_not_found`, where axum would run the `GET` handler), and, where it matters
+/// on a local server that a browser reaches, only JSON on operations that read JSON (`415`; a page can
+/// send `text/plain` or a form to another site without asking it first, but not JSON). Apply it after
+/// every route is added.
+pub fn as_on_aws(router: axum::Router) -> axum::Router {
     let json = crate::browser::json_operations();
     router.layer(axum::middleware::from_fn(move |req, next| {
-        guard(allowed.clone(), json.clone(), req, next)
+        only_json_no_head(json.clone(), req, next)
     }))
 }
 
-async fn guard(
-    allowed: Arc<crate::browser::Allowed>,
+async fn only_json_no_head(
     json: Arc<crate::browser::JsonOperations>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let headers = req.headers();
-    if let Err(e) = allowed
-        .check_host(headers)
-        .and_then(|()| allowed.check_origin(headers))
-    {
-        tracing::warn!(code = %e.code, "refused a request a web page sent: {}", e.message);
-        return to_axum(error(&e));
-    }
     if req.method() == Method::HEAD {
         return to_axum(error(&strata_api::system::route_not_found(
             req.method(),

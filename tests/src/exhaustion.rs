@@ -132,7 +132,7 @@ pub async fn slow_header_connections(address: &str, n: usize) -> Vec<tokio::net:
     for _ in 0..n {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n")
+            .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n")
             .await
             .unwrap();
         slow.push(stream);

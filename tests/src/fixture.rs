@@ -363,8 +363,11 @@ pub struct FlakyCommits {
 
 #[async_trait::async_trait]
 impl strata_core::kv::tx::KvTransactions for FlakyCommits {
-    async fn begin(&self) -> Result<strata_core::kv::tx::Began, strata_core::Error> {
-        self.inner.begin().await
+    async fn begin(
+        &self,
+        id: strata_core::kv::tx::TxId,
+    ) -> Result<strata_core::kv::tx::Began, strata_core::Error> {
+        self.inner.begin(id).await
     }
 
     async fn get(

@@ -114,7 +114,9 @@ pub const ROUTES: &[Route] = &[
         deploy: Deploy {
             id: "KvTxGet",
             note: "",
-            access: Access::Read,
+            // A read inside a transaction changes it (the read is remembered for validation, the idle
+            // timer restarts): the write scope.
+            access: Access::Write,
             pool: Pool::Reads,
             grants: &[
                 Grant {

@@ -100,7 +100,7 @@ impl Session {
                 if self.tx.is_some() {
                     return Ok(line::error("Transaction already in progress"));
                 }
-                self.tx = Some(stores.kv_tx.begin().await?.id);
+                self.tx = Some(stores.kv_tx.begin(TxId::generate()).await?.id);
                 Ok(line::ok())
             }
             // The session lets go of its transaction only once the store says it is over: a commit the

@@ -136,8 +136,38 @@ fn tx_id_parameter() -> utoipa::openapi::path::Parameter {
     )
 }
 
-fn tx_id(req: &Request) -> Result<TxId, Error> {
-    TxId::parse(&path_param(req, "id")?)
+/// A transaction as a request names it: the id the client holds, and the id the store keeps it under.
+/// A transaction belongs to the caller who began it (CONTRACT.md §1): for a caller with an identity the
+/// store keeps it under a digest of the caller and the id ([`TxId::owned_by`]), so that another caller who
+/// holds the id finds none (`404 transaction_not_found`). An anonymous caller's is the id itself.
+struct Named {
+    id: TxId,
+    stored: TxId,
+}
+
+impl Named {
+    fn new(req: &Request, id: TxId) -> Self {
+        let stored = match idempotency::caller(req) {
+            Some(caller) => id.owned_by(&caller.digest()),
+            None => id.clone(),
+        };
+        Self { id, stored }
+    }
+
+    /// The store's answer, its `transaction_not_found` naming the client's id rather than the stored one.
+    fn answer<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        result.map_err(|e| {
+            if e.code == "transaction_not_found" {
+                strata_core::kv::tx::not_found(self.id.as_str())
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn tx_id(req: &Request) -> Result<Named, Error> {
+    Ok(Named::new(req, TxId::parse(&path_param(req, "id")?)?))
 }
 
 /// `POST /kv/transactions` (body `{}` or empty) → `201 {"id","expires_at"}`.
@@ -148,11 +178,12 @@ pub async fn begin(stores: &Stores, req: Request) -> Response {
                 if !req.body().as_ref().is_empty() {
                     json_object(&req)?;
                 }
-                let began = stores.kv_tx.begin().await?;
+                let tx = Named::new(&req, TxId::generate());
+                let began = stores.kv_tx.begin(tx.stored.clone()).await?;
                 Ok(json(
                     StatusCode::CREATED,
                     &TxBegun {
-                        id: began.id.as_str().to_owned(),
+                        id: tx.id.as_str().to_owned(),
                         expires_at: rfc3339(began.expires_at),
                     },
                 ))
@@ -169,11 +200,9 @@ pub async fn get(stores: &Stores, req: Request) -> Response {
     from_result(
         async {
             let key = key(&req)?;
-            let id = tx_id(&req)?;
-            let item = stores
-                .kv_tx
-                .get(&id, &key)
-                .await?
+            let tx = tx_id(&req)?;
+            let item = tx
+                .answer(stores.kv_tx.get(&tx.stored, &key).await)?
                 .ok_or_else(|| key_not_found(&key))?;
             Ok(json(
                 StatusCode::OK,
@@ -194,9 +223,9 @@ pub async fn put(stores: &Stores, req: Request) -> Response {
         async {
             let key = key(&req)?;
             let value = Value::parse(json_object(&req)?.string("value")?)?;
-            let id = tx_id(&req)?;
+            let tx = tx_id(&req)?;
             let shown = value.as_str().to_owned();
-            stores.kv_tx.stage(&id, &key, Some(value)).await?;
+            tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;
             Ok(json(
                 StatusCode::OK,
                 &TxWritten {
@@ -214,8 +243,8 @@ pub async fn delete(stores: &Stores, req: Request) -> Response {
     from_result(
         async {
             let key = key(&req)?;
-            let id = tx_id(&req)?;
-            stores.kv_tx.stage(&id, &key, None).await?;
+            let tx = tx_id(&req)?;
+            tx.answer(stores.kv_tx.stage(&tx.stored, &key, None).await)?;
             Ok(json(
                 StatusCode::OK,
                 &TxDeleted {
@@ -233,12 +262,12 @@ pub async fn commit(stores: &Stores, req: Request) -> Response {
     idempotency::run(stores, req, "kv-tx-commit", |req, _| async move {
         from_result(
             async {
-                let id = tx_id(&req)?;
-                let writes = stores.kv_tx.commit(&id).await?;
+                let tx = tx_id(&req)?;
+                let writes = tx.answer(stores.kv_tx.commit(&tx.stored).await)?;
                 Ok(json(
                     StatusCode::OK,
                     &TxCommitted {
-                        id: id.as_str().to_owned(),
+                        id: tx.id.as_str().to_owned(),
                         committed: true,
                         writes,
                     },
@@ -255,12 +284,12 @@ pub async fn rollback(stores: &Stores, req: Request) -> Response {
     idempotency::run(stores, req, "kv-tx-rollback", |req, _| async move {
         from_result(
             async {
-                let id = tx_id(&req)?;
-                stores.kv_tx.rollback(&id).await?;
+                let tx = tx_id(&req)?;
+                tx.answer(stores.kv_tx.rollback(&tx.stored).await)?;
                 Ok(json(
                     StatusCode::OK,
                     &TxRolledBack {
-                        id: id.as_str().to_owned(),
+                        id: tx.id.as_str().to_owned(),
                         rolled_back: true,
                     },
                 ))

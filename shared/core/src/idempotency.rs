@@ -14,6 +14,11 @@ pub const IN_PROGRESS_TTL: Duration = Duration::from_secs(30);
 /// Longest accepted key.
 pub const MAX_KEY_CHARS: usize = 255;
 
+/// The largest answer body an idempotency record keeps (CONTRACT.md, Limits): far above any answer strata
+/// gives (error messages quote at most a short prefix of a client's value), and far under DynamoDB's
+/// 400 KB item. A larger answer is not kept: the key is released, as after a `5xx`.
+pub const MAX_RECORD_BODY_BYTES: usize = 64 * 1024;
+
 /// A response as stored for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {

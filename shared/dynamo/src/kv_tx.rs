@@ -398,8 +398,7 @@ impl DynamoKvTx {
 
 #[async_trait]
 impl KvTransactions for DynamoKvTx {
-    async fn begin(&self) -> Result<Began, Error> {
-        let id = TxId::generate();
+    async fn begin(&self, id: TxId) -> Result<Began, Error> {
         let deadline = self.deadline(now_ms());
         let result = self
             .client
@@ -419,8 +418,8 @@ impl KvTransactions for DynamoKvTx {
             .await;
         match result {
             Ok(_) => {}
-            // The id is new and random: a header already there is this very put, applied by an attempt
-            // whose answer was lost and retried by the SDK.
+            // The id is new and random (or a digest of a new random one): a header already there is this
+            // very put, applied by an attempt whose answer was lost and retried by the SDK.
             Err(e) if is_condition_failed(&e) => {}
             Err(e) => return Err(store_error("PutItem", e)),
         }

@@ -267,8 +267,7 @@ fn committing() -> Error {
 
 #[async_trait]
 impl KvTransactions for EmbeddedKvTx {
-    async fn begin(&self) -> Result<Began, Error> {
-        let id = TxId::generate();
+    async fn begin(&self, id: TxId) -> Result<Began, Error> {
         let mut open = self.open.lock().expect("no panics while holding the lock");
         let now = Instant::now();
         // Expired ones count until the sweeper's next round; nothing is created past the cap.
@@ -419,9 +418,9 @@ mod tests {
         );
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(txs.begin().await.unwrap().id);
+            ids.push(txs.begin(TxId::generate()).await.unwrap().id);
         }
-        let e = txs.begin().await.unwrap_err();
+        let e = txs.begin(TxId::generate()).await.unwrap_err();
         assert_eq!(
             (e.kind, e.code.as_ref()),
             (Kind::Unavailable, "too_many_transactions")
@@ -430,9 +429,9 @@ mod tests {
         txs.rollback(&ids[0]).await.unwrap();
         txs.stage(&ids[1], &k("a"), Some(v(10))).await.unwrap();
         assert_eq!(txs.commit(&ids[1]).await.unwrap(), 1);
-        txs.begin().await.unwrap();
-        txs.begin().await.unwrap();
-        assert_eq!(txs.begin().await.unwrap_err().code, "too_many_transactions");
+        txs.begin(TxId::generate()).await.unwrap();
+        txs.begin(TxId::generate()).await.unwrap();
+        assert_eq!(txs.begin(TxId::generate()).await.unwrap_err().code, "too_many_transactions");
     }
 
     #[tokio::test]
@@ -442,7 +441,7 @@ mod tests {
         let write = 1 + 100_000 + ENTRY_OVERHEAD_BYTES;
         let max = 2 * TX_OVERHEAD_BYTES + 2 * write + 1000;
         let txs = EmbeddedKvTx::new(Store::open(dir.path()).unwrap(), SWEEP_EVERY * 60, 100, max);
-        let (a, b) = (txs.begin().await.unwrap().id, txs.begin().await.unwrap().id);
+        let (a, b) = (txs.begin(TxId::generate()).await.unwrap().id, txs.begin(TxId::generate()).await.unwrap().id);
         txs.stage(&a, &k("a"), Some(v(100_000))).await.unwrap();
         txs.stage(&b, &k("b"), Some(v(100_000))).await.unwrap();
         assert_eq!(txs.memory_used(), 2 * TX_OVERHEAD_BYTES + 2 * write);
@@ -462,7 +461,7 @@ mod tests {
         txs.rollback(&b).await.unwrap();
         assert_eq!(txs.memory_used(), 0);
         // a refused commit keeps the bytes charged (the transaction stays open), a conflict gives them back
-        let c = txs.begin().await.unwrap().id;
+        let c = txs.begin(TxId::generate()).await.unwrap().id;
         txs.stage(&c, &k("c"), Some(v(10))).await.unwrap();
         txs.store.inject_refused_batches(1);
         assert_eq!(txs.commit(&c).await.unwrap_err().code, "store_unavailable");
@@ -484,7 +483,7 @@ mod tests {
             1 << 20,
         );
         for _ in 0..2 {
-            let id = txs.begin().await.unwrap().id;
+            let id = txs.begin(TxId::generate()).await.unwrap().id;
             txs.stage(&id, &k("a"), Some(v(50_000))).await.unwrap();
         }
         assert_eq!(txs.open_count(), 2);
@@ -498,6 +497,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(txs.memory_used(), 0);
-        txs.begin().await.unwrap();
+        txs.begin(TxId::generate()).await.unwrap();
     }
 }

@@ -11,13 +11,14 @@ use crate::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use strata_core::Stores;
-use strata_core::idempotency::{Claim, Stored, validate_key};
+use strata_core::idempotency::{Claim, MAX_RECORD_BODY_BYTES, Stored, validate_key};
 
 pub const HEADER: &str = "idempotency-key";
 
 /// The key of a request as stored, if it has a (valid) `Idempotency-Key`: scoped to the operation and to the
 /// caller, so the same key from two callers is two keys (neither can block the other's or receive its
-/// answer). An anonymous caller (an open API, the local server) keeps the plain `scope:key`.
+/// answer). An anonymous caller (an open API, the local server) keeps the plain `scope:key`; a caller's is
+/// `scope:<digest> key`, with a space no key can hold, so no anonymous key can spell a caller's.
 pub fn scoped_key(req: &Request, scope: &str) -> Result<Option<String>, strata_core::Error> {
     let Some(raw) = req.headers().get(HEADER) else {
         return Ok(None);
@@ -26,28 +27,81 @@ pub fn scoped_key(req: &Request, scope: &str) -> Result<Option<String>, strata_c
     validate_key(raw)?;
     Ok(Some(match caller(req) {
         // A digest: bounded length whatever the ARN, and no identity written into the stores' keys.
-        Some(caller) => format!("{scope}:{}:{raw}", &digest(caller.as_bytes())[..32]),
+        Some(caller) => format!("{scope}:{} {raw}", caller.digest()),
         None => format!("{scope}:{raw}"),
     }))
 }
 
-/// Who is calling, as API Gateway's authorizer established it: the IAM principal (`iam:<user ARN>`, or its
-/// caller id) or the JWT's issuer and subject (`jwt:<iss> <sub>`); `None` without an authorizer.
-pub fn caller(req: &Request) -> Option<String> {
+/// Who is calling, as API Gateway's authorizer established it (CONTRACT.md, "Idempotency-Key"). One caller
+/// is one service or one user, however many sessions or workers it runs:
+///
+/// - IAM: the principal's ARN, an assumed role's without the session name (`…:assumed-role/ROLE`): an SQS
+///   redelivery to another worker, another container or a refreshed session of the same role is the same
+///   caller. With a Cognito identity pool's identity (many users assume one role), the role and the
+///   identity: each user is a caller of their own.
+/// - JWT: the issuer and the subject; a token without `sub` (a client-credentials token of some issuers),
+///   the issuer and `client_id`; one with neither is one caller per issuer.
+///
+/// `None` without an authorizer (`AuthMode=none`, the local server): every such caller shares one scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(String);
+
+impl Caller {
+    /// As the stores' keys carry it: 32 hex digits of its SHA-256.
+    pub fn digest(&self) -> String {
+        digest(self.0.as_bytes())[..32].to_owned()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub fn caller(req: &Request) -> Option<Caller> {
     use lambda_http::RequestExt;
     let authorizer = req.request_context_ref()?.authorizer()?;
-    if let Some(iam) = &authorizer.iam
-        && let Some(principal) = iam.user_arn.as_ref().or(iam.caller_id.as_ref())
-    {
-        return Some(format!("iam:{principal}"));
+    if let Some(iam) = &authorizer.iam {
+        let principal = match (&iam.user_arn, &iam.caller_id) {
+            (Some(arn), _) => Some(without_session(arn)),
+            // `AROA…:session` for a role: the role's unique id.
+            (None, Some(id)) => Some(id.split(':').next().unwrap_or(id)),
+            (None, None) => None,
+        };
+        if let Some(principal) = principal {
+            let identity = iam
+                .cognito_identity
+                .as_ref()
+                .and_then(|c| Some((c.identity_pool_id.as_deref()?, c.identity_id.as_deref()?)));
+            return Some(Caller(match identity {
+                Some((pool, id)) => format!("iam:{principal} cognito:{pool} {id}"),
+                None => format!("iam:{principal}"),
+            }));
+        }
     }
-    if let Some(jwt) = &authorizer.jwt
-        && let Some(sub) = jwt.claims.get("sub")
-    {
+    if let Some(jwt) = &authorizer.jwt {
         let iss = jwt.claims.get("iss").map(String::as_str).unwrap_or("");
-        return Some(format!("jwt:{iss} {sub}"));
+        return Some(Caller(match (jwt.claims.get("sub"), jwt.claims.get("client_id")) {
+            (Some(sub), _) => format!("jwt:{iss} sub:{sub}"),
+            (None, Some(client)) => format!("jwt:{iss} client:{client}"),
+            (None, None) => format!("jwt:{iss}"),
+        }));
     }
     None
+}
+
+/// An assumed role's ARN without its session name (`arn:aws:sts::123456789012:assumed-role/orders/one` is
+/// the role `…:assumed-role/orders`); any other ARN as it is.
+fn without_session(arn: &str) -> &str {
+    let Some((prefix, resource)) = arn.rsplit_once(':') else {
+        return arn;
+    };
+    match resource.strip_prefix("assumed-role/") {
+        Some(role_and_session) => match role_and_session.split_once('/') {
+            Some((role, _session)) => &arn[..prefix.len() + 1 + "assumed-role/".len() + role.len()],
+            None => arn,
+        },
+        None => arn,
+    }
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -89,7 +143,14 @@ where
     // Keep time for recording the answer (or releasing the key) after the operation.
     let response =
         strata_core::deadline::keeping(RECORD_RESERVE, handler(req, Some(key.clone()))).await;
-    if !replayable(response.status()) {
+    let oversized = response.body().as_ref().len() > MAX_RECORD_BODY_BYTES;
+    if oversized {
+        tracing::error!(
+            bytes = response.body().as_ref().len(),
+            "an answer over {MAX_RECORD_BODY_BYTES} bytes is not kept for its idempotency key"
+        );
+    }
+    if oversized || !replayable(response.status()) {
         if let Err(e) = stores.idempotency.release(&key, &fingerprint).await {
             tracing::warn!(error = %e, "cannot release an idempotency key");
         }

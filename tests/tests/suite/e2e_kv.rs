@@ -42,6 +42,7 @@ async fn real_http_round_trip_limits_and_errors() {
     );
     let r = client
         .put(server.url("/kv/keys/a"))
+        .header("content-type", "application/json")
         .body(huge)
         .send()
         .await

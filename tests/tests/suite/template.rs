@@ -867,7 +867,8 @@ fn jwt_mode_asks_the_read_write_and_admin_scopes() {
         } else if path == "$default" {
             // No route: any of the API's scopes gets the JSON 404; a token without one gets 403.
             &["JwtReadScope", "JwtWriteScope", "JwtAdminScope"]
-        } else if method == "GET" {
+        } else if method == "GET" && !path.starts_with("/kv/transactions/") {
+            // A read inside a transaction changes it (remembered for validation, idle timer restarted).
             &["JwtReadScope"]
         } else {
             &["JwtWriteScope"]

@@ -120,6 +120,20 @@ impl TxId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id under which a store keeps the transaction that a caller with an identity knows as `self`:
+    /// `owner` is 32 hex digits that stand for the caller, and the result the first 128 bits of SHA-256
+    /// over both. Another caller who holds the id (a log line, a shared link) names another transaction,
+    /// which does not exist: a transaction belongs to the caller who began it (CONTRACT.md §1).
+    pub fn owned_by(&self, owner: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(owner.as_bytes())
+            .chain_update(b" ")
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        Self(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
 }
 
 /// Unknown, committed, rolled back or expired: all the same to a client.
@@ -315,7 +329,9 @@ pub struct TxValue {
 /// `404 transaction_not_found`; every operation on an open one restarts its idle timer.
 #[async_trait]
 pub trait KvTransactions: Send + Sync {
-    async fn begin(&self) -> Result<Began, Error>;
+    /// Opens the transaction `id` (a fresh [`TxId::generate`], or one derived from it: see
+    /// [`TxId::owned_by`]).
+    async fn begin(&self, id: TxId) -> Result<Began, Error>;
     /// The transaction's own write of the key if it has one, else the store's value (the version read is
     /// remembered for validation, also when the key is absent).
     async fn get(&self, id: &TxId, key: &Key) -> Result<Option<TxValue>, Error>;

@@ -33,7 +33,7 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Result<Vec<u8
 /// One `GET /health` on an open connection; the status line of the answer.
 async fn health_on(stream: &mut TcpStream) -> String {
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -123,7 +123,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_writes_nothing() {
     let mut stream = TcpStream::connect(address(&server)).await.unwrap();
     stream
         .write_all(
-            b"PUT /kv/keys/slow HTTP/1.1\r\nhost: strata\r\ncontent-type: application/json\r\n\
+            b"PUT /kv/keys/slow HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
               content-length: 100\r\n\r\n{\"value\": \"",
         )
         .await
@@ -158,7 +158,7 @@ async fn over_the_connection_cap_new_connections_wait_and_existing_ones_are_serv
     // The kernel completes the handshake, but the server does not accept it: no answer.
     let mut waiting = TcpStream::connect(&address).await.unwrap();
     waiting
-        .write_all(b"GET /health HTTP/1.1\r\nhost: strata\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut chunk = [0u8; 256];
