@@ -31,7 +31,7 @@ pub async fn serve() -> Response {
     ([(CONTENT_TYPE, "application/json")], DOCUMENT).into_response()
 }
 
-const DESCRIPTION: &str = "The HTTP API of strata, identical on AWS (API Gateway + Lambda + DynamoDB) and on the local server (`strata serve`, embedded store). What every operation, status and error code means, the limits and the line protocol are in the contract, `CONTRACT.md` at the root of the strata repository; this document describes the same HTTP API for machines. JSON in, JSON out; every error is `{\"error\": {\"code\", \"message\", ...}}`. Requests no operation matches (unknown paths, another method on a known path) get `404 route_not_found`. Bodies over 1 MiB are `413`; `429` only when a rate limit is configured; `401` from the local server started with `--auth-token` (security scheme `bearerAuth`), on every operation; on AWS with `AuthMode=jwt` API Gateway answers its own `401` (no token, or an invalid one) and `403` (a token without the route's scope), and with `AuthMode=iam` its own `403`, with the body `{\"message\": ...}`. Operations marked `x-strata-local-only` exist on the local server only; it also answers every request with an `x-request-id` header (the client's, or a new one). Not described here: the key/value line protocol over TCP and over WebSocket (`GET /kv/ws` locally, an API Gateway WebSocket API on AWS), which speak lines, not HTTP requests and responses.";
+const DESCRIPTION: &str = "The HTTP API of strata, identical on AWS (API Gateway + Lambda + DynamoDB) and on the local server (`strata serve`, embedded store). What every operation, status and error code means, the limits and the line protocol are in the contract, `CONTRACT.md` at the root of the strata repository; this document describes the same HTTP API for machines. JSON in, JSON out; every error is `{\"error\": {\"code\", \"message\", ...}}`. Requests no operation matches (unknown paths, another method on a known path) get `404 route_not_found`. Bodies over 1 MiB are `413`; `429` only when a rate limit is configured; `401` from the local server started with `--auth-token` (security scheme `bearerAuth`), on every operation; on AWS with `AuthMode=jwt` API Gateway answers its own `401` (no token, or an invalid one) and `403` (a token without the route's scope), and with `AuthMode=iam` its own `403`, with the body `{\"message\": ...}`. Operations marked `x-strata-local-only` exist on the local server only; it also answers every request with an `x-request-id` header (the client's, or a new one), refuses what a web page sends (`403 host_not_allowed` for a `Host` that is not its own address, `localhost` or an `--allow-host` name; `403 origin_not_allowed` for a foreign `Origin`), takes only `application/json` bodies where JSON is read (`415`), and answers `HEAD` `404` as API Gateway does. Not described here: the key/value line protocol over TCP and over WebSocket (`GET /kv/ws` locally, an API Gateway WebSocket API on AWS), which speak lines, not HTTP requests and responses.";
 
 const TAGS: &[(&str, &str)] = &[
     ("system", "Health."),
@@ -169,6 +169,15 @@ pub fn generate() -> String {
                 let mut op = (route.openapi)();
                 // The operation id is the route's Lambda binary: one name for the operation everywhere.
                 op.operation_id = Some(route.function.to_owned());
+                // The local server takes only JSON where JSON is read (`strata::server::as_on_aws`).
+                if op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"))
+                {
+                    let (status, response) = Shared::UnsupportedMediaType.plain();
+                    op.responses.responses.insert(status.to_owned(), response);
+                }
                 (openapi_path(route.path), method(route.method), op)
             })
             .collect::<Vec<(String, HttpMethod, Operation)>>()
@@ -211,7 +220,7 @@ pub fn generate() -> String {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "Local server only: `strata serve --auth-token TOKEN` (or the environment variable `STRATA_AUTH_TOKEN`) requires `Authorization: Bearer TOKEN` on every request, every operation of this document and the `GET /kv/ws` upgrade included; without a token configured the local server requires nothing (and listens on loopback by default). The token is an opaque shared secret of 1 to 4096 visible ASCII characters, compared in constant time. On AWS, authorization is API Gateway's, not this scheme.",
+                    "Local server only: `strata serve --auth-token TOKEN` (or the environment variable `STRATA_AUTH_TOKEN`) requires `Authorization: Bearer TOKEN` on every request, every operation of this document and the `GET /kv/ws` upgrade included; without a token configured the local server requires nothing (and listens on loopback by default). The token is an opaque shared secret of 16 to 4096 visible ASCII characters, compared in constant time; wrong tokens are slowed per client address. On AWS, authorization is API Gateway's, not this scheme.",
                 ))
                 .build(),
         ),

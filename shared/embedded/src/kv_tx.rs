@@ -431,7 +431,10 @@ mod tests {
         assert_eq!(txs.commit(&ids[1]).await.unwrap(), 1);
         txs.begin(TxId::generate()).await.unwrap();
         txs.begin(TxId::generate()).await.unwrap();
-        assert_eq!(txs.begin(TxId::generate()).await.unwrap_err().code, "too_many_transactions");
+        assert_eq!(
+            txs.begin(TxId::generate()).await.unwrap_err().code,
+            "too_many_transactions"
+        );
     }
 
     #[tokio::test]
@@ -441,7 +444,10 @@ mod tests {
         let write = 1 + 100_000 + ENTRY_OVERHEAD_BYTES;
         let max = 2 * TX_OVERHEAD_BYTES + 2 * write + 1000;
         let txs = EmbeddedKvTx::new(Store::open(dir.path()).unwrap(), SWEEP_EVERY * 60, 100, max);
-        let (a, b) = (txs.begin(TxId::generate()).await.unwrap().id, txs.begin(TxId::generate()).await.unwrap().id);
+        let (a, b) = (
+            txs.begin(TxId::generate()).await.unwrap().id,
+            txs.begin(TxId::generate()).await.unwrap().id,
+        );
         txs.stage(&a, &k("a"), Some(v(100_000))).await.unwrap();
         txs.stage(&b, &k("b"), Some(v(100_000))).await.unwrap();
         assert_eq!(txs.memory_used(), 2 * TX_OVERHEAD_BYTES + 2 * write);

@@ -80,11 +80,13 @@ pub fn caller(req: &Request) -> Option<Caller> {
     }
     if let Some(jwt) = &authorizer.jwt {
         let iss = jwt.claims.get("iss").map(String::as_str).unwrap_or("");
-        return Some(Caller(match (jwt.claims.get("sub"), jwt.claims.get("client_id")) {
-            (Some(sub), _) => format!("jwt:{iss} sub:{sub}"),
-            (None, Some(client)) => format!("jwt:{iss} client:{client}"),
-            (None, None) => format!("jwt:{iss}"),
-        }));
+        return Some(Caller(
+            match (jwt.claims.get("sub"), jwt.claims.get("client_id")) {
+                (Some(sub), _) => format!("jwt:{iss} sub:{sub}"),
+                (None, Some(client)) => format!("jwt:{iss} client:{client}"),
+                (None, None) => format!("jwt:{iss}"),
+            },
+        ));
     }
     None
 }

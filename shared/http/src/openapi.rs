@@ -430,10 +430,11 @@ pub enum Shared {
     StoreUnavailable,
     Unauthorized,
     RequestTimeout,
+    UnsupportedMediaType,
 }
 
 impl Shared {
-    pub const ALL: [Shared; 10] = [
+    pub const ALL: [Shared; 11] = [
         Shared::BadRequest,
         Shared::NotFound,
         Shared::Conflict,
@@ -444,6 +445,7 @@ impl Shared {
         Shared::StoreUnavailable,
         Shared::Unauthorized,
         Shared::RequestTimeout,
+        Shared::UnsupportedMediaType,
     ];
 
     pub fn name(self) -> &'static str {
@@ -458,6 +460,7 @@ impl Shared {
             Shared::StoreUnavailable => "StoreUnavailable",
             Shared::Unauthorized => "Unauthorized",
             Shared::RequestTimeout => "RequestTimeout",
+            Shared::UnsupportedMediaType => "UnsupportedMediaType",
         }
     }
 
@@ -474,6 +477,7 @@ impl Shared {
             Shared::StoreUnavailable => "503",
             Shared::Unauthorized => "401",
             Shared::RequestTimeout => "408",
+            Shared::UnsupportedMediaType => "415",
         }
     }
 
@@ -490,6 +494,7 @@ impl Shared {
             Shared::StoreUnavailable => "`store_unavailable`: the store cannot take the request right now, or did not confirm it; retry after `retry-after` seconds. A read changed nothing; what a write's `503` means is said on each operation (nothing was written, or the outcome is unknown); a retry with the same `Idempotency-Key` applies it at most once.".to_owned(),
             Shared::Unauthorized => "`unauthorized`: from the local server started with `--auth-token TOKEN` (or `STRATA_AUTH_TOKEN`): the request has no `Authorization: Bearer TOKEN` header, or not that token. On AWS with `AuthMode=jwt`, API Gateway answers 401 itself to a missing or invalid token (and 403 to a token without the route's scope; under `AuthMode=iam`, 403 to a signature that does not allow the route), with its own body `{\"message\": ...}`. Nothing was done.".to_owned(),
             Shared::RequestTimeout => "`request_timeout`: local server only: the request's body did not arrive within the read timeout (`strata serve --read-timeout`, 10 s unless configured). Nothing was done.".to_owned(),
+            Shared::UnsupportedMediaType => "`unsupported_media_type`: local server only: the body is not `content-type: application/json` (a web page can send `text/plain` or a form to another site without asking it, but not JSON). Nothing was done.".to_owned(),
         };
         let header_refs: &[Header] = match self {
             Shared::Conflict => &[Header::RetryAfterOptional, Header::IdempotentReplayed],

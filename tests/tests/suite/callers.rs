@@ -138,8 +138,16 @@ async fn one_role_many_sessions(f: Fixture) {
     let body = r#"{"name": "Salt Bae", "amount": 10, "class": "CS"}"#;
     let first = iam("arn:aws:sts::123456789012:assumed-role/orders/worker-a");
     let redelivered = iam("arn:aws:sts::123456789012:assumed-role/orders/worker-b");
-    let r = call(&f, "certificates-issue", from("certificates-issue", &first, "order-7", body)).await;
-    assert_eq!((r.status().as_u16(), json_of(&r)["id"].clone()), (201, json!("CS-1")));
+    let r = call(
+        &f,
+        "certificates-issue",
+        from("certificates-issue", &first, "order-7", body),
+    )
+    .await;
+    assert_eq!(
+        (r.status().as_u16(), json_of(&r)["id"].clone()),
+        (201, json!("CS-1"))
+    );
     let again = call(
         &f,
         "certificates-issue",
@@ -168,9 +176,16 @@ async fn users_of_one_role_and_tokens_without_sub(f: Fixture) {
             (json_of(&r)["id"].clone(), replayed(&r))
         }
     };
-    let alice = issue(cognito("us-east-1:alice", "CognitoIdentityCredentials"), "k").await;
+    let alice = issue(
+        cognito("us-east-1:alice", "CognitoIdentityCredentials"),
+        "k",
+    )
+    .await;
     let bob = issue(cognito("us-east-1:bob", "CognitoIdentityCredentials"), "k").await;
-    assert_eq!((alice, bob), ((json!("CS-1"), false), (json!("CS-2"), false)));
+    assert_eq!(
+        (alice, bob),
+        ((json!("CS-1"), false), (json!("CS-2"), false))
+    );
     let alice_again = issue(cognito("us-east-1:alice", "another-session"), "k").await;
     assert_eq!(alice_again, (json!("CS-1"), true));
     let service = issue(jwt_client("billing"), "k").await;
@@ -178,7 +193,11 @@ async fn users_of_one_role_and_tokens_without_sub(f: Fixture) {
     let other_service = issue(jwt_client("shipping"), "k").await;
     assert_eq!(
         [service, nobody, other_service],
-        [(json!("CS-3"), false), (json!("CS-4"), false), (json!("CS-5"), false)]
+        [
+            (json!("CS-3"), false),
+            (json!("CS-4"), false),
+            (json!("CS-5"), false)
+        ]
     );
     // An anonymous key shaped like a caller's stored key is a key of its own.
     let digest = strata_http::idempotency::caller(&from(
@@ -274,13 +293,13 @@ async fn dynamodb_a_replay_keeps_the_original_content_type() {
 async fn records_are_bounded(f: Fixture) {
     use strata_core::idempotency::MAX_RECORD_BODY_BYTES;
     let caller = iam("arn:aws:sts::123456789012:assumed-role/orders/one");
-    let huge = "x".repeat(1 << 20);
+    let huge = "x".repeat(1_000_000);
     let req = |key: &str| {
         from(
             "counters-increment",
             &caller,
             key,
-            &json!({"key": huge, "value": 1}).to_string(),
+            &json!({"key": "k", "value": huge}).to_string(),
         )
     };
     let refused = call(&f, "counters-increment", req("big-1")).await;
@@ -298,7 +317,14 @@ async fn records_are_bounded(f: Fixture) {
             .body(lambda_http::Body::Text("y".repeat(n)))
             .unwrap()
     };
-    let small = || from("counters-increment", &caller, "big-2", r#"{"key": "k", "value": 1}"#);
+    let small = || {
+        from(
+            "counters-increment",
+            &caller,
+            "big-2",
+            r#"{"key": "k", "value": 1}"#,
+        )
+    };
     let first = strata_http::idempotency::run(&f.stores, small(), "bound-test", |_, _| {
         big(MAX_RECORD_BODY_BYTES + 1)
     })
@@ -345,13 +371,24 @@ async fn transactions_belong_to_their_caller(f: Fixture) {
     let began = call(&f, "kv-tx-begin", begin(&owner)).await;
     assert_eq!(began.status(), 201);
     let tx = json_of(&began)["id"].as_str().unwrap().to_owned();
-    assert_eq!(call(&f, "kv-tx-put", in_tx("kv-tx-put", &owner, &tx)).await.status(), 200);
+    assert_eq!(
+        call(&f, "kv-tx-put", in_tx("kv-tx-put", &owner, &tx))
+            .await
+            .status(),
+        200
+    );
     for stranger in [
         iam("arn:aws:sts::123456789012:assumed-role/payments/one"),
         jwt("user-3"),
         anonymous(),
     ] {
-        for function in ["kv-tx-get", "kv-tx-put", "kv-tx-delete", "kv-tx-commit", "kv-tx-rollback"] {
+        for function in [
+            "kv-tx-get",
+            "kv-tx-put",
+            "kv-tx-delete",
+            "kv-tx-commit",
+            "kv-tx-rollback",
+        ] {
             let r = call(&f, function, in_tx(function, &stranger, &tx)).await;
             assert_eq!(
                 (r.status().as_u16(), json_of(&r)["error"]["code"].clone()),
@@ -359,7 +396,10 @@ async fn transactions_belong_to_their_caller(f: Fixture) {
                 "{function} by {stranger}"
             );
             assert!(
-                json_of(&r)["error"]["message"].as_str().unwrap().contains(&tx),
+                json_of(&r)["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&tx),
                 "the message names the id sent: {}",
                 json_of(&r)
             );
