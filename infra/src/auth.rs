@@ -146,6 +146,16 @@ impl AuthToken {
     }
 }
 
+/// The refusal, unchecked, of an attempt from an address that sends wrong tokens too fast.
+pub fn throttled(retry_after: u64) -> strata_core::Error {
+    strata_core::Error::new(
+        strata_core::Kind::Throttled,
+        THROTTLED_CODE,
+        "too many wrong tokens from this address; its attempts are slowed, retry later",
+    )
+    .retry_after(retry_after)
+}
+
 /// Wrong tokens counted at `GET /metrics`, by listener and outcome (`wrong`, or `refused` unchecked).
 pub const FAILURES: &str = "strata_auth_failures_total";
 

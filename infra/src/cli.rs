@@ -152,6 +152,17 @@ struct Serve {
     /// closed; its open transaction is rolled back.
     #[arg(long, default_value_t = defaults::LINE_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
     line_idle_timeout: u64,
+    /// Bytes, in MiB, that all line-protocol TCP connections together may hold in partial lines and unread
+    /// replies; past it, the connection holding the most is closed with an `Error` line, the others go on.
+    #[arg(long, default_value_t = defaults::LINE_BUFFER_BUDGET / (1024 * 1024), value_parser = clap::value_parser!(u64).range(4..))]
+    line_buffer_mb: u64,
+    /// Most local WebSockets (`GET /kv/ws`) open at once; at the cap the one idle the longest (no open
+    /// transaction) is closed to make room, and while all are busy a new upgrade is refused (503).
+    #[arg(long, default_value_t = defaults::WS_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_websockets: usize,
+    /// Seconds a local WebSocket may send nothing before it is closed; its open transaction is rolled back.
+    #[arg(long, default_value_t = defaults::WS_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
+    ws_idle_timeout: u64,
     /// Share classes that exist from the first start, as CLASS=AUTHORIZED,… (empty: none).
     #[arg(long, default_value = defaults::SHARE_CLASSES)]
     default_classes: String,
@@ -432,6 +443,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         crate::line::Limits {
             max_connections: args.max_line_connections,
             idle_timeout: std::time::Duration::from_secs(args.line_idle_timeout),
+            buffer_budget: args.line_buffer_mb * 1024 * 1024,
         },
         async {
             let _ = line_stopped.await;
@@ -444,6 +456,11 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             auth_token: args.auth_token,
             export,
             allowed: Some(allowed),
+            websockets: Some(crate::line::WsLimits {
+                slots: crate::slots::Slots::new(args.max_websockets),
+                idle_timeout: std::time::Duration::from_secs(args.ws_idle_timeout),
+                budget: None,
+            }),
         },
     );
     crate::http_listener::serve(

@@ -1,8 +1,9 @@
 //! The HTTP listener of `strata serve`: hyper's HTTP/1 server with the bounds `axum::serve` does not offer.
 //!
-//! - At most `max_connections` connections at once. A permit is taken before `accept`, so over the cap new
-//!   connections wait in the kernel's accept queue (and time out there if it stays full) while every
-//!   connection already in is served as before.
+//! - At most `max_connections` connections at once ([`crate::slots`]). At the cap, the keep-alive
+//!   connection idle the longest (no request in flight) is closed to make room for the new one; only while
+//!   every connection has a request in flight does a new one wait (after it, new connections wait in the
+//!   kernel's accept queue, and may time out there), while every connection already in is served as before.
 //! - A client has `read_timeout` to send a request's headers, counted from when the connection opens or
 //!   its previous answer was sent: a slow client (slowloris) or a keep-alive connection left idle is
 //!   closed after it, so neither can hold a connection for long.
@@ -11,12 +12,13 @@
 //! - On shutdown, connections finish the request in flight and close; after [`DRAIN`] the rest are
 //!   dropped.
 
+use crate::slots::{Slots, Use};
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// How long a shutdown waits for open connections to finish before dropping them.
@@ -71,7 +73,7 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _ = READ_TIMEOUT.set(limits.read_timeout);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout)
@@ -82,10 +84,6 @@ pub async fn serve<S, B>(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
         let (stream, client) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -98,21 +96,37 @@ pub async fn serve<S, B>(
                 }
             },
         };
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.take_waiting() => Arc::new(slot),
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let busy = slot.clone();
         let service =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(client));
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                busy.set(Use::Busy);
+                let busy = busy.clone();
+                router
+                    .clone()
+                    .oneshot(req.map(axum::body::Body::new))
+                    .map(move |answered| {
+                        // Its body may still be on its way; the connection takes no request meanwhile.
+                        busy.set(Use::Idle);
+                        answered
+                    })
             });
         let mut connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let (open, mut stopping) = (open.clone(), stopping.clone());
+        slot.set(Use::Idle);
         tokio::spawn(async move {
             let ended = tokio::select! {
                 ended = &mut connection => Some(ended),
                 _ = stopping.wait_for(|stop| *stop) => None,
+                () = slot.give_way() => None,
             };
             let ended = match ended {
                 Some(ended) => ended,
@@ -125,7 +139,7 @@ pub async fn serve<S, B>(
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
-            drop((permit, open));
+            drop((slot, open));
         });
     }
     drop(listener);

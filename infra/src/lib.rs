@@ -12,6 +12,7 @@
 //! - [`browser`]: what keeps web pages out: a foreign `Host` or `Origin`, a body that is not JSON where
 //!   JSON is read.
 //! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
+//! - [`slots`]: connection slots in which, at the cap, the connection idle the longest gives way.
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API: [`openapi::generate`] builds it from the route
 //!   table (each route's operation function) and the handlers' body types; `infra/openapi.json` is its
 //!   committed output, served at `GET /openapi.json`.
@@ -37,5 +38,6 @@ pub mod line;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod slots;
 pub mod template;
 pub mod transfer;

@@ -15,6 +15,7 @@
 //! command; a WebSocket is authenticated by its upgrade's `Authorization: Bearer` header instead.
 
 use crate::auth::AuthToken;
+use crate::slots::{Slot, Slots, Use};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use bytes::BytesMut;
@@ -26,11 +27,19 @@ use strata_http::MAX_BODY_BYTES;
 use strata_kv::line::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 /// Wrong `AUTH` tokens a connection may send; the last one closes it.
 pub const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Commands other than `AUTH` a connection may send before it authenticates; the last one closes it.
+pub const MAX_UNAUTHENTICATED_COMMANDS: u32 = 3;
+
+/// How long a connection has to authenticate (with a token configured), however many bytes it sends.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The longest line of a connection that has not authenticated: room for `AUTH` and the longest token.
+pub const UNAUTHENTICATED_LINE_BYTES: usize = 8 * 1024;
 
 /// The reply to a command before a successful `AUTH`.
 pub const AUTH_REQUIRED: &str = "Authentication required: send AUTH <token> first";
@@ -79,6 +88,8 @@ pub struct Gate {
     client: Option<std::net::IpAddr>,
     /// No line has been seen yet (blank ones aside).
     first: bool,
+    /// Commands refused before authentication.
+    strangers: u32,
 }
 
 /// What the gate makes of a line.
@@ -92,6 +103,10 @@ pub enum Gated {
     Close(String),
 }
 
+/// The reply, before closing, to the last command a connection may send before it authenticates.
+pub const AUTH_REQUIRED_CLOSING: &str =
+    "Authentication required: send AUTH <token> first; closing the connection";
+
 impl Gate {
     /// A TCP connection from `client`: unauthenticated until `AUTH` if there is a token.
     pub fn new(token: Option<AuthToken>, client: Option<std::net::IpAddr>) -> Self {
@@ -101,7 +116,12 @@ impl Gate {
             failures: 0,
             client,
             first: true,
+            strangers: 0,
         }
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// A connection authenticated already (a WebSocket whose upgrade carried the bearer token). It spoke
@@ -113,6 +133,7 @@ impl Gate {
             failures: 0,
             client: None,
             first: false,
+            strangers: 0,
         }
     }
 
@@ -139,7 +160,12 @@ impl Gate {
             } else if text.is_empty() {
                 Gated::Reply(None)
             } else {
-                Gated::Reply(Some(line::error(AUTH_REQUIRED)))
+                self.strangers += 1;
+                if self.strangers >= MAX_UNAUTHENTICATED_COMMANDS {
+                    Gated::Close(line::error(AUTH_REQUIRED_CLOSING))
+                } else {
+                    Gated::Reply(Some(line::error(AUTH_REQUIRED)))
+                }
             };
         }
         let Some(token) = &self.token else {
@@ -183,6 +209,8 @@ pub struct Limits {
     /// How long the server waits for a connection's next bytes, or for it to take its replies, before it
     /// closes the connection (rolling back its open transaction).
     pub idle_timeout: Duration,
+    /// Bytes all connections together may hold in partial lines and unwritten replies ([`BufferBudget`]).
+    pub buffer_budget: u64,
 }
 
 impl Default for Limits {
@@ -190,7 +218,86 @@ impl Default for Limits {
         Self {
             max_connections: strata_core::defaults::LINE_MAX_CONNECTIONS,
             idle_timeout: strata_core::defaults::LINE_IDLE_TIMEOUT,
+            buffer_budget: strata_core::defaults::LINE_BUFFER_BUDGET,
         }
+    }
+}
+
+/// One byte budget for what every line-protocol connection holds in memory (its partial line and its
+/// unwritten replies, as allocated), so that the cap on connections times the most one can hold is not
+/// what bounds memory. A connection that grows while the total is over the budget, and that holds more
+/// than its share (the budget over the connections open), is closed with an `Error` line; the others go on.
+/// (The total is therefore at most about twice the budget: connections under their share sum to at most
+/// the budget, and one over it cannot grow.)
+#[derive(Debug)]
+pub struct BufferBudget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+    connections: std::sync::atomic::AtomicU64,
+}
+
+/// A connection's part of the [`BufferBudget`], given back when dropped.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<BufferBudget>,
+    bytes: u64,
+}
+
+impl BufferBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: 0.into(),
+            connections: 0.into(),
+        })
+    }
+
+    /// Bytes held by all connections now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn open(self: &Arc<Self>) -> Charge {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Charge {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Charge {
+    /// Charges the connection for holding `bytes` now; `Err` with the message to close it with, if it
+    /// may not grow to that.
+    fn hold(&mut self, bytes: u64) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let budget = &self.budget;
+        if bytes <= self.bytes {
+            budget.used.fetch_sub(self.bytes - bytes, Relaxed);
+            self.bytes = bytes;
+            return Ok(());
+        }
+        let total = budget.used.fetch_add(bytes - self.bytes, Relaxed) + (bytes - self.bytes);
+        let share = budget.limit / budget.connections.load(Relaxed).max(1);
+        if total > budget.limit && bytes > share {
+            budget.used.fetch_sub(bytes - self.bytes, Relaxed);
+            return Err(line::error(&format!(
+                "Closing the connection: it holds {bytes} bytes of unread input and replies, over its \
+                 share of the {} bytes all connections may hold (strata serve --line-buffer-mb)",
+                budget.limit
+            )));
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.budget.used.fetch_sub(self.bytes, Relaxed);
+        self.budget.connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -207,7 +314,8 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
+    let budget = BufferBudget::new(limits.buffer_budget);
     let refusal = line::too_many_connections(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
@@ -215,18 +323,18 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    let Some(slot) = slots.take() else {
                         // A fresh socket's send buffer is empty: this short line fits without blocking.
                         let _ = stream.try_write(refusal.as_bytes());
                         continue;
                     };
-                    let stores = stores.clone();
+                    let (stores, budget) = (stores.clone(), budget.clone());
                     let gate = Gate::new(token.clone(), Some(client.ip()));
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, &stores, gate, limits.idle_timeout).await {
+                        if let Err(e) = connection(stream, &stores, gate, limits, &slot, &budget).await {
                             tracing::debug!(error = %e, "line connection ended with an error");
                         }
-                        drop(permit);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -243,17 +351,39 @@ async fn connection(
     mut stream: TcpStream,
     stores: &Stores,
     gate: Gate,
-    idle_timeout: Duration,
+    limits: Limits,
+    slot: &Slot,
+    budget: &Arc<BufferBudget>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut session = Session::new();
-    let result = talk(&mut stream, stores, &mut session, gate, idle_timeout).await;
+    let mut charge = budget.open();
+    let result = talk(
+        &mut stream,
+        stores,
+        &mut session,
+        gate,
+        limits.idle_timeout,
+        slot,
+        &mut charge,
+    )
+    .await;
+    drop(charge);
     // The transaction first: a client told that its connection timed out may look at once.
     session.close(stores).await;
-    if let Ok(End::Idle) = result {
-        // Every reply has been written, so this line cannot land inside another; if the client's
-        // receive buffer is full it is not sent at all, and the close says enough.
-        let _ = stream.try_write(line::idle_timeout(idle_timeout).as_bytes());
+    // Every reply has been written, so a last line cannot land inside another; if the client's receive
+    // buffer is full it is not sent at all, and the close says enough.
+    let last = match result {
+        Ok(End::Idle) => Some(line::idle_timeout(limits.idle_timeout)),
+        Ok(End::GaveWay) => Some(line::gave_way(limits.max_connections)),
+        Ok(End::AuthLate) => Some(line::error(&format!(
+            "Authentication required within {} s; closing the connection",
+            AUTH_DEADLINE.as_secs()
+        ))),
+        _ => None,
+    };
+    if let Some(last) = last {
+        let _ = stream.try_write(last.as_bytes());
     }
     result.map(drop)
 }
@@ -264,6 +394,10 @@ enum End {
     Closed,
     /// No byte came within the idle timeout.
     Idle,
+    /// Idle at the connection cap: closed to make room for a new connection.
+    GaveWay,
+    /// Not authenticated within [`AUTH_DEADLINE`].
+    AuthLate,
 }
 
 /// Lines are framed by tokio-util's [`LinesCodec`] (linear in the input: it remembers how far it searched,
@@ -273,14 +407,30 @@ enum End {
 /// the next read. A client that reads none of its replies therefore blocks the write, the server stops
 /// reading its commands, and TCP flow control holds the client back: the server never holds more than
 /// that much of its replies plus the one that passed it. Every read and write gets `idle_timeout`.
+///
+/// Before each read the connection tells its [`Slot`] whether it may give way (idle, and not holding an
+/// open transaction; a connection not yet authenticated first); told to, it closes. A connection that
+/// has not authenticated (with a token configured) has [`AUTH_DEADLINE`] to do so, however many bytes it
+/// sends, and lines of at most [`UNAUTHENTICATED_LINE_BYTES`] until then.
 async fn talk(
     stream: &mut TcpStream,
     stores: &Stores,
     session: &mut Session,
     mut gate: Gate,
     idle_timeout: Duration,
+    slot: &Slot,
+    charge: &mut Charge,
 ) -> std::io::Result<End> {
-    let mut codec = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
+    let line_limit = |gate: &Gate| {
+        if gate.is_authenticated() {
+            MAX_LINE_BYTES
+        } else {
+            UNAUTHENTICATED_LINE_BYTES
+        }
+    };
+    let mut codec = LinesCodec::new_with_max_length(line_limit(&gate));
+    let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
+    tokio::pin!(auth_deadline);
     let mut input = BytesMut::with_capacity(4096);
     let mut replies: Vec<u8> = Vec::with_capacity(4096);
     let mut eof = false;
@@ -299,16 +449,31 @@ async fn talk(
                 Ok(None) => break,
                 Ok(Some(text)) => match gate.check(&text).await {
                     Gated::Pass => session.execute(stores, &text).await,
-                    Gated::Reply(reply) => reply,
+                    Gated::Reply(reply) => {
+                        if gate.is_authenticated() && codec.max_length() != MAX_LINE_BYTES {
+                            // Authenticated: full-length lines from here on (the bytes read stay).
+                            codec = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
+                        }
+                        reply
+                    }
                     Gated::Close(reply) => {
                         replies.extend(reply.into_bytes());
-                        write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
+                        write(
+                            stream,
+                            &mut replies,
+                            idle.as_mut(),
+                            idle_timeout,
+                            slot,
+                            resting(session, &gate),
+                        )
+                        .await?;
                         stream.shutdown().await?;
                         return Ok(End::Closed);
                     }
                 },
                 Err(LinesCodecError::MaxLineLengthExceeded) => Some(line::error(&format!(
-                    "Line too long (limit {MAX_LINE_BYTES} bytes)"
+                    "Line too long (limit {} bytes)",
+                    line_limit(&gate)
                 ))),
                 // The codec's only other error: the line (already taken off the input) is not UTF-8.
                 Err(LinesCodecError::Io(_)) => Some(line::error("Invalid UTF-8 in command")),
@@ -317,10 +482,39 @@ async fn talk(
                 replies.extend(reply.into_bytes());
             }
             if replies.len() > MAX_PENDING_REPLY_BYTES {
-                write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
+                if let Err(last) = charge.hold(held(&input, &replies)) {
+                    return close_over_budget(stream, last).await;
+                }
+                write(
+                    stream,
+                    &mut replies,
+                    idle.as_mut(),
+                    idle_timeout,
+                    slot,
+                    resting(session, &gate),
+                )
+                .await?;
             }
         }
-        write(stream, &mut replies, idle.as_mut(), idle_timeout).await?;
+        if let Err(last) = charge.hold(held(&input, &replies)) {
+            return close_over_budget(stream, last).await;
+        }
+        write(
+            stream,
+            &mut replies,
+            idle.as_mut(),
+            idle_timeout,
+            slot,
+            resting(session, &gate),
+        )
+        .await?;
+        // A large line or reply once is no reason to keep its room.
+        if input.is_empty() && input.capacity() > KEPT_BUFFER_BYTES {
+            input = BytesMut::with_capacity(4096);
+        }
+        if replies.capacity() > KEPT_BUFFER_BYTES {
+            replies = Vec::with_capacity(4096);
+        }
         if eof {
             // The last command, even without a newline, has been answered.
             return Ok(End::Closed);
@@ -329,33 +523,90 @@ async fn talk(
         input.reserve(4096);
         idle.as_mut()
             .reset(tokio::time::Instant::now() + idle_timeout);
+        slot.set(resting(session, &gate));
+        let authenticated = gate.is_authenticated();
         tokio::select! {
             biased;
             read = stream.read_buf(&mut input) => eof = read? == 0,
             () = idle.as_mut() => return Ok(End::Idle),
+            () = slot.give_way() => return Ok(End::GaveWay),
+            () = auth_deadline.as_mut(), if !authenticated => return Ok(End::AuthLate),
+        }
+        slot.set(Use::Busy);
+        if let Err(last) = charge.hold(held(&input, &replies)) {
+            return close_over_budget(stream, last).await;
         }
     }
 }
 
+/// The room a connection's buffers keep between commands; more is given back once they are empty.
+const KEPT_BUFFER_BYTES: usize = 2 * MAX_PENDING_REPLY_BYTES;
+
+/// What a connection holds in memory: its buffers as allocated.
+fn held(input: &BytesMut, replies: &Vec<u8>) -> u64 {
+    (input.capacity() + replies.capacity()) as u64
+}
+
+/// Closes a connection over its share of the [`BufferBudget`]: its unwritten replies are dropped (they
+/// are what it may not hold), and one `Error` line says why, if the socket takes it at once.
+async fn close_over_budget(stream: &mut TcpStream, last: String) -> std::io::Result<End> {
+    tracing::warn!("closing a line-protocol connection over its share of the buffer budget");
+    let _ = stream.try_write(last.as_bytes());
+    let _ = stream.shutdown().await;
+    Ok(End::Closed)
+}
+
 /// Writes and clears the pending replies, within `idle_timeout` (on the connection's timer, `idle`).
+///
+/// A client that does not take its replies is waited for as an idle one is: at the cap it gives way
+/// (closed without a last line, which could land inside a reply).
 async fn write(
     stream: &mut TcpStream,
     replies: &mut Vec<u8>,
     mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
     idle_timeout: Duration,
+    slot: &Slot,
+    resting: Use,
 ) -> std::io::Result<()> {
     if replies.is_empty() {
         return Ok(());
     }
     idle.as_mut()
         .reset(tokio::time::Instant::now() + idle_timeout);
-    tokio::select! {
-        biased;
-        written = stream.write_all(replies) => written?,
-        () = idle => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-    }
+    let written = {
+        let write = stream.write_all(replies);
+        tokio::pin!(write);
+        // Most writes complete at once: only a blocked one tells the slot it waits.
+        match futures_util::FutureExt::now_or_never(write.as_mut()) {
+            Some(written) => written,
+            None => {
+                slot.set(resting);
+                let written = tokio::select! {
+                    biased;
+                    written = write => written,
+                    () = idle => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                    () = slot.give_way() => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                };
+                slot.set(Use::Busy);
+                written
+            }
+        }
+    };
+    written?;
     replies.clear();
     Ok(())
+}
+
+/// What a connection waiting for its client is to its slot: busy while it holds an open transaction,
+/// else idle (a stranger until it authenticates).
+fn resting(session: &Session, gate: &Gate) -> Use {
+    if session.transaction().is_some() {
+        Use::Busy
+    } else if gate.is_authenticated() {
+        Use::Idle
+    } else {
+        Use::Stranger
+    }
 }
 
 /// `GET /kv/ws`: each text message is one command line; each reply comes back as a message (without the
@@ -369,9 +620,17 @@ async fn write(
 /// with code 1009 (message too big), the open transaction rolled back.
 ///
 /// A request that is not a WebSocket upgrade gets `400 not_a_websocket` in the contract's error JSON.
+///
+/// With [`WsLimits`] (what `strata serve` sets), at most `slots.cap()` sockets are open at once: at the cap
+/// the one idle the longest without an open transaction is closed (code 1001) to make room, and only when
+/// every socket is busy is the upgrade refused (`503 too_many_connections`); a socket idle for
+/// `idle_timeout` is closed (code 1001, its transaction rolled back); and each message counts against the
+/// rate limit like a request to `GET /kv/ws` (over it, an `Error` line and nothing runs).
 pub async fn websocket(
     stores: Arc<Stores>,
     token: Option<AuthToken>,
+    limits: Option<WsLimits>,
+    client: Option<std::net::IpAddr>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> axum::response::Response {
     let upgrade = match upgrade {
@@ -389,10 +648,72 @@ pub async fn websocket(
             ));
         }
     };
+    let slot = match &limits {
+        Some(limits) => match limits.slots.take() {
+            Some(slot) => Some(slot),
+            None => {
+                return crate::server::to_axum(strata_http::response::error(
+                    &strata_core::Error::new(
+                        strata_core::Kind::Unavailable,
+                        "too_many_connections",
+                        format!(
+                            "{} WebSockets are open and busy, the most this server holds at once; \
+                             retry later",
+                            limits.slots.cap()
+                        ),
+                    )
+                    .with("limit", limits.slots.cap())
+                    .retry_after(1),
+                ));
+            }
+        },
+        None => None,
+    };
     upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
-        .on_upgrade(move |socket| ws_session(socket, stores, Gate::authenticated(token)))
+        .on_upgrade(move |socket| {
+            let bounds = limits.zip(slot).map(|(limits, slot)| Bounds {
+                slot,
+                idle_timeout: limits.idle_timeout,
+                budget: limits.budget.zip(client),
+            });
+            ws_session(socket, stores, Gate::authenticated(token), bounds)
+        })
+}
+
+/// The local WebSocket's bounds (`strata serve --max-websockets`, `--ws-idle-timeout`) and the rate limit
+/// its messages count against (`--rate-limit`).
+#[derive(Clone)]
+pub struct WsLimits {
+    pub slots: Arc<Slots>,
+    pub idle_timeout: Duration,
+    pub budget: Option<MessageBudget>,
+}
+
+impl std::fmt::Debug for WsLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsLimits")
+            .field("slots", &self.slots)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes one request's worth of a client's rate limit, or says in how many seconds there is room.
+pub type MessageBudget = Arc<dyn Fn(std::net::IpAddr) -> Result<(), u64> + Send + Sync>;
+
+/// One socket's share of [`WsLimits`].
+struct Bounds {
+    slot: Slot,
+    idle_timeout: Duration,
+    budget: Option<(MessageBudget, std::net::IpAddr)>,
+}
+
+impl Bounds {
+    fn slot_cap(&self) -> usize {
+        self.slot.cap()
+    }
 }
 
 /// The close frame for a message over [`MAX_BODY_BYTES`].
@@ -413,9 +734,47 @@ fn is_too_big(e: axum::Error) -> bool {
 /// One message at a time: the next is read only after the reply to the one before is sent, so the
 /// messages of a connection run in the order sent, as over TCP (a `PUT` right behind `START` is inside the
 /// transaction, however fast the client pipelines).
-async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>, mut gate: Gate) {
+async fn ws_session(
+    mut socket: WebSocket,
+    stores: Arc<Stores>,
+    mut gate: Gate,
+    bounds: Option<Bounds>,
+) {
     let mut session = Session::new();
-    while let Some(received) = socket.recv().await {
+    loop {
+        let received = match &bounds {
+            None => socket.recv().await,
+            Some(bounds) => {
+                bounds.slot.set(resting(&session, &gate));
+                let ended = tokio::select! {
+                    received = socket.recv() => Ok(received),
+                    () = tokio::time::sleep(bounds.idle_timeout) => Err(format!(
+                        "idle for {} s; closing (an open transaction was rolled back)",
+                        bounds.idle_timeout.as_secs()
+                    )),
+                    () = bounds.slot.give_way() => Err(format!(
+                        "closed to make room for a new connection: the server holds at most {} \
+                         WebSockets, and this one was idle the longest",
+                        bounds.slot_cap()
+                    )),
+                };
+                bounds.slot.set(Use::Busy);
+                match ended {
+                    Ok(received) => received,
+                    Err(reason) => {
+                        session.close(&stores).await;
+                        let _ = socket
+                            .send(Message::Close(Some(CloseFrame {
+                                code: close_code::AWAY,
+                                reason: reason.into(),
+                            })))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(received) = received else { break };
         let message = match received {
             Ok(message) => message,
             Err(e) => {
@@ -431,6 +790,21 @@ async fn ws_session(mut socket: WebSocket, stores: Arc<Stores>, mut gate: Gate) 
             Message::Close(_) => break,
             _ => continue,
         };
+        if let Some((budget, client)) = bounds.as_ref().and_then(|b| b.budget.as_ref())
+            && let Err(retry_after) = budget(*client)
+        {
+            let reply = line::error(&format!(
+                "Rate limited: too many commands; retry in {retry_after} s (nothing ran)"
+            ));
+            if socket
+                .send(Message::Text(reply.trim_end_matches('\n').into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let reply = match text {
             Ok(text) => match gate.check(text).await {
                 Gated::Pass => session.execute(&stores, text).await,

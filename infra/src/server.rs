@@ -42,8 +42,19 @@ pub fn router(stores: Arc<Stores>) -> axum::Router {
     router = router.route(
         "/kv/ws",
         axum::routing::get(
-            move |token: Option<axum::Extension<crate::auth::AuthToken>>, upgrade| {
-                crate::line::websocket(ws_stores, token.map(|t| t.0), upgrade)
+            move |token: Option<axum::Extension<crate::auth::AuthToken>>,
+                  limits: Option<axum::Extension<crate::line::WsLimits>>,
+                  client: Option<
+                axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>,
+            >,
+                  upgrade| {
+                crate::line::websocket(
+                    ws_stores,
+                    token.map(|t| t.0),
+                    limits.map(|l| l.0),
+                    client.map(|c| c.0.0.ip()),
+                    upgrade,
+                )
             },
         ),
     );
@@ -84,8 +95,12 @@ impl RateLimit {
 
 /// Rate limiting by client address and route (tower_governor's GCRA): a burst of N, refilled evenly over
 /// SECONDS. Over the limit: `429` in the API's error JSON with `retry-after`, and the request never reaches
-/// its handler, so nothing is counted or changed.
-pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
+/// its handler, so nothing is counted or changed. Also returns the budget that each message of a local
+/// WebSocket takes from, as a request to `GET /kv/ws` does.
+pub fn rate_limited(
+    router: axum::Router,
+    limit: RateLimit,
+) -> (axum::Router, crate::line::MessageBudget) {
     use tower_governor::GovernorLayer;
     use tower_governor::governor::GovernorConfigBuilder;
     let config = GovernorConfigBuilder::default()
@@ -103,6 +118,18 @@ pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
             limiter.shrink_to_fit();
         },
     );
+    let limiter = config.limiter().clone();
+    let budget: crate::line::MessageBudget = Arc::new(move |client| {
+        limiter
+            .check_key(&(client, Method::GET, "/kv/ws".to_owned()))
+            .map_err(|not_until| {
+                use governor::clock::{Clock, DefaultClock};
+                not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    .max(1)
+            })
+    });
     let layer = GovernorLayer::new(Arc::new(config)).error_handler(|e| {
         let retry_after = match e {
             tower_governor::GovernorError::TooManyRequests { wait_time, .. } => wait_time.max(1),
@@ -120,11 +147,12 @@ pub fn rate_limited(router: axum::Router, limit: RateLimit) -> axum::Router {
     // Outside the limiter, so it sees the 429s the limiter answers without calling a handler (which
     // records its own answers).
     let operations = Arc::new(operations());
-    router
+    let router = router
         .route_layer(layer)
         .route_layer(axum::middleware::from_fn(move |req, next| {
             count_throttled(operations.clone(), req, next)
-        }))
+        }));
+    (router, budget)
 }
 
 /// The limiter keeps a state per client address and route it has seen; a client quiet for one period of
@@ -210,6 +238,8 @@ pub struct Options {
     /// The addresses and names the server answers to; with them, what a web page sends is refused
     /// ([`crate::browser`]). `strata serve` always sets it.
     pub allowed: Option<crate::browser::Allowed>,
+    /// The local WebSocket's cap and idle timeout (its messages count against `rate_limit`).
+    pub websockets: Option<crate::line::WsLimits>,
 }
 
 /// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
@@ -217,8 +247,16 @@ pub struct Options {
 /// everything, so a `401` has an `x-request-id` and a log line like any answer.
 pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     let mut router = router(stores);
+    let mut websockets = options.websockets.clone();
     if let Some(limit) = options.rate_limit {
-        router = rate_limited(router, limit);
+        let budget;
+        (router, budget) = rate_limited(router, limit);
+        if let Some(websockets) = &mut websockets {
+            websockets.budget = Some(budget);
+        }
+    }
+    if let Some(websockets) = websockets {
+        router = router.layer(axum::Extension(websockets));
     }
     router = with_metrics(router);
     if let Some(export) = &options.export {
@@ -356,14 +394,9 @@ async fn check_token(
         None => Some(crate::routes::FALLBACK.function),
     };
     let response = match verdict {
-        crate::auth::Verdict::Throttled(retry_after) => to_axum(error(
-            &Error::new(
-                strata_core::Kind::Throttled,
-                crate::auth::THROTTLED_CODE,
-                "too many wrong tokens from this address; its attempts are slowed, retry later",
-            )
-            .retry_after(retry_after),
-        )),
+        crate::auth::Verdict::Throttled(retry_after) => {
+            to_axum(error(&crate::auth::throttled(retry_after)))
+        }
         _ => crate::auth::unauthorized(crate::auth::refusal(req.headers())),
     };
     let code = match verdict {

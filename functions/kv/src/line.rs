@@ -25,6 +25,9 @@ use utoipa::openapi::{ContentBuilder, Required, ResponseBuilder};
 #[derive(Debug, Default)]
 pub struct Session {
     tx: Option<TxId>,
+    /// Why the last `START` was refused, until a `COMMIT` or `ROLLBACK` acknowledges it: the commands a
+    /// client pipelined behind that `START` must not run one by one outside any transaction.
+    refused: Option<String>,
 }
 
 impl Session {
@@ -34,7 +37,7 @@ impl Session {
 
     /// A session resumed with its open transaction (WebSocket sessions live between invocations).
     pub fn resume(tx: Option<TxId>) -> Self {
-        Self { tx }
+        Self { tx, refused: None }
     }
 
     pub fn transaction(&self) -> Option<&TxId> {
@@ -71,6 +74,16 @@ impl Session {
     }
 
     async fn run(&mut self, stores: &Stores, command: Command<'_>) -> Result<String, Error> {
+        if let Some(reason) = &self.refused {
+            let reply = line::error(&format!(
+                "No transaction: START was refused ({}); nothing runs until COMMIT or ROLLBACK",
+                reason.trim_end_matches('.')
+            ));
+            if matches!(command, Command::Commit | Command::Rollback) {
+                self.refused = None;
+            }
+            return Ok(reply);
+        }
         let outcome = match command {
             Command::Put { key, value } => {
                 let (key, value) = (Key::parse(key)?, Value::parse(value.to_owned())?);
@@ -100,8 +113,21 @@ impl Session {
                 if self.tx.is_some() {
                     return Ok(line::error("Transaction already in progress"));
                 }
-                self.tx = Some(stores.kv_tx.begin(TxId::generate()).await?.id);
-                Ok(line::ok())
+                match stores.kv_tx.begin(TxId::generate()).await {
+                    Ok(began) => {
+                        self.tx = Some(began.id);
+                        Ok(line::ok())
+                    }
+                    Err(e) => {
+                        // (`execute` logs an internal fault when it answers this one.)
+                        self.refused = Some(if e.kind == Kind::Internal {
+                            "an internal error occurred".to_owned()
+                        } else {
+                            e.message.clone()
+                        });
+                        Err(e)
+                    }
+                }
             }
             // The session lets go of its transaction only once the store says it is over: a commit the
             // store could not take (`503`, `429`) leaves it open, and the next COMMIT retries it.

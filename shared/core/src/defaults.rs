@@ -12,6 +12,9 @@
 //! | [`MAX_TRANSACTION_MEMORY`] | `--max-transaction-memory-mb` (in MiB) | — | — |
 //! | [`LINE_MAX_CONNECTIONS`] | `--max-line-connections` | — | — |
 //! | [`LINE_IDLE_TIMEOUT`] | `--line-idle-timeout` | — | — |
+//! | [`WS_MAX_CONNECTIONS`] | `--max-websockets` | — | — |
+//! | [`WS_IDLE_TIMEOUT`] | `--ws-idle-timeout` | — | — |
+//! | [`LINE_BUFFER_BUDGET`] | `--line-buffer-mb` (in MiB) | — | — |
 //! | [`HTTP_MAX_CONNECTIONS`] | `--max-connections` | — | — |
 //! | [`HTTP_READ_TIMEOUT`] | `--read-timeout` | — | — |
 //! | [`EMBEDDED_CACHE_MB`] | `--cache-mb` | — | — |
@@ -47,6 +50,14 @@ pub const LINE_MAX_CONNECTIONS: usize = 1024;
 /// How long a line-protocol TCP connection may send nothing (or take none of its replies) before it is
 /// closed and its open transaction rolled back; the same as a transaction's idle timeout.
 pub const LINE_IDLE_TIMEOUT: Duration = TX_IDLE_TIMEOUT;
+
+/// Local WebSockets (`GET /kv/ws`) open at once; at the cap the one idle the longest gives way.
+pub const WS_MAX_CONNECTIONS: usize = 1024;
+/// How long a local WebSocket may send nothing before it is closed and its open transaction rolled back.
+pub const WS_IDLE_TIMEOUT: Duration = LINE_IDLE_TIMEOUT;
+
+/// Bytes all line-protocol TCP connections together may hold in partial lines and unwritten replies.
+pub const LINE_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// HTTP connections the local server serves at once.
 pub const HTTP_MAX_CONNECTIONS: usize = 4096;

@@ -122,6 +122,14 @@ pub fn too_many_connections(limit: usize) -> String {
     ))
 }
 
+/// The reply to an idle connection closed to make room for a new one at the connection cap.
+pub fn gave_way(limit: usize) -> String {
+    error(&format!(
+        "Closed to make room for a new connection: the server holds at most {limit}, and this one was \
+         idle the longest"
+    ))
+}
+
 /// The reply to a TCP connection idle past its timeout, before it is closed.
 pub fn idle_timeout(timeout: std::time::Duration) -> String {
     error(&format!(

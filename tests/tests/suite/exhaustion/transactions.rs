@@ -255,10 +255,43 @@ async fn past_the_open_transaction_cap_starting_one_is_503_and_nothing_is_create
             .contains("8 transactions are open"),
         "{reply}"
     );
-    // The session is outside any transaction, and says so.
-    write.write_all(b"COMMIT\n").await.unwrap();
+    // Until a COMMIT or ROLLBACK says it has seen the refusal, nothing runs: a client that pipelined
+    // its transaction behind the START has none of it applied one by one.
+    write
+        .write_all(b"PUT piped 1\nGET piped\nCOMMIT\nGET piped\n")
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let reply: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(reply["status"], "Error", "{reply}");
+        assert!(
+            reply["mesg"]
+                .as_str()
+                .unwrap()
+                .starts_with("No transaction: START was refused (8 transactions are open"),
+            "{n}: {reply}"
+        );
+    }
     let reply: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
-    assert_eq!(reply["mesg"], "No transaction in progress");
+    assert_eq!(reply["mesg"], "Key not found!", "the PUT ran: {reply}");
+    // The same over HTTP, in one request.
+    let r = client
+        .post(server.url("/kv/commands"))
+        .header("content-type", "text/plain")
+        .body("START\nPUT piped 1\nCOMMIT\nGET piped\n")
+        .send()
+        .await
+        .unwrap();
+    let replies = r.text().await.unwrap();
+    let replies: Vec<&str> = replies.lines().collect();
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert!(replies[1].contains("START was refused"), "{replies:?}");
+    assert!(replies[2].contains("START was refused"), "{replies:?}");
+    assert_eq!(
+        replies[3],
+        r#"{"status": "Error", "mesg": "Key not found!"}"#
+    );
 
     // The eight are untouched: each still takes a write; one rolled back makes room for one more.
     for id in &ids {
@@ -273,9 +306,17 @@ async fn past_the_open_transaction_cap_starting_one_is_503_and_nothing_is_create
     let r = keyed().await.unwrap();
     assert_eq!(r.status(), 201);
     assert!(r.headers().get("idempotent-replayed").is_none());
-    write.write_all(b"START\n").await.unwrap();
+    write.write_all(b"START\nROLLBACK\n").await.unwrap();
     let reply: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(reply["status"], "Error", "the cap is full again: {reply}");
+    let reply: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert!(
+        reply["mesg"]
+            .as_str()
+            .unwrap()
+            .contains("START was refused"),
+        "{reply}"
+    );
     let r = client
         .post(server.url(&format!("/kv/transactions/{}/commit", ids[1])))
         .send()
