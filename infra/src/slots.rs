@@ -122,11 +122,17 @@ impl Slots {
 impl Slot {
     /// Says what the connection does from now on (an idle one's time counts from here).
     pub fn set(&self, using: Use) {
-        if let Some(holder) = self.slots.lock().by_id.get_mut(&self.id)
+        let mut held = self.slots.lock();
+        if let Some(holder) = held.by_id.get_mut(&self.id)
             && holder.using != using
         {
             holder.using = using;
             holder.since = Instant::now();
+            drop(held);
+            if using != Use::Busy {
+                // A connection waiting for a place may now make this one give way.
+                self.slots.freed.notify_one();
+            }
         }
     }
 

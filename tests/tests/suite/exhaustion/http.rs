@@ -143,10 +143,12 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_writes_nothing() {
     assert_eq!(absent.status(), 404);
 }
 
-/// With the cap reached, a new connection waits (it is not accepted), while the connections already in
-/// keep being served; once one of them closes, the waiting one is served.
+/// At the cap, the keep-alive connection idle the longest is closed to make room, and the new one is
+/// served at once (an idle flood cannot starve a new client). While every connection has a request in
+/// flight (here: a body that has not arrived), a new connection waits (it is not accepted) and the others
+/// keep being served; once one of them is free again, the waiting one is served.
 #[tokio::test]
-async fn over_the_connection_cap_new_connections_wait_and_existing_ones_are_served() {
+async fn at_the_connection_cap_idle_ones_give_way_and_busy_ones_make_new_ones_wait() {
     let (_dir, server) = start(&["--max-connections", "20", "--read-timeout", "30"]);
     let address = address(&server);
     let mut inside = Vec::new();
@@ -155,7 +157,44 @@ async fn over_the_connection_cap_new_connections_wait_and_existing_ones_are_serv
         assert_eq!(health_on(&mut stream).await, "HTTP/1.1 200 OK");
         inside.push(stream);
     }
-    // The kernel completes the handshake, but the server does not accept it: no answer.
+    let mut newcomer = TcpStream::connect(&address).await.unwrap();
+    assert_eq!(health_on(&mut newcomer).await, "HTTP/1.1 200 OK");
+    assert!(
+        until_closed(&mut inside[0], Duration::from_secs(5))
+            .await
+            .is_ok(),
+        "the idlest connection gave way"
+    );
+    for stream in inside.iter_mut().skip(1).take(5) {
+        assert_eq!(health_on(stream).await, "HTTP/1.1 200 OK");
+    }
+
+    let (_dir, server) = start(&["--max-connections", "4", "--read-timeout", "30"]);
+    let address = self::address(&server);
+    let body = br#"{"value": "x"}"#;
+    let mut busy = Vec::new();
+    for n in 0..4 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "PUT /kv/keys/busy-{n} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // `100 Continue` once the server reads the body: the request is in flight.
+        let mut continued = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut continued))
+            .await
+            .expect("100 Continue")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&continued[..n]).starts_with("HTTP/1.1 100"));
+        busy.push(stream);
+    }
     let mut waiting = TcpStream::connect(&address).await.unwrap();
     waiting
         .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
@@ -166,15 +205,18 @@ async fn over_the_connection_cap_new_connections_wait_and_existing_ones_are_serv
         tokio::time::timeout(Duration::from_millis(1500), waiting.read(&mut chunk))
             .await
             .is_err(),
-        "a connection over the cap was served"
+        "a connection over the cap was served while all were busy"
     );
-    for stream in inside.iter_mut().take(5) {
-        assert_eq!(health_on(stream).await, "HTTP/1.1 200 OK");
-    }
-    drop(inside.pop());
+    // One body arrives: that request is answered, its connection is idle, and the waiting one is served.
+    busy[0].write_all(body).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), busy[0].read(&mut chunk))
+        .await
+        .expect("the busy request is answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
     let n = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut chunk))
         .await
-        .expect("served once a connection closed")
+        .expect("served once a connection was free")
         .unwrap();
     assert!(
         String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"),

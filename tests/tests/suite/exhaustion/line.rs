@@ -248,11 +248,12 @@ async fn first_line(stream: &mut TcpStream, wait: Duration) -> Option<(String, b
     }
 }
 
-/// 2,000 idle connections against a cap of 500: the 499 that fit beside a working client are served,
-/// the other 1,501 each get the one documented `Error` line and are closed; the working client and HTTP
-/// clients go on being answered, and a closed connection's place can be taken again.
+/// 2,000 idle connections against a cap of 500 (a stranger filling the cap): each new one is served, and the
+/// connection idle the longest gives way with the one documented `Error` line, so the last 499 are live
+/// sessions beside a working client, whose open transaction keeps its place; HTTP clients go on being
+/// answered. Only when every connection is busy (here: a transaction open on each) is a new one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connections_over_the_cap_are_refused_with_one_error_line() {
+async fn at_the_cap_idle_connections_give_way_and_only_busy_ones_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let cap = 500;
     let server = Server::start(
@@ -260,8 +261,8 @@ async fn connections_over_the_cap_are_refused_with_one_error_line() {
         dir.path(),
         &["--max-line-connections", &cap.to_string()],
     );
-    let refusal = format!(
-        "{{\"status\": \"Error\", \"mesg\": \"Too many connections (limit {cap}); try again later\"}}\n"
+    let gave_way = format!(
+        "{{\"status\": \"Error\", \"mesg\": \"Closed to make room for a new connection: the server holds at most {cap}, and this one was idle the longest\"}}\n"
     );
     let mut worker = BufReader::new(
         TcpStream::connect(("127.0.0.1", server.line_port))
@@ -282,6 +283,8 @@ async fn connections_over_the_cap_are_refused_with_one_error_line() {
         line
     };
     assert_eq!(call(&mut worker, "PUT w 1").await, OK);
+    // A transaction open: the worker never gives way.
+    assert_eq!(call(&mut worker, "START").await, OK);
     let bystander = Bystander::start(&server.base);
 
     let mut idle = Vec::new();
@@ -297,59 +300,189 @@ async fn connections_over_the_cap_are_refused_with_one_error_line() {
             .map(|s| first_line(s, Duration::from_secs(5))),
     )
     .await;
-    let (mut accepted, mut refused) = (Vec::new(), 0);
+    let (mut live, mut closed) = (Vec::new(), 0);
     for (stream, seen) in idle.into_iter().zip(seen) {
         match seen {
-            None => accepted.push(stream),
-            Some((line, closed)) => {
-                assert_eq!(line, refusal);
-                assert!(closed, "a refused connection is closed after its line");
-                refused += 1;
+            None => live.push(stream),
+            Some((line, was_closed)) => {
+                assert_eq!(line, gave_way);
+                assert!(
+                    was_closed,
+                    "a connection that gave way is closed after its line"
+                );
+                closed += 1;
             }
         }
     }
     assert_eq!(
-        (accepted.len(), refused),
+        (live.len(), closed),
         (cap - 1, 2000 - (cap - 1)),
-        "the cap counts every open connection"
+        "the newest connections are served, the idlest gave way"
     );
+    assert_eq!(call(&mut worker, "PUT w 2").await, OK);
     assert_eq!(
-        call(&mut worker, "GET w").await,
-        result("1"),
-        "an existing connection keeps working"
+        call(&mut worker, "COMMIT").await,
+        OK,
+        "the busy connection kept its place and its transaction"
     );
-    // The accepted idle ones are real sessions.
-    for stream in accepted.iter_mut().step_by(50) {
+    // The live ones are real sessions.
+    for stream in live.iter_mut().step_by(50) {
         stream.write_all(b"GET w\n").await.unwrap();
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).await.unwrap();
-        assert_eq!(line, result("1"));
-    }
-    // A place freed is a place taken again.
-    accepted.truncate(accepted.len() - 10);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut fresh = TcpStream::connect(("127.0.0.1", server.line_port))
-            .await
-            .unwrap();
-        fresh.write_all(b"GET w\n").await.unwrap();
-        let mut line = String::new();
-        BufReader::new(&mut fresh)
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        if line == result("1") {
-            break;
-        }
-        assert_eq!(line, refusal);
-        assert!(
-            Instant::now() < deadline,
-            "closed connections never gave their place back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(line, result("2"));
     }
     bystander.assert_served().await;
     assert_under_bound(&server, "2,000 idle connections");
+    drop(live);
+
+    // Every place busy: the new one is refused, and no open transaction is lost.
+    let busy_dir = tempfile::tempdir().unwrap();
+    let busy = Server::start(
+        crate::STRATA,
+        busy_dir.path(),
+        &["--max-line-connections", "4"],
+    );
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let mut holder = BufReader::new(
+            TcpStream::connect(("127.0.0.1", busy.line_port))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(call(&mut holder, "START").await, OK);
+        holders.push(holder);
+    }
+    let mut refused = TcpStream::connect(("127.0.0.1", busy.line_port))
+        .await
+        .unwrap();
+    let (line, was_closed) = first_line(&mut refused, Duration::from_secs(5))
+        .await
+        .expect("a refusal");
+    assert_eq!(
+        (line.as_str(), was_closed),
+        (
+            "{\"status\": \"Error\", \"mesg\": \"Too many connections (limit 4); try again later\"}\n",
+            true
+        )
+    );
+    for holder in &mut holders {
+        assert_eq!(call(holder, "COMMIT").await, OK);
+    }
+    // Now idle, the oldest gives way to a newcomer.
+    let mut newcomer = BufReader::new(
+        TcpStream::connect(("127.0.0.1", busy.line_port))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        call(&mut newcomer, "GET nothing").await,
+        "{\"status\": \"Error\", \"mesg\": \"Key not found!\"}\n"
+    );
+}
+
+/// With a token, strangers give way first and cannot hold their places: four unauthenticated sockets that
+/// each sent a command hold a four-place server, and a client with the right token is served at once
+/// (the longest-idle stranger gives way, not an authenticated client); a stranger is closed at its third
+/// command that is not `AUTH`.
+#[tokio::test]
+async fn strangers_give_way_first_and_cannot_hold_a_place() {
+    const TOKEN: &str = "give-way-test-token-31c9e0";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        crate::STRATA,
+        dir.path(),
+        &["--max-line-connections", "4", "--auth-token", TOKEN],
+    );
+    let connect = async || {
+        BufReader::new(
+            TcpStream::connect(("127.0.0.1", server.line_port))
+                .await
+                .unwrap(),
+        )
+    };
+    let call = async |conn: &mut BufReader<TcpStream>, command: &str| {
+        conn.get_mut()
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
+            .await
+            .expect("an answer")
+            .unwrap();
+        line
+    };
+    let required =
+        "{\"status\": \"Error\", \"mesg\": \"Authentication required: send AUTH <token> first\"}\n";
+    let mut member = connect().await;
+    assert_eq!(call(&mut member, &format!("AUTH {TOKEN}")).await, OK);
+    let mut strangers = Vec::new();
+    for _ in 0..3 {
+        let mut stranger = connect().await;
+        assert_eq!(call(&mut stranger, "GET x").await, required);
+        strangers.push(stranger);
+    }
+    let mut newcomer = connect().await;
+    assert_eq!(call(&mut newcomer, &format!("AUTH {TOKEN}")).await, OK);
+    assert_eq!(call(&mut newcomer, "PUT a 1").await, OK);
+    // The first stranger gave way; the authenticated member, idle longer, did not.
+    let mut line = String::new();
+    strangers[0].read_line(&mut line).await.unwrap();
+    assert!(line.contains("Closed to make room"), "{line}");
+    assert_eq!(call(&mut member, "GET a").await, result("1"));
+    // Three commands without AUTH close a stranger.
+    let stranger = &mut strangers[1];
+    assert_eq!(call(stranger, "GET x").await, required);
+    assert_eq!(
+        call(stranger, "GET x").await,
+        "{\"status\": \"Error\", \"mesg\": \"Authentication required: send AUTH <token> first; closing the connection\"}\n"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(stranger.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+}
+
+/// Every line connection's partial line and unwritten replies share one budget (`--line-buffer-mb 4`):
+/// eight connections each sending 900 KiB of a line without its end pass it, and those over their share
+/// are closed with the documented line while a new client is served.
+#[tokio::test]
+async fn partial_lines_share_one_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &["--line-buffer-mb", "4"]);
+    let mut hogs = Vec::new();
+    for _ in 0..8 {
+        let mut hog = TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap();
+        // A write may block once the server stops reading a closed connection: bounded by a timeout.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            hog.write_all(&vec![b'x'; 900 * 1024]),
+        )
+        .await;
+        hogs.push(hog);
+    }
+    let seen = futures_util::future::join_all(
+        hogs.iter_mut()
+            .map(|s| first_line(s, Duration::from_secs(5))),
+    )
+    .await;
+    let closed = seen
+        .iter()
+        .flatten()
+        .filter(|(line, closed)| line.contains("over its share") && *closed)
+        .count();
+    assert!(closed >= 1, "{seen:?}");
+    assert!(closed < 8, "every connection was closed: {seen:?}");
+    let mut fresh = BufReader::new(
+        TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap(),
+    );
+    fresh.get_mut().write_all(b"PUT a 1\n").await.unwrap();
+    let mut line = String::new();
+    fresh.read_line(&mut line).await.unwrap();
+    assert_eq!(line, OK);
 }
 
 /// `--line-idle-timeout`: a connection that sends nothing is told and closed, its open transaction
@@ -530,4 +663,79 @@ async fn an_over_large_websocket_message_closes_the_socket_with_1009() {
     }
     bystander.assert_served().await;
     assert_under_bound(&server, "64 MiB WebSocket message");
+}
+
+/// Local WebSockets have their own cap (`--max-websockets 5`): five idle sockets, and a sixth is served
+/// while the longest idle is closed with code 1001; five busy ones (a transaction open on each) and the
+/// upgrade is refused (`503 too_many_connections`). Each message counts against the rate limit.
+#[tokio::test]
+async fn idle_websockets_give_way_and_messages_are_rate_limited() {
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        crate::STRATA,
+        dir.path(),
+        &["--max-websockets", "5", "--rate-limit", "20/60"],
+    );
+    let url = server.url("/kv/ws").replacen("http", "ws", 1);
+    let call = async |ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<TcpStream>,
+    >,
+                      command: &str| {
+        ws.send(Message::text(command)).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer")
+        {
+            Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
+            other => panic!("{command}: {other:?}"),
+        }
+    };
+    let ok = "{\"status\": \"Ok\"}";
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(call(&mut ws, "PUT a 1").await, ok);
+        sockets.push(ws);
+    }
+    let (mut sixth, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        call(&mut sixth, "GET a").await,
+        "{\"status\": \"Ok\", \"result\": \"1\"}"
+    );
+    match tokio::time::timeout(Duration::from_secs(10), sockets[0].next())
+        .await
+        .expect("the idlest socket is closed")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1001);
+            assert!(frame.reason.contains("make room"), "{}", frame.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    sockets[0] = sixth;
+    // All busy: refused.
+    for ws in &mut sockets {
+        assert_eq!(call(ws, "START").await, ok);
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections");
+        }
+        other => panic!("the upgrade was not refused: {:?}", other.map(|_| ())),
+    }
+    // Messages take from the rate limit of GET /kv/ws (20 a minute, 6 upgrades and 10 messages spent).
+    let ws = &mut sockets[1];
+    let mut limited = 0;
+    for n in 0..10 {
+        let reply = call(ws, &format!("PUT limited-{n} x")).await;
+        if reply.contains("Rate limited") {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "ten more messages passed a 20/60 limit");
+    assert!(call(ws, "ROLLBACK").await.contains("Rate limited"));
 }
