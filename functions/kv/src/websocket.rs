@@ -66,6 +66,31 @@ pub async fn disconnect(stores: &Stores, req: Request) -> Response {
     )
 }
 
+/// API Gateway's largest WebSocket message: a reply over it would never reach the client (the socket is
+/// closed with code 1009), so the command's effect stands and its answer says why it is missing.
+pub const MAX_REPLY_BYTES: usize = 128 * 1024;
+
+/// The reply as one message (without the newline), or, over [`MAX_REPLY_BYTES`], one `Error` line naming
+/// the limit (a `GET`'s, where to read the value instead).
+fn within_message_limit(command: &str, reply: String) -> String {
+    let reply = reply.trim_end_matches('\n');
+    if reply.len() <= MAX_REPLY_BYTES {
+        return reply.to_owned();
+    }
+    let message = match line::parse(command) {
+        Ok(Some(line::Command::Get { key })) => format!(
+            "Reply over the WebSocket's {MAX_REPLY_BYTES}-byte message limit (API Gateway); read this value \
+             over HTTP: GET /kv/keys/{}",
+            strata_core::error::prefix(key)
+        ),
+        _ => format!(
+            "Reply over the WebSocket's {MAX_REPLY_BYTES}-byte message limit (API Gateway); the command \
+             ran"
+        ),
+    };
+    line::error(&message).trim_end_matches('\n').to_owned()
+}
+
 /// `$default`: one command line in, its reply line out (without the newline).
 pub async fn default(stores: &Stores, req: Request) -> Response {
     from_result(
@@ -92,10 +117,7 @@ pub async fn default(stores: &Stores, req: Request) -> Response {
                     reply = line::error("Transaction already in progress");
                 }
             }
-            Ok(text(
-                StatusCode::OK,
-                reply.trim_end_matches('\n').to_owned(),
-            ))
+            Ok(text(StatusCode::OK, within_message_limit(&line, reply)))
         }
         .await,
     )

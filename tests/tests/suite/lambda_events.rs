@@ -429,3 +429,32 @@ async fn overlapping_starts(mut f: Fixture) {
         );
     }
 }
+
+/// API Gateway's WebSocket messages are at most 128 KB: a longer reply would never arrive (the socket is
+/// closed), so it is one `Error` line naming the limit instead, and a `GET` says where to read the value.
+#[tokio::test]
+async fn a_websocket_reply_over_the_message_limit_says_so() {
+    let f = Fixture::embedded().await;
+    let big = "b".repeat(200 * 1024);
+    assert_eq!(
+        ws(&f, "ws-default", Some(&format!("PUT big {big}")))
+            .await
+            .1,
+        "{\"status\": \"Ok\"}"
+    );
+    let (status, reply) = ws(&f, "ws-default", Some("GET big")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(reply.len() < 1024, "{} bytes", reply.len());
+    assert_eq!(
+        reply,
+        "{\"status\": \"Error\", \"mesg\": \"Reply over the WebSocket's 131072-byte message limit (API Gateway); read this value over HTTP: GET /kv/keys/big\"}"
+    );
+    // Under the limit, the value itself.
+    let fits = "f".repeat(100 * 1024);
+    ws(&f, "ws-default", Some(&format!("PUT fits {fits}"))).await;
+    let (_, reply) = ws(&f, "ws-default", Some("GET fits")).await;
+    assert_eq!(
+        reply,
+        format!("{{\"status\": \"Ok\", \"result\": \"{fits}\"}}")
+    );
+}
