@@ -64,6 +64,8 @@ struct Emulated {
     handed: Mutex<HashMap<String, (u64, Instant)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     init_error: Mutex<Option<String>>,
+    /// `next` calls so far: the first one ends the function's init.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 type Shared = (
@@ -84,6 +86,9 @@ struct RuntimeApi {
 impl RuntimeApi {
     async fn start() -> Self {
         async fn next(State((emulated, queue)): State<Shared>) -> axum::response::Response {
+            emulated
+                .polls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let Some(invocation) = queue.lock().await.recv().await else {
                 std::future::pending::<()>().await;
                 unreachable!()
@@ -438,6 +443,61 @@ async fn a_lambda_uses_its_own_budget_when_the_invocation_deadline_cannot_be_its
     assert_eq!(warnings.len(), 1, "one warning per process: {warnings:#?}");
     assert!(warnings[0].contains("600000"), "{warnings:?}");
     assert!(api.emulated.init_error.lock().unwrap().is_none());
+}
+
+/// The function opens its DynamoDB connection during init (one free `DescribeEndpoints`), so the first
+/// request after a cold start does not pay the handshake; infra/scripts/cold-starts times it over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_calls_dynamodb_during_init_before_its_first_invocation() {
+    let prefix = fresh_prefix().await;
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        7,
+        FaultConfig::healthy(),
+    )
+    .await;
+    let api = RuntimeApi::start().await;
+    let lambda = Lambda::start(
+        env!("CARGO_BIN_EXE_lambda-under-test"),
+        &api.address,
+        &prefix,
+        &proxy.url,
+    );
+    let waited = Instant::now();
+    while api.emulated.polls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no `next` within 30 s:\n{}",
+            lambda.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Init is over and no invocation was handed over yet.
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.by_operation.values().sum::<u64>(),
+        1,
+        "one DynamoDB call during init: {stats}"
+    );
+    assert_eq!(stats.requests("DescribeEndpoints"), 1, "{stats}");
+
+    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
+        .unwrap();
+    let answer = api
+        .invoke(
+            "after-init",
+            &event,
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no answer:\n{}", lambda.log()));
+    assert_eq!(
+        answer.body["statusCode"],
+        200,
+        "{answer:?}\n{}",
+        lambda.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
