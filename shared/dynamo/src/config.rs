@@ -130,9 +130,20 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
 /// environment (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_DYNAMODB` select DynamoDB Local or LocalStack).
 pub async fn stores_from_env() -> Result<Stores, Error> {
     let config = aws_config::load_from_env().await;
-    Ok(stores(
-        client(&config),
-        Tables::from_env()?,
-        &Settings::from_env()?,
-    ))
+    let client = client(&config);
+    let (tables, settings) = (Tables::from_env()?, Settings::from_env()?);
+    connect(&client).await;
+    Ok(stores(client, tables, &settings))
+}
+
+/// Opens the client's connection to DynamoDB (TCP and TLS) with one free call, so the first request does
+/// not pay the handshake: on Lambda, init runs at full CPU and the instance is then frozen between
+/// invocations at its memory's share. `DescribeEndpoints` reads no table and costs no units; its answer
+/// does not matter (an error answer still leaves the connection open in the client's pool: a role without
+/// `dynamodb:DescribeEndpoints` gets `AccessDeniedException` after the handshake), and a failure here is only
+/// logged: the first request connects then.
+pub async fn connect(client: &Client) {
+    if let Err(e) = client.describe_endpoints().send().await {
+        tracing::debug!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "DescribeEndpoints during init");
+    }
 }

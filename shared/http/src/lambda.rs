@@ -56,7 +56,10 @@ pub async fn run(stores: Stores, handler: Handler) -> Result<(), lambda_http::Er
             .lambda_context_ref()
             .map(|context| (context.request_id.clone(), context.deadline))
             .unwrap_or_default();
-        let budget = budget_before(deadline_ms, SystemTime::now());
+        let budget = budget_before(deadline_ms, SystemTime::now()).unwrap_or_else(|| {
+            warn_untrusted(deadline_ms);
+            crate::REQUEST_BUDGET
+        });
         let response = invoke(
             emf,
             operation,
@@ -74,18 +77,40 @@ pub async fn run(stores: Stores, handler: Handler) -> Result<(), lambda_http::Er
 /// metrics line) after the last store call gave up.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
+/// The longest timeout Lambda allows a function: an invocation's deadline is never further ahead.
+pub const LONGEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// The request's budget when the runtime ends the invocation at `deadline_ms` (milliseconds since the Unix
-/// epoch, from the invocation's context): what is left less [`ANSWER_MARGIN`]. Without a deadline (0, as
-/// some emulators send), the local server's [`crate::REQUEST_BUDGET`].
-pub fn budget_before(deadline_ms: u64, now: SystemTime) -> Duration {
-    if deadline_ms == 0 {
-        return crate::REQUEST_BUDGET;
+/// epoch, from `Lambda-Runtime-Deadline-Ms`): what is left less [`ANSWER_MARGIN`].
+///
+/// `None` when that cannot be this invocation's deadline: more than [`LONGEST_TIMEOUT`] ahead, or past by
+/// more than the function's own budget ([`crate::REQUEST_BUDGET`]) already. Emulators send such values
+/// (`cargo lambda watch` a duration, `600000`; others `0` or an epoch decades ahead); trusting one would
+/// give up before the first DynamoDB call, or never.
+pub fn budget_before(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
+    let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(deadline_ms))?;
+    match deadline.duration_since(now) {
+        Ok(ahead) if ahead > LONGEST_TIMEOUT => None,
+        Ok(ahead) => Some(ahead.saturating_sub(ANSWER_MARGIN)),
+        // Just past (a slow hand-over): nothing left, the store is not called.
+        Err(past) if past.duration() <= crate::REQUEST_BUDGET => Some(Duration::ZERO),
+        Err(_) => None,
     }
-    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    deadline
-        .duration_since(now)
-        .unwrap_or(Duration::ZERO)
-        .saturating_sub(ANSWER_MARGIN)
+}
+
+/// Says once per process that the runtime's deadline was not used: the runtime (an emulator) sends the
+/// same kind of value with every invocation.
+fn warn_untrusted(deadline_ms: u64) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            deadline_ms,
+            budget_ms = crate::REQUEST_BUDGET.as_millis() as u64,
+            "lambda-runtime-deadline-ms {deadline_ms} cannot be this invocation's deadline (not an epoch \
+             within the longest function timeout): each request gets the function's own budget instead; \
+             said once"
+        );
+    });
 }
 
 /// One invocation: awaits the handler's `response`, records it under `operation` and writes this
@@ -125,6 +150,56 @@ fn operation() -> &'static str {
             })
             .unwrap_or_else(|| "unknown".to_owned())
     })
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::{ANSWER_MARGIN, LONGEST_TIMEOUT, budget_before};
+    use crate::REQUEST_BUDGET;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn epoch_ms(t: SystemTime) -> u64 {
+        t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[test]
+    fn an_aws_deadline_gives_what_is_left_less_the_margin() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_750_000_000_000);
+        let in_3_s = epoch_ms(now + Duration::from_secs(3));
+        assert_eq!(
+            budget_before(in_3_s, now),
+            Some(Duration::from_secs(3) - ANSWER_MARGIN)
+        );
+        let longest = epoch_ms(now + LONGEST_TIMEOUT);
+        assert_eq!(
+            budget_before(longest, now),
+            Some(LONGEST_TIMEOUT - ANSWER_MARGIN)
+        );
+        // Within the margin, or just past: nothing left.
+        assert_eq!(
+            budget_before(epoch_ms(now + Duration::from_millis(200)), now),
+            Some(Duration::ZERO)
+        );
+        let just_past = epoch_ms(now - REQUEST_BUDGET);
+        assert_eq!(budget_before(just_past, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_deadline_that_cannot_be_the_invocations_is_not_trusted() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_750_000_000_000);
+        // cargo lambda watch's duration, none, an hour past, a millisecond over the longest timeout, 2072.
+        for deadline_ms in [
+            600_000,
+            0,
+            epoch_ms(now - Duration::from_secs(3600)),
+            epoch_ms(now - REQUEST_BUDGET - Duration::from_millis(1)),
+            epoch_ms(now + LONGEST_TIMEOUT + Duration::from_millis(1)),
+            3_221_225_472_000,
+            u64::MAX,
+        ] {
+            assert_eq!(budget_before(deadline_ms, now), None, "{deadline_ms}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!
 //! - The real Lambda binary (`functions/api/src/main.rs`, built as `lambda-under-test`) serving `kv-put`
 //!   (`_HANDLER`, as the template sets it) under a minimal Lambda Runtime API: the invocation's deadline
-//!   (`Lambda-Runtime-Deadline-Ms`) is 3 s ahead, and the function must post its answer before it.
+//!   (`Lambda-Runtime-Deadline-Ms`) is 3 s ahead, and the function must post its answer before it. And
+//!   deadlines that cannot be the invocation's (a duration, as `cargo lambda watch` sends, an epoch long past
+//!   or decades ahead, `0`): the function serves with its own budget and warns once.
 //! - The real `strata serve --store dynamodb`: a request answers within its budget
 //!   (`strata_http::REQUEST_BUDGET`), not later.
 
@@ -26,12 +28,20 @@ fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
+/// What `next` sends as an invocation's `Lambda-Runtime-Deadline-Ms`.
+enum Deadline {
+    /// As Lambda does: the function's timeout after `next` hands the event over, in milliseconds since the
+    /// Unix epoch.
+    After(Duration),
+    /// This value as it is, as emulators have sent (a duration, an epoch long past or far ahead).
+    Header(String),
+}
+
 /// One invocation handed to the function.
 struct Invocation {
     id: String,
     event: String,
-    /// The function's timeout: the deadline is this far after `next` hands the event over.
-    timeout: Duration,
+    deadline: Deadline,
 }
 
 /// What the function posted for an invocation.
@@ -40,7 +50,7 @@ struct Answer {
     /// `response` or `error`.
     kind: String,
     body: Value,
-    /// The invocation's deadline, as sent in `Lambda-Runtime-Deadline-Ms`.
+    /// The invocation's deadline, as sent in `Lambda-Runtime-Deadline-Ms` (0 when that was not a number).
     deadline_ms: u64,
     /// When the answer arrived (milliseconds since the Unix epoch).
     at_ms: u64,
@@ -54,6 +64,8 @@ struct Emulated {
     handed: Mutex<HashMap<String, (u64, Instant)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     init_error: Mutex<Option<String>>,
+    /// `next` calls so far: the first one ends the function's init.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 type Shared = (
@@ -74,11 +86,18 @@ struct RuntimeApi {
 impl RuntimeApi {
     async fn start() -> Self {
         async fn next(State((emulated, queue)): State<Shared>) -> axum::response::Response {
+            emulated
+                .polls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let Some(invocation) = queue.lock().await.recv().await else {
                 std::future::pending::<()>().await;
                 unreachable!()
             };
-            let deadline_ms = epoch_ms(SystemTime::now() + invocation.timeout);
+            let header = match invocation.deadline {
+                Deadline::After(timeout) => epoch_ms(SystemTime::now() + timeout).to_string(),
+                Deadline::Header(value) => value,
+            };
+            let deadline_ms = header.parse().unwrap_or(0);
             emulated
                 .handed
                 .lock()
@@ -86,7 +105,7 @@ impl RuntimeApi {
                 .insert(invocation.id.clone(), (deadline_ms, Instant::now()));
             axum::response::Response::builder()
                 .header("lambda-runtime-aws-request-id", &invocation.id)
-                .header("lambda-runtime-deadline-ms", deadline_ms.to_string())
+                .header("lambda-runtime-deadline-ms", header)
                 .header(
                     "lambda-runtime-invoked-function-arn",
                     "arn:aws:lambda:us-east-1:123456789012:function:strata-KvPut",
@@ -154,6 +173,18 @@ impl RuntimeApi {
         timeout: Duration,
         wait: Duration,
     ) -> Option<Answer> {
+        self.invoke_with(id, event, Deadline::After(timeout), wait)
+            .await
+    }
+
+    /// [`Self::invoke`] with the deadline header given.
+    async fn invoke_with(
+        &self,
+        id: &str,
+        event: &str,
+        deadline: Deadline,
+        wait: Duration,
+    ) -> Option<Answer> {
         let (tx, rx) = oneshot::channel();
         self.emulated
             .waiting
@@ -164,7 +195,7 @@ impl RuntimeApi {
             .send(Invocation {
                 id: id.to_owned(),
                 event: event.to_owned(),
-                timeout,
+                deadline,
             })
             .unwrap();
         tokio::time::timeout(wait, rx)
@@ -354,6 +385,119 @@ async fn a_lambda_answers_503_before_its_invocation_deadline_when_dynamodb_is_sl
         lambda.log()
     );
     println!("took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Deadlines that cannot be the invocation's, as emulators have sent them: `cargo lambda watch`'s duration
+/// (`600000`, which read as an epoch lies in 1970), an epoch an hour past, one in 2072 (as SAM CLI once
+/// sent), and `0`. The function answers with its own budget instead of giving up before calling DynamoDB,
+/// and warns once per process, naming the first such value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_uses_its_own_budget_when_the_invocation_deadline_cannot_be_its_own() {
+    let prefix = fresh_prefix().await;
+    let api = RuntimeApi::start().await;
+    let lambda = Lambda::start(
+        env!("CARGO_BIN_EXE_lambda-under-test"),
+        &api.address,
+        &prefix,
+        strata_tests::dynamodb::endpoint(),
+    );
+    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
+        .unwrap();
+    let wait = Duration::from_secs(30);
+    let deadline_warnings = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains("\"WARN\"") && line.contains("lambda-runtime-deadline-ms"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // AWS's shape: trusted, no warning.
+    let aws = api
+        .invoke("aws", &event, Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|| panic!("no answer:\n{}", lambda.log()));
+    assert_eq!(aws.body["statusCode"], 200, "{aws:?}\n{}", lambda.log());
+    assert_eq!(deadline_warnings(&lambda.log()), Vec::<String>::new());
+
+    let now = epoch_ms(SystemTime::now());
+    let year_2072 = epoch_ms(UNIX_EPOCH + Duration::from_secs(3_221_225_472));
+    for (what, header) in [
+        ("duration", "600000".to_owned()),
+        ("hour-past", (now - 3_600_000).to_string()),
+        ("year-2072", year_2072.to_string()),
+        ("zero", "0".to_owned()),
+    ] {
+        let answer = api
+            .invoke_with(what, &event, Deadline::Header(header.clone()), wait)
+            .await
+            .unwrap_or_else(|| panic!("no answer to {what} ({header}):\n{}", lambda.log()));
+        assert_eq!(answer.kind, "response", "{what}: {answer:?}");
+        assert_eq!(
+            answer.body["statusCode"],
+            200,
+            "deadline {header} ({what}): {answer:?}\n{}",
+            lambda.log()
+        );
+    }
+    let warnings = deadline_warnings(&lambda.log());
+    assert_eq!(warnings.len(), 1, "one warning per process: {warnings:#?}");
+    assert!(warnings[0].contains("600000"), "{warnings:?}");
+    assert!(api.emulated.init_error.lock().unwrap().is_none());
+}
+
+/// The function opens its DynamoDB connection during init (one free `DescribeEndpoints`), so the first
+/// request after a cold start does not pay the handshake; infra/scripts/cold-starts times it over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_calls_dynamodb_during_init_before_its_first_invocation() {
+    let prefix = fresh_prefix().await;
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        7,
+        FaultConfig::healthy(),
+    )
+    .await;
+    let api = RuntimeApi::start().await;
+    let lambda = Lambda::start(
+        env!("CARGO_BIN_EXE_lambda-under-test"),
+        &api.address,
+        &prefix,
+        &proxy.url,
+    );
+    let waited = Instant::now();
+    while api.emulated.polls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no `next` within 30 s:\n{}",
+            lambda.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Init is over and no invocation was handed over yet.
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.by_operation.values().sum::<u64>(),
+        1,
+        "one DynamoDB call during init: {stats}"
+    );
+    assert_eq!(stats.requests("DescribeEndpoints"), 1, "{stats}");
+
+    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
+        .unwrap();
+    let answer = api
+        .invoke(
+            "after-init",
+            &event,
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no answer:\n{}", lambda.log()));
+    assert_eq!(
+        answer.body["statusCode"],
+        200,
+        "{answer:?}\n{}",
+        lambda.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
