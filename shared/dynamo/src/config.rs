@@ -139,9 +139,9 @@ pub async fn stores_from_env() -> Result<Stores, Error> {
 /// Opens the client's connection to DynamoDB (TCP and TLS) with one free call, so the first request does
 /// not pay the handshake: on Lambda, init runs at full CPU and the instance is then frozen between
 /// invocations at its memory's share. `DescribeEndpoints` reads no table and costs no units; its answer
-/// does not matter (an error answer still leaves the connection open in the client's pool: a role without
-/// `dynamodb:DescribeEndpoints` gets `AccessDeniedException` after the handshake), and a failure here is only
-/// logged: the first request connects then.
+/// does not matter (an error answer still leaves the connection open in the client's pool), and a failure
+/// here is only logged: the first request connects then. Every function's role is granted it
+/// (`XRayWritePolicy` in `template.yaml`: it takes no resource-level permission).
 pub async fn connect(client: &Client) {
     if let Err(e) = client.describe_endpoints().send().await {
         tracing::debug!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "DescribeEndpoints during init");

@@ -7,9 +7,14 @@ use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use strata::template::Template;
 
-/// The two X-Ray write actions: IAM has no resource-level permission for them, so they are the one grant
-/// on `"*"` the stack may make.
-const XRAY_ACTIONS: [&str; 2] = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"];
+/// The two X-Ray write actions, and DynamoDB's DescribeEndpoints (the call that opens a function's
+/// connection during init, naming no table): IAM has no resource-level permission for them, so they are
+/// the one grant on `"*"` the stack may make.
+const XRAY_ACTIONS: [&str; 3] = [
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "dynamodb:DescribeEndpoints",
+];
 
 /// The DynamoDB data-plane actions a function may hold on a table (the transaction APIs are authorized
 /// per item action), and the stream-reading ones it may hold on a stream.
