@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use strata_tests::exhaustion::{Bystander, peak_rss_mib, slow_header_connections};
+use strata_tests::exhaustion::{Bystander, peak_rss_mib, rss_mib, slow_header_connections};
 use strata_tests::server::Server;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -39,8 +39,18 @@ const CASES: &[(&str, &str, Case)] = &[
     ),
     (
         "line-idle",
-        "10,000 idle TCP connections against the default cap, beside one working connection",
+        "10,000 idle TCP connections against the default cap, beside one working connection in a transaction, then a new client",
         |s| Box::pin(line_idle(s)),
+    ),
+    (
+        "ws-idle",
+        "3,000 idle WebSockets against the default cap of 1,024, then a new one",
+        |s| Box::pin(ws_idle(s)),
+    ),
+    (
+        "line-partial",
+        "1,023 TCP connections each holding 1 MiB of a line without its end, then a new client",
+        |s| Box::pin(line_partial(s)),
     ),
     (
         "http-slowloris",
@@ -305,9 +315,20 @@ async fn line_idle(server: &Server) -> Report {
             .await
             .unwrap(),
     );
-    worker.get_mut().write_all(b"PUT w 1\n").await.unwrap();
-    let mut line = String::new();
-    worker.read_line(&mut line).await.unwrap();
+    let call = async |worker: &mut BufReader<TcpStream>, command: &str| {
+        worker
+            .get_mut()
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), worker.read_line(&mut line)).await;
+        (answered.is_ok(), line)
+    };
+    call(&mut worker, "PUT w 1").await;
+    // A transaction open: the working connection never gives way.
+    call(&mut worker, "START").await;
     let started = Instant::now();
     let mut idle = Vec::new();
     let mut connect_errors = 0;
@@ -325,6 +346,25 @@ async fn line_idle(server: &Server) -> Report {
             started.elapsed().as_secs_f64()
         ),
     );
+    // A new client right after the flood: served at once, an idle one giving way to it.
+    let started = Instant::now();
+    let mut newcomer = BufReader::new(
+        TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap(),
+    );
+    let (answered, line) = call(&mut newcomer, "GET w").await;
+    let waited = started.elapsed();
+    report.line(
+        "new client after the flood",
+        format!("{} in {} ms", line.trim_end(), waited.as_millis()),
+    );
+    report.check(
+        answered
+            && line == "{\"status\": \"Ok\", \"result\": \"1\"}\n"
+            && waited < Duration::from_secs(1),
+        || format!("the new client answered {line:?} after {waited:?}"),
+    );
     let seen = futures_util::future::join_all(idle.iter_mut().map(|s| async move {
         let mut reader = BufReader::new(s);
         let mut line = String::new();
@@ -337,38 +377,139 @@ async fn line_idle(server: &Server) -> Report {
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     for seen in seen {
         *answers
-            .entry(seen.unwrap_or_else(|| "(nothing: accepted)".to_owned()))
+            .entry(seen.unwrap_or_else(|| "(nothing: still open)".to_owned()))
             .or_default() += 1;
     }
-    let refusal =
-        strata_core::kv::line::too_many_connections(strata_core::defaults::LINE_MAX_CONNECTIONS);
+    let gave_way = strata_core::kv::line::gave_way(strata_core::defaults::LINE_MAX_CONNECTIONS);
     for (answer, n) in &answers {
         report.line("connections", format!("{n} × {}", answer.trim_end()));
-        report.check(answer == &refusal || answer.starts_with("(nothing"), || {
-            format!("{n} connections saw {answer:?}")
-        });
+        report.check(
+            answer == &gave_way || answer.starts_with("(nothing"),
+            || format!("{n} connections saw {answer:?}"),
+        );
     }
-    let accepted = answers.get("(nothing: accepted)").copied().unwrap_or(0);
+    let open = answers.get("(nothing: still open)").copied().unwrap_or(0);
     report.check(
-        accepted as usize == strata_core::defaults::LINE_MAX_CONNECTIONS - 1,
-        || format!("{accepted} accepted beside the working connection"),
+        open as usize == strata_core::defaults::LINE_MAX_CONNECTIONS - 2,
+        || format!("{open} idle ones still open beside the working one and the new client"),
     );
     let started = Instant::now();
-    worker.get_mut().write_all(b"GET w\n").await.unwrap();
-    line.clear();
-    let answered = tokio::time::timeout(Duration::from_secs(10), worker.read_line(&mut line)).await;
+    let (answered, line) = call(&mut worker, "COMMIT").await;
     report.line(
         "working connection",
+        format!(
+            "COMMIT: {} in {} ms",
+            line.trim_end(),
+            started.elapsed().as_millis()
+        ),
+    );
+    report.check(answered && line == "{\"status\": \"Ok\"}\n", || {
+        format!("the working connection answered {line:?}")
+    });
+    report
+}
+
+async fn ws_idle(server: &Server) -> Report {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut report = Report::default();
+    let url = server.url("/kv/ws").replace("http://", "ws://");
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    let mut errors = BTreeMap::<String, u64>::new();
+    for _ in 0..3_000 {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => idle.push(ws),
+            Err(e) => *errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    report.line(
+        "opened",
+        format!(
+            "{} WebSockets in {:.1} s (errors: {errors:?})",
+            idle.len(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    report.check(errors.is_empty(), || {
+        format!("upgrades refused: {errors:?}")
+    });
+    let started = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text("GET nothing")).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    let waited = started.elapsed();
+    let text = match reply {
+        Ok(Some(Ok(Message::Text(text)))) => text.as_str().to_owned(),
+        other => format!("{other:?}"),
+    };
+    report.line(
+        "new WebSocket after the flood",
+        format!("{text} in {} ms", waited.as_millis()),
+    );
+    report.check(
+        text == "{\"status\": \"Error\", \"mesg\": \"Key not found!\"}"
+            && waited < Duration::from_secs(1),
+        || format!("the new WebSocket got {text:?} after {waited:?}"),
+    );
+    let mut closed = 0;
+    for ws in idle.iter_mut() {
+        if let Ok(Some(Ok(Message::Close(_)))) =
+            tokio::time::timeout(Duration::from_millis(20), ws.next()).await
+        {
+            closed += 1;
+        }
+    }
+    report.line("idle WebSockets that gave way", closed);
+    report.check(
+        closed >= 3_000 + 1 - strata_core::defaults::WS_MAX_CONNECTIONS,
+        || format!("only {closed} gave way"),
+    );
+    report
+}
+
+async fn line_partial(server: &Server) -> Report {
+    let mut report = Report::default();
+    let started = Instant::now();
+    let mut hogs = Vec::new();
+    let partial = vec![b'x'; 1024 * 1024 - 1];
+    for _ in 0..strata_core::defaults::LINE_MAX_CONNECTIONS - 1 {
+        let Ok(mut hog) = TcpStream::connect(("127.0.0.1", server.line_port)).await else {
+            continue;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), hog.write_all(&partial)).await;
+        hogs.push(hog);
+    }
+    report.line(
+        "sent",
+        format!(
+            "{} connections, 1 MiB of a line each, in {:.1} s",
+            hogs.len(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let rss = rss_mib(server.pid());
+    report.line("RSS with them open", format!("{rss:.0} MiB"));
+    let started = Instant::now();
+    let mut newcomer = BufReader::new(
+        TcpStream::connect(("127.0.0.1", server.line_port))
+            .await
+            .unwrap(),
+    );
+    newcomer.get_mut().write_all(b"PUT a 1\n").await.unwrap();
+    let mut line = String::new();
+    let answered =
+        tokio::time::timeout(Duration::from_secs(10), newcomer.read_line(&mut line)).await;
+    report.line(
+        "new client",
         format!(
             "{} in {} ms",
             line.trim_end(),
             started.elapsed().as_millis()
         ),
     );
-    report.check(
-        answered.is_ok() && line == "{\"status\": \"Ok\", \"result\": \"1\"}\n",
-        || format!("the working connection answered {line:?}"),
-    );
+    report.check(answered.is_ok() && line == "{\"status\": \"Ok\"}\n", || {
+        format!("the new client answered {line:?}")
+    });
     report
 }
 
