@@ -249,10 +249,20 @@ const WRONG: &str = "{\"status\": \"Error\", \"mesg\": \"Authentication failed: 
 #[tokio::test]
 async fn the_line_protocol_refuses_every_command_before_auth() {
     let (server, _dir) = protected();
-    let mut c = Line::connect(&server).await;
-    for command in ["GET a", "PUT early 1", "START", "COMMIT", "DEL a", "FROB"] {
-        assert_eq!(c.call(command).await, REQUIRED, "{command}");
+    // The third command that is not AUTH closes the connection.
+    for commands in [["START", "COMMIT", "DEL a"], ["FROB", "GET a", "PUT x 1"]] {
+        let mut c = Line::connect(&server).await;
+        for command in &commands[..2] {
+            assert_eq!(c.call(command).await, REQUIRED, "{command}");
+        }
+        assert_eq!(
+            c.call(commands[2]).await,
+            "{\"status\": \"Error\", \"mesg\": \"Authentication required: send AUTH <token> first; closing the connection\"}\n"
+        );
+        assert_eq!(c.reply().await, None, "closed");
     }
+    let mut c = Line::connect(&server).await;
+    assert_eq!(c.call("PUT early 1").await, REQUIRED);
     assert_eq!(c.call("AUTH nope").await, WRONG);
     assert_eq!(c.call("GET a").await, REQUIRED, "still not authenticated");
     assert_eq!(c.call(&format!("AUTH {TOKEN}")).await, OK);
