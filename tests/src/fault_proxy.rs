@@ -22,6 +22,13 @@
 //!   closed without the rest (the body stream fails, and hyper drops the connection). The client reads a
 //!   truncated body: for it the attempt failed, although the write applied.
 //!
+//! A metering mode ([`FaultConfig::metered`]) asks DynamoDB for the capacity every call consumed: it sets
+//! `ReturnConsumedCapacity: INDEXES` on each request that does not ask for it, and takes `ConsumedCapacity`
+//! back out of the answer before the caller sees it (so the caller gets the answer it asked for; a caller
+//! that asked gets its own figures). [`Stats::metered`] then holds, per operation, the calls, items
+//! written, WRU and RRU, and [`Stats::item_units`] the WRU per item; see [`Metered`] for how units are
+//! counted.
+//!
 //! A slow mode (for deadline tests) adds a delay before forwarding any request, or those of one operation,
 //! or those of one operation whose body contains a given text.
 //! The configuration can be replaced at any time ([`FaultProxy::set`]), and [`FaultProxy::stats`] counts
@@ -121,6 +128,8 @@ pub struct FaultConfig {
     /// At most this many faults more (each one injected counts it down); `None`: no limit.
     pub budget: Option<u64>,
     pub slow: Option<Slow>,
+    /// Ask every call for its consumed capacity and count it ([`Stats::metered`]).
+    pub meter: bool,
 }
 
 impl Default for FaultConfig {
@@ -139,7 +148,14 @@ impl FaultConfig {
             tables: None,
             budget: None,
             slow: None,
+            meter: false,
         }
+    }
+
+    /// With the metering mode on.
+    pub fn metered(mut self) -> Self {
+        self.meter = true;
+        self
     }
 
     /// One kind at `rate`.
@@ -248,6 +264,46 @@ pub struct Stats {
     pub slowed: u64,
     /// Forwarded requests whose upstream call failed (answered `502`).
     pub upstream_errors: u64,
+    /// Metering mode: what each operation consumed.
+    pub metered: BTreeMap<String, Metered>,
+    /// Metering mode: WRU per item (`(table, key as JSON)`), for items written by key (see [`Metered`]).
+    pub item_units: BTreeMap<(String, String), f64>,
+}
+
+/// What the calls of one operation consumed, as DynamoDB bills it.
+///
+/// Units are DynamoDB Local's figures (`ConsumedCapacity`, sized from the items as DynamoDB sizes them): a
+/// call's `WriteCapacityUnits` and `ReadCapacityUnits` where the answer splits them, else its
+/// `CapacityUnits` as write units for a write operation and read units for a read. One correction: DynamoDB
+/// bills each item of a `TransactWriteItems` twice, and DynamoDB Local reports it once (1 per action and KB;
+/// it does double a `TransactGetItems`), so the meter doubles a `TransactWriteItems`' write units
+/// (`tests/suite/cost.rs` holds both to known calls). DynamoDB Local reports an empty `Query` or `Scan` as
+/// 0 units. A refused write (a failed condition, a cancelled transaction) is billed too, but its answer
+/// carries no figure: it is counted in `refused` and charged the floor, 1 WRU per item (2 per action of a
+/// transaction).
+///
+/// Per item: a single-item write's units go to its key; a transaction's units on a table are split evenly
+/// across its actions on that table (exact when they are of one size in KB). `PutItem` has no key in its
+/// request (the key attributes are not known here), so its units count in the totals only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metered {
+    pub calls: u64,
+    /// Items the calls wrote (an action of a transaction or a batch is one), condition checks included.
+    pub items: u64,
+    pub wru: f64,
+    pub rru: f64,
+    /// Writes refused by DynamoDB (charged the floor, see above).
+    pub refused: u64,
+}
+
+impl Metered {
+    fn add(&mut self, other: &Metered) {
+        self.calls += other.calls;
+        self.items += other.items;
+        self.wru += other.wru;
+        self.rru += other.rru;
+        self.refused += other.refused;
+    }
 }
 
 impl Stats {
@@ -280,6 +336,23 @@ impl Stats {
 
     pub fn total_requests(&self) -> u64 {
         self.by_operation.values().sum()
+    }
+
+    /// Metering mode: everything, all operations together.
+    pub fn metered_total(&self) -> Metered {
+        let mut total = Metered::default();
+        for m in self.metered.values() {
+            total.add(m);
+        }
+        total
+    }
+
+    /// Metering mode: the item that took the most WRU, and how many.
+    pub fn hottest_item(&self) -> Option<((String, String), f64)> {
+        self.item_units
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(k, v)| (k.clone(), *v))
     }
 }
 
@@ -470,6 +543,127 @@ pub fn writes_of(operation: &str, body: &[u8]) -> (Vec<(String, String)>, u64) {
     }
 }
 
+/// Write operations, whose `CapacityUnits` are write units.
+fn is_write(operation: &str) -> bool {
+    WRITE_OPERATIONS.contains(&operation)
+}
+
+/// An item (`(table, key as JSON)`) and the WRU a call spent on it.
+pub type ItemUnits = ((String, String), f64);
+
+/// A key as JSON with its attributes in name order, whatever order the request gave them in.
+pub fn canonical(key: &Value) -> String {
+    match key.as_object() {
+        Some(fields) => {
+            let sorted: BTreeMap<&String, &Value> = fields.iter().collect();
+            serde_json::to_string(&sorted).unwrap_or_default()
+        }
+        None => key.to_string(),
+    }
+}
+
+/// What one call consumed (see [`Metered`]), and the WRU per item written by key.
+pub fn metered_of(
+    operation: &str,
+    request: &Value,
+    answer: &Value,
+    succeeded: bool,
+) -> (Metered, Vec<ItemUnits>) {
+    let write = is_write(operation);
+    // (table, key) of each item the call writes; key `None` for a `PutItem` (not known here).
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
+    let mut floor = 0.0;
+    match operation {
+        "PutItem" | "UpdateItem" | "DeleteItem" => {
+            if let Some(table) = request["TableName"].as_str() {
+                targets.push((table.to_owned(), request.get("Key").map(canonical)));
+            }
+            floor = 1.0;
+        }
+        "TransactWriteItems" => {
+            for action in request["TransactItems"].as_array().into_iter().flatten() {
+                if let Some(inner) = action.as_object().and_then(|a| a.values().next())
+                    && let Some(table) = inner["TableName"].as_str()
+                {
+                    targets.push((table.to_owned(), inner.get("Key").map(canonical)));
+                    floor += 2.0;
+                }
+            }
+        }
+        "BatchWriteItem" => {
+            for (table, writes) in request["RequestItems"].as_object().into_iter().flatten() {
+                for _ in writes.as_array().into_iter().flatten() {
+                    targets.push((table.clone(), None));
+                    floor += 1.0;
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut metered = Metered {
+        calls: 1,
+        items: targets.len() as u64,
+        ..Metered::default()
+    };
+    // Units per table, from DynamoDB's answer: one object, or a list (transactions, batches).
+    let mut by_table: BTreeMap<String, f64> = BTreeMap::new();
+    let consumed = match &answer["ConsumedCapacity"] {
+        Value::Array(list) => list.clone(),
+        Value::Null => Vec::new(),
+        one => vec![one.clone()],
+    };
+    // See [`Metered`]: DynamoDB Local does not double a transaction's writes.
+    let factor = if operation == "TransactWriteItems" {
+        2.0
+    } else {
+        1.0
+    };
+    for c in &consumed {
+        let units = |name: &str| c[name].as_f64().map(|u| u * factor);
+        let total = units("CapacityUnits").unwrap_or(0.0);
+        let (w, r) = match (units("WriteCapacityUnits"), units("ReadCapacityUnits")) {
+            (None, None) if write => (total, 0.0),
+            (None, None) => (0.0, total),
+            (w, r) => (w.unwrap_or(0.0), r.unwrap_or(0.0)),
+        };
+        metered.wru += w;
+        metered.rru += r;
+        // The table's own share (indexes apart) is what its items cost.
+        let table_w = c["Table"]["WriteCapacityUnits"]
+            .as_f64()
+            .or_else(|| c["Table"]["CapacityUnits"].as_f64().filter(|_| write))
+            .map_or(w, |u| u * factor);
+        if let Some(table) = c["TableName"].as_str() {
+            *by_table.entry(table.to_owned()).or_default() += table_w;
+        }
+    }
+    let refused = answer["__type"].as_str().is_some_and(|t| {
+        t.ends_with("ConditionalCheckFailedException")
+            || t.ends_with("TransactionCanceledException")
+    });
+    if write && !succeeded && refused && consumed.is_empty() {
+        metered.refused = 1;
+        metered.wru += floor;
+        let per = if operation == "TransactWriteItems" {
+            2.0
+        } else {
+            1.0
+        };
+        for (table, _) in &targets {
+            *by_table.entry(table.clone()).or_default() += per;
+        }
+    }
+    let mut items = Vec::new();
+    for (table, key) in &targets {
+        let on_table = targets.iter().filter(|(t, _)| t == table).count() as f64;
+        if let Some(key) = key {
+            let units = by_table.get(table).copied().unwrap_or(0.0) / on_table;
+            items.push(((table.clone(), key.clone()), units));
+        }
+    }
+    (metered, items)
+}
+
 fn error_answer(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
@@ -505,9 +699,10 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
     };
     let operation = operation_of(&parts.headers);
     let tables = tables_of(&body);
-    let (fault, slow) = {
+    let (fault, slow, meter) = {
         let mut guard = shared.config.lock().unwrap();
         let (config, rng) = &mut *guard;
+        let meter = config.meter;
         let fault = if config.faults(&operation, &tables) {
             // 53 random bits: a uniform draw in 0..1.
             let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -529,7 +724,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
                 })
             })
             .map(|s| s.delay);
-        (fault, slow)
+        (fault, slow, meter)
     };
     let (items, units) = writes_of(&operation, &body);
     {
@@ -571,6 +766,20 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
         _ => {}
     }
 
+    // Metering: the request as sent (to read its keys) and whether the caller asked for the capacity.
+    let mut metering = None;
+    let mut body = body;
+    if meter && let Ok(mut request) = serde_json::from_slice::<Value>(&body) {
+        let asked = request["ReturnConsumedCapacity"]
+            .as_str()
+            .is_some_and(|v| v != "NONE");
+        if !asked && request.is_object() {
+            request["ReturnConsumedCapacity"] = Value::from("INDEXES");
+            body = Bytes::from(request.to_string());
+        }
+        metering = Some((request, asked));
+    }
+
     let uri = parts
         .uri
         .path_and_query()
@@ -603,10 +812,35 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .body(Body::from("upstream body"))
             .unwrap();
     };
+    let mut bytes = bytes;
+    let mut rewritten = false;
+    if let Some((request, asked)) = metering {
+        let mut answer = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+        let (metered, items) = metered_of(&operation, &request, &answer, status.is_success());
+        {
+            let mut stats = shared.stats.lock().unwrap();
+            stats
+                .metered
+                .entry(operation.clone())
+                .or_default()
+                .add(&metered);
+            for (item, units) in items {
+                *stats.item_units.entry(item).or_default() += units;
+            }
+        }
+        if !asked
+            && let Some(fields) = answer.as_object_mut()
+            && fields.remove("ConsumedCapacity").is_some()
+        {
+            bytes = Bytes::from(answer.to_string());
+            rewritten = true;
+        }
+    }
     let delay = shared.config.lock().unwrap().0.delay;
     let mut response = Response::builder().status(status);
     for (name, value) in &headers {
-        if passes(name) {
+        // A rewritten body no longer matches DynamoDB's checksum of it.
+        if passes(name) && !(rewritten && name.as_str() == "x-amz-crc32") {
             response = response.header(name, value);
         }
     }

@@ -1,0 +1,146 @@
+//! The cost meter counts right, and each operation stays within its DynamoDB budget: units are
+//! deterministic for a given payload, so an operation that gets dearer fails here.
+
+use serde_json::json;
+use strata_core::Settings;
+use strata_tests::cost::{Case, Meter, measure};
+use strata_tests::fault_proxy::{FaultConfig, FaultProxy, metered_of};
+
+/// The most each operation may take, one after the other, per operation: DynamoDB calls, WRU, RRU, and WRU
+/// on its hot item (the class, the counter, the key every such operation writes). Units are deterministic
+/// for a payload, so these are exact figures: an operation that gets dearer fails here, one that gets
+/// cheaper should lower its line.
+const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 8] = [
+    (Case::KvPut, 1.0, 1.0, 0.0, Some(1.0)),
+    (Case::KvGet, 1.0, 0.0, 1.0, None),
+    (Case::KvTx, 9.0, 21.0, 15.0, None),
+    (Case::Issue, 2.0, 5.0, 0.0, Some(3.0)),
+    (Case::IssueKeyed, 6.0, 7.0, 2.0, Some(3.0)),
+    (Case::Increment, 1.0, 1.0, 0.0, Some(1.0)),
+    (Case::IncrementKeyed, 4.0, 10.0, 1.0, Some(4.0)),
+    (Case::Associate, 1.0, 4.0, 0.0, None),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_stays_within_its_dynamodb_budget() {
+    let mut rows = Vec::new();
+    for (case, ..) in BUDGETS {
+        rows.push(measure(case, 10, 1).await);
+    }
+    let table = strata_tests::cost::table(&rows);
+    for ((case, calls, wru, rru, hot), row) in BUDGETS.iter().zip(&rows) {
+        let within = |got: f64, most: f64| got <= most + 1e-9;
+        assert!(
+            within(row.calls, *calls)
+                && within(row.wru, *wru)
+                && within(row.rru, *rru)
+                && within(row.hot.unwrap_or(0.0), hot.unwrap_or(0.0)),
+            "{} over its budget ({calls} calls, {wru} WRU, {rru} RRU, {hot:?} on the hot item):\n{table}",
+            case.label()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meter_counts_one_put_as_one_call_and_one_wru() {
+    let meter = Meter::start(Settings::default()).await;
+    meter.proxy.reset_stats();
+    let r = meter
+        .app
+        .put("/kv/keys/one", json!({"value": "v".repeat(100)}))
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let stats = meter.proxy.stats();
+    let total = stats.metered_total();
+    assert_eq!(
+        (total.calls, total.items, total.wru, total.rru),
+        (1, 1, 1.0, 0.0)
+    );
+    let ((table, key), units) = stats.hottest_item().expect("the item written");
+    assert_eq!(table, meter.through.tables.kv);
+    assert!(key.contains("one"), "{key}");
+    assert_eq!(units, 1.0);
+    // The caller did not ask for the capacity and got an answer without it: the value came back whole.
+    assert_eq!(r.body["value"], "v".repeat(100));
+
+    // A value over 1 KB is billed per started KB; a strong read per started 4 KB.
+    meter.proxy.reset_stats();
+    meter
+        .app
+        .put("/kv/keys/one", json!({"value": "v".repeat(2500)}))
+        .await;
+    meter.app.get("/kv/keys/one").await;
+    let total = meter.proxy.stats().metered_total();
+    assert_eq!((total.calls, total.wru, total.rru), (2, 3.0, 1.0));
+}
+
+/// DynamoDB Local reports a `TransactWriteItems` once per item and KB; DynamoDB bills it twice, and so does
+/// the meter. A refused write is charged the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_metered_as_dynamodb_bills_it() {
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        1,
+        FaultConfig::healthy().metered(),
+    )
+    .await;
+    let (_, tables) = strata_tests::dynamodb::fresh_tables().await;
+    let sdk = strata_tests::dynamodb::sdk_config(&proxy.url).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    use aws_sdk_dynamodb::types::{AttributeValue as A, Put, TransactWriteItem};
+    let put = |pk: &str| {
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&tables.kv)
+                    .item("pk", A::S(pk.into()))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    client
+        .transact_write_items()
+        .transact_items(put("a"))
+        .transact_items(put("b"))
+        .send()
+        .await
+        .unwrap();
+    let m = proxy.stats().metered["TransactWriteItems"].clone();
+    assert_eq!((m.calls, m.items, m.wru, m.rru), (1, 2, 4.0, 0.0));
+
+    proxy.reset_stats();
+    let refused = client
+        .put_item()
+        .table_name(&tables.kv)
+        .item("pk", A::S("a".into()))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    assert!(refused.is_err());
+    let m = proxy.stats().metered["PutItem"].clone();
+    assert_eq!((m.calls, m.refused, m.wru), (1, 1, 1.0));
+}
+
+/// The meter's arithmetic on a known answer: a transaction's units per table split over its actions.
+#[test]
+fn a_transactions_units_are_split_over_its_items() {
+    let request = json!({"TransactItems": [
+        {"Update": {"TableName": "t", "Key": {"pk": {"S": "x"}}}},
+        {"ConditionCheck": {"TableName": "t", "Key": {"pk": {"S": "y"}}}},
+        {"Put": {"TableName": "u", "Item": {"pk": {"S": "z"}}}},
+    ]});
+    let answer = json!({"ConsumedCapacity": [
+        {"TableName": "t", "CapacityUnits": 3.0, "Table": {"CapacityUnits": 3.0}},
+        {"TableName": "u", "CapacityUnits": 1.0, "Table": {"CapacityUnits": 1.0}},
+    ]});
+    let (m, items) = metered_of("TransactWriteItems", &request, &answer, true);
+    assert_eq!((m.calls, m.items, m.wru, m.rru), (1, 3, 8.0, 0.0));
+    assert_eq!(
+        items,
+        vec![
+            (("t".to_owned(), json!({"pk": {"S": "x"}}).to_string()), 3.0),
+            (("t".to_owned(), json!({"pk": {"S": "y"}}).to_string()), 3.0),
+        ]
+    );
+}
