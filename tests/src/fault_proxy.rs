@@ -125,6 +125,8 @@ pub struct FaultConfig {
     pub operations: Option<BTreeSet<String>>,
     /// Fault only writes that touch one of these tables (`None`: writes to any table).
     pub tables: Option<BTreeSet<String>>,
+    /// Fault only writes whose body contains this text (an item's key, `"cert#"`); `None`: any body.
+    pub body_contains: Option<String>,
     /// At most this many faults more (each one injected counts it down); `None`: no limit.
     pub budget: Option<u64>,
     pub slow: Option<Slow>,
@@ -146,6 +148,7 @@ impl FaultConfig {
             delay: Duration::from_millis(3500),
             operations: None,
             tables: None,
+            body_contains: None,
             budget: None,
             slow: None,
             meter: false,
@@ -185,6 +188,12 @@ impl FaultConfig {
         self
     }
 
+    /// Faults only on writes whose body contains `text`.
+    pub fn matching(mut self, text: &str) -> Self {
+        self.body_contains = Some(text.to_owned());
+        self
+    }
+
     /// At most `n` faults, then healthy.
     pub fn at_most(mut self, n: u64) -> Self {
         self.budget = Some(n);
@@ -220,8 +229,12 @@ impl FaultConfig {
         self.rates.values().sum()
     }
 
-    fn faults(&self, operation: &str, tables: &BTreeSet<String>) -> bool {
+    fn faults(&self, operation: &str, tables: &BTreeSet<String>, body: &[u8]) -> bool {
         WRITE_OPERATIONS.contains(&operation)
+            && self
+                .body_contains
+                .as_ref()
+                .is_none_or(|text| contains(body, text))
             && self
                 .operations
                 .as_ref()
@@ -470,6 +483,10 @@ impl FaultProxy {
     }
 }
 
+fn contains(body: &[u8], text: &str) -> bool {
+    text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
 /// `DynamoDB_20120810.PutItem` → `PutItem`.
 pub fn operation_of(headers: &HeaderMap) -> String {
     headers
@@ -703,7 +720,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
         let mut guard = shared.config.lock().unwrap();
         let (config, rng) = &mut *guard;
         let meter = config.meter;
-        let fault = if config.faults(&operation, &tables) {
+        let fault = if config.faults(&operation, &tables, &body) {
             // 53 random bits: a uniform draw in 0..1.
             let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let kind = config.pick(u);
@@ -719,9 +736,9 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .as_ref()
             .filter(|s| s.operation.as_ref().is_none_or(|o| *o == operation))
             .filter(|s| {
-                s.body_contains.as_ref().is_none_or(|text| {
-                    text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes())
-                })
+                s.body_contains
+                    .as_ref()
+                    .is_none_or(|text| contains(&body, text))
             })
             .map(|s| s.delay);
         (fault, slow, meter)

@@ -1,6 +1,6 @@
-//! `dynamodb-cost [--ops N] [--clients N] [--strata PATH] [--idle-seconds S]`: what each operation costs on
-//! DynamoDB, metered on DynamoDB Local (`strata_tests::cost`): the table, sequential and with `--clients`
-//! concurrent clients (20 by default), then the DynamoDB calls per second an idle `strata serve --store
+//! `dynamodb-cost [--ops N] [--clients N] [--strata PATH] [--idle-seconds S] [--verbose]`: what each
+//! operation costs on DynamoDB, metered on DynamoDB Local (`strata_tests::cost`): the table, sequential and
+//! with `--clients` concurrent clients (20 by default; `--verbose`: each row by DynamoDB operation), then the DynamoDB calls per second an idle `strata serve --store
 //! dynamodb` makes in each counter mode (with `--strata`, the binary to run). Units do not depend on the
 //! build profile, so a debug build measures what a release one would.
 
@@ -9,7 +9,7 @@ use strata_tests::cost::{Case, PRICES_DATE, idle_calls_per_second, measure, tabl
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "dynamodb-cost: {problem}\nusage: dynamodb-cost [--ops N] [--clients N] [--strata PATH] [--idle-seconds S]"
+        "dynamodb-cost: {problem}\nusage: dynamodb-cost [--ops N] [--clients N] [--strata PATH] [--idle-seconds S] [--verbose]"
     );
     std::process::exit(2)
 }
@@ -17,6 +17,7 @@ fn usage(problem: &str) -> ! {
 #[tokio::main]
 async fn main() {
     let (mut ops, mut clients, mut strata, mut idle) = (100usize, 20usize, None, 5u64);
+    let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -29,6 +30,7 @@ async fn main() {
             "--clients" => clients = number(value()),
             "--idle-seconds" => idle = number(value()) as u64,
             "--strata" => strata = Some(value()),
+            "--verbose" => verbose = true,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -45,6 +47,28 @@ async fn main() {
          not included)\n"
     );
     print!("{}", table(&rows));
+    if verbose {
+        for r in &rows {
+            println!(
+                "\n{} ({} clients), per operation:",
+                r.case.label(),
+                r.clients
+            );
+            for (op, m) in &r.stats.metered {
+                let per = |x: f64| x / r.ops as f64;
+                println!(
+                    "  {op}: {:.2} calls, {:.2} items, {:.2} WRU, {:.2} RRU",
+                    per(m.calls as f64),
+                    per(m.items as f64),
+                    per(m.wru),
+                    per(m.rru)
+                );
+            }
+            if let Some(((table, key), units)) = r.stats.hottest_item() {
+                println!("  hot item {table} {key}: {:.2} WRU", units / r.ops as f64);
+            }
+        }
+    }
     for r in rows.iter().filter(|r| r.refused > 0.0) {
         eprintln!(
             "{} ({} clients): {:.2} refused writes per operation, charged the floor",
