@@ -157,3 +157,20 @@ fn a_transactions_units_are_split_over_its_items() {
         ]
     );
 }
+
+/// An idle `strata serve --store dynamodb` in strong mode makes no DynamoDB call (strong mode logs
+/// nothing, so there is nothing to fold): one scan at start, then nothing. In eventual mode it folds the
+/// log every 200 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_in_strong_mode_makes_no_dynamodb_call() {
+    let strata = env!("CARGO_BIN_EXE_strata-under-test");
+    let window = std::time::Duration::from_secs(2);
+    let (strong, stats) =
+        strata_tests::cost::idle_calls_per_second(strata, &["--counter-mode", "strong"], window)
+            .await;
+    assert_eq!(strong, 0.0, "{stats}");
+    let (eventual, _) =
+        strata_tests::cost::idle_calls_per_second(strata, &["--counter-mode", "eventual"], window)
+            .await;
+    assert!(eventual > 0.0, "the eventual folder scans the log");
+}
