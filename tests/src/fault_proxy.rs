@@ -285,19 +285,26 @@ pub struct Stats {
 
 /// What the calls of one operation consumed, as DynamoDB bills it.
 ///
-/// Units are DynamoDB Local's figures (`ConsumedCapacity`, sized from the items as DynamoDB sizes them): a
-/// call's `WriteCapacityUnits` and `ReadCapacityUnits` where the answer splits them, else its
-/// `CapacityUnits` as write units for a write operation and read units for a read. One correction: DynamoDB
-/// bills each item of a `TransactWriteItems` twice, and DynamoDB Local reports it once (1 per action and KB;
-/// it does double a `TransactGetItems`), so the meter doubles a `TransactWriteItems`' write units
-/// (`tests/suite/cost.rs` holds both to known calls). DynamoDB Local reports an empty `Query` or `Scan` as
-/// 0 units. A refused write (a failed condition, a cancelled transaction) is billed too, but its answer
-/// carries no figure: it is counted in `refused` and charged the floor, 1 WRU per item (2 per action of a
+/// Units of single-item calls, queries and scans are DynamoDB Local's figures (`ConsumedCapacity`, sized
+/// from the items as DynamoDB sizes them): a call's `WriteCapacityUnits` and `ReadCapacityUnits` where the
+/// answer splits them, else its `CapacityUnits` as write units for a write operation and read units for a
+/// read. DynamoDB Local reports an empty `Query` or `Scan` as 0 units.
+///
+/// Transactions are sized by the meter itself: DynamoDB Local reports one item's units per table however
+/// many items a transaction has there (2 for one small item, 2 for three). DynamoDB bills every item of a
+/// transaction twice: a write by the larger of the item's sizes before and after, per started KB (a
+/// condition check by the item's size), a read per started 4 KB. So the meter reads each item of a
+/// transaction before forwarding it and after (calls of its own, not counted), computes its size by
+/// DynamoDB's rules ([`item_size`]) and charges `2 × max(1, ⌈size / unit⌉)` per action. Exact for calls one
+/// after the other; under concurrency another client's write between those reads can shift a figure.
+/// `tests/suite/cost.rs` holds the meter to known calls.
+///
+/// A refused write (a failed condition, a cancelled transaction) is billed too, but its answer carries no
+/// figure: it is counted in `refused` and charged the floor, 1 WRU per item (2 per action of a
 /// transaction).
 ///
-/// Per item: a single-item write's units go to its key; a transaction's units on a table are split evenly
-/// across its actions on that table (exact when they are of one size in KB). `PutItem` has no key in its
-/// request (the key attributes are not known here), so its units count in the totals only.
+/// Per item: a write's units go to its key (`PutItem` has no key in its request, so its units count in the
+/// totals only).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metered {
     pub calls: u64,
@@ -408,6 +415,8 @@ struct Shared {
     /// The configuration and the generator, under one lock: each write takes one draw, in arrival order.
     config: Mutex<(FaultConfig, Rng)>,
     stats: Mutex<Stats>,
+    /// Metering: each table's key attributes, from `DescribeTable`.
+    key_schemas: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -448,6 +457,7 @@ impl FaultProxy {
                 .expect("an HTTP client"),
             config: Mutex::new((config, Rng::new(seed))),
             stats: Mutex::new(Stats::default()),
+            key_schemas: Mutex::new(BTreeMap::new()),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -579,12 +589,176 @@ pub fn canonical(key: &Value) -> String {
     }
 }
 
-/// What one call consumed (see [`Metered`]), and the WRU per item written by key.
+/// An item's size as DynamoDB counts it (DynamoDB JSON): attribute names plus values; a number about one
+/// byte per two digits plus one, a map or list 3 bytes plus one per element.
+pub fn item_size(item: &Value) -> usize {
+    fn value(v: &Value) -> usize {
+        let Some((kind, inner)) = v.as_object().and_then(|o| o.iter().next()) else {
+            return 0;
+        };
+        match kind.as_str() {
+            "S" | "B" => inner.as_str().map_or(0, str::len),
+            "N" => {
+                let digits = inner.as_str().map_or(0, |n| {
+                    n.trim_start_matches('-')
+                        .trim_start_matches('0')
+                        .replace('.', "")
+                        .len()
+                });
+                digits.div_ceil(2) + 1
+            }
+            "BOOL" | "NULL" => 1,
+            "M" => {
+                3 + inner
+                    .as_object()
+                    .map_or(0, |m| m.iter().map(|(k, v)| k.len() + value(v) + 1).sum())
+            }
+            "L" => {
+                3 + inner
+                    .as_array()
+                    .map_or(0, |l| l.iter().map(|v| value(v) + 1).sum())
+            }
+            "SS" | "BS" => inner.as_array().map_or(0, |l| {
+                l.iter().filter_map(Value::as_str).map(str::len).sum()
+            }),
+            "NS" => inner.as_array().map_or(0, |l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| n.len().div_ceil(2) + 1)
+                    .sum()
+            }),
+            _ => 0,
+        }
+    }
+    item.as_object()
+        .map_or(0, |o| o.iter().map(|(k, v)| k.len() + value(v)).sum())
+}
+
+/// Per action of a transaction, the size of its item: as stored now (`answer` `None`: before the call), or
+/// after it (`Put`: the item put; `Delete`: none; `TransactGetItems`: the item returned).
+async fn action_sizes(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: &Value,
+    answer: Option<&Value>,
+) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let actions = request["TransactItems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, action) in actions.iter().enumerate() {
+        let Some((kind, inner)) = action.as_object().and_then(|a| a.iter().next()) else {
+            sizes.push(0);
+            continue;
+        };
+        let table = inner["TableName"].as_str().unwrap_or_default();
+        let size = match (kind.as_str(), answer) {
+            ("Get", Some(answer)) => item_size(&answer["Responses"][i]["Item"]),
+            ("Put", Some(_)) => item_size(&inner["Item"]),
+            ("Delete", Some(_)) => 0,
+            _ => {
+                let key = match inner.get("Key") {
+                    Some(key) => key.clone(),
+                    None => key_of(shared, headers, table, &inner["Item"]).await,
+                };
+                let got = upstream_call(
+                    shared,
+                    headers,
+                    "GetItem",
+                    serde_json::json!({"TableName": table, "Key": key, "ConsistentRead": true}),
+                )
+                .await;
+                item_size(&got["Item"])
+            }
+        };
+        sizes.push(size);
+    }
+    sizes
+}
+
+/// The key of `item` in `table` (its key attributes from `DescribeTable`, asked once per table).
+async fn key_of(shared: &Shared, headers: &HeaderMap, table: &str, item: &Value) -> Value {
+    let known = shared.key_schemas.lock().unwrap().get(table).cloned();
+    let names = match known {
+        Some(names) => names,
+        None => {
+            let described = upstream_call(
+                shared,
+                headers,
+                "DescribeTable",
+                serde_json::json!({"TableName": table}),
+            )
+            .await;
+            let names: Vec<String> = described["Table"]["KeySchema"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["AttributeName"].as_str().map(str::to_owned))
+                .collect();
+            shared
+                .key_schemas
+                .lock()
+                .unwrap()
+                .insert(table.to_owned(), names.clone());
+            names
+        }
+    };
+    Value::Object(
+        names
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), item.get(&n)?.clone())))
+            .collect(),
+    )
+}
+
+/// A call of the meter's own, straight to DynamoDB (not counted), with the caller's credentials headers.
+async fn upstream_call(
+    shared: &Shared,
+    headers: &HeaderMap,
+    operation: &str,
+    body: Value,
+) -> Value {
+    let mut call = shared.client.post(format!("{}/", shared.upstream));
+    for (name, value) in headers {
+        if passes(name) && name.as_str() != "x-amz-target" {
+            call = call.header(name, value);
+        }
+    }
+    let answer = call
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
+        .body(body.to_string())
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => answer.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A transaction's units per action, as DynamoDB bills it: twice the units of one item, a write by the
+/// larger of its sizes before and after per started KB (at least 1), a read per started 4 KB.
+fn transaction_units(operation: &str, before: &[usize], after: &[usize]) -> Vec<f64> {
+    let per = if operation == "TransactGetItems" {
+        4096
+    } else {
+        1024
+    };
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| 2.0 * (*b.max(a)).div_ceil(per).max(1) as f64)
+        .collect()
+}
+
+/// What one call consumed (see [`Metered`]), and the WRU per item written by key. `transaction`: a
+/// transaction's units per action, computed by the meter (DynamoDB Local's own figure is wrong).
 pub fn metered_of(
     operation: &str,
     request: &Value,
     answer: &Value,
     succeeded: bool,
+    transaction: Option<&[f64]>,
 ) -> (Metered, Vec<ItemUnits>) {
     let write = is_write(operation);
     // (table, key) of each item the call writes; key `None` for a `PutItem` (not known here).
@@ -622,21 +796,31 @@ pub fn metered_of(
         items: targets.len() as u64,
         ..Metered::default()
     };
-    // Units per table, from DynamoDB's answer: one object, or a list (transactions, batches).
+    let mut items = Vec::new();
+    if let Some(units) = transaction {
+        // The meter's own figures, one per action.
+        let total: f64 = units.iter().sum();
+        if write {
+            metered.wru = total;
+            for ((table, key), units) in targets.iter().zip(units) {
+                if let Some(key) = key {
+                    items.push(((table.clone(), key.clone()), *units));
+                }
+            }
+        } else {
+            metered.rru = total;
+        }
+        return (metered, items);
+    }
+    // Units per table, from DynamoDB's answer: one object, or a list (batches).
     let mut by_table: BTreeMap<String, f64> = BTreeMap::new();
     let consumed = match &answer["ConsumedCapacity"] {
         Value::Array(list) => list.clone(),
         Value::Null => Vec::new(),
         one => vec![one.clone()],
     };
-    // See [`Metered`]: DynamoDB Local does not double a transaction's writes.
-    let factor = if operation == "TransactWriteItems" {
-        2.0
-    } else {
-        1.0
-    };
     for c in &consumed {
-        let units = |name: &str| c[name].as_f64().map(|u| u * factor);
+        let units = |name: &str| c[name].as_f64();
         let total = units("CapacityUnits").unwrap_or(0.0);
         let (w, r) = match (units("WriteCapacityUnits"), units("ReadCapacityUnits")) {
             (None, None) if write => (total, 0.0),
@@ -649,7 +833,7 @@ pub fn metered_of(
         let table_w = c["Table"]["WriteCapacityUnits"]
             .as_f64()
             .or_else(|| c["Table"]["CapacityUnits"].as_f64().filter(|_| write))
-            .map_or(w, |u| u * factor);
+            .unwrap_or(w);
         if let Some(table) = c["TableName"].as_str() {
             *by_table.entry(table.to_owned()).or_default() += table_w;
         }
@@ -666,11 +850,13 @@ pub fn metered_of(
         } else {
             1.0
         };
-        for (table, _) in &targets {
-            *by_table.entry(table.clone()).or_default() += per;
+        for (table, key) in &targets {
+            if let Some(key) = key {
+                items.push(((table.clone(), key.clone()), per));
+            }
         }
+        return (metered, items);
     }
-    let mut items = Vec::new();
     for (table, key) in &targets {
         let on_table = targets.iter().filter(|(t, _)| t == table).count() as f64;
         if let Some(key) = key {
@@ -810,6 +996,19 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             upstream = upstream.header(name, value);
         }
     }
+    // Metering a transaction: DynamoDB Local's figure for one is wrong (one item's units per table, however
+    // many items), so the meter sizes each item before and after, as DynamoDB bills it (see `Metered`).
+    let transaction = meter
+        && matches!(
+            operation.as_str(),
+            "TransactWriteItems" | "TransactGetItems"
+        );
+    let before = match (&metering, transaction) {
+        (Some((request, _)), true) => {
+            Some(action_sizes(&shared, &parts.headers, request, None).await)
+        }
+        _ => None,
+    };
     let answer = match upstream.body(body).send().await {
         Ok(answer) => answer,
         Err(e) => {
@@ -833,7 +1032,20 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
     let mut rewritten = false;
     if let Some((request, asked)) = metering {
         let mut answer = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
-        let (metered, items) = metered_of(&operation, &request, &answer, status.is_success());
+        let units = match before {
+            Some(before) if status.is_success() => {
+                let after = action_sizes(&shared, &parts.headers, &request, Some(&answer)).await;
+                Some(transaction_units(&operation, &before, &after))
+            }
+            _ => None,
+        };
+        let (metered, items) = metered_of(
+            &operation,
+            &request,
+            &answer,
+            status.is_success(),
+            units.as_deref(),
+        );
         {
             let mut stats = shared.stats.lock().unwrap();
             stats

@@ -17,7 +17,7 @@ const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 8] = [
     (Case::Issue, 4.0, 4.0, 0.0, Some(2.0)),
     (Case::IssueKeyed, 7.0, 7.0, 0.0, Some(2.0)),
     (Case::Increment, 1.0, 1.0, 0.0, Some(1.0)),
-    (Case::IncrementKeyed, 4.0, 10.0, 1.0, Some(4.0)),
+    (Case::IncrementKeyed, 4.0, 6.0, 1.0, Some(2.0)),
     (Case::Associate, 1.0, 4.0, 0.0, None),
 ];
 
@@ -87,8 +87,8 @@ async fn the_meter_counts_one_put_as_one_call_and_one_wru() {
     assert_eq!((total.calls, total.wru, total.rru), (2, 3.0, 1.0));
 }
 
-/// DynamoDB Local reports a `TransactWriteItems` once per item and KB; DynamoDB bills it twice, and so does
-/// the meter. A refused write is charged the floor.
+/// DynamoDB Local reports one item's units per table for a whole transaction; the meter sizes every item and
+/// bills each twice, as DynamoDB does. A refused write is charged the floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_metered_as_dynamodb_bills_it() {
     let proxy = FaultProxy::start(
@@ -122,6 +122,38 @@ async fn a_transaction_is_metered_as_dynamodb_bills_it() {
     let m = proxy.stats().metered["TransactWriteItems"].clone();
     assert_eq!((m.calls, m.items, m.wru, m.rru), (1, 2, 4.0, 0.0));
 
+    // Three items, one of 1.5 KB: 2 + 2 + 4 (DynamoDB Local itself says 2 for the lot).
+    proxy.reset_stats();
+    let big = TransactWriteItem::builder()
+        .put(
+            Put::builder()
+                .table_name(&tables.kv)
+                .item("pk", A::S("c".into()))
+                .item("v", A::S("v".repeat(1500)))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    client
+        .transact_write_items()
+        .transact_items(put("a"))
+        .transact_items(put("d"))
+        .transact_items(big)
+        .send()
+        .await
+        .unwrap();
+    let m = proxy.stats().metered["TransactWriteItems"].clone();
+    assert_eq!((m.calls, m.items, m.wru), (1, 3, 8.0));
+    // Overwritten by a small one: billed by the larger size, before.
+    proxy.reset_stats();
+    client
+        .transact_write_items()
+        .transact_items(put("c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxy.stats().metered["TransactWriteItems"].wru, 4.0);
+
     proxy.reset_stats();
     let refused = client
         .put_item()
@@ -135,25 +167,31 @@ async fn a_transaction_is_metered_as_dynamodb_bills_it() {
     assert_eq!((m.calls, m.refused, m.wru), (1, 1, 1.0));
 }
 
-/// The meter's arithmetic on a known answer: a transaction's units per table split over its actions.
+/// The meter's arithmetic: an item's size by DynamoDB's rules, and a transaction's units from its actions'
+/// sizes, each item twice.
 #[test]
-fn a_transactions_units_are_split_over_its_items() {
+fn the_meter_sizes_items_and_transactions_as_dynamodb_bills_them() {
+    let item = json!({"pk": {"S": "abc"}, "n": {"N": "12345"}, "m": {"M": {"k": {"BOOL": true}}}});
+    // "pk" + "abc", "n" + 4 bytes for 5 digits, "m" + 3 + ("k" + 1 + 1)
+    assert_eq!(strata_tests::fault_proxy::item_size(&item), 5 + 5 + 7);
     let request = json!({"TransactItems": [
         {"Update": {"TableName": "t", "Key": {"pk": {"S": "x"}}}},
         {"ConditionCheck": {"TableName": "t", "Key": {"pk": {"S": "y"}}}},
         {"Put": {"TableName": "u", "Item": {"pk": {"S": "z"}}}},
     ]});
-    let answer = json!({"ConsumedCapacity": [
-        {"TableName": "t", "CapacityUnits": 3.0, "Table": {"CapacityUnits": 3.0}},
-        {"TableName": "u", "CapacityUnits": 1.0, "Table": {"CapacityUnits": 1.0}},
-    ]});
-    let (m, items) = metered_of("TransactWriteItems", &request, &answer, true);
+    let (m, items) = metered_of(
+        "TransactWriteItems",
+        &request,
+        &json!({}),
+        true,
+        Some(&[4.0, 2.0, 2.0]),
+    );
     assert_eq!((m.calls, m.items, m.wru, m.rru), (1, 3, 8.0, 0.0));
     assert_eq!(
         items,
         vec![
-            (("t".to_owned(), json!({"pk": {"S": "x"}}).to_string()), 3.0),
-            (("t".to_owned(), json!({"pk": {"S": "y"}}).to_string()), 3.0),
+            (("t".to_owned(), json!({"pk": {"S": "x"}}).to_string()), 4.0),
+            (("t".to_owned(), json!({"pk": {"S": "y"}}).to_string()), 2.0),
         ]
     );
 }
