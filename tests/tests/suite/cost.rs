@@ -212,3 +212,32 @@ async fn an_idle_server_in_strong_mode_makes_no_dynamodb_call() {
             .await;
     assert!(eventual > 0.0, "the eventual folder scans the log");
 }
+
+/// `dynamodb-cost`, which `infra/bench/cost` runs, prints the table: each operation one after the other and
+/// with concurrent clients.
+#[test]
+fn the_cost_command_prints_the_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamodb-cost"))
+        .args(["--ops", "2", "--clients", "2"])
+        // The run's DynamoDB Local (started here if this test is the first to need it).
+        .env("AWS_ENDPOINT_URL", strata_tests::dynamodb::endpoint())
+        .output()
+        .expect("dynamodb-cost runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for case in Case::ALL {
+        assert_eq!(
+            stdout.matches(&format!("| {} |", case.label())).count(),
+            2,
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("| certificate issue (256-char name) | 2 | 4.00 | 4.00 |"),
+        "{stdout}"
+    );
+}
