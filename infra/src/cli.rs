@@ -410,16 +410,23 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                 "dynamodb",
             ));
             {
-                // In strong mode too, as on the embedded store: a log left by an eventual-mode server is
-                // folded, and in strong mode nothing new is logged, so the scan finds it empty.
-                let aggregator = strata_dynamo::aggregator::Aggregator::new(
+                let aggregator = Arc::new(strata_dynamo::aggregator::Aggregator::new(
                     client.clone(),
                     tables.counters.clone(),
                     tables.counter_log.clone(),
-                );
-                folder = Some(
-                    Arc::new(aggregator).spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY),
-                );
+                ));
+                folder = Some(match settings.counter_mode {
+                    strata_core::counters::Mode::Eventual => {
+                        aggregator.spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
+                    }
+                    // Strong mode logs nothing: one scan at start folds what an eventual-mode server left,
+                    // and then no background call at all (a scan is billed, empty or not).
+                    strata_core::counters::Mode::Strong => tokio::spawn(async move {
+                        if let Err(e) = aggregator.rescan(std::time::Duration::ZERO).await {
+                            tracing::warn!(error = %e, "folding the counter log left by eventual mode failed");
+                        }
+                    }),
+                });
             }
             strata_dynamo::stores(client, tables, &settings)
         }

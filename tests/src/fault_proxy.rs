@@ -22,6 +22,13 @@
 //!   closed without the rest (the body stream fails, and hyper drops the connection). The client reads a
 //!   truncated body: for it the attempt failed, although the write applied.
 //!
+//! A metering mode ([`FaultConfig::metered`]) asks DynamoDB for the capacity every call consumed: it sets
+//! `ReturnConsumedCapacity: INDEXES` on each request that does not ask for it, and takes `ConsumedCapacity`
+//! back out of the answer before the caller sees it (so the caller gets the answer it asked for; a caller
+//! that asked gets its own figures). [`Stats::metered`] then holds, per operation, the calls, items
+//! written, WRU and RRU, and [`Stats::item_units`] the WRU per item; see [`Metered`] for how units are
+//! counted.
+//!
 //! A slow mode (for deadline tests) adds a delay before forwarding any request, or those of one operation,
 //! or those of one operation whose body contains a given text.
 //! The configuration can be replaced at any time ([`FaultProxy::set`]), and [`FaultProxy::stats`] counts
@@ -118,9 +125,13 @@ pub struct FaultConfig {
     pub operations: Option<BTreeSet<String>>,
     /// Fault only writes that touch one of these tables (`None`: writes to any table).
     pub tables: Option<BTreeSet<String>>,
+    /// Fault only writes whose body contains this text (an item's key, `"cert#"`); `None`: any body.
+    pub body_contains: Option<String>,
     /// At most this many faults more (each one injected counts it down); `None`: no limit.
     pub budget: Option<u64>,
     pub slow: Option<Slow>,
+    /// Ask every call for its consumed capacity and count it ([`Stats::metered`]).
+    pub meter: bool,
 }
 
 impl Default for FaultConfig {
@@ -137,9 +148,17 @@ impl FaultConfig {
             delay: Duration::from_millis(3500),
             operations: None,
             tables: None,
+            body_contains: None,
             budget: None,
             slow: None,
+            meter: false,
         }
+    }
+
+    /// With the metering mode on.
+    pub fn metered(mut self) -> Self {
+        self.meter = true;
+        self
     }
 
     /// One kind at `rate`.
@@ -166,6 +185,12 @@ impl FaultConfig {
     /// Faults only on writes that touch one of these tables.
     pub fn on_tables(mut self, tables: &[&str]) -> Self {
         self.tables = Some(tables.iter().map(|t| t.to_string()).collect());
+        self
+    }
+
+    /// Faults only on writes whose body contains `text`.
+    pub fn matching(mut self, text: &str) -> Self {
+        self.body_contains = Some(text.to_owned());
         self
     }
 
@@ -204,8 +229,12 @@ impl FaultConfig {
         self.rates.values().sum()
     }
 
-    fn faults(&self, operation: &str, tables: &BTreeSet<String>) -> bool {
+    fn faults(&self, operation: &str, tables: &BTreeSet<String>, body: &[u8]) -> bool {
         WRITE_OPERATIONS.contains(&operation)
+            && self
+                .body_contains
+                .as_ref()
+                .is_none_or(|text| contains(body, text))
             && self
                 .operations
                 .as_ref()
@@ -248,6 +277,53 @@ pub struct Stats {
     pub slowed: u64,
     /// Forwarded requests whose upstream call failed (answered `502`).
     pub upstream_errors: u64,
+    /// Metering mode: what each operation consumed.
+    pub metered: BTreeMap<String, Metered>,
+    /// Metering mode: WRU per item (`(table, key as JSON)`), for items written by key (see [`Metered`]).
+    pub item_units: BTreeMap<(String, String), f64>,
+}
+
+/// What the calls of one operation consumed, as DynamoDB bills it.
+///
+/// Units of single-item calls, queries and scans are DynamoDB Local's figures (`ConsumedCapacity`, sized
+/// from the items as DynamoDB sizes them): a call's `WriteCapacityUnits` and `ReadCapacityUnits` where the
+/// answer splits them, else its `CapacityUnits` as write units for a write operation and read units for a
+/// read. DynamoDB Local reports an empty `Query` or `Scan` as 0 units.
+///
+/// Transactions are sized by the meter itself: DynamoDB Local reports one item's units per table however
+/// many items a transaction has there (2 for one small item, 2 for three). DynamoDB bills every item of a
+/// transaction twice: a write by the larger of the item's sizes before and after, per started KB (a
+/// condition check by the item's size), a read per started 4 KB. So the meter reads each item of a
+/// transaction before forwarding it and after (calls of its own, not counted), computes its size by
+/// DynamoDB's rules ([`item_size`]) and charges `2 × max(1, ⌈size / unit⌉)` per action. Exact for calls one
+/// after the other; under concurrency another client's write between those reads can shift a figure.
+/// `tests/suite/cost.rs` holds the meter to known calls.
+///
+/// A refused write (a failed condition, a cancelled transaction) is billed too, but its answer carries no
+/// figure: it is counted in `refused` and charged the floor, 1 WRU per item (2 per action of a
+/// transaction).
+///
+/// Per item: a write's units go to its key (`PutItem` has no key in its request, so its units count in the
+/// totals only).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metered {
+    pub calls: u64,
+    /// Items the calls wrote (an action of a transaction or a batch is one), condition checks included.
+    pub items: u64,
+    pub wru: f64,
+    pub rru: f64,
+    /// Writes refused by DynamoDB (charged the floor, see above).
+    pub refused: u64,
+}
+
+impl Metered {
+    fn add(&mut self, other: &Metered) {
+        self.calls += other.calls;
+        self.items += other.items;
+        self.wru += other.wru;
+        self.rru += other.rru;
+        self.refused += other.refused;
+    }
 }
 
 impl Stats {
@@ -280,6 +356,23 @@ impl Stats {
 
     pub fn total_requests(&self) -> u64 {
         self.by_operation.values().sum()
+    }
+
+    /// Metering mode: everything, all operations together.
+    pub fn metered_total(&self) -> Metered {
+        let mut total = Metered::default();
+        for m in self.metered.values() {
+            total.add(m);
+        }
+        total
+    }
+
+    /// Metering mode: the item that took the most WRU, and how many.
+    pub fn hottest_item(&self) -> Option<((String, String), f64)> {
+        self.item_units
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(k, v)| (k.clone(), *v))
     }
 }
 
@@ -322,6 +415,8 @@ struct Shared {
     /// The configuration and the generator, under one lock: each write takes one draw, in arrival order.
     config: Mutex<(FaultConfig, Rng)>,
     stats: Mutex<Stats>,
+    /// Metering: each table's key attributes, from `DescribeTable`.
+    key_schemas: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -362,6 +457,7 @@ impl FaultProxy {
                 .expect("an HTTP client"),
             config: Mutex::new((config, Rng::new(seed))),
             stats: Mutex::new(Stats::default()),
+            key_schemas: Mutex::new(BTreeMap::new()),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -395,6 +491,10 @@ impl FaultProxy {
     pub fn reset_stats(&self) {
         *self.shared.stats.lock().unwrap() = Stats::default();
     }
+}
+
+fn contains(body: &[u8], text: &str) -> bool {
+    text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes())
 }
 
 /// `DynamoDB_20120810.PutItem` → `PutItem`.
@@ -470,6 +570,303 @@ pub fn writes_of(operation: &str, body: &[u8]) -> (Vec<(String, String)>, u64) {
     }
 }
 
+/// Write operations, whose `CapacityUnits` are write units.
+fn is_write(operation: &str) -> bool {
+    WRITE_OPERATIONS.contains(&operation)
+}
+
+/// An item (`(table, key as JSON)`) and the WRU a call spent on it.
+pub type ItemUnits = ((String, String), f64);
+
+/// A key as JSON with its attributes in name order, whatever order the request gave them in.
+pub fn canonical(key: &Value) -> String {
+    match key.as_object() {
+        Some(fields) => {
+            let sorted: BTreeMap<&String, &Value> = fields.iter().collect();
+            serde_json::to_string(&sorted).unwrap_or_default()
+        }
+        None => key.to_string(),
+    }
+}
+
+/// An item's size as DynamoDB counts it (DynamoDB JSON): attribute names plus values; a number about one
+/// byte per two digits plus one, a map or list 3 bytes plus one per element.
+pub fn item_size(item: &Value) -> usize {
+    fn value(v: &Value) -> usize {
+        let Some((kind, inner)) = v.as_object().and_then(|o| o.iter().next()) else {
+            return 0;
+        };
+        match kind.as_str() {
+            "S" | "B" => inner.as_str().map_or(0, str::len),
+            "N" => {
+                let digits = inner.as_str().map_or(0, |n| {
+                    n.trim_start_matches('-')
+                        .trim_start_matches('0')
+                        .replace('.', "")
+                        .len()
+                });
+                digits.div_ceil(2) + 1
+            }
+            "BOOL" | "NULL" => 1,
+            "M" => {
+                3 + inner
+                    .as_object()
+                    .map_or(0, |m| m.iter().map(|(k, v)| k.len() + value(v) + 1).sum())
+            }
+            "L" => {
+                3 + inner
+                    .as_array()
+                    .map_or(0, |l| l.iter().map(|v| value(v) + 1).sum())
+            }
+            "SS" | "BS" => inner.as_array().map_or(0, |l| {
+                l.iter().filter_map(Value::as_str).map(str::len).sum()
+            }),
+            "NS" => inner.as_array().map_or(0, |l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| n.len().div_ceil(2) + 1)
+                    .sum()
+            }),
+            _ => 0,
+        }
+    }
+    item.as_object()
+        .map_or(0, |o| o.iter().map(|(k, v)| k.len() + value(v)).sum())
+}
+
+/// Per action of a transaction, the size of its item: as stored now (`answer` `None`: before the call), or
+/// after it (`Put`: the item put; `Delete`: none; `TransactGetItems`: the item returned).
+async fn action_sizes(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: &Value,
+    answer: Option<&Value>,
+) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let actions = request["TransactItems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, action) in actions.iter().enumerate() {
+        let Some((kind, inner)) = action.as_object().and_then(|a| a.iter().next()) else {
+            sizes.push(0);
+            continue;
+        };
+        let table = inner["TableName"].as_str().unwrap_or_default();
+        let size = match (kind.as_str(), answer) {
+            ("Get", Some(answer)) => item_size(&answer["Responses"][i]["Item"]),
+            ("Put", Some(_)) => item_size(&inner["Item"]),
+            ("Delete", Some(_)) => 0,
+            _ => {
+                let key = match inner.get("Key") {
+                    Some(key) => key.clone(),
+                    None => key_of(shared, headers, table, &inner["Item"]).await,
+                };
+                let got = upstream_call(
+                    shared,
+                    headers,
+                    "GetItem",
+                    serde_json::json!({"TableName": table, "Key": key, "ConsistentRead": true}),
+                )
+                .await;
+                item_size(&got["Item"])
+            }
+        };
+        sizes.push(size);
+    }
+    sizes
+}
+
+/// The key of `item` in `table` (its key attributes from `DescribeTable`, asked once per table).
+async fn key_of(shared: &Shared, headers: &HeaderMap, table: &str, item: &Value) -> Value {
+    let known = shared.key_schemas.lock().unwrap().get(table).cloned();
+    let names = match known {
+        Some(names) => names,
+        None => {
+            let described = upstream_call(
+                shared,
+                headers,
+                "DescribeTable",
+                serde_json::json!({"TableName": table}),
+            )
+            .await;
+            let names: Vec<String> = described["Table"]["KeySchema"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["AttributeName"].as_str().map(str::to_owned))
+                .collect();
+            shared
+                .key_schemas
+                .lock()
+                .unwrap()
+                .insert(table.to_owned(), names.clone());
+            names
+        }
+    };
+    Value::Object(
+        names
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), item.get(&n)?.clone())))
+            .collect(),
+    )
+}
+
+/// A call of the meter's own, straight to DynamoDB (not counted), with the caller's credentials headers.
+async fn upstream_call(
+    shared: &Shared,
+    headers: &HeaderMap,
+    operation: &str,
+    body: Value,
+) -> Value {
+    let mut call = shared.client.post(format!("{}/", shared.upstream));
+    for (name, value) in headers {
+        if passes(name) && name.as_str() != "x-amz-target" {
+            call = call.header(name, value);
+        }
+    }
+    let answer = call
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
+        .body(body.to_string())
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => answer.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A transaction's units per action, as DynamoDB bills it: twice the units of one item, a write by the
+/// larger of its sizes before and after per started KB (at least 1), a read per started 4 KB.
+fn transaction_units(operation: &str, before: &[usize], after: &[usize]) -> Vec<f64> {
+    let per = if operation == "TransactGetItems" {
+        4096
+    } else {
+        1024
+    };
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| 2.0 * (*b.max(a)).div_ceil(per).max(1) as f64)
+        .collect()
+}
+
+/// What one call consumed (see [`Metered`]), and the WRU per item written by key. `transaction`: a
+/// transaction's units per action, computed by the meter (DynamoDB Local's own figure is wrong).
+pub fn metered_of(
+    operation: &str,
+    request: &Value,
+    answer: &Value,
+    succeeded: bool,
+    transaction: Option<&[f64]>,
+) -> (Metered, Vec<ItemUnits>) {
+    let write = is_write(operation);
+    // (table, key) of each item the call writes; key `None` for a `PutItem` (not known here).
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
+    let mut floor = 0.0;
+    match operation {
+        "PutItem" | "UpdateItem" | "DeleteItem" => {
+            if let Some(table) = request["TableName"].as_str() {
+                targets.push((table.to_owned(), request.get("Key").map(canonical)));
+            }
+            floor = 1.0;
+        }
+        "TransactWriteItems" => {
+            for action in request["TransactItems"].as_array().into_iter().flatten() {
+                if let Some(inner) = action.as_object().and_then(|a| a.values().next())
+                    && let Some(table) = inner["TableName"].as_str()
+                {
+                    targets.push((table.to_owned(), inner.get("Key").map(canonical)));
+                    floor += 2.0;
+                }
+            }
+        }
+        "BatchWriteItem" => {
+            for (table, writes) in request["RequestItems"].as_object().into_iter().flatten() {
+                for _ in writes.as_array().into_iter().flatten() {
+                    targets.push((table.clone(), None));
+                    floor += 1.0;
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut metered = Metered {
+        calls: 1,
+        items: targets.len() as u64,
+        ..Metered::default()
+    };
+    let mut items = Vec::new();
+    if let Some(units) = transaction {
+        // The meter's own figures, one per action.
+        let total: f64 = units.iter().sum();
+        if write {
+            metered.wru = total;
+            for ((table, key), units) in targets.iter().zip(units) {
+                if let Some(key) = key {
+                    items.push(((table.clone(), key.clone()), *units));
+                }
+            }
+        } else {
+            metered.rru = total;
+        }
+        return (metered, items);
+    }
+    // Units per table, from DynamoDB's answer: one object, or a list (batches).
+    let mut by_table: BTreeMap<String, f64> = BTreeMap::new();
+    let consumed = match &answer["ConsumedCapacity"] {
+        Value::Array(list) => list.clone(),
+        Value::Null => Vec::new(),
+        one => vec![one.clone()],
+    };
+    for c in &consumed {
+        let units = |name: &str| c[name].as_f64();
+        let total = units("CapacityUnits").unwrap_or(0.0);
+        let (w, r) = match (units("WriteCapacityUnits"), units("ReadCapacityUnits")) {
+            (None, None) if write => (total, 0.0),
+            (None, None) => (0.0, total),
+            (w, r) => (w.unwrap_or(0.0), r.unwrap_or(0.0)),
+        };
+        metered.wru += w;
+        metered.rru += r;
+        // The table's own share (indexes apart) is what its items cost.
+        let table_w = c["Table"]["WriteCapacityUnits"]
+            .as_f64()
+            .or_else(|| c["Table"]["CapacityUnits"].as_f64().filter(|_| write))
+            .unwrap_or(w);
+        if let Some(table) = c["TableName"].as_str() {
+            *by_table.entry(table.to_owned()).or_default() += table_w;
+        }
+    }
+    let refused = answer["__type"].as_str().is_some_and(|t| {
+        t.ends_with("ConditionalCheckFailedException")
+            || t.ends_with("TransactionCanceledException")
+    });
+    if write && !succeeded && refused && consumed.is_empty() {
+        metered.refused = 1;
+        metered.wru += floor;
+        let per = if operation == "TransactWriteItems" {
+            2.0
+        } else {
+            1.0
+        };
+        for (table, key) in &targets {
+            if let Some(key) = key {
+                items.push(((table.clone(), key.clone()), per));
+            }
+        }
+        return (metered, items);
+    }
+    for (table, key) in &targets {
+        let on_table = targets.iter().filter(|(t, _)| t == table).count() as f64;
+        if let Some(key) = key {
+            let units = by_table.get(table).copied().unwrap_or(0.0) / on_table;
+            items.push(((table.clone(), key.clone()), units));
+        }
+    }
+    (metered, items)
+}
+
 fn error_answer(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
@@ -505,10 +902,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
     };
     let operation = operation_of(&parts.headers);
     let tables = tables_of(&body);
-    let (fault, slow) = {
+    let (fault, slow, meter) = {
         let mut guard = shared.config.lock().unwrap();
         let (config, rng) = &mut *guard;
-        let fault = if config.faults(&operation, &tables) {
+        let meter = config.meter;
+        let fault = if config.faults(&operation, &tables, &body) {
             // 53 random bits: a uniform draw in 0..1.
             let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let kind = config.pick(u);
@@ -524,12 +922,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .as_ref()
             .filter(|s| s.operation.as_ref().is_none_or(|o| *o == operation))
             .filter(|s| {
-                s.body_contains.as_ref().is_none_or(|text| {
-                    text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes())
-                })
+                s.body_contains
+                    .as_ref()
+                    .is_none_or(|text| contains(&body, text))
             })
             .map(|s| s.delay);
-        (fault, slow)
+        (fault, slow, meter)
     };
     let (items, units) = writes_of(&operation, &body);
     {
@@ -571,6 +969,20 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
         _ => {}
     }
 
+    // Metering: the request as sent (to read its keys) and whether the caller asked for the capacity.
+    let mut metering = None;
+    let mut body = body;
+    if meter && let Ok(mut request) = serde_json::from_slice::<Value>(&body) {
+        let asked = request["ReturnConsumedCapacity"]
+            .as_str()
+            .is_some_and(|v| v != "NONE");
+        if !asked && request.is_object() {
+            request["ReturnConsumedCapacity"] = Value::from("INDEXES");
+            body = Bytes::from(request.to_string());
+        }
+        metering = Some((request, asked));
+    }
+
     let uri = parts
         .uri
         .path_and_query()
@@ -584,6 +996,19 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             upstream = upstream.header(name, value);
         }
     }
+    // Metering a transaction: DynamoDB Local's figure for one is wrong (one item's units per table, however
+    // many items), so the meter sizes each item before and after, as DynamoDB bills it (see `Metered`).
+    let transaction = meter
+        && matches!(
+            operation.as_str(),
+            "TransactWriteItems" | "TransactGetItems"
+        );
+    let before = match (&metering, transaction) {
+        (Some((request, _)), true) => {
+            Some(action_sizes(&shared, &parts.headers, request, None).await)
+        }
+        _ => None,
+    };
     let answer = match upstream.body(body).send().await {
         Ok(answer) => answer,
         Err(e) => {
@@ -603,10 +1028,48 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> R
             .body(Body::from("upstream body"))
             .unwrap();
     };
+    let mut bytes = bytes;
+    let mut rewritten = false;
+    if let Some((request, asked)) = metering {
+        let mut answer = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+        let units = match before {
+            Some(before) if status.is_success() => {
+                let after = action_sizes(&shared, &parts.headers, &request, Some(&answer)).await;
+                Some(transaction_units(&operation, &before, &after))
+            }
+            _ => None,
+        };
+        let (metered, items) = metered_of(
+            &operation,
+            &request,
+            &answer,
+            status.is_success(),
+            units.as_deref(),
+        );
+        {
+            let mut stats = shared.stats.lock().unwrap();
+            stats
+                .metered
+                .entry(operation.clone())
+                .or_default()
+                .add(&metered);
+            for (item, units) in items {
+                *stats.item_units.entry(item).or_default() += units;
+            }
+        }
+        if !asked
+            && let Some(fields) = answer.as_object_mut()
+            && fields.remove("ConsumedCapacity").is_some()
+        {
+            bytes = Bytes::from(answer.to_string());
+            rewritten = true;
+        }
+    }
     let delay = shared.config.lock().unwrap().0.delay;
     let mut response = Response::builder().status(status);
     for (name, value) in &headers {
-        if passes(name) {
+        // A rewritten body no longer matches DynamoDB's checksum of it.
+        if passes(name) && !(rewritten && name.as_str() == "x-amz-crc32") {
             response = response.header(name, value);
         }
     }

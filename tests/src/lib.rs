@@ -23,6 +23,7 @@
 //!
 //! The tests themselves are in `tests/suite/`.
 
+pub mod cost;
 pub mod crash;
 pub mod dynamodb;
 pub mod exhaustion;

@@ -1,7 +1,8 @@
 //! The eventual-mode folder on DynamoDB: folds counter log entries into the totals, exactly once. On AWS the
 //! log table's stream delivers them (the `counters-aggregate` Lambda calls [`Aggregator::fold`]) and a
 //! schedule re-scans the log for whatever the stream did not fold ([`Aggregator::rescan`]); `strata serve
-//! --store dynamodb`, which has no stream Lambda, re-scans every 200 ms ([`Aggregator::spawn_folder`]).
+//! --store dynamodb`, which has no stream Lambda, re-scans every 200 ms in eventual mode
+//! ([`Aggregator::spawn_folder`]; once at start in strong mode, which logs nothing).
 //!
 //! A batch is folded in chunks, each one `TransactWriteItems` of at most 100 actions: delete every entry of
 //! the chunk (only if it is still there), put the marker of each entry that carried an idempotency key (so a

@@ -1,37 +1,46 @@
 //! The certificate ledger on DynamoDB.
 //!
 //! Items (table `LedgerTable`, key `pk` + numeric `n`):
-//! - the share class, `pk = "class#CS", n = 0`: `auth`, `issued`, `remaining`, `next` and `pending`, a map of
-//!   certificates whose number is allocated but whose item may not be written yet (request id → name, amount,
-//!   time), with their numbers in `pnum` (request id → number);
+//! - the share class, `pk = "class#CS", n = 0`: `auth`, `issued`, `remaining`, `next`, and `pnum`, the
+//!   numbers allocated whose certificate may not be written yet, by slot (a 20-character name for the
+//!   request, see [`Slot`]);
 //! - each certificate, `pk = "cert#CS", n = <number>` (so a `Query` lists a class in number order);
-//! - for issues with an idempotency key, `pk = "req#<key>", n = 0` → the certificate's number and class,
-//!   kept for the retention of [`strata_core::Settings`] from the issue (`ttl`; past it the record is
-//!   ignored whether DynamoDB has deleted it or not, and an issue under the key is a new one).
+//! - each issue's intent, written before its number is allocated: the class, name, amount and time, so that
+//!   anyone can write the certificate of a number whose request died. For an issue with an idempotency key
+//!   it is also the ledger's record of the key, `pk = "req#<slot>", n = 0`, which gets the certificate's
+//!   number once it is written and holds for the retention of [`strata_core::Settings`] from the issue
+//!   (`until`; past it the record is ignored whether DynamoDB has deleted it or not, and an issue under the
+//!   key is a new one); without a key it is `pk = "int#<slot>", n = 0`. Intents carry `ttl`, 30 days past
+//!   `until`: a number whose request died is written by the next issue, read or listing of its class (see
+//!   below), long before that.
 //!
-//! An issue is two calls. First one `UpdateItem` on the class item, the serialization point: it takes the next
-//! number, adds the shares and records the pending certificate under the request's id, under
-//! `remaining >= :amount AND attribute_not_exists(pending.<id>)`, so there is no read-then-write race, nothing
-//! to retry under contention, and a retry of an attempt that applied (the SDK's, after a lost answer) finds
-//! its own entry instead of taking a second number. Then one `TransactWriteItems` writes the certificate (only
-//! if absent) and the request record and removes the pending entry. If the process dies in between, the entry
-//! stays, and whoever sees it next (a later issue of the class, a read of the missing number, a listing, a
-//! retry with the same key) finishes it with that same idempotent transaction: a number is never lost and
-//! never used twice.
+//! An issue is four writes, none of them a transaction: the intent (`PutItem`, only if absent), the number
+//! (`UpdateItem` of the class item: takes `next`, adds the shares and records `pnum.<slot> = next`, under
+//! `remaining >= :amount AND attribute_not_exists(pnum.<slot>)`, so there is no read-then-write race and
+//! nothing to retry under contention, and a retry of an attempt that applied, the SDK's after a lost answer,
+//! finds its own slot instead of taking a second number), the certificate (`PutItem`, only if absent), and
+//! the slot's removal from the class item. With a key, the intent gets the number in between. So an issue
+//! writes the class item twice, 1 WRU each: the class item holds counters and at most [`MAX_PENDING`]
+//! slots of about 30 bytes, under 1 KB however many issues run at once, whatever the names (names live in
+//! the intents). That is 500 issues/s per class, the ceiling of the best public gapless counter on DynamoDB
+//! (a read, then a transaction over the counter and the item: 2 WRU on the counter), with exactly-once after
+//! lost answers on top. One write of the class item (1,000/s) would need the allocation and the
+//! certificate's write in one call, and DynamoDB cannot write the number an update computes into another
+//! item; a transaction over both items costs 2 WRU on the class item by itself.
 //!
-//! Only the request that made an entry removes it at once. Anyone else who writes its certificate marks it
-//! done and leaves it for [`GRACE`], longer than any request's deadline, so that the owner's retries still
-//! find their entry; after that anyone may remove it. At most [`MAX_PENDING`] entries are kept, so the class
-//! item stays small however long finishing keeps failing: past that, issues of the class answer `503` (with
-//! nothing written) until the entries are finished.
+//! If the process dies between allocating and writing, the slot stays, and whoever sees it next (a later
+//! issue of the class, a read of the missing number, a listing, a retry with the same key) writes the
+//! certificate from the intent: a number is never lost and never used twice. Only the request that made a
+//! slot removes it at once; anyone else who writes its certificate leaves the slot for [`GRACE`], longer
+//! than any request's deadline, so that the owner's retries still find it; after that anyone may remove it.
+//! At most [`MAX_PENDING`] slots are kept: past that, issues of the class answer `503` (with nothing
+//! allocated) until the certificates are written.
 //!
-//! Once the number is allocated the certificate is issued: if writing its item then fails, the issue still
-//! answers `201` (the entry holds everything, and the next reader or issue of the class writes it). A failure
-//! before that point may or may not have allocated (DynamoDB's answer can be lost after the write): the issue
-//! looks for its entry, and otherwise answers `503`, "outcome unknown" — with an `Idempotency-Key`, a retry
-//! returns the certificate if there is one and issues it otherwise.
-//!
-//! One class item takes about 1,000 writes per second on DynamoDB, so one class tops out near 1,000 issues/s.
+//! Once the number is allocated the certificate is issued: if writing it then fails, the issue still
+//! answers `201` (the intent holds everything, and the next reader or issue of the class writes it). A
+//! failure before that point may or may not have allocated (DynamoDB's answer can be lost after the write):
+//! the issue looks for its slot, and otherwise answers `503`, "outcome unknown" — with an
+//! `Idempotency-Key`, a retry returns the certificate if there is one and issues it otherwise.
 
 use crate::attr::{TTL, n, now_ms, s};
 use crate::error::{is_condition_failed, store_error};
@@ -40,20 +49,19 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
     class_not_found, insufficient, replay_of,
 };
-use strata_core::retention::{holds_until, is_expired, ttl_seconds};
+use strata_core::retention::{epoch_millis, holds_until, is_expired, ttl_seconds};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -63,32 +71,119 @@ pub(crate) const AUTHORIZED: &str = "auth";
 pub(crate) const ISSUED: &str = "issued";
 pub(crate) const REMAINING: &str = "remaining";
 pub(crate) const NEXT: &str = "next";
-pub(crate) const PENDING: &str = "pending";
-/// The numbers of the pending entries (request id → number), apart from `pending` because DynamoDB cannot
-/// put the old `next` inside a map value it writes in the same update.
+/// Slot → number, for the numbers allocated whose certificate may not be written yet.
 pub(crate) const PENDING_NUMBERS: &str = "pnum";
 pub(crate) const NAME: &str = "name";
 pub(crate) const AMOUNT: &str = "amount";
 pub(crate) const AT: &str = "at";
 pub(crate) const CLASS: &str = "class";
+/// An intent's request id (the idempotency key with `r` before it, or `u` and a fresh id).
+pub(crate) const ID: &str = "id";
+/// An intent's number, once its certificate is written (keyed issues only).
+pub(crate) const NUMBER: &str = "number";
+/// Until when (ms since the epoch) a keyed intent is the record of its key.
+pub(crate) const UNTIL: &str = "until";
 
-/// A pending entry this old most likely belongs to a request that died: issues of its class write its
-/// certificate (readers do so at once, as they need it).
-const ABANDONED: Duration = Duration::from_secs(2);
-/// After this no attempt of the request that made a pending entry can still arrive (every request's deadline
-/// is shorter, see `strata_core::deadline`), so anyone may remove the entry.
+/// A slot this old belongs to a request past its deadline (see `strata_core::deadline`), which died or
+/// gave up: issues of its class write its certificate (readers do so at once, as they need it). Not
+/// sooner: an issue of a live request that is merely slow would be written twice, and a refused write is
+/// billed too.
+pub const ABANDONED: Duration = Duration::from_secs(10);
+/// After this no attempt of the request that made a slot can still arrive (every request's deadline is
+/// shorter, see `strata_core::deadline`), so anyone may remove the slot.
 pub const GRACE: Duration = Duration::from_secs(30);
-/// Most pending entries in one class item (each up to about 1.1 KB), far above the requests in flight.
-pub const MAX_PENDING: usize = 64;
+/// Most slots in one class item: 24 of at most 31 bytes each (a 20-character name, a number of up to 16
+/// digits, DynamoDB's map overhead) and the counters stay under 1 KB, so every write of the class item is
+/// 1 WRU. Far above the issues of one class in flight at once on one item's 1,000 writes/s.
+pub const MAX_PENDING: usize = 24;
+/// Intents outlive their record's retention by this much, so that a number whose request died is written
+/// from its intent whenever its class is next issued, read or listed.
+const INTENT_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 const ATTEMPTS: usize = 5;
-/// Marks a pending entry whose certificate someone other than its request wrote.
-const DONE: &str = "done";
 
-/// Who finishes a pending entry: its own request removes it; anyone else marks it done until [`GRACE`].
-#[derive(Clone, Copy, PartialEq)]
-enum Finisher {
-    Owner,
-    Other,
+/// A request's name in the class item: `r` (with an idempotency key) or `u`, 12 characters of a SHA-256 of
+/// its id (72 bits: ids of other requests, another caller's keys included, do not collide with it), then
+/// its time in tenths of a second, base 36 (7 characters until 2217), so that anyone can tell an abandoned
+/// slot and find its intent.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    /// The first 13 characters: kind and hash; the intent's key.
+    request: String,
+    /// The request's time, to the tenth of a second below.
+    at_ms: u64,
+}
+
+impl Slot {
+    fn new(request_id: &str, at_ms: u64) -> Self {
+        Self {
+            request: request_of(request_id),
+            at_ms: at_ms / 100 * 100,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{}{}", self.request, base36(self.at_ms / 100))
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let (request, at) = (name.get(..13)?, name.get(13..)?);
+        let tenths = u64::from_str_radix(at, 36).ok()?;
+        matches!(&request[..1], "r" | "u").then(|| Self {
+            request: request.to_owned(),
+            at_ms: tenths * 100,
+        })
+    }
+
+    fn keyed(&self) -> bool {
+        self.request.starts_with('r')
+    }
+
+    /// The intent's item key.
+    fn intent_key(&self) -> Item {
+        intent_key(&self.request)
+    }
+}
+
+/// `r`/`u` and 12 characters of the SHA-256 of a request id.
+fn request_of(request_id: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let digest = Sha256::digest(request_id.as_bytes());
+    let mut out = String::with_capacity(13);
+    out.push(if request_id.starts_with('r') {
+        'r'
+    } else {
+        'u'
+    });
+    // 9 bytes, 6 bits a character.
+    let bits = digest[..9]
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    for i in (0..12).rev() {
+        out.push(ALPHABET[((bits >> (i * 6)) & 63) as usize] as char);
+    }
+    out
+}
+
+fn intent_key(request: &str) -> Item {
+    let prefix = if request.starts_with('r') {
+        "req"
+    } else {
+        "int"
+    };
+    key(format!("{prefix}#{request}"), 0)
+}
+
+fn base36(mut v: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("ASCII")
 }
 
 pub struct DynamoLedger {
@@ -139,10 +234,6 @@ fn certificate_key(class: &ClassCode, number: u64) -> Item {
     key(format!("cert#{}", class.as_str()), number)
 }
 
-fn request_key(request_id: &str) -> Item {
-    key(format!("req#{request_id}"), 0)
-}
-
 fn decode_class(class: &ClassCode, item: &Item) -> Result<ShareClass, Error> {
     Ok(ShareClass {
         class: class.clone(),
@@ -162,64 +253,104 @@ fn decode_certificate(class: &ClassCode, item: &Item) -> Result<Certificate, Err
     })
 }
 
-/// The pending entry `request_id` of a class item, as a certificate.
-pub(crate) fn decode_pending(
-    class: &ClassCode,
-    item: &Item,
-    request_id: &str,
-) -> Result<Option<Pending>, Error> {
-    let map = |name: &str| item.get(name).and_then(|v| v.as_m().ok());
-    let (Some(entry), Some(number)) = (
-        map(PENDING)
-            .and_then(|p| p.get(request_id))
-            .and_then(|e| e.as_m().ok()),
-        map(PENDING_NUMBERS)
-            .and_then(|p| p.get(request_id))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok()),
-    ) else {
-        return Ok(None);
-    };
-    let certificate = Certificate {
-        class: class.clone(),
-        number,
-        name: text(entry, NAME)?,
-        amount: num(entry, AMOUNT)?,
-        issued_at: UNIX_EPOCH + Duration::from_millis(num(entry, AT)?),
-    };
-    let flag = |name: &str| {
-        entry
-            .get(name)
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false)
-    };
-    Ok(Some(Pending {
-        certificate,
-        indexed: flag("idx"),
-        done: flag(DONE),
-    }))
+/// The slots of a class item, with their numbers.
+pub(crate) fn slots(item: &Item) -> Vec<(String, u64)> {
+    item.get(PENDING_NUMBERS)
+        .and_then(|p| p.as_m().ok())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(name, v)| Some((name.clone(), v.as_n().ok()?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// A pending entry of a class item.
-pub(crate) struct Pending {
-    pub(crate) certificate: Certificate,
-    /// Made by a request with an idempotency key: its certificate comes with a request record.
-    indexed: bool,
-    /// Its certificate is written; only the entry is left.
-    done: bool,
+/// An issue's intent, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Intent {
+    pub(crate) id: String,
+    pub(crate) class: ClassCode,
+    /// Name and amount: absent from a record imported without them (it has its number).
+    pub(crate) name: Option<String>,
+    pub(crate) amount: Option<u64>,
+    pub(crate) at_ms: u64,
+    pub(crate) until_ms: u64,
+    pub(crate) number: Option<u64>,
 }
 
-impl Pending {
-    fn at_ms(&self) -> u64 {
-        millis(self.certificate.issued_at)
+impl Intent {
+    pub(crate) fn decode(item: &Item) -> Result<Self, Error> {
+        let opt_num = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        Ok(Self {
+            id: text(item, ID)?,
+            class: ClassCode::parse(&text(item, CLASS)?)?,
+            name: item.get(NAME).and_then(|v| v.as_s().ok()).cloned(),
+            amount: opt_num(AMOUNT),
+            at_ms: num(item, AT)?,
+            until_ms: num(item, UNTIL)?,
+            number: opt_num(NUMBER),
+        })
+    }
+
+    fn certificate(&self, number: u64) -> Result<Certificate, Error> {
+        let missing = || Error::internal(format!("intent {} has no name or amount", self.id));
+        Ok(Certificate {
+            class: self.class.clone(),
+            number,
+            name: self.name.clone().ok_or_else(missing)?,
+            amount: self.amount.ok_or_else(missing)?,
+            issued_at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
+        })
+    }
+
+    fn expired(&self) -> bool {
+        is_expired(
+            UNIX_EPOCH + Duration::from_millis(self.until_ms),
+            SystemTime::now(),
+        )
     }
 }
 
-fn millis(at: std::time::SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
+/// The item of an intent (see the module docs).
+pub(crate) fn intent_item(
+    request_id: &str,
+    class: &str,
+    name_amount: Option<(&str, u64)>,
+    at_ms: u64,
+    until_ms: u64,
+    number: Option<u64>,
+) -> Item {
+    let mut item = intent_key(&request_of(request_id));
+    item.insert(ID.into(), s(request_id));
+    item.insert(CLASS.into(), s(class));
+    if let Some((name, amount)) = name_amount {
+        item.insert(NAME.into(), s(name));
+        item.insert(AMOUNT.into(), n(amount));
+    }
+    item.insert(AT.into(), n(at_ms));
+    item.insert(UNTIL.into(), n(until_ms));
+    if let Some(number) = number {
+        item.insert(NUMBER.into(), n(number));
+    }
+    let until = UNIX_EPOCH + Duration::from_millis(until_ms);
+    item.insert(TTL.into(), n(ttl_seconds(until + INTENT_KEPT)));
+    item
+}
+
+/// The request id's intent key in the ledger table (for export and import).
+pub(crate) fn intent_key_of(request_id: &str) -> Item {
+    intent_key(&request_of(request_id))
+}
+
+/// A number allocated to an intent.
+struct Pending {
+    slot: Slot,
+    intent: Intent,
+    certificate: Certificate,
 }
 
 impl DynamoLedger {
@@ -276,7 +407,6 @@ impl DynamoLedger {
             .item(ISSUED, n(0))
             .item(REMAINING, n(authorized))
             .item(NEXT, n(1))
-            .item(PENDING, AttributeValue::M(HashMap::new()))
             .item(PENDING_NUMBERS, AttributeValue::M(HashMap::new()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
@@ -290,116 +420,135 @@ impl DynamoLedger {
         }
     }
 
-    /// Writes a pending certificate (if not written yet) and its request record, and removes the entry or
-    /// marks it done (see [`Finisher`]). Safe to run any number of times, by anyone.
-    async fn finish(&self, pending: &Pending, request_id: &str, by: Finisher) -> Result<(), Error> {
+    /// Writes the intent, only if there is none under its key: `Ok(Some(item))` is the one there.
+    async fn put_intent(&self, item: Item) -> Result<Option<Item>, Error> {
+        self.put_intent_if(item, None).await
+    }
+
+    /// Writes the intent if there is none, or (with `replacing`) if the one there is still the one written
+    /// at that time: `Ok(Some(item))` is the one there instead.
+    async fn put_intent_if(
+        &self,
+        item: Item,
+        replacing: Option<u64>,
+    ) -> Result<Option<Item>, Error> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#pk", PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let put = match replacing {
+            None => put.condition_expression("attribute_not_exists(#pk)"),
+            Some(at) => put
+                .condition_expression("attribute_not_exists(#pk) OR #at = :at")
+                .expression_attribute_names("#at", AT)
+                .expression_attribute_values(":at", n(at)),
+        };
+        match put.send().within_deadline().await {
+            Ok(_) => Ok(None),
+            Err(e) if is_condition_failed(&e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item.clone().unwrap_or_default()))
+                }
+                _ => Ok(Some(Item::new())),
+            },
+            Err(e) => Err(store_error("PutItem", e)),
+        }
+    }
+
+    /// Writes a pending certificate (if not written yet), gives a keyed intent its number, and removes the
+    /// slot (`remove`: its own request, or anyone past [`GRACE`]). Safe to run any number of times, by
+    /// anyone: each write is idempotent.
+    async fn finish(&self, pending: &Pending, remove: bool) -> Result<(), Error> {
         let certificate = &pending.certificate;
-        let remove =
-            by == Finisher::Owner || pending.at_ms() + (GRACE.as_millis() as u64) < now_ms();
         let mut item = certificate_key(&certificate.class, certificate.number);
         item.insert(NAME.into(), s(&certificate.name));
         item.insert(AMOUNT.into(), n(certificate.amount));
-        item.insert(AT.into(), n(pending.at_ms()));
-        let put = Put::builder()
+        item.insert(AT.into(), n(pending.intent.at_ms));
+        let put = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
-            .build()
-            .expect("put is complete");
-        let mut actions = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder()
-                .update(self.clear(&certificate.class, request_id, remove))
-                .build(),
-        ];
-        if pending.indexed {
-            let mut record = request_key(request_id);
-            record.insert(CLASS.into(), s(certificate.class.as_str()));
-            record.insert("number".into(), n(certificate.number));
-            record.insert(
-                TTL.into(),
-                n(ttl_seconds(holds_until(
-                    certificate.issued_at,
-                    self.retention,
-                ))),
-            );
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(record))
-                .build()
-                .expect("put is complete");
-            actions.push(TransactWriteItem::builder().put(put).build());
-        }
-        // The SDK gives the call one ClientRequestToken for all its attempts: a retry after a lost answer
-        // is a no-op.
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
             .send()
             .within_deadline()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
-            {
-                // Someone else wrote the certificate (with its record), or is writing it right now, or
-                // removed the entry after writing it.
-                let item = self
-                    .get(certificate_key(&certificate.class, certificate.number))
-                    .await?;
-                if item.is_none() {
-                    return Err(Error::unavailable(
-                        "a concurrent request is finishing this certificate; retry",
-                    ));
-                }
-                if remove {
-                    self.client
-                        .update_item()
-                        .table_name(&self.table)
-                        .set_key(Some(class_key(&certificate.class)))
-                        .update_expression("REMOVE #pending.#rid, #pnum.#rid")
-                        .expression_attribute_names("#pending", PENDING)
-                        .expression_attribute_names("#pnum", PENDING_NUMBERS)
-                        .expression_attribute_names("#rid", request_id)
-                        .send()
-                        .within_deadline()
-                        .await
-                        .map_err(|e| store_error("UpdateItem", e))?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(store_error("TransactWriteItems", e)),
+        match put {
+            Ok(_) => {}
+            // Written already: by an earlier attempt, or by someone who found the slot.
+            Err(e) if is_condition_failed(&e) => {}
+            Err(e) => return Err(store_error("PutItem", e)),
         }
-    }
-
-    /// The class item's side of finishing: remove the entry, or mark it done (only if it is still there).
-    fn clear(&self, class: &ClassCode, request_id: &str, remove: bool) -> Update {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(class_key(class)))
-            .expression_attribute_names("#pending", PENDING)
-            .expression_attribute_names("#rid", request_id);
-        let update = if remove {
-            update
-                .update_expression("REMOVE #pending.#rid, #pnum.#rid")
+        if pending.slot.keyed() {
+            // The record of the key gets its number (only if it is still this issue's: a key reused past
+            // its retention replaces the intent, and the new one is not this).
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(pending.slot.intent_key()))
+                .update_expression("SET #number = :number")
+                .condition_expression("#at = :at")
+                .expression_attribute_names("#number", NUMBER)
+                .expression_attribute_names("#at", AT)
+                .expression_attribute_values(":number", n(certificate.number))
+                .expression_attribute_values(":at", n(pending.intent.at_ms))
+                .send()
+                .within_deadline()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(store_error("UpdateItem", e)),
+            }
+        }
+        if remove {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(class_key(&certificate.class)))
+                .update_expression("REMOVE #pnum.#slot")
                 .expression_attribute_names("#pnum", PENDING_NUMBERS)
-        } else {
-            update
-                .update_expression("SET #pending.#rid.#done = :done")
-                .condition_expression("attribute_exists(#pending.#rid)")
-                .expression_attribute_names("#done", DONE)
-                .expression_attribute_values(":done", AttributeValue::Bool(true))
-        };
-        update.build().expect("update is complete")
+                .expression_attribute_names("#slot", pending.slot.name())
+                .send()
+                .within_deadline()
+                .await
+                .map_err(|e| store_error("UpdateItem", e))?;
+        }
+        Ok(())
     }
 
-    /// Finishes the pending entries of a class item older than `older_than` (all when zero) that are not
-    /// done yet, and removes done ones past [`GRACE`]. With `best_effort`, failures are logged, not returned
-    /// (an issue that allocated its own number answers `201` whatever happens here).
+    /// The pending certificate of a slot, from its intent; `None` if the intent is not this slot's any
+    /// more (its key was reused past its retention, which happens only after this slot's certificate was
+    /// written) or is gone.
+    async fn pending_of(
+        &self,
+        class: &ClassCode,
+        slot: Slot,
+        number: u64,
+    ) -> Result<Option<Pending>, Error> {
+        let Some(item) = self.get(slot.intent_key()).await? else {
+            return Ok(None);
+        };
+        let intent = Intent::decode(&item)?;
+        if intent.at_ms / 100 * 100 != slot.at_ms || &intent.class != class {
+            return Ok(None);
+        }
+        let certificate = intent.certificate(number)?;
+        Ok(Some(Pending {
+            slot,
+            intent,
+            certificate,
+        }))
+    }
+
+    /// Writes the certificates of the slots of a class item older than `older_than` (all when zero), and
+    /// removes slots past [`GRACE`]. With `best_effort`, failures are logged, not returned (an issue that
+    /// allocated its own number answers `201` whatever happens here).
     async fn finish_others(
         &self,
         class: &ClassCode,
@@ -407,30 +556,41 @@ impl DynamoLedger {
         older_than: Duration,
         best_effort: bool,
     ) -> Result<(), Error> {
-        let Some(AttributeValue::M(pending)) = item.get(PENDING) else {
-            return Ok(());
-        };
         let now = now_ms();
-        for request_id in pending.keys() {
-            let Some(entry) = decode_pending(class, item, request_id)? else {
+        for (name, number) in slots(item) {
+            let Some(slot) = Slot::parse(&name) else {
                 continue;
             };
-            let age = now.saturating_sub(entry.at_ms());
-            let due = if entry.done {
-                age > GRACE.as_millis() as u64
-            } else {
-                older_than.is_zero() || age > older_than.as_millis() as u64
-            };
-            if !due {
+            let age = now.saturating_sub(slot.at_ms);
+            if !(older_than.is_zero() || age > older_than.as_millis() as u64) {
                 continue;
             }
-            if !entry.done {
-                tracing::info!(certificate = %entry.certificate.id(), "finishing a pending certificate of another request");
+            let past_grace = age > GRACE.as_millis() as u64;
+            let result = async {
+                match self.pending_of(class, slot.clone(), number).await? {
+                    Some(pending) => {
+                        tracing::info!(certificate = %pending.certificate.id(), "writing a pending certificate of another request");
+                        self.finish(&pending, past_grace).await
+                    }
+                    None => {
+                        if self.get(certificate_key(class, number)).await?.is_none() {
+                            return Err(Error::internal(format!(
+                                "certificate {}-{number} is allocated but neither written nor intended",
+                                class.as_str()
+                            )));
+                        }
+                        if past_grace {
+                            self.remove_slot(class, &name).await?;
+                        }
+                        Ok(())
+                    }
+                }
             }
-            match self.finish(&entry, request_id, Finisher::Other).await {
+            .await;
+            match result {
                 Ok(()) => {}
                 Err(e) if best_effort => {
-                    tracing::warn!(error = %e, "cannot finish a pending certificate; it stays pending")
+                    tracing::warn!(error = %e, "cannot write a pending certificate; it stays pending")
                 }
                 Err(e) => return Err(e),
             }
@@ -438,50 +598,28 @@ impl DynamoLedger {
         Ok(())
     }
 
-    /// The certificate an earlier issue with this idempotency key made, while its record holds; `422` if
-    /// that issue asked for another certificate.
-    async fn by_request(
-        &self,
-        request: &IssueRequest,
-        request_id: &str,
-    ) -> Result<Option<Certificate>, Error> {
-        // Records are kept under the pending entry's id, the key with an `r` before it.
-        let Some(record) = self.get(request_key(&format!("r{request_id}"))).await? else {
-            return Ok(None);
-        };
-        let class = ClassCode::parse(&text(&record, CLASS)?)?;
-        let id = CertificateId {
-            class,
-            number: num(&record, "number")?,
-        };
-        match self.get_certificate(&id).await? {
-            Some(earlier) => {
-                // Honoured for the retention plus the clock-skew margin, as every reader of records does.
-                let expires_at =
-                    strata_core::retention::holds_until(earlier.issued_at, self.retention);
-                replay_of(request, earlier, expires_at, std::time::SystemTime::now())
-            }
-            None => Err(Error::internal(format!(
-                "request record {request_id} points to a missing certificate"
-            ))),
-        }
+    async fn remove_slot(&self, class: &ClassCode, name: &str) -> Result<(), Error> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(class_key(class)))
+            .update_expression("REMOVE #pnum.#slot")
+            .expression_attribute_names("#pnum", PENDING_NUMBERS)
+            .expression_attribute_names("#slot", name)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|e| store_error("UpdateItem", e))?;
+        Ok(())
     }
 
-    /// Allocates a number for `request` under the pending entry `pending_id` (retried by the SDK: a retry of
-    /// an attempt that applied finds the entry). `Ok(Err(item))`: refused, with the class item as it was.
+    /// Allocates a number for `request` under `slot` (retried by the SDK: a retry of an attempt that
+    /// applied finds the slot). `Ok(Err(item))`: refused, with the class item as it was.
     async fn allocate(
         &self,
         request: &IssueRequest,
-        pending_id: &str,
-        at: u64,
-        indexed: bool,
+        slot: &Slot,
     ) -> Result<Result<Item, Option<Item>>, SdkError<UpdateItemError, HttpResponse>> {
-        let entry = AttributeValue::M(HashMap::from([
-            (NAME.to_owned(), s(&request.name)),
-            (AMOUNT.to_owned(), n(request.amount)),
-            (AT.to_owned(), n(at)),
-            ("idx".to_owned(), AttributeValue::Bool(indexed)),
-        ]));
         let result = self
             .client
             .update_item()
@@ -489,20 +627,18 @@ impl DynamoLedger {
             .set_key(Some(class_key(&request.class)))
             .update_expression(
                 "SET #next = #next + :one, #issued = #issued + :amount, #remaining = #remaining - :amount, \
-                 #pending.#rid = :entry, #pnum.#rid = #next",
+                 #pnum.#slot = #next",
             )
             .condition_expression(
-                "#remaining >= :amount AND attribute_not_exists(#pending.#rid) AND size(#pending) < :cap",
+                "#remaining >= :amount AND attribute_not_exists(#pnum.#slot) AND size(#pnum) < :cap",
             )
             .expression_attribute_names("#next", NEXT)
             .expression_attribute_names("#issued", ISSUED)
             .expression_attribute_names("#remaining", REMAINING)
-            .expression_attribute_names("#pending", PENDING)
             .expression_attribute_names("#pnum", PENDING_NUMBERS)
-            .expression_attribute_names("#rid", pending_id)
+            .expression_attribute_names("#slot", slot.name())
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":amount", n(request.amount))
-            .expression_attribute_values(":entry", entry)
             .expression_attribute_values(":cap", n(MAX_PENDING as u64))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -513,6 +649,92 @@ impl DynamoLedger {
             Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
             Err(e) if is_condition_failed(&e) => Ok(Err(old_item(&e))),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Finishes this request's own pending certificate; once the number is allocated the certificate is
+    /// issued, so a failure to write it now is logged and left to the next reader or issue (see the module
+    /// docs).
+    async fn finish_own(
+        &self,
+        request: &IssueRequest,
+        pending: Pending,
+    ) -> Result<Certificate, Error> {
+        let c = &pending.certificate;
+        if c.class != request.class || c.name != request.name || c.amount != request.amount {
+            return Err(strata_core::idempotency::mismatch());
+        }
+        if let Err(e) = self.finish(&pending, true).await {
+            tracing::warn!(certificate = %pending.certificate.id(), error = %e, "certificate allocated but not written yet; it stays pending");
+        }
+        Ok(pending.certificate)
+    }
+
+    /// A keyed issue whose key has an intent from an earlier request: its certificate if it has one (or
+    /// gets one: the earlier attempt allocated), `Ok(None)` if this request is to issue anew (nothing was
+    /// allocated under the key, or the key's record expired), after taking the intent over.
+    async fn resume(
+        &self,
+        request: &IssueRequest,
+        request_id: &str,
+        mine: Item,
+        earlier: Intent,
+    ) -> Result<Option<Certificate>, Error> {
+        let mut earlier = earlier;
+        if earlier.number.is_none() {
+            // Allocated and not finished, or not allocated. The slot is removed only after the intent has
+            // its number, so reading the class item and then the intent again cannot miss both.
+            let slot = Slot::new(request_id, earlier.at_ms);
+            if let Some(class) = self.get(class_key(&earlier.class)).await?
+                && let Some((_, number)) = slots(&class)
+                    .into_iter()
+                    .find(|(name, _)| *name == slot.name())
+            {
+                let certificate = earlier.certificate(number)?;
+                let pending = Pending {
+                    slot,
+                    intent: earlier.clone(),
+                    certificate,
+                };
+                if !earlier.expired() {
+                    return self.finish_own(request, pending).await.map(Some);
+                }
+                // Issued under this key past its retention (writing it kept failing): write it; this request
+                // is a new one under a free key.
+                self.finish(&pending, true).await?;
+                earlier.number = Some(pending.certificate.number);
+            } else if let Some(item) = self.get(intent_key_of(request_id)).await? {
+                earlier = Intent::decode(&item)?;
+            }
+        }
+        if let Some(number) = earlier.number
+            && !earlier.expired()
+        {
+            let id = CertificateId {
+                class: earlier.class.clone(),
+                number,
+            };
+            let Some(certificate) = self.get_certificate(&id).await? else {
+                return Err(Error::internal(format!(
+                    "the record of a key points to a missing certificate {}",
+                    id.class.as_str()
+                )));
+            };
+            let until = UNIX_EPOCH + Duration::from_millis(earlier.until_ms);
+            if let Some(c) = replay_of(request, certificate, until, SystemTime::now())? {
+                return Ok(Some(c));
+            }
+        }
+        // Nothing allocated under the key, or its record expired: this request takes the intent over, if
+        // no other request did meanwhile.
+        let (at, id) = (mine.get(AT).cloned(), mine.get(ID).cloned());
+        match self.put_intent_if(mine, Some(earlier.at_ms)).await? {
+            None => Ok(None),
+            // The SDK's retry of this very write, which applied.
+            Some(there) if there.get(AT) == at.as_ref() && there.get(ID) == id.as_ref() => Ok(None),
+            Some(_) => Err(Error::unavailable(
+                "another request with this Idempotency-Key is running; retry",
+            )),
         }
     }
 }
@@ -528,7 +750,7 @@ impl Ledger for DynamoLedger {
             .update_expression(
                 "SET #auth = :auth, #issued = if_not_exists(#issued, :zero), \
                  #remaining = :auth - if_not_exists(#issued, :zero), #next = if_not_exists(#next, :one), \
-                 #pending = if_not_exists(#pending, :empty), #pnum = if_not_exists(#pnum, :empty)",
+                 #pnum = if_not_exists(#pnum, :empty)",
             )
             .condition_expression("attribute_not_exists(#pk) OR #issued <= :auth")
             .expression_attribute_names("#pk", PK)
@@ -536,7 +758,6 @@ impl Ledger for DynamoLedger {
             .expression_attribute_names("#issued", ISSUED)
             .expression_attribute_names("#remaining", REMAINING)
             .expression_attribute_names("#next", NEXT)
-            .expression_attribute_names("#pending", PENDING)
             .expression_attribute_names("#pnum", PENDING_NUMBERS)
             .expression_attribute_values(":auth", n(authorized))
             .expression_attribute_values(":zero", n(0))
@@ -544,7 +765,8 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":empty", AttributeValue::M(HashMap::new()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send().within_deadline()
+            .send()
+            .within_deadline()
             .await;
         match result {
             Ok(out) => decode_class(class, &out.attributes.unwrap_or_default()),
@@ -576,36 +798,64 @@ impl Ledger for DynamoLedger {
         request: &IssueRequest,
         request_id: Option<&str>,
     ) -> Result<Certificate, Error> {
-        // Pending entries are keyed by request: the client's key, or a fresh id.
-        let pending_id = match request_id {
+        // Slots and intents are keyed by request: the client's key, or a fresh id.
+        let request_id = match request_id {
             Some(id) => format!("r{id}"),
             None => format!("u{}", uuid_like()),
         };
-        if let Some(id) = request_id {
-            // An earlier attempt with this key is either still pending in the class item or finished with a
-            // request record; finishing moves it from one to the other in one transaction, so reading them in
-            // this order cannot miss it.
-            if let Some(class) = self.get(class_key(&request.class)).await?
-                && let Some(pending) = decode_pending(&request.class, &class, &pending_id)?
+        let at = now_ms();
+        let until = epoch_millis(holds_until(
+            UNIX_EPOCH + Duration::from_millis(at),
+            self.retention,
+        ));
+        let intent = intent_item(
+            &request_id,
+            request.class.as_str(),
+            Some((&request.name, request.amount)),
+            at,
+            until,
+            None,
+        );
+        if let Some(there) = self.put_intent(intent.clone()).await? {
+            let earlier = Intent::decode(&there)?;
+            // The SDK's retry of this very write finds it applied; anything else is an earlier request
+            // under the same key.
+            let own_retry = earlier.at_ms == at && earlier.id == request_id;
+            if !own_retry
+                && let Some(certificate) =
+                    self.resume(request, &request_id, intent, earlier).await?
             {
-                let until = holds_until(pending.certificate.issued_at, self.retention);
-                if !is_expired(until, std::time::SystemTime::now()) {
-                    return self.finish_own(request, pending, &pending_id).await;
-                }
-                // An issue under this key stayed pending past its retention (writing it kept failing): it
-                // is issued, so write it and drop its entry; this request is a new one under a free key.
-                self.finish(&pending, &pending_id, Finisher::Owner).await?;
-            }
-            if let Some(certificate) = self.by_request(request, id).await? {
                 return Ok(certificate);
             }
         }
-        let at = now_ms();
+        let slot = Slot::new(&request_id, at);
+        let mine = |number: u64| Pending {
+            slot: slot.clone(),
+            intent: Intent {
+                id: request_id.clone(),
+                class: request.class.clone(),
+                name: Some(request.name.clone()),
+                amount: Some(request.amount),
+                at_ms: at,
+                until_ms: until,
+                number: None,
+            },
+            certificate: Certificate {
+                class: request.class.clone(),
+                number,
+                name: request.name.clone(),
+                amount: request.amount,
+                issued_at: UNIX_EPOCH + Duration::from_millis(at),
+            },
+        };
+        let own_number = |item: &Item| {
+            slots(item)
+                .into_iter()
+                .find(|(name, _)| *name == slot.name())
+                .map(|(_, number)| number)
+        };
         for _ in 0..ATTEMPTS {
-            let item = match self
-                .allocate(request, &pending_id, at, request_id.is_some())
-                .await
-            {
+            let item = match self.allocate(request, &slot).await {
                 Ok(Ok(item)) => item,
                 Ok(Err(None)) => {
                     let authorized = self
@@ -615,9 +865,9 @@ impl Ledger for DynamoLedger {
                     continue;
                 }
                 Ok(Err(Some(item))) => {
-                    if let Some(pending) = decode_pending(&request.class, &item, &pending_id)? {
+                    if let Some(number) = own_number(&item) {
                         // An earlier attempt of this very request allocated (its answer was lost).
-                        return self.finish_own(request, pending, &pending_id).await;
+                        return self.finish_own(request, mine(number)).await;
                     }
                     if num(&item, REMAINING)? < request.amount {
                         return Err(insufficient(
@@ -626,7 +876,7 @@ impl Ledger for DynamoLedger {
                             request.amount,
                         ));
                     }
-                    // The class has MAX_PENDING certificates pending: finish what can be finished, then retry.
+                    // The class has MAX_PENDING certificates pending: write what can be written, then retry.
                     tracing::warn!(
                         class = request.class.as_str(),
                         "too many pending certificates"
@@ -636,42 +886,26 @@ impl Ledger for DynamoLedger {
                     continue;
                 }
                 Err(e) => {
-                    // The allocation may have applied with its answer lost: look for the entry.
+                    // The allocation may have applied with its answer lost: look for the slot.
                     let failure = store_error("UpdateItem", e);
                     let class = self
                         .get(class_key(&request.class))
                         .await
                         .map_err(|_| unknown())?;
-                    return match class
-                        .as_ref()
-                        .map(|c| decode_pending(&request.class, c, &pending_id))
-                        .transpose()?
-                        .flatten()
-                    {
-                        Some(pending) => self.finish_own(request, pending, &pending_id).await,
+                    return match class.as_ref().and_then(own_number) {
+                        Some(number) => self.finish_own(request, mine(number)).await,
                         None if failure.kind == strata_core::Kind::Internal => Err(failure),
                         None => Err(unknown()),
                     };
                 }
             };
-            let number = num(&item, NEXT)? - 1;
-            let pending = Pending {
-                certificate: Certificate {
-                    class: request.class.clone(),
-                    number,
-                    name: request.name.clone(),
-                    amount: request.amount,
-                    issued_at: UNIX_EPOCH + Duration::from_millis(at),
-                },
-                indexed: request_id.is_some(),
-                done: false,
-            };
+            let number = own_number(&item).unwrap_or(num(&item, NEXT)? - 1);
             if self.fail_after_allocation.swap(false, Ordering::SeqCst) {
                 return Err(Error::internal(
                     "injected failure after allocating a certificate number",
                 ));
             }
-            let certificate = self.finish_own(request, pending, &pending_id).await?;
+            let certificate = self.finish_own(request, mine(number)).await?;
             // Finish what dead requests left behind, so their numbers show up without waiting for a read.
             self.finish_others(&request.class, &item, ABANDONED, true)
                 .await?;
@@ -735,24 +969,6 @@ impl Ledger for DynamoLedger {
 }
 
 impl DynamoLedger {
-    /// Finishes this request's own entry; once the number is allocated the certificate is issued, so a
-    /// failure to write its item now is logged and left to the next reader or issue (see the module docs).
-    async fn finish_own(
-        &self,
-        request: &IssueRequest,
-        pending: Pending,
-        pending_id: &str,
-    ) -> Result<Certificate, Error> {
-        if pending.certificate.name != request.name || pending.certificate.amount != request.amount
-        {
-            return Err(strata_core::idempotency::mismatch());
-        }
-        if let Err(e) = self.finish(&pending, pending_id, Finisher::Owner).await {
-            tracing::warn!(certificate = %pending.certificate.id(), error = %e, "certificate allocated but not written yet; it stays pending");
-        }
-        Ok(pending.certificate)
-    }
-
     /// Up to `limit` certificates numbered above `after`, following `LastEvaluatedKey`: one `Query` page
     /// stops at 1 MB, which 1,000 certificates with long names pass.
     async fn query_page(
@@ -791,6 +1007,23 @@ impl DynamoLedger {
             }
         }
     }
+
+    /// The pending certificates of a class item (for export): each slot's number with its intent.
+    pub(crate) async fn pending_certificates(
+        &self,
+        class: &ClassCode,
+        item: &Item,
+    ) -> Result<Vec<Certificate>, Error> {
+        let mut out = Vec::new();
+        for (name, number) in slots(item) {
+            if let Some(slot) = Slot::parse(&name)
+                && let Some(pending) = self.pending_of(class, slot, number).await?
+            {
+                out.push(pending.certificate);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// An issue whose allocation may or may not have happened.
@@ -810,4 +1043,25 @@ fn old_item<R>(e: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> Opt
 
 fn uuid_like() -> String {
     strata_core::kv::tx::TxId::generate().as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_names_its_request_and_time_in_20_characters() {
+        let slot = Slot::new("rmy-key", 1_800_000_000_123);
+        let name = slot.name();
+        assert_eq!(name.len(), 20, "{name}");
+        assert!(name.starts_with('r'));
+        assert_eq!(Slot::parse(&name), Some(slot.clone()));
+        assert_eq!(slot.at_ms, 1_800_000_000_100);
+        assert_ne!(
+            Slot::new("rmy-kez", 1_800_000_000_123).request,
+            slot.request
+        );
+        assert!(Slot::new("uabc", 1).request.starts_with('u'));
+        assert_eq!(Slot::parse("short"), None);
+    }
 }

@@ -12,11 +12,13 @@
 //! - [`history`]: the tokens of an item's last writes, so a write whose answer was lost can tell whether
 //!   it applied.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
-//! - [`ledger`]: stock certificates: the share-class item serializes numbering; two calls per issue.
+//! - [`ledger`]: stock certificates: the share-class item serializes numbering; four writes per issue,
+//!   two of them (1 WRU each) on the class item.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
 //! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters.
 //! - [`aggregator`]: folds the counter log into the totals exactly once: batches its stream delivers, a
-//!   re-scan of the log (scheduled on AWS; every 200 ms in `strata serve --store dynamodb`).
+//!   re-scan of the log (scheduled on AWS; every 200 ms in `strata serve --store dynamodb`
+//!   in eventual mode).
 //! - [`widgets`]: port-slot claims as one `TransactWriteItems` over both widgets.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`transfer`]: export (consistent scans; each class read with exactly its certificates) and import

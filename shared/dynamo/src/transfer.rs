@@ -158,7 +158,6 @@ impl DynamoTransfer {
                     (l::ISSUED.into(), n(*issued)),
                     (l::REMAINING.into(), n(authorized - issued)),
                     (l::NEXT.into(), n(*next_number)),
-                    (l::PENDING.into(), AttributeValue::M(HashMap::new())),
                     (l::PENDING_NUMBERS.into(), AttributeValue::M(HashMap::new())),
                 ]),
                 LEDGER_KEY,
@@ -187,14 +186,17 @@ impl DynamoTransfer {
                 until_ms,
             } => (
                 self.tables.ledger.clone(),
-                Item::from([
-                    // Kept under the pending entry's id: the key with an `r` before it (see the ledger).
-                    (l::PK.into(), s(&format!("req#r{id}"))),
-                    (l::N.into(), n(0)),
-                    (l::CLASS.into(), s(class)),
-                    ("number".into(), n(*number)),
-                    (crate::TTL.into(), n(until_ms.div_ceil(1000))),
-                ]),
+                // The ledger's intent of a keyed issue, finished: its id is the key with an `r` before it.
+                // Its time is the one its retention runs from.
+                l::intent_item(
+                    &format!("r{id}"),
+                    class,
+                    None,
+                    until_ms
+                        .saturating_sub((self.retention + CLOCK_SKEW_MARGIN).as_millis() as u64),
+                    *until_ms,
+                    Some(*number),
+                ),
                 LEDGER_KEY,
             ),
             Record::Widget {
@@ -391,15 +393,16 @@ impl Transfer for DynamoTransfer {
                             issued_at_ms: num(&cert, l::AT)?,
                         });
                     }
-                    // Allocated, item not written yet: the class item read above holds it.
-                    let ids: Vec<String> = item
-                        .get(l::PENDING)
-                        .and_then(|p| p.as_m().ok())
-                        .map(|m| m.keys().cloned().collect())
-                        .unwrap_or_default();
-                    for id in ids {
-                        if let Some(pending) = l::decode_pending(&class, &item, &id)? {
-                            let c = pending.certificate;
+                    // Allocated, item not written yet: the class item read above holds its number, its
+                    // intent the rest.
+                    let ledger = l::DynamoLedger::new(
+                        self.client.clone(),
+                        self.tables.ledger.clone(),
+                        Vec::new(),
+                        self.retention,
+                    );
+                    for c in ledger.pending_certificates(&class, &item).await? {
+                        {
                             if c.number < next && found.insert(c.number) {
                                 out.push(Record::Certificate {
                                     class: code.to_owned(),
@@ -411,14 +414,18 @@ impl Transfer for DynamoTransfer {
                             }
                         }
                     }
-                } else if let Some(id) = pk.strip_prefix("req#r") {
-                    let until_ms = num(&item, crate::TTL)?.saturating_mul(1000);
-                    if until_ms > now {
+                } else if pk.starts_with("req#") {
+                    // A keyed issue's intent: the record of its key once it has its number (until then
+                    // its certificate is pending, exported above).
+                    let intent = l::Intent::decode(&item)?;
+                    if let (Some(id), Some(number)) = (intent.id.strip_prefix('r'), intent.number)
+                        && intent.until_ms > now
+                    {
                         out.push(Record::CertificateRequest {
                             id: id.to_owned(),
-                            class: text(&item, l::CLASS)?,
-                            number: num(&item, "number")?,
-                            until_ms,
+                            class: intent.class.as_str().to_owned(),
+                            number,
+                            until_ms: intent.until_ms,
                         });
                     }
                 }

@@ -104,7 +104,8 @@ async fn a_listing_or_a_later_issue_finishes_what_a_dead_request_left() {
         .status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await; // past the age at which others finish it
+    // past the age at which others finish it
+    tokio::time::sleep(strata_dynamo::ledger::ABANDONED + Duration::from_millis(200)).await;
     assert_eq!(
         app.post(
             "/certificates",

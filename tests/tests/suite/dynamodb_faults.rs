@@ -459,6 +459,116 @@ fn assert_gapless(certificates: &[Value], what: &str) {
     assert_eq!(numbers, expected, "{what}: gapless from 1");
 }
 
+/// Each of an issue's writes (intent, allocation, certificate, the key's record, the slot's removal) with
+/// its answer lost after it applied, as a `500` and as an answer held past the attempt's timeout: the SDK's
+/// retry finds the write done, and the issue makes exactly one certificate; the numbering stays gapless,
+/// the class item keeps no slot, and the same key at the ledger gets the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_issue_with_a_lost_answer_on_each_of_its_writes_makes_one_certificate() {
+    let t = setup().await;
+    put_class(t.app(), "CS", 1000).await;
+    let ledger_table = t.through.tables.ledger.clone();
+    // (write, operation, text only its request body holds, keyed issues only)
+    let writes = [
+        ("intent", "PutItem", "#", false),
+        ("allocation", "UpdateItem", ":cap", false),
+        ("certificate", "PutItem", "cert#CS", false),
+        ("record", "UpdateItem", ":number", true),
+        ("removal", "UpdateItem", "REMOVE #pnum", false),
+    ];
+    let mut issued = Vec::new();
+    for (write, operation, text, keyed_only) in writes {
+        for kind in [FaultKind::AppliedThen500, FaultKind::AppliedThenDelayed] {
+            for keyed in [false, true] {
+                if keyed_only && !keyed {
+                    continue;
+                }
+                // The intent's key is `int#…` or `req#…`: its body is told apart by that.
+                let text = match (write, keyed) {
+                    ("intent", false) => "int#",
+                    ("intent", true) => "req#",
+                    _ => text,
+                };
+                let name = format!("{write} {kind} keyed={keyed}");
+                let key = format!("k-{write}-{kind}");
+                t.proxy.reset_stats();
+                t.proxy.set(
+                    FaultConfig::only(kind, 1.0)
+                        .on(&[operation])
+                        .on_tables(&[&ledger_table])
+                        .matching(text)
+                        .at_most(1),
+                );
+                let body = json!({"name": name, "amount": 1, "class": "CS"});
+                let r = t
+                    .app()
+                    .send(request(
+                        Method::POST,
+                        "/certificates",
+                        keyed.then_some(key.as_str()),
+                        &body,
+                    ))
+                    .await;
+                t.proxy.set(FaultConfig::healthy());
+                assert_eq!(t.proxy.stats().faults_of(kind), 1, "{name}: the fault hit");
+                assert_eq!(r.status, StatusCode::CREATED, "{name}: {:?}", r.body);
+                assert_eq!(r.body["name"], name.as_str());
+                let number = r.body["number"].as_u64().unwrap();
+                if keyed {
+                    // The ledger's own record of the key (no HTTP record in front of it).
+                    let again = t
+                        .through
+                        .fixture
+                        .stores
+                        .ledger
+                        .issue(
+                            &strata_core::certificates::IssueRequest {
+                                class: strata_core::certificates::ClassCode::parse("CS").unwrap(),
+                                name: name.clone(),
+                                amount: 1,
+                            },
+                            Some(&format!("certificates-issue:{key}")),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(again.number, number, "{name}: the same certificate again");
+                }
+                issued.push((number, name));
+            }
+        }
+    }
+    let all = listing(t.app(), "CS").await;
+    assert_gapless(&all, "CS");
+    assert_eq!(
+        all.len(),
+        issued.len(),
+        "one certificate per issue: {all:?}"
+    );
+    for (number, name) in &issued {
+        assert_eq!(all[*number as usize - 1]["name"], name.as_str(), "{all:?}");
+    }
+    let class = t.app().get("/share-classes/CS").await.body;
+    assert_eq!(class["issued"], issued.len(), "{class:?}");
+    let item = t
+        .through
+        .direct
+        .get_item()
+        .table_name(&ledger_table)
+        .key("pk", AttributeValue::S("class#CS".into()))
+        .key("n", AttributeValue::N("0".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        item["pnum"].as_m().unwrap().len(),
+        0,
+        "every issue removed its slot: {item:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn certificate_issue_with_a_delayed_allocation_answer_makes_one_certificate_while_listed() {
     let t = setup().await;
@@ -515,8 +625,12 @@ async fn certificate_issue_whose_certificate_write_fails_answers_201_and_the_cer
     let t = setup().await;
     let app = t.app();
     put_class(app, "CS", 1000).await;
-    t.proxy
-        .set(FaultConfig::only(FaultKind::Before500, 1.0).on(&["TransactWriteItems"]));
+    // The certificate's own write (its item is `cert#CS`) fails, after the number is allocated.
+    t.proxy.set(
+        FaultConfig::only(FaultKind::Before500, 1.0)
+            .on(&["PutItem"])
+            .matching("cert#CS"),
+    );
     let r = app
         .post(
             "/certificates",
@@ -551,11 +665,15 @@ async fn certificate_issue_whose_certificate_write_fails_answers_201_and_the_cer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn certificate_pending_entries_are_capped_at_64_while_certificate_writes_fail() {
+async fn certificate_pending_entries_are_capped_while_certificate_writes_fail() {
+    let cap = strata_dynamo::ledger::MAX_PENDING;
     let t = setup().await;
     put_class(t.app(), "CS", 100_000).await;
-    t.proxy
-        .set(FaultConfig::only(FaultKind::Before500, 1.0).on(&["TransactWriteItems"]));
+    t.proxy.set(
+        FaultConfig::only(FaultKind::Before500, 1.0)
+            .on(&["PutItem"])
+            .matching("cert#CS"),
+    );
     // 16 in flight at a time: enough to fill the cap quickly, not so many that DynamoDB Local, shared by the
     // whole run, slows every other test past its attempt timeouts.
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
@@ -600,7 +718,7 @@ async fn certificate_pending_entries_are_capped_at_64_while_certificate_writes_f
         issued.len(),
         t.proxy.stats()
     );
-    assert!(issued.len() <= 64, "{} answered 201", issued.len());
+    assert!(issued.len() <= cap, "{} answered 201", issued.len());
     assert_eq!(issued.len() + refused, 70);
     // The class item as DynamoDB holds it.
     let class = t
@@ -617,11 +735,14 @@ async fn certificate_pending_entries_are_capped_at_64_while_certificate_writes_f
         .item
         .expect("the class item");
     let pending = class
-        .get("pending")
+        .get("pnum")
         .and_then(|p| p.as_m().ok())
         .map(|m| m.len())
         .unwrap_or(0);
-    assert!(pending <= 64, "{pending} pending entries in the class item");
+    assert_eq!(pending, cap, "the class item is full");
+    // Full, it still takes 1 WRU a write: under 1 KB (DynamoDB's item size: names and values).
+    let size: usize = class.iter().map(|(k, v)| k.len() + dynamo_size(v)).sum();
+    assert!(size < 1024, "the class item is {size} bytes: {class:?}");
     t.proxy.set(FaultConfig::healthy());
     let all = listing(t.app(), "CS").await;
     assert_gapless(&all, "CS");
@@ -636,7 +757,7 @@ async fn certificate_pending_entries_are_capped_at_64_while_certificate_writes_f
     );
     // An issue may also answer 503 "outcome unknown" after its number was allocated (under this load an
     // allocation can outlast its attempt): listed then, but never more than the cap allowed to allocate.
-    assert!(all.len() <= 64, "{} numbers allocated", all.len());
+    assert!(all.len() <= cap, "{} numbers allocated", all.len());
 }
 
 /// Deletes every idempotency record, as the table's TTL does when they expire: what remains is the
@@ -784,4 +905,21 @@ async fn certificate_listing_of_1000_with_long_names_returns_all_1000_past_a_1_m
         (&page[0]["number"], &r.body["next_after"]),
         (&json!(1000), &Value::Null)
     );
+}
+
+/// An attribute value's size as DynamoDB counts it: strings by their bytes, numbers about one byte per two
+/// digits plus one, maps 3 bytes plus their names and values, 1 byte per element.
+fn dynamo_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + dynamo_size(v) + 1)
+                .sum::<usize>()
+        }
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        other => panic!("unexpected attribute {other:?}"),
+    }
 }

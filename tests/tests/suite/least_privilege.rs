@@ -657,7 +657,8 @@ async fn drive_certificates(d: &Driver) {
     let stranded = |amount| {
         d.faulted(
             FaultConfig::only(FaultKind::Before500, 1.0)
-                .on(&["TransactWriteItems"])
+                .on(&["PutItem"])
+                .matching("cert#")
                 .at_most(u64::from(strata_dynamo::config::MAX_ATTEMPTS)),
             d.call("certificates-issue", move |e| {
                 key(e, &format!("stranded-{amount}"));

@@ -5,6 +5,7 @@ mod callers;
 mod certificates_contract;
 mod certificates_faults;
 mod contract;
+mod cost;
 mod counters_contract;
 mod counters_faults;
 mod counters_hot_key;

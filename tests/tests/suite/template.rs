@@ -571,6 +571,8 @@ fn deadlines_fit_inside_the_function_timeout_and_the_retry_windows_outlast_it() 
     assert!(strata_dynamo::config::OPERATION_TIMEOUT < timeout);
     assert!(strata_core::idempotency::IN_PROGRESS_TTL > timeout * 2);
     assert!(strata_dynamo::ledger::GRACE > timeout * 2);
+    // Issues write other requests' certificates only once those requests are past their deadline.
+    assert!(strata_dynamo::ledger::ABANDONED >= timeout);
 }
 
 /// The template as CloudFormation (with `AWS::LanguageExtensions`) sees it for some parameter values: every
