@@ -523,6 +523,107 @@ mod tests {
             .unwrap();
     }
 
+    /// What an export hands a sink, call by call.
+    #[derive(Default)]
+    struct Calls {
+        counts: Option<BTreeMap<String, u64>>,
+        pages: Vec<Vec<Record>>,
+        /// Fail the page call with this index (a client that hung up).
+        fail_at: Option<usize>,
+    }
+
+    #[async_trait]
+    impl Sink for Calls {
+        async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), Error> {
+            assert!(
+                self.counts.is_none() && self.pages.is_empty(),
+                "counts first, once"
+            );
+            self.counts = Some(counts);
+            Ok(())
+        }
+        async fn page(&mut self, records: Vec<Record>) -> Result<(), Error> {
+            if self.fail_at == Some(self.pages.len()) {
+                return Err(Error::internal("hung up"));
+            }
+            self.pages.push(records);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_comes_in_bounded_pages_in_the_canonical_order() {
+        let (_dir, store) = open();
+        fill(&store).await;
+        let stores = store.stores(&Settings::default());
+        // Values big enough that pages end on bytes, keys and classes whose byte order is the trap.
+        let big = "v".repeat(200 * 1024);
+        for i in 0..12 {
+            let key = Key::parse(&format!("big-{i}")).unwrap();
+            stores
+                .kv
+                .put(&key, &Value::parse(big.clone()).unwrap())
+                .await
+                .unwrap();
+        }
+        for i in 0..(PAGE_RECORDS + 10) {
+            let key = Key::parse(&format!("small-{i}")).unwrap();
+            stores
+                .kv
+                .put(&key, &Value::parse("x".into()).unwrap())
+                .await
+                .unwrap();
+        }
+        for class in ["A", "AB"] {
+            let request = IssueRequest {
+                class: ClassCode::parse(class).unwrap(),
+                name: "n".into(),
+                amount: 1,
+            };
+            for _ in 0..11 {
+                stores.ledger.issue(&request, None).await.unwrap();
+            }
+        }
+        let mut calls = Calls::default();
+        store
+            .transfer()
+            .export_to(&Service::ALL, &mut calls)
+            .await
+            .unwrap();
+        assert!(calls.pages.len() > 3, "{} pages", calls.pages.len());
+        for page in &calls.pages {
+            let bytes: usize = page.iter().map(Record::weight).sum();
+            let last = page.last().unwrap().weight();
+            assert!(page.len() <= PAGE_RECORDS, "{} records", page.len());
+            assert!(
+                bytes - last < PAGE_BYTES,
+                "{bytes} bytes before the last record"
+            );
+        }
+        let records: Vec<Record> = calls.pages.concat();
+        let mut sorted = records.clone();
+        strata_core::transfer::canonical(&mut sorted);
+        assert_eq!(records, sorted, "handed out in the canonical order");
+        assert_eq!(
+            calls.counts.unwrap(),
+            strata_core::transfer::counts(&records)
+        );
+        assert!(check(&records).is_empty());
+
+        // A sink that fails (a client that hung up) ends the export, and the reading thread with it.
+        let mut calls = Calls {
+            fail_at: Some(1),
+            ..Calls::default()
+        };
+        let e = store
+            .transfer()
+            .export_to(&Service::ALL, &mut calls)
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "hung up");
+        assert_eq!(calls.pages.len(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_round_trip_keeps_everything_and_the_numbers_go_on() {
         let (_a, source) = open();
