@@ -340,6 +340,8 @@ fn summary(header: &Header) -> String {
 
 /// Records per import call: one page of the file in memory at a time.
 const IMPORT_PAGE: usize = 5_000;
+/// A page ends early once its values hold this many bytes (a value may hold 256 KiB).
+const IMPORT_PAGE_BYTES: usize = 16 << 20;
 
 /// Imports the records of a file already validated ([`transfer::validate`]), a page at a time, with
 /// progress.
@@ -352,10 +354,12 @@ async fn import_file(
     let mut done = Imported::default();
     let mut reader = transfer::Reader::new(BufReader::new(input))?;
     loop {
-        let mut page = Vec::with_capacity(IMPORT_PAGE);
+        let (mut page, mut bytes) = (Vec::new(), 0);
         while page.len() < IMPORT_PAGE
+            && bytes < IMPORT_PAGE_BYTES
             && let Some(record) = reader.next_record()?
         {
+            bytes += record.weight();
             page.push(record);
         }
         if page.is_empty() {
