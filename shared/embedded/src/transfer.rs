@@ -575,6 +575,8 @@ mod tests {
                 .unwrap();
         }
         for class in ["A", "AB"] {
+            let code = ClassCode::parse(class).unwrap();
+            stores.ledger.put_class(&code, 1_000).await.unwrap();
             let request = IssueRequest {
                 class: ClassCode::parse(class).unwrap(),
                 name: "n".into(),
