@@ -227,7 +227,8 @@ async fn count_throttled(
     response
 }
 
-/// What `strata serve` serves: the API's [`router`], the rate limiter if one is configured, `GET /metrics`,
+/// What `strata serve` serves: the API's [`router`] and `GET /admin/export`, the rate limiter if one is
+/// configured, `GET /metrics`,
 /// the bearer-token check if a token is configured, and request ids and logging around everything.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -248,6 +249,10 @@ pub struct Options {
 pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     let mut router = router(stores);
     let mut websockets = options.websockets.clone();
+    // Before the limiter: an export is the heaviest request there is.
+    if let Some(export) = &options.export {
+        router = crate::transfer::with_export(router, export);
+    }
     if let Some(limit) = options.rate_limit {
         let budget;
         (router, budget) = rate_limited(router, limit);
@@ -259,9 +264,6 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
         router = router.layer(axum::Extension(websockets));
     }
     router = with_metrics(router);
-    if let Some(export) = &options.export {
-        router = crate::transfer::with_export(router, export);
-    }
     if options.allowed.is_some() {
         router = as_on_aws(router);
     }

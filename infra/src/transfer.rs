@@ -5,6 +5,7 @@
 
 use crate::cli::{StoreArgs, StoreKind};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,13 +149,62 @@ impl Progress {
     }
 }
 
-/// Records and the services and consistency they come with, from a server or a store.
+/// An export written to a file as it comes: the header once the counts are known, then each page,
+/// every record also through the invariant checker (which keeps keys, not values).
+struct FileSink<'a> {
+    out: BufWriter<&'a std::fs::File>,
+    source: &'static str,
+    services: &'a [Service],
+    consistency: &'static str,
+    header: Option<Header>,
+    checker: transfer::Checker,
+    progress: Option<Progress>,
+    records: u64,
+}
+
+#[async_trait::async_trait]
+impl transfer::Sink for FileSink<'_> {
+    async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), strata_core::Error> {
+        let header =
+            transfer::header_with_counts(self.source, self.services, counts, self.consistency);
+        self.progress = Some(Progress::new("export", header.counts.values().sum()));
+        transfer::write(&mut self.out, &header, &[]).map_err(written)?;
+        self.header = Some(header);
+        Ok(())
+    }
+
+    async fn page(&mut self, records: Vec<Record>) -> Result<(), strata_core::Error> {
+        for record in &records {
+            self.checker.add(record);
+        }
+        transfer::write_records(&mut self.out, &records).map_err(written)?;
+        self.records += records.len() as u64;
+        if let Some(progress) = &mut self.progress {
+            progress.add(records.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+fn written(e: std::io::Error) -> strata_core::Error {
+    strata_core::Error::internal(format!("writing the export: {e}"))
+}
+
+/// What a snapshot written to a file holds.
+struct Snapshot {
+    header: Header,
+    records: u64,
+    violations: Vec<transfer::Violation>,
+}
+
+/// One snapshot, from a server or a store, written into `file` as it is read (never whole in memory).
 async fn snapshot(
     server: Option<&str>,
     token: Option<&str>,
     store: Option<&StoreArgs>,
     services: &[Service],
-) -> Result<(Header, Vec<Record>), Failure> {
+    file: &std::fs::File,
+) -> Result<Snapshot, Failure> {
     if let Some(server) = server {
         let names: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
         let url = format!(
@@ -166,25 +216,61 @@ async fn snapshot(
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let mut response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
         if !status.is_success() {
+            let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
             return Err(format!("{url}: {status}: {}", String::from_utf8_lossy(&body)).into());
         }
-        let file = transfer::read(&body[..]).map_err(|e| format!("the server's export: {e}"))?;
-        return Ok((file.header, file.records));
+        let mut out = BufWriter::new(file);
+        let mut bytes = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("{url}: the export stopped after {bytes} bytes: {e}"))?
+        {
+            bytes += chunk.len() as u64;
+            std::io::Write::write_all(&mut out, &chunk)?;
+        }
+        std::io::Write::flush(&mut out)?;
+        drop(out);
+        // The file as received, read back: the header, every record, the counts, the invariants.
+        let mut input = file.try_clone()?;
+        std::io::Seek::rewind(&mut input)?;
+        let header = transfer::validate(BufReader::new(input))
+            .map_err(|e| format!("the server's export: {e}"))?;
+        let records = header.counts.values().sum();
+        return Ok(Snapshot {
+            header,
+            records,
+            violations: Vec::new(),
+        });
     }
     let args = store.expect("a store when there is no server");
     let (port, _embedded) = open(args).await?;
-    let records = port.export(services).await.map_err(|e| e.to_string())?;
-    let header = transfer::header(
-        store_name(args.store),
+    let mut sink = FileSink {
+        out: BufWriter::new(file),
+        source: store_name(args.store),
         services,
-        &records,
-        port.consistency(),
-    );
-    Ok((header, records))
+        consistency: port.consistency(),
+        header: None,
+        checker: transfer::Checker::default(),
+        progress: None,
+        records: 0,
+    };
+    port.export_to(services, &mut sink)
+        .await
+        .map_err(|e| e.to_string())?;
+    std::io::Write::flush(&mut sink.out)?;
+    if let Some(progress) = sink.progress {
+        progress.finish();
+    }
+    let header = sink.header.ok_or("the store handed out no counts")?;
+    Ok(Snapshot {
+        header,
+        records: sink.records,
+        violations: sink.checker.finish(),
+    })
 }
 
 fn store_name(kind: StoreKind) -> &'static str {
@@ -194,38 +280,51 @@ fn store_name(kind: StoreKind) -> &'static str {
     }
 }
 
-/// `strata export`.
+/// A temporary file beside `path` (so it can be renamed to it, and a large export does not fill `/tmp`).
+fn temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::NamedTempFile::new_in(dir)
+}
+
+/// `strata export`: written to a temporary file beside `--output` as it is read, renamed when complete
+/// and checked, so a crash never leaves a partial file under that name.
 pub async fn export(args: ExportArgs) -> Result<(), Failure> {
     let services = Service::parse_list(&args.services).map_err(|e| e.message.clone())?;
     let started = Instant::now();
-    let (header, records) = snapshot(
+    let temp = temp_beside(&args.output)?;
+    let snapshot = snapshot(
         args.server.as_deref(),
         args.auth_token.as_deref(),
         Some(&args.store),
         &services,
+        temp.as_file(),
     )
     .await?;
-    let violations = transfer::check(&records);
-    if !violations.is_empty() {
-        for v in &violations {
+    if !snapshot.violations.is_empty() {
+        for v in &snapshot.violations {
             eprintln!("inconsistent: {v}");
         }
         if !args.allow_inconsistent {
             return Err(format!(
                 "the export breaks {} invariant(s) (listed above); nothing written (--allow-inconsistent writes it anyway)",
-                violations.len()
+                snapshot.violations.len()
             )
             .into());
         }
     }
-    let bytes = write_file(&args.output, &header, &records)?;
+    temp.as_file().sync_all()?;
+    let bytes = temp.as_file().metadata()?.len();
+    temp.persist(&args.output)?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "exported {} records ({}) to {} in {seconds:.1} s: {:.0} records/s, {bytes} bytes",
-        records.len(),
-        summary(&header),
+        snapshot.records,
+        summary(&snapshot.header),
         args.output.display(),
-        records.len() as f64 / seconds.max(1e-9),
+        snapshot.records as f64 / seconds.max(1e-9),
     );
     Ok(())
 }
@@ -239,64 +338,57 @@ fn summary(header: &Header) -> String {
         .join(", ")
 }
 
-/// Writes the file beside its final name and renames it when complete: a crash leaves no partial file
-/// under that name. Returns its size.
-fn write_file(path: &Path, header: &Header, records: &[Record]) -> Result<u64, Failure> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir)?;
-    let mut progress = Progress::new("export", records.len() as u64);
-    {
-        let mut out = BufWriter::new(temp.as_file());
-        // In slices, so the progress moves as the file grows.
-        transfer::write(&mut out, header, &[])?;
-        for chunk in records.chunks(5_000) {
-            for record in chunk {
-                serde_json::to_writer(&mut out, record)?;
-                std::io::Write::write_all(&mut out, b"\n")?;
-            }
-            progress.add(chunk.len() as u64);
-        }
-        std::io::Write::flush(&mut out)?;
-    }
-    progress.finish();
-    temp.as_file().sync_all()?;
-    let size = temp.as_file().metadata()?.len();
-    temp.persist(path)?;
-    Ok(size)
-}
+/// Records per import call: one page of the file in memory at a time.
+const IMPORT_PAGE: usize = 5_000;
+/// A page ends early once its values hold this many bytes (a value may hold 256 KiB).
+const IMPORT_PAGE_BYTES: usize = 16 << 20;
 
-/// Imports `records` in slices, with progress.
-async fn import_records(
+/// Imports the records of a file already validated ([`transfer::validate`]), a page at a time, with
+/// progress.
+async fn import_file(
     port: &dyn Transfer,
-    records: Vec<Record>,
+    input: std::fs::File,
+    total: u64,
 ) -> Result<(Imported, f64), Failure> {
-    let mut progress = Progress::new("import", records.len() as u64);
+    let mut progress = Progress::new("import", total);
     let mut done = Imported::default();
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let chunk: Vec<Record> = records.by_ref().take(5_000).collect();
-        let n = chunk.len() as u64;
-        done += port.import(chunk).await.map_err(|e| {
+    let mut reader = transfer::Reader::new(BufReader::new(input))?;
+    loop {
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        while page.len() < IMPORT_PAGE
+            && bytes < IMPORT_PAGE_BYTES
+            && let Some(record) = reader.next_record()?
+        {
+            bytes += record.weight();
+            page.push(record);
+        }
+        if page.is_empty() {
+            break;
+        }
+        let n = page.len() as u64;
+        done += port.import(page).await.map_err(|e| {
             format!("{e} (what was written before stays; fix the target or the file, then run again with --resume)")
         })?;
         progress.add(n);
     }
+    // The file changed since it was validated: its counts tell.
+    reader.finish()?;
     Ok((done, progress.finish()))
 }
 
-/// `strata import`.
+/// `strata import`: the file is read twice, never held whole: first validated (every record, the counts,
+/// the invariants; nothing is written if it fails), then written a page at a time.
 pub async fn import(args: ImportArgs) -> Result<(), Failure> {
-    let file = std::fs::File::open(&args.input)
-        .map_err(|e| format!("cannot open {}: {e}", args.input.display()))?;
-    let file = transfer::read(BufReader::new(file))
+    let open_input = || {
+        std::fs::File::open(&args.input)
+            .map_err(|e| format!("cannot open {}: {e}", args.input.display()))
+    };
+    let header = transfer::validate(BufReader::new(open_input()?))
         .map_err(|e| format!("{}: {e}; nothing imported", args.input.display()))?;
     let (port, _embedded) = open(&args.store).await?;
     if !args.resume
         && port
-            .holds_any(&file.header.services)
+            .holds_any(&header.services)
             .await
             .map_err(|e| e.to_string())?
     {
@@ -307,11 +399,11 @@ pub async fn import(args: ImportArgs) -> Result<(), Failure> {
                 .into(),
         );
     }
-    let records = file.records.len();
-    let (done, per_second) = import_records(port.as_ref(), file.records).await?;
+    let records: u64 = header.counts.values().sum();
+    let (done, per_second) = import_file(port.as_ref(), open_input()?, records).await?;
     println!(
         "imported {records} records ({}) from {}: {} written, {} already there, {} past their retention skipped; {per_second:.0} records/s",
-        summary(&file.header),
+        summary(&header),
         args.input.display(),
         done.written,
         done.present,
@@ -320,7 +412,8 @@ pub async fn import(args: ImportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `strata backup`: one snapshot, written into a new embedded data directory.
+/// `strata backup`: one snapshot, written to a temporary file beside the backup's directory, then
+/// imported into a new embedded data directory from it.
 pub async fn backup(args: BackupArgs) -> Result<(), Failure> {
     if std::fs::read_dir(&args.to).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(format!(
@@ -333,25 +426,27 @@ pub async fn backup(args: BackupArgs) -> Result<(), Failure> {
         .data_dir
         .as_ref()
         .map(|dir| StoreArgs::embedded(dir.clone()));
-    let (header, records) = snapshot(
+    let temp = temp_beside(&args.to)?;
+    let snapshot = snapshot(
         args.server.as_deref(),
         args.auth_token.as_deref(),
         source.as_ref(),
         &Service::ALL,
+        temp.as_file(),
     )
     .await?;
-    let violations = transfer::check(&records);
-    if !violations.is_empty() {
-        return Err(format!("the snapshot breaks invariants: {violations:?}").into());
+    if !snapshot.violations.is_empty() {
+        return Err(format!("the snapshot breaks invariants: {:?}", snapshot.violations).into());
     }
     let store = strata_embedded::Store::open(&args.to)?;
     let port = store.transfer();
-    let count = records.len();
-    let (done, per_second) = import_records(&port, records).await?;
+    let (done, per_second) = import_file(&port, temp.reopen()?, snapshot.records).await?;
     drop(port);
     drop(store);
+    let header = snapshot.header;
     println!(
-        "backed up {count} records ({}) taken at {} into {} ({} written); serve it with strata serve --data-dir {}; {per_second:.0} records/s",
+        "backed up {} records ({}) taken at {} into {} ({} written); serve it with strata serve --data-dir {}; {per_second:.0} records/s",
+        snapshot.records,
         summary(&header),
         header.taken_at,
         args.to.display(),
@@ -361,16 +456,21 @@ pub async fn backup(args: BackupArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The store `GET /admin/export` reads, and its name for the header.
+/// The store `GET /admin/export` reads, its name for the header, and the one export that may run.
 #[derive(Clone)]
 pub struct ExportPort {
     port: Arc<dyn Transfer>,
     source: &'static str,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl ExportPort {
     pub fn new(port: Arc<dyn Transfer>, source: &'static str) -> Self {
-        Self { port, source }
+        Self {
+            port,
+            source,
+            running: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
     }
 }
 
@@ -383,15 +483,15 @@ impl std::fmt::Debug for ExportPort {
 }
 
 /// `GET /admin/export?services=…` of the local server: the export file of one snapshot, as the body.
-/// Behind `--auth-token` like every route.
+/// Behind `--auth-token` like every route; add it before the rate limiter so it counts there too.
 pub fn with_export(router: axum::Router, export: &ExportPort) -> axum::Router {
-    let (port, source) = (export.port.clone(), export.source);
+    let export = export.clone();
     router.route(
         EXPORT_PATH,
         axum::routing::get(
             move |query: axum::extract::Query<std::collections::HashMap<String, String>>| {
-                let port = port.clone();
-                async move { serve_export(port.as_ref(), source, query.get("services")).await }
+                let export = export.clone();
+                async move { serve_export(export, query.get("services")).await }
             },
         ),
     )
@@ -400,28 +500,112 @@ pub fn with_export(router: axum::Router, export: &ExportPort) -> axum::Router {
 /// The path of the export endpoint.
 pub const EXPORT_PATH: &str = "/admin/export";
 
-async fn serve_export(
-    port: &dyn Transfer,
-    source: &str,
-    services: Option<&String>,
-) -> axum::response::Response {
+/// Seconds a client is told to wait while another export runs.
+pub const EXPORT_BUSY_RETRY_AFTER: u64 = 5;
+
+/// `503 export_in_progress`: one export runs at a time (each holds a snapshot and a reading thread).
+pub fn export_in_progress() -> strata_core::Error {
+    strata_core::Error::new(
+        strata_core::Kind::Unavailable,
+        "export_in_progress",
+        "another export is running; one runs at a time",
+    )
+    .retry_after(EXPORT_BUSY_RETRY_AFTER)
+}
+
+/// Body parts of the export on their way to the client: the header line, then a page of records each.
+type Chunk = Result<bytes::Bytes, strata_core::Error>;
+
+/// An export written into the response as it is read: the channel holds two pages at most, so a slow
+/// client slows the reading, and one that hangs up stops it.
+struct BodySink {
+    parts: tokio::sync::mpsc::Sender<Chunk>,
+    source: &'static str,
+    services: Vec<Service>,
+    consistency: &'static str,
+}
+
+impl BodySink {
+    async fn send(&self, bytes: Vec<u8>) -> Result<(), strata_core::Error> {
+        self.parts
+            .send(Ok(bytes.into()))
+            .await
+            .map_err(|_| strata_core::Error::internal("the client hung up during an export"))
+    }
+}
+
+#[async_trait::async_trait]
+impl transfer::Sink for BodySink {
+    async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), strata_core::Error> {
+        let header =
+            transfer::header_with_counts(self.source, &self.services, counts, self.consistency);
+        let mut line = Vec::new();
+        transfer::write(&mut line, &header, &[]).map_err(written)?;
+        self.send(line).await
+    }
+
+    async fn page(&mut self, records: Vec<Record>) -> Result<(), strata_core::Error> {
+        let mut bytes = Vec::new();
+        transfer::write_records(&mut bytes, &records).map_err(written)?;
+        self.send(bytes).await
+    }
+}
+
+async fn serve_export(export: ExportPort, services: Option<&String>) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let fail = |e: &strata_core::Error| crate::server::to_axum(strata_http::response::error(e));
     let services = match services {
         Some(raw) => match Service::parse_list(raw) {
             Ok(list) => list,
-            Err(e) => return crate::server::to_axum(strata_http::response::error(&e)),
+            Err(e) => return fail(&e),
         },
         None => Service::ALL.to_vec(),
     };
-    let records = match port.export(&services).await {
-        Ok(records) => records,
-        Err(e) => return crate::server::to_axum(strata_http::response::error(&e)),
+    let Ok(permit) = export.running.clone().try_acquire_owned() else {
+        return fail(&export_in_progress());
     };
-    let header = transfer::header(source, &services, &records, port.consistency());
-    let mut body = Vec::new();
-    if let Err(e) = transfer::write(&mut body, &header, &records) {
-        let e = strata_core::Error::internal(format!("writing the export: {e}"));
-        return crate::server::to_axum(strata_http::response::error(&e));
-    }
-    ([(http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    let (parts, mut body) = tokio::sync::mpsc::channel::<Chunk>(2);
+    let port = export.port.clone();
+    let mut sink = BodySink {
+        parts,
+        source: export.source,
+        services: services.clone(),
+        consistency: port.consistency(),
+    };
+    tokio::spawn(async move {
+        // Held until the last page is sent, or the client hangs up.
+        let _permit = permit;
+        if let Err(e) = port.export_to(&services, &mut sink).await {
+            tracing::warn!(code = %e.code, "the export stopped: {}", e.message);
+            let _ = sink.parts.send(Err(e)).await;
+        }
+    });
+    // The status is decided by the first part: an export that fails before its header is an error
+    // answer; one that fails later cuts the body short (the header's counts make that detectable).
+    let first = match body.recv().await {
+        Some(Ok(first)) => first,
+        Some(Err(e)) => return fail(&e),
+        None => {
+            return fail(&strata_core::Error::internal(
+                "the export ended before its header",
+            ));
+        }
+    };
+    let rest = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|part| {
+            (
+                part.map_err(|e| std::io::Error::other(e.message.clone())),
+                body,
+            )
+        })
+    });
+    let stream = futures_util::stream::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+        rest,
+    );
+    (
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -7,8 +7,9 @@
 //! The operation comes from the `x-amz-target` header (`DynamoDB_20120810.PutItem` is `PutItem`), the
 //! tables from the JSON body (`TableName`, each action's `TableName` in `TransactItems`, the keys of
 //! `RequestItems`). Only writes (`PutItem`, `UpdateItem`, `DeleteItem`, `TransactWriteItems`,
-//! `BatchWriteItem`) are ever faulted, and only those the configuration selects (by operation, by table);
-//! one draw per selected write decides whether it is, and with which kind:
+//! `BatchWriteItem`) are faulted, and only those the configuration selects (by operation, by table), unless
+//! the configuration names other operations (`Scan`, `Query`: a read's answer lost, or cut short); one
+//! draw per selected request decides whether it is, and with which kind:
 //!
 //! - [`FaultKind::AppliedThenDelayed`]: forwarded, and the answer held back for [`FaultConfig::delay`]
 //!   (3.5 s by default, past the SDK's 3 s attempt timeout) before it is sent: the client has given up on
@@ -121,7 +122,7 @@ pub struct FaultConfig {
     pub rates: BTreeMap<FaultKind, f64>,
     /// How long [`FaultKind::AppliedThenDelayed`] holds the answer.
     pub delay: Duration,
-    /// Fault only these write operations (`None`: every write operation).
+    /// Fault only these operations (`None`: every write operation); a read is faulted only when named.
     pub operations: Option<BTreeSet<String>>,
     /// Fault only writes that touch one of these tables (`None`: writes to any table).
     pub tables: Option<BTreeSet<String>>,
@@ -230,15 +231,16 @@ impl FaultConfig {
     }
 
     fn faults(&self, operation: &str, tables: &BTreeSet<String>, body: &[u8]) -> bool {
-        WRITE_OPERATIONS.contains(&operation)
+        // Writes, or the operations named (a read such as `Scan` only when named).
+        self.operations
+            .as_ref()
+            .map_or(WRITE_OPERATIONS.contains(&operation), |ops| {
+                ops.contains(operation)
+            })
             && self
                 .body_contains
                 .as_ref()
                 .is_none_or(|text| contains(body, text))
-            && self
-                .operations
-                .as_ref()
-                .is_none_or(|ops| ops.contains(operation))
             && self
                 .tables
                 .as_ref()

@@ -352,12 +352,27 @@ pub fn canonical(records: &mut [Record]) {
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
 }
 
-/// The header for `records`, taken from `source` now.
-pub fn header(source: &str, services: &[Service], records: &[Record], consistency: &str) -> Header {
+/// How many records of each type ([`Record::kind`]) `records` holds: the header's `counts`.
+pub fn counts(records: &[Record]) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for record in records {
         *counts.entry(record.kind().to_owned()).or_insert(0) += 1;
     }
+    counts
+}
+
+/// The header for `records`, taken from `source` now.
+pub fn header(source: &str, services: &[Service], records: &[Record], consistency: &str) -> Header {
+    header_with_counts(source, services, counts(records), consistency)
+}
+
+/// The header of an export whose records are counted before they are written (a stream).
+pub fn header_with_counts(
+    source: &str,
+    services: &[Service],
+    counts: BTreeMap<String, u64>,
+    consistency: &str,
+) -> Header {
     Header {
         format: FORMAT.into(),
         version: VERSION,
@@ -384,25 +399,35 @@ impl std::fmt::Display for Violation {
 /// names a class and a certificate that is there; associations are symmetric, name widgets that are there,
 /// never a widget itself, never twice, and stay within each widget's slots; no key appears twice.
 pub fn check(records: &[Record]) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let mut bad = |message: String| {
-        if out.len() < 100 {
-            out.push(Violation(message));
-        }
-    };
-    let mut seen: HashSet<(u8, &str, u64)> = HashSet::new();
-    let mut classes: HashMap<&str, (u64, u64)> = HashMap::new();
-    let mut certificates: HashMap<&str, (Vec<u64>, u64)> = HashMap::new();
-    // serial → (ports, associations)
-    type Slots<'a> = (&'a str, &'a [(String, String)]);
-    let mut widgets: HashMap<&str, Slots> = HashMap::new();
+    let mut checker = Checker::default();
     for record in records {
-        if !seen.insert(record.sort_key()) {
-            bad(format!(
-                "{} {:?} appears twice",
-                record.kind(),
-                record.sort_key().1
-            ));
+        checker.add(record);
+    }
+    checker.finish()
+}
+
+/// [`check`] one record at a time, for a file or an export streamed through: it keeps what the invariants
+/// need (each record's key, classes, certificate numbers, widgets' slots and associations), never a
+/// value, a name or an answer's body, so its memory grows with the number of records, not their size.
+#[derive(Debug, Default)]
+pub struct Checker {
+    seen: HashSet<(u8, String, u64)>,
+    duplicates: Vec<Violation>,
+    classes: HashMap<String, (u64, u64)>,
+    certificates: HashMap<String, (Vec<u64>, u64)>,
+    requests: Vec<(String, String, u64)>,
+    /// serial → (ports, associations)
+    widgets: HashMap<String, (String, Vec<(String, String)>)>,
+}
+
+impl Checker {
+    pub fn add(&mut self, record: &Record) {
+        let (kind, key, number) = record.sort_key();
+        if !self.seen.insert((kind, key.to_owned(), number)) && self.duplicates.len() < 100 {
+            self.duplicates.push(Violation(format!(
+                "{} {key:?} appears twice",
+                record.kind()
+            )));
         }
         match record {
             Record::Class {
@@ -411,7 +436,7 @@ pub fn check(records: &[Record]) -> Vec<Violation> {
                 next_number,
                 ..
             } => {
-                classes.insert(class, (*issued, *next_number));
+                self.classes.insert(class.clone(), (*issued, *next_number));
             }
             Record::Certificate {
                 class,
@@ -419,99 +444,117 @@ pub fn check(records: &[Record]) -> Vec<Violation> {
                 amount,
                 ..
             } => {
-                let entry = certificates.entry(class).or_default();
+                let entry = self.certificates.entry(class.clone()).or_default();
                 entry.0.push(*number);
                 entry.1 = entry.1.saturating_add(*amount);
             }
+            Record::CertificateRequest {
+                id, class, number, ..
+            } => self.requests.push((id.clone(), class.clone(), *number)),
             Record::Widget {
                 serial,
                 ports,
                 associations,
                 ..
             } => {
-                widgets.insert(serial, (ports, associations));
+                self.widgets
+                    .insert(serial.clone(), (ports.clone(), associations.clone()));
             }
             _ => {}
         }
     }
-    for (class, (numbers, _)) in &certificates {
-        if !classes.contains_key(class) {
-            bad(format!(
-                "{} certificates of class {class}, which is not in the file",
-                numbers.len()
-            ));
+
+    /// The invariants broken by the records added (at most 100 listed).
+    pub fn finish(self) -> Vec<Violation> {
+        let Checker {
+            duplicates: mut out,
+            classes,
+            mut certificates,
+            requests,
+            widgets,
+            ..
+        } = self;
+        let mut bad = |message: String| {
+            if out.len() < 100 {
+                out.push(Violation(message));
+            }
+        };
+        for (class, (numbers, _)) in &certificates {
+            if !classes.contains_key(class) {
+                bad(format!(
+                    "{} certificates of class {class}, which is not in the file",
+                    numbers.len()
+                ));
+            }
         }
-    }
-    for (class, (issued, next_number)) in &classes {
-        let (mut numbers, sum) = certificates.remove(class).unwrap_or_default();
-        numbers.sort_unstable();
-        let expected = next_number - 1;
-        if numbers.len() as u64 != expected || numbers.iter().zip(1..).any(|(n, i)| *n != i) {
-            let first_gap = (1..=expected).find(|n| numbers.binary_search(n).is_err());
-            bad(format!(
-                "class {class}: {} certificates for numbers 1 to {expected} (next number {next_number}){}",
-                numbers.len(),
-                first_gap.map_or(String::new(), |n| format!(", number {n} missing"))
-            ));
+        for (class, (issued, next_number)) in &classes {
+            let (mut numbers, sum) = certificates.remove(class).unwrap_or_default();
+            numbers.sort_unstable();
+            let expected = next_number - 1;
+            if numbers.len() as u64 != expected || numbers.iter().zip(1..).any(|(n, i)| *n != i) {
+                let first_gap = (1..=expected).find(|n| numbers.binary_search(n).is_err());
+                bad(format!(
+                    "class {class}: {} certificates for numbers 1 to {expected} (next number {next_number}){}",
+                    numbers.len(),
+                    first_gap.map_or(String::new(), |n| format!(", number {n} missing"))
+                ));
+            }
+            if sum != *issued {
+                bad(format!(
+                    "class {class}: issued {issued}, but its certificates add up to {sum}"
+                ));
+            }
         }
-        if sum != *issued {
-            bad(format!(
-                "class {class}: issued {issued}, but its certificates add up to {sum}"
-            ));
-        }
-    }
-    for record in records {
-        if let Record::CertificateRequest {
-            id, class, number, ..
-        } = record
-            && classes
+        for (id, class, number) in &requests {
+            if classes
                 .get(class.as_str())
                 .is_none_or(|(_, next)| number >= next)
-        {
-            bad(format!(
-                "certificate request {id:?} names {class}-{number}, which is not in the file"
-            ));
-        }
-    }
-    for (serial, (ports, associations)) in &widgets {
-        let mut pairs = HashSet::new();
-        for port in Port::ALL {
-            let capacity = ports.matches(port.as_str()).count();
-            let used = associations
-                .iter()
-                .filter(|(p, _)| p == port.as_str())
-                .count();
-            if used > capacity {
+            {
                 bad(format!(
-                    "widget {serial:?}: {used} associations on port {} with {capacity} slots",
-                    port.as_str()
+                    "certificate request {id:?} names {class}-{number}, which is not in the file"
                 ));
             }
         }
-        for (port, peer) in associations.iter() {
-            if peer == serial {
-                bad(format!("widget {serial:?} is associated with itself"));
+        for (serial, (ports, associations)) in &widgets {
+            let mut pairs = HashSet::new();
+            for port in Port::ALL {
+                let capacity = ports.matches(port.as_str()).count();
+                let used = associations
+                    .iter()
+                    .filter(|(p, _)| p == port.as_str())
+                    .count();
+                if used > capacity {
+                    bad(format!(
+                        "widget {serial:?}: {used} associations on port {} with {capacity} slots",
+                        port.as_str()
+                    ));
+                }
             }
-            if !pairs.insert((port, peer)) {
-                bad(format!(
-                    "widget {serial:?} is associated with {peer:?} on port {port} twice"
-                ));
-            }
-            match widgets.get(peer.as_str()) {
-                None => bad(format!(
-                    "widget {serial:?} is associated with {peer:?}, which is not in the file"
-                )),
-                Some((_, theirs)) => {
-                    if !theirs.iter().any(|(p, s)| p == port && s == serial) {
-                        bad(format!(
-                            "widget {serial:?} is associated with {peer:?} on port {port}, but not the other way"
-                        ));
+            for (port, peer) in associations.iter() {
+                if peer == serial {
+                    bad(format!("widget {serial:?} is associated with itself"));
+                }
+                if !pairs.insert((port, peer)) {
+                    bad(format!(
+                        "widget {serial:?} is associated with {peer:?} on port {port} twice"
+                    ));
+                }
+                match widgets.get(peer.as_str()) {
+                    None => bad(format!(
+                        "widget {serial:?} is associated with {peer:?}, which is not in the file"
+                    )),
+                    Some((_, theirs)) => {
+                        if !theirs.iter().any(|(p, s)| p == port && s == serial) {
+                            bad(format!(
+                                "widget {serial:?} is associated with {peer:?} on port {port}, but not the other way"
+                            ));
+                        }
                     }
                 }
             }
         }
+        out
     }
-    out
 }
 
 /// Why a file cannot be read: the line (1 is the header; 0 for the file as a whole) and what is wrong.
@@ -536,52 +579,122 @@ pub struct File {
     pub records: Vec<Record>,
 }
 
-/// Reads and validates a whole file: the header (format and version), every record (parse, domain rules,
-/// the services the header names), the counts, and the invariants across records. Nothing is written
-/// before this has succeeded.
+/// The longest line a reader takes: a record at its limits (a 256 KiB value, every byte escaped as
+/// `\u00XX`) is under 2 MiB. A longer line is refused, not buffered.
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// Reads and validates a whole file into memory (tests, small files): [`Reader`], then [`check`].
 pub fn read(input: impl BufRead) -> Result<File, ReadError> {
-    let mut lines = input.lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| at(0, "the file is empty: no header"))?
-        .map_err(|e| at(1, format!("cannot read: {e}")))?;
-    let probe: serde_json::Value =
-        serde_json::from_str(&first).map_err(|e| at(1, format!("the header is not JSON: {e}")))?;
-    if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Err(at(
-            1,
-            format!("not a {FORMAT} file (no \"format\": \"{FORMAT}\")"),
-        ));
+    let mut reader = Reader::new(input)?;
+    let mut records = Vec::new();
+    let mut checker = Checker::default();
+    while let Some(record) = reader.next_record()? {
+        checker.add(&record);
+        records.push(record);
     }
-    match probe.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v > u64::from(VERSION) => {
+    let header = reader.finish()?;
+    violations(checker)?;
+    Ok(File { header, records })
+}
+
+/// Reads and validates a whole file without keeping its records (the first pass of an import): the
+/// header, every record, the counts and the invariants. Memory: [`Checker`]'s, and one line.
+pub fn validate(input: impl BufRead) -> Result<Header, ReadError> {
+    let mut reader = Reader::new(input)?;
+    let mut checker = Checker::default();
+    while let Some(record) = reader.next_record()? {
+        checker.add(&record);
+    }
+    let header = reader.finish()?;
+    violations(checker)?;
+    Ok(header)
+}
+
+fn violations(checker: Checker) -> Result<(), ReadError> {
+    let violations = checker.finish();
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = violations.iter().map(|v| v.0.clone()).collect();
+    Err(at(
+        0,
+        format!("the records break invariants: {}", list.join("; ")),
+    ))
+}
+
+/// A file read one record at a time: the header when it is made, then each record checked alone
+/// (parse, domain rules, the services the header names), then [`Reader::finish`] checks the counts. The
+/// invariants across records are the caller's ([`Checker`]).
+pub struct Reader<R> {
+    input: R,
+    header: Header,
+    line: u64,
+    buffer: Vec<u8>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl<R: BufRead> Reader<R> {
+    /// Reads and checks the header: the format, and a version this build reads.
+    pub fn new(mut input: R) -> Result<Self, ReadError> {
+        let mut buffer = Vec::new();
+        if !read_line(&mut input, &mut buffer, 1)? {
+            return Err(at(0, "the file is empty: no header"));
+        }
+        let first = std::str::from_utf8(&buffer).map_err(|e| at(1, format!("cannot read: {e}")))?;
+        let probe: serde_json::Value = serde_json::from_str(first)
+            .map_err(|e| at(1, format!("the header is not JSON: {e}")))?;
+        if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
             return Err(at(
                 1,
-                format!(
-                    "format version {v} is newer than this strata reads (up to {VERSION}); use a newer strata"
-                ),
+                format!("not a {FORMAT} file (no \"format\": \"{FORMAT}\")"),
             ));
         }
-        Some(0) | None => return Err(at(1, "the header has no valid \"version\"")),
-        Some(_) => {}
+        match probe.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v > u64::from(VERSION) => {
+                return Err(at(
+                    1,
+                    format!(
+                        "format version {v} is newer than this strata reads (up to {VERSION}); use a newer strata"
+                    ),
+                ));
+            }
+            Some(0) | None => return Err(at(1, "the header has no valid \"version\"")),
+            Some(_) => {}
+        }
+        let header: Header =
+            serde_json::from_value(probe).map_err(|e| at(1, format!("invalid header: {e}")))?;
+        Ok(Self {
+            input,
+            header,
+            line: 1,
+            buffer,
+            counts: BTreeMap::new(),
+        })
     }
-    let header: Header =
-        serde_json::from_value(probe).map_err(|e| at(1, format!("invalid header: {e}")))?;
-    let mut records = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for (index, line) in lines.enumerate() {
-        let number = index as u64 + 2;
-        let line = line.map_err(|e| at(number, format!("cannot read: {e}")))?;
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The next record, checked alone; `None` at the end of the file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
+        self.line += 1;
+        let number = self.line;
+        if !read_line(&mut self.input, &mut self.buffer, number)? {
+            return Ok(None);
+        }
+        let line = std::str::from_utf8(&self.buffer)
+            .map_err(|e| at(number, format!("cannot read: {e}")))?;
         if line.trim().is_empty() {
             return Err(at(number, "an empty line"));
         }
-        let record: Record = serde_json::from_str(&line)
+        let record: Record = serde_json::from_str(line)
             .map_err(|e| at(number, format!("not a valid record: {e}")))?;
         record
             .validate()
             .map_err(|e| at(number, format!("{} record: {}", record.kind(), e.message)))?;
         if let Some(service) = record.service()
-            && !header.services.contains(&service)
+            && !self.header.services.contains(&service)
         {
             return Err(at(
                 number,
@@ -592,32 +705,67 @@ pub fn read(input: impl BufRead) -> Result<File, ReadError> {
                 ),
             ));
         }
-        *counts.entry(record.kind().to_owned()).or_insert(0) += 1;
-        records.push(record);
+        *self.counts.entry(record.kind().to_owned()).or_insert(0) += 1;
+        Ok(Some(record))
     }
-    let declared: BTreeMap<_, _> = header
-        .counts
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| (k.clone(), *n))
-        .collect();
-    if declared != counts {
-        return Err(at(
-            0,
-            format!(
-                "the records do not match the header's counts (truncated or altered?): header {declared:?}, file {counts:?}"
-            ),
-        ));
+
+    /// Once every record is read: the counts must match the header's (a file cut at a line boundary is
+    /// refused as truncated). Returns the header.
+    pub fn finish(self) -> Result<Header, ReadError> {
+        let declared: BTreeMap<_, _> = self
+            .header
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        if declared != self.counts {
+            return Err(at(
+                0,
+                format!(
+                    "the records do not match the header's counts (truncated or altered?): header {declared:?}, file {:?}",
+                    self.counts
+                ),
+            ));
+        }
+        Ok(self.header)
     }
-    let violations = check(&records);
-    if !violations.is_empty() {
-        let list: Vec<String> = violations.iter().map(|v| v.0.clone()).collect();
-        return Err(at(
-            0,
-            format!("the records break invariants: {}", list.join("; ")),
-        ));
+}
+
+/// One line into `buffer` (without its `\n`); `false` at the end of the input. A line over
+/// [`MAX_LINE_BYTES`] is refused before more of it is buffered.
+fn read_line(
+    input: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    number: u64,
+) -> Result<bool, ReadError> {
+    use std::io::Read;
+    buffer.clear();
+    let read = input
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buffer)
+        .map_err(|e| at(number, format!("cannot read: {e}")))?;
+    if read == 0 {
+        return Ok(false);
     }
-    Ok(File { header, records })
+    if buffer.last() == Some(&b'\n') {
+        buffer.pop();
+        if buffer.last() == Some(&b'\r') {
+            buffer.pop();
+        }
+    } else if buffer.len() > MAX_LINE_BYTES {
+        return Err(at(number, format!("a line over {MAX_LINE_BYTES} bytes")));
+    }
+    Ok(true)
+}
+
+/// Serialises records one a line.
+pub fn write_records(mut out: impl Write, records: &[Record]) -> std::io::Result<()> {
+    for record in records {
+        serde_json::to_writer(&mut out, record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Writes the header and the records, one a line.
@@ -670,13 +818,78 @@ pub trait Transfer: Send + Sync {
     fn consistency(&self) -> &'static str;
     /// Every record of `services` (and the idempotency answers, with any service), in one view as
     /// consistent as [`Self::consistency`] says; eventual-mode increments still logged are folded in.
-    /// Retention-bound records already past their retention are left out.
-    async fn export(&self, services: &[Service]) -> Result<Vec<Record>, Error>;
+    /// Retention-bound records already past their retention are left out. Handed to `sink` as the
+    /// counts first (the header needs them), then pages in the canonical order, so a caller that
+    /// writes each page out holds one page at a time.
+    async fn export_to(&self, services: &[Service], sink: &mut dyn Sink) -> Result<(), Error>;
+    /// [`Self::export_to`] gathered in memory (tests and small stores).
+    async fn export(&self, services: &[Service]) -> Result<Vec<Record>, Error> {
+        let mut all = Gather::default();
+        self.export_to(services, &mut all).await?;
+        Ok(all.records)
+    }
     /// Whether the store holds any record of `services` (ignoring idempotency answers).
     async fn holds_any(&self, services: &[Service]) -> Result<bool, Error>;
     /// Writes `records`: each one absent is written, each one present and identical is left as it is,
     /// one present and different is `409 import_conflict` (with the records before it written).
     async fn import(&self, records: Vec<Record>) -> Result<Imported, Error>;
+}
+
+/// Where an export goes, page by page ([`Transfer::export_to`]).
+#[async_trait]
+pub trait Sink: Send {
+    /// The records of each type that will follow; called once, before any page.
+    async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), Error>;
+    /// The next records in the canonical order.
+    async fn page(&mut self, records: Vec<Record>) -> Result<(), Error>;
+}
+
+/// Records an export hands out per page: small enough that a page in flight costs little memory, large
+/// enough that a write per page costs little time.
+pub const PAGE_RECORDS: usize = 1_000;
+/// A page ends early once its records hold this many bytes of values (values go up to 256 KiB).
+pub const PAGE_BYTES: usize = 1 << 20;
+
+/// A sink that keeps everything ([`Transfer::export`]).
+#[derive(Debug, Default)]
+pub struct Gather {
+    pub counts: BTreeMap<String, u64>,
+    pub records: Vec<Record>,
+}
+
+#[async_trait]
+impl Sink for Gather {
+    async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), Error> {
+        self.counts = counts;
+        Ok(())
+    }
+    async fn page(&mut self, records: Vec<Record>) -> Result<(), Error> {
+        self.records.extend(records);
+        Ok(())
+    }
+}
+
+/// Hands records held in memory to `sink`: their counts, then pages (a store that gathers its export).
+pub async fn hand_out(records: Vec<Record>, sink: &mut dyn Sink) -> Result<(), Error> {
+    sink.counts(counts(&records)).await?;
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        sink.page(records.by_ref().take(PAGE_RECORDS).collect())
+            .await?;
+    }
+    Ok(())
+}
+
+impl Record {
+    /// Roughly the bytes it holds (its value, body or name), for [`PAGE_BYTES`].
+    pub fn weight(&self) -> usize {
+        match self {
+            Record::Kv { key, value, .. } => key.len() + value.as_ref().map_or(0, String::len),
+            Record::Idempotency { key, body, .. } => key.len() + body.len(),
+            Record::Certificate { name, .. } | Record::Widget { name, .. } => name.len() + 64,
+            _ => 64,
+        }
+    }
 }
 
 #[cfg(test)]

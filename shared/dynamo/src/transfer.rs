@@ -26,7 +26,9 @@ use strata_core::Error;
 use strata_core::certificates::ClassCode;
 use strata_core::counters::{MAX_TOTAL, fold};
 use strata_core::retention::{CLOCK_SKEW_MARGIN, ttl_seconds};
-use strata_core::transfer::{Imported, Record, Service, Transfer, canonical, differs};
+use strata_core::transfer::{
+    Imported, Record, Service, Sink, Transfer, canonical, differs, hand_out,
+};
 use strata_core::widgets::Port;
 
 type Item = HashMap<String, AttributeValue>;
@@ -351,6 +353,12 @@ fn text(item: &Item, name: &str) -> Result<String, Error> {
 impl Transfer for DynamoTransfer {
     fn consistency(&self) -> &'static str {
         "DynamoDB: every item read strongly consistent; each share class consistent with its certificates; no common moment across other items, checked by the invariants"
+    }
+
+    /// DynamoDB's scans come in hash order, not the canonical one: the export is gathered (and sorted)
+    /// in memory, then handed out in pages.
+    async fn export_to(&self, services: &[Service], sink: &mut dyn Sink) -> Result<(), Error> {
+        hand_out(self.export(services).await?, sink).await
     }
 
     async fn export(&self, services: &[Service]) -> Result<Vec<Record>, Error> {

@@ -19,7 +19,9 @@ use strata_core::Error;
 use strata_core::certificates::{Certificate, ClassCode, ShareClass};
 use strata_core::counters::fold;
 use strata_core::idempotency::Stored;
-use strata_core::transfer::{Imported, Record, Service, Transfer, differs};
+use strata_core::transfer::{
+    Imported, PAGE_BYTES, PAGE_RECORDS, Record, Service, Sink, Transfer, differs,
+};
 use strata_core::widgets::{Port, Widget};
 
 /// Records per writer command on import.
@@ -185,141 +187,218 @@ fn encode(record: &Record) -> Result<(Space, Vec<u8>, Vec<u8>), Error> {
     })
 }
 
+/// Every record of `services` in one snapshot, in the canonical order, each handed to `emit` as it is
+/// read (nothing is gathered: fjall iterates each keyspace in key order, which is the canonical order,
+/// and counters, folded with their log, are the one map kept, one entry per counter).
+fn walk(
+    view: &crate::store::Handles,
+    snapshot: &fjall::Snapshot,
+    services: &[Service],
+    now: u64,
+    emit: &mut dyn FnMut(Record) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let scan = |space: Space| {
+        snapshot.iter(view.space(space)).map(|entry| {
+            entry
+                .into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(fjall_error)
+        })
+    };
+    if services.contains(&Service::Kv) {
+        for entry in scan(Space::Kv) {
+            let (key, value) = entry?;
+            let record = crate::kv::Record::decode(&value)?;
+            emit(Record::Kv {
+                key: text(&key)?,
+                version: record.version,
+                value: record.value,
+            })?;
+        }
+    }
+    if services.contains(&Service::Certificates) {
+        for entry in scan(Space::Classes) {
+            let (key, value) = entry?;
+            let class = crate::ledger::decode_class(&ClassCode::parse(&text(&key)?)?, &value)?;
+            emit(Record::Class {
+                class: class.class.as_str().to_owned(),
+                authorized: class.authorized,
+                issued: class.issued,
+                next_number: class.next_number,
+            })?;
+        }
+        for entry in scan(Space::Certificates) {
+            let (key, value) = entry?;
+            let c = crate::ledger::decode_certificate(&key, &value)?;
+            emit(Record::Certificate {
+                class: c.class.as_str().to_owned(),
+                number: c.number,
+                name: c.name,
+                amount: c.amount,
+                issued_at_ms: ms(c.issued_at),
+            })?;
+        }
+        for entry in scan(Space::Requests) {
+            let (id, value) = entry?;
+            let (certificate_key, expires) = crate::retention::decode_request(&value)?;
+            let Some(stored) = snapshot
+                .get(view.space(Space::Certificates), certificate_key)
+                .map_err(fjall_error)?
+            else {
+                return Err(Error::internal(
+                    "a ledger request record names a missing certificate",
+                ));
+            };
+            let c = crate::ledger::decode_certificate(certificate_key, &stored)?;
+            let until_ms = expires;
+            if until_ms > now {
+                emit(Record::CertificateRequest {
+                    id: text(&id)?,
+                    class: c.class.as_str().to_owned(),
+                    number: c.number,
+                    until_ms: strata_core::transfer::to_second(until_ms),
+                })?;
+            }
+        }
+    }
+    if services.contains(&Service::Widgets) {
+        for entry in scan(Space::Widgets) {
+            let (serial, value) = entry?;
+            let mut widget = crate::widgets::decode(&text(&serial)?, &value)?;
+            widget.associations.sort();
+            emit(Record::from(widget))?;
+        }
+    }
+    if services.contains(&Service::Counters) {
+        let mut counters: BTreeMap<Vec<u8>, crate::counters::Counter> = BTreeMap::new();
+        for entry in scan(Space::Counters) {
+            let (key, value) = entry?;
+            if let Some(counter) = crate::counters::Counter::decode(Some(&value))? {
+                counters.insert(key, counter);
+            }
+        }
+        // The log in sequence order, which is the order the folder folds it in.
+        for entry in scan(Space::CounterLog) {
+            let (_, value) = entry?;
+            let (value, key) = crate::counters::decode_log_entry(&value)?;
+            let counter = counters.entry(key).or_default();
+            let folded = fold(counter.total, &[value]);
+            counter.total = folded.total;
+            counter.refused += folded.refused();
+        }
+        for (key, counter) in counters {
+            emit(Record::Counter {
+                key: text(&key)?,
+                total: counter.total,
+                refused: counter.refused,
+            })?;
+        }
+        for entry in scan(Space::CounterRequests) {
+            let (id, marker) = entry?;
+            let until_ms = crate::retention::decode_marker(&marker)?;
+            if until_ms > now {
+                emit(Record::CounterRequest {
+                    id: text(&id)?,
+                    until_ms: strata_core::transfer::to_second(until_ms),
+                })?;
+            }
+        }
+    }
+    for entry in scan(Space::Idempotency) {
+        let (key, value) = entry?;
+        let record = crate::idempotency::Record::decode(&value)?;
+        if record.expires_ms > now {
+            emit(Record::Idempotency {
+                key: text(&key)?,
+                fingerprint: record.fingerprint,
+                status: record.stored.status,
+                content_type: record.stored.content_type,
+                body: record.stored.body,
+                until_ms: record.expires_ms,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// What the reading thread hands the exporting task.
+enum Part {
+    Counts(BTreeMap<String, u64>),
+    Page(Vec<Record>),
+}
+
+/// Pages the reading thread may have ready ahead of the sink: with [`PAGE_BYTES`] each, a slow reader
+/// of the export holds a few MiB of it in memory, whatever the store's size.
+const PAGES_AHEAD: usize = 2;
+
 #[async_trait]
 impl Transfer for EmbeddedTransfer {
     fn consistency(&self) -> &'static str {
         "one snapshot of the embedded store: every acknowledged write before it, none after it, across all services"
     }
 
-    async fn export(&self, services: &[Service]) -> Result<Vec<Record>, Error> {
-        let view = self.store.view()?;
-        let snapshot = view.snapshot();
-        let now = crate::retention::now_ms();
-        let mut out = Vec::new();
-        let scan = |space: Space| {
-            snapshot.iter(view.space(space)).map(|entry| {
-                entry
-                    .into_inner()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(fjall_error)
-            })
-        };
-        if services.contains(&Service::Kv) {
-            for entry in scan(Space::Kv) {
-                let (key, value) = entry?;
-                let record = crate::kv::Record::decode(&value)?;
-                out.push(Record::Kv {
-                    key: text(&key)?,
-                    version: record.version,
-                    value: record.value,
-                });
-            }
-        }
-        if services.contains(&Service::Certificates) {
-            for entry in scan(Space::Classes) {
-                let (key, value) = entry?;
-                let class = crate::ledger::decode_class(&ClassCode::parse(&text(&key)?)?, &value)?;
-                out.push(Record::Class {
-                    class: class.class.as_str().to_owned(),
-                    authorized: class.authorized,
-                    issued: class.issued,
-                    next_number: class.next_number,
-                });
-            }
-            for entry in scan(Space::Certificates) {
-                let (key, value) = entry?;
-                let c = crate::ledger::decode_certificate(&key, &value)?;
-                out.push(Record::Certificate {
-                    class: c.class.as_str().to_owned(),
-                    number: c.number,
-                    name: c.name,
-                    amount: c.amount,
-                    issued_at_ms: ms(c.issued_at),
-                });
-            }
-            for entry in scan(Space::Requests) {
-                let (id, value) = entry?;
-                let (certificate_key, expires) = crate::retention::decode_request(&value)?;
-                let Some(stored) = snapshot
-                    .get(view.space(Space::Certificates), certificate_key)
-                    .map_err(fjall_error)?
-                else {
-                    return Err(Error::internal(
-                        "a ledger request record names a missing certificate",
-                    ));
-                };
-                let c = crate::ledger::decode_certificate(certificate_key, &stored)?;
-                let until_ms = expires;
-                if until_ms > now {
-                    out.push(Record::CertificateRequest {
-                        id: text(&id)?,
-                        class: c.class.as_str().to_owned(),
-                        number: c.number,
-                        until_ms: strata_core::transfer::to_second(until_ms),
-                    });
+    /// Two passes over one snapshot on a thread of its own (fjall reads block): the first counts the
+    /// records (the header comes first), the second hands them out page by page, waiting while the sink
+    /// is behind.
+    async fn export_to(&self, services: &[Service], sink: &mut dyn Sink) -> Result<(), Error> {
+        let (parts, mut ready) = tokio::sync::mpsc::channel::<Result<Part, Error>>(PAGES_AHEAD);
+        let store = self.store.clone();
+        let services = services.to_vec();
+        let reader = tokio::task::spawn_blocking(move || {
+            let read = || -> Result<(), Error> {
+                let view = store.view()?;
+                let snapshot = view.snapshot();
+                let now = crate::retention::now_ms();
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                walk(&view, &snapshot, &services, now, &mut |record| {
+                    *counts.entry(record.kind().to_owned()).or_insert(0) += 1;
+                    Ok(())
+                })?;
+                // The sink is gone (a client that hung up): stop reading.
+                let gone = || Error::internal("the export's reader stopped");
+                parts
+                    .blocking_send(Ok(Part::Counts(counts)))
+                    .map_err(|_| gone())?;
+                let (mut page, mut bytes) = (Vec::new(), 0);
+                walk(&view, &snapshot, &services, now, &mut |record| {
+                    bytes += record.weight();
+                    page.push(record);
+                    if page.len() >= PAGE_RECORDS || bytes >= PAGE_BYTES {
+                        bytes = 0;
+                        parts
+                            .blocking_send(Ok(Part::Page(std::mem::take(&mut page))))
+                            .map_err(|_| gone())?;
+                    }
+                    Ok(())
+                })?;
+                if !page.is_empty() {
+                    parts
+                        .blocking_send(Ok(Part::Page(page)))
+                        .map_err(|_| gone())?;
                 }
+                Ok(())
+            };
+            if let Err(e) = read() {
+                let _ = parts.blocking_send(Err(e));
+            }
+        });
+        let mut result = Ok(());
+        while let Some(part) = ready.recv().await {
+            result = match part {
+                Ok(Part::Counts(counts)) => sink.counts(counts).await,
+                Ok(Part::Page(page)) => sink.page(page).await,
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
             }
         }
-        if services.contains(&Service::Widgets) {
-            for entry in scan(Space::Widgets) {
-                let (serial, value) = entry?;
-                out.push(Record::from(crate::widgets::decode(
-                    &text(&serial)?,
-                    &value,
-                )?));
-            }
-        }
-        if services.contains(&Service::Counters) {
-            let mut counters: BTreeMap<Vec<u8>, crate::counters::Counter> = BTreeMap::new();
-            for entry in scan(Space::Counters) {
-                let (key, value) = entry?;
-                if let Some(counter) = crate::counters::Counter::decode(Some(&value))? {
-                    counters.insert(key, counter);
-                }
-            }
-            // The log in sequence order, which is the order the folder folds it in.
-            for entry in scan(Space::CounterLog) {
-                let (_, value) = entry?;
-                let (value, key) = crate::counters::decode_log_entry(&value)?;
-                let counter = counters.entry(key).or_default();
-                let folded = fold(counter.total, &[value]);
-                counter.total = folded.total;
-                counter.refused += folded.refused();
-            }
-            for (key, counter) in counters {
-                out.push(Record::Counter {
-                    key: text(&key)?,
-                    total: counter.total,
-                    refused: counter.refused,
-                });
-            }
-            for entry in scan(Space::CounterRequests) {
-                let (id, marker) = entry?;
-                let until_ms = crate::retention::decode_marker(&marker)?;
-                if until_ms > now {
-                    out.push(Record::CounterRequest {
-                        id: text(&id)?,
-                        until_ms: strata_core::transfer::to_second(until_ms),
-                    });
-                }
-            }
-        }
-        for entry in scan(Space::Idempotency) {
-            let (key, value) = entry?;
-            let record = crate::idempotency::Record::decode(&value)?;
-            if record.expires_ms > now {
-                out.push(Record::Idempotency {
-                    key: text(&key)?,
-                    fingerprint: record.fingerprint,
-                    status: record.stored.status,
-                    content_type: record.stored.content_type,
-                    body: record.stored.body,
-                    until_ms: record.expires_ms,
-                });
-            }
-        }
-        strata_core::transfer::canonical(&mut out);
-        Ok(out)
+        // Dropping the receiver stops the reader at its next page.
+        drop(ready);
+        reader
+            .await
+            .map_err(|e| Error::internal(format!("the export's reader failed: {e}")))?;
+        result
     }
 
     async fn holds_any(&self, services: &[Service]) -> Result<bool, Error> {
@@ -442,6 +521,109 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    /// What an export hands a sink, call by call.
+    #[derive(Default)]
+    struct Calls {
+        counts: Option<BTreeMap<String, u64>>,
+        pages: Vec<Vec<Record>>,
+        /// Fail the page call with this index (a client that hung up).
+        fail_at: Option<usize>,
+    }
+
+    #[async_trait]
+    impl Sink for Calls {
+        async fn counts(&mut self, counts: BTreeMap<String, u64>) -> Result<(), Error> {
+            assert!(
+                self.counts.is_none() && self.pages.is_empty(),
+                "counts first, once"
+            );
+            self.counts = Some(counts);
+            Ok(())
+        }
+        async fn page(&mut self, records: Vec<Record>) -> Result<(), Error> {
+            if self.fail_at == Some(self.pages.len()) {
+                return Err(Error::internal("hung up"));
+            }
+            self.pages.push(records);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_comes_in_bounded_pages_in_the_canonical_order() {
+        let (_dir, store) = open();
+        fill(&store).await;
+        let stores = store.stores(&Settings::default());
+        // Values big enough that pages end on bytes, keys and classes whose byte order is the trap.
+        let big = "v".repeat(200 * 1024);
+        for i in 0..12 {
+            let key = Key::parse(&format!("big-{i}")).unwrap();
+            stores
+                .kv
+                .put(&key, &Value::parse(big.clone()).unwrap())
+                .await
+                .unwrap();
+        }
+        for i in 0..(PAGE_RECORDS + 10) {
+            let key = Key::parse(&format!("small-{i}")).unwrap();
+            stores
+                .kv
+                .put(&key, &Value::parse("x".into()).unwrap())
+                .await
+                .unwrap();
+        }
+        for class in ["A", "AB"] {
+            let code = ClassCode::parse(class).unwrap();
+            stores.ledger.put_class(&code, 1_000).await.unwrap();
+            let request = IssueRequest {
+                class: ClassCode::parse(class).unwrap(),
+                name: "n".into(),
+                amount: 1,
+            };
+            for _ in 0..11 {
+                stores.ledger.issue(&request, None).await.unwrap();
+            }
+        }
+        let mut calls = Calls::default();
+        store
+            .transfer()
+            .export_to(&Service::ALL, &mut calls)
+            .await
+            .unwrap();
+        assert!(calls.pages.len() > 3, "{} pages", calls.pages.len());
+        for page in &calls.pages {
+            let bytes: usize = page.iter().map(Record::weight).sum();
+            let last = page.last().unwrap().weight();
+            assert!(page.len() <= PAGE_RECORDS, "{} records", page.len());
+            assert!(
+                bytes - last < PAGE_BYTES,
+                "{bytes} bytes before the last record"
+            );
+        }
+        let records: Vec<Record> = calls.pages.concat();
+        let mut sorted = records.clone();
+        strata_core::transfer::canonical(&mut sorted);
+        assert_eq!(records, sorted, "handed out in the canonical order");
+        assert_eq!(
+            calls.counts.unwrap(),
+            strata_core::transfer::counts(&records)
+        );
+        assert!(check(&records).is_empty());
+
+        // A sink that fails (a client that hung up) ends the export, and the reading thread with it.
+        let mut calls = Calls {
+            fail_at: Some(1),
+            ..Calls::default()
+        };
+        let e = store
+            .transfer()
+            .export_to(&Service::ALL, &mut calls)
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "hung up");
+        assert_eq!(calls.pages.len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

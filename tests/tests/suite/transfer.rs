@@ -734,3 +734,218 @@ async fn a_stopped_import_is_finished_by_resume_without_duplicates() {
     let now = store.transfer().export(&Service::ALL).await.unwrap();
     assert_eq!(now, all);
 }
+
+/// The peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// `GET /admin/export` streams: the server's peak memory grows by much less than the store's size while
+/// it serves an export of it (a body built whole would hold the records and the file, twice the store);
+/// one export runs at a time (a second gets `503 export_in_progress` with `retry-after`); and a server with
+/// `--rate-limit` counts exports too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_endpoint_streams_one_at_a_time_under_the_rate_limit() {
+    let work = tempfile::tempdir().unwrap();
+    // A small block cache: what fills it is the cache's, not the export's (it is a bound of its own).
+    let server = Server::start(
+        crate::STRATA,
+        &work.path().join("live"),
+        &["--cache-mb", "16"],
+    );
+    let http = reqwest::Client::new();
+    // 96 MiB of values: far more than fjall's block cache (32 MiB) and the export's pages in flight.
+    let value = "v".repeat(256 * 1024);
+    let keys = 384;
+    for i in 0..keys {
+        let r = http
+            .put(server.url(&format!("/kv/keys/big-{i:04}")))
+            .json(&json!({ "value": value }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let store_bytes = (keys * value.len()) as u64;
+    // Resets the peak to the present (Linux's clear_refs: `5`).
+    std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").unwrap();
+    let before = peak_rss(server.pid());
+
+    let mut first = http.get(server.url("/admin/export")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    // While the first is being read (its body not taken yet), a second is refused.
+    let second = http.get(server.url("/admin/export")).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "5");
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "export_in_progress", "{body}");
+
+    // The first, read slowly and counted as it comes, is whole.
+    let mut file = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = first.chunk().await.unwrap() {
+        chunks += 1;
+        file.extend_from_slice(&chunk);
+        if chunks % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let grown = peak_rss(server.pid()).saturating_sub(before);
+    let read = read(&file[..]).unwrap();
+    assert_eq!(read.records.len(), keys);
+    assert!(chunks > 2, "{chunks} chunks");
+    assert!(
+        grown < store_bytes / 2,
+        "the server's peak grew by {grown} bytes exporting {store_bytes} bytes of values"
+    );
+    drop(file);
+
+    // Once it is done, the next one runs (its permit is released when its last page is sent).
+    let mut status = 0;
+    for _ in 0..50 {
+        let r = http
+            .get(server.url("/admin/export?services=counters"))
+            .send()
+            .await
+            .unwrap();
+        status = r.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    drop(server);
+
+    // Under `--rate-limit`, an export is a request like any other.
+    let limited = Server::start(
+        crate::STRATA,
+        &work.path().join("limited"),
+        &["--rate-limit", "1/60"],
+    );
+    let r = http.get(limited.url("/admin/export")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    let r = http.get(limited.url("/admin/export")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+}
+
+/// Runs `strata <args>` off the runtime's threads (the fault proxy runs on them).
+async fn strata_async(args: Vec<String>, env: Vec<(String, String)>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        strata(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+/// `strata import --store dynamodb` and `strata export --store dynamodb` through lost answers: puts applied
+/// whose answer is a `500` or is cut mid-body, and scans (the export's pages, several per table here) whose
+/// answers are lost the same ways. The import, resumed until it succeeds, and the export end with every
+/// record exactly once: the file read back equals the file written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_and_export_on_dynamodb_survive_lost_answers_with_every_record_once() {
+    use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fill(&source, 60).await;
+    {
+        // Values big enough that the key/value table's scan takes several 1 MB pages.
+        let store = strata_embedded::Store::open(&source).unwrap();
+        let stores = store.stores(&Settings::default());
+        let big = Value::parse("b".repeat(200 * 1024)).unwrap();
+        for i in 0..12 {
+            let key = Key::parse(&format!("big-{i:02}")).unwrap();
+            stores.kv.put(&key, &big).await.unwrap();
+        }
+    }
+    let first = work.path().join("first.jsonl");
+    ok(
+        &[
+            "export",
+            "--data-dir",
+            source.to_str().unwrap(),
+            "--output",
+            first.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let exported = records(&first);
+
+    let lost = [FaultKind::AppliedThen500, FaultKind::ResetMidAnswer];
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        29,
+        FaultConfig::split(0.1, &lost).on(&["PutItem"]),
+    )
+    .await;
+    let mut env = dynamodb_env();
+    env[0].1 = proxy.url.clone();
+    let prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
+    let dynamo = |extra: &[&str]| -> Vec<String> {
+        ["--store", "dynamodb", "--table-prefix", &prefix]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let mut import = vec!["import".to_owned()];
+    import.extend(dynamo(&[
+        "--create-tables",
+        "--input",
+        first.to_str().unwrap(),
+    ]));
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let (success, stdout, stderr) = strata_async(import.clone(), env.clone()).await;
+        if success {
+            break;
+        }
+        // Only ever a store that did not answer, never a conflict with its own writes.
+        assert!(
+            runs < 10 && !stderr.contains("import_conflict") && stderr.contains("--resume"),
+            "import run {runs}:\n{stdout}\n{stderr}"
+        );
+        if runs == 1 {
+            import.push("--resume".to_owned());
+        }
+    }
+    let stats = proxy.stats();
+    for kind in lost {
+        assert!(stats.faults_of(kind) > 0, "no {} injected", kind.name());
+    }
+
+    // The export's scans lose answers the same ways; each page is retried from where it was. A proxy of
+    // its own: its draws depend on the export's scans alone, which run one after another.
+    drop(proxy);
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        7,
+        FaultConfig::split(0.5, &lost).on(&["Scan"]),
+    )
+    .await;
+    env[0].1 = proxy.url.clone();
+    let second = work.path().join("second.jsonl");
+    let mut export = vec!["export".to_owned()];
+    export.extend(dynamo(&["--output", second.to_str().unwrap()]));
+    let (success, stdout, stderr) = strata_async(export, env.clone()).await;
+    assert!(success, "{stdout}\n{stderr}");
+    let stats = proxy.stats();
+    for kind in lost {
+        assert!(
+            stats.faults_of(kind) > 0,
+            "no {} injected on scans",
+            kind.name()
+        );
+    }
+    let scans = stats.requests("Scan");
+    assert!(scans > 12, "{scans} scans: several pages");
+    assert_eq!(records(&second), exported, "every record once, as written");
+}
