@@ -225,22 +225,30 @@ impl Default for Limits {
 
 /// One byte budget for what every line-protocol connection holds in memory (its partial line and its
 /// unwritten replies, as allocated), so that the cap on connections times the most one can hold is not
-/// what bounds memory. A connection that grows while the total is over the budget, and that holds more
-/// than its share (the budget over the connections open), is closed with an `Error` line; the others go on.
-/// (The total is therefore at most about twice the budget: connections under their share sum to at most
-/// the budget, and one over it cannot grow.)
+/// what bounds memory. When a connection grows and the total passes the budget, the connection holding
+/// the most is closed with an `Error` line (at once if it is the one growing; else at its next wait for
+/// the client, which an idle one is in already); the others go on.
 #[derive(Debug)]
 pub struct BufferBudget {
     limit: u64,
     used: std::sync::atomic::AtomicU64,
-    connections: std::sync::atomic::AtomicU64,
+    holders: std::sync::Mutex<Holders>,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    next: u64,
+    /// Bytes held and the signal to close, by connection.
+    by_id: std::collections::HashMap<u64, (u64, Arc<tokio::sync::Notify>)>,
 }
 
 /// A connection's part of the [`BufferBudget`], given back when dropped.
 #[derive(Debug)]
 struct Charge {
     budget: Arc<BufferBudget>,
+    id: u64,
     bytes: u64,
+    over: Arc<tokio::sync::Notify>,
 }
 
 impl BufferBudget {
@@ -248,7 +256,7 @@ impl BufferBudget {
         Arc::new(Self {
             limit,
             used: 0.into(),
-            connections: 0.into(),
+            holders: std::sync::Mutex::default(),
         })
     }
 
@@ -257,47 +265,85 @@ impl BufferBudget {
         self.used.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    fn holders(&self) -> std::sync::MutexGuard<'_, Holders> {
+        self.holders
+            .lock()
+            .expect("no panics while holding the lock")
+    }
+
     fn open(self: &Arc<Self>) -> Charge {
-        self.connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let over = Arc::new(tokio::sync::Notify::new());
+        let mut holders = self.holders();
+        let id = holders.next;
+        holders.next += 1;
+        holders.by_id.insert(id, (0, over.clone()));
         Charge {
             budget: self.clone(),
+            id,
             bytes: 0,
+            over,
         }
+    }
+
+    fn over_message(&self, bytes: u64) -> String {
+        line::error(&format!(
+            "Closing the connection: it holds {bytes} bytes of unread input and replies, the most of all \
+             while all connections together passed the {} bytes they may hold (strata serve \
+             --line-buffer-mb)",
+            self.limit
+        ))
     }
 }
 
 impl Charge {
-    /// Charges the connection for holding `bytes` now; `Err` with the message to close it with, if it
-    /// may not grow to that.
+    /// Charges the connection for holding `bytes` now; `Err` with the line to close it with if it must
+    /// close. While the total is over the budget, the connections holding the most are told to close, one
+    /// after another, until what the others hold fits (their bytes no longer count from then on, so that
+    /// many connections growing at once each make room).
     fn hold(&mut self, bytes: u64) -> Result<(), String> {
         use std::sync::atomic::Ordering::Relaxed;
-        let budget = &self.budget;
-        if bytes <= self.bytes {
-            budget.used.fetch_sub(self.bytes - bytes, Relaxed);
-            self.bytes = bytes;
-            return Ok(());
-        }
-        let total = budget.used.fetch_add(bytes - self.bytes, Relaxed) + (bytes - self.bytes);
-        let share = budget.limit / budget.connections.load(Relaxed).max(1);
-        if total > budget.limit && bytes > share {
-            budget.used.fetch_sub(bytes - self.bytes, Relaxed);
-            return Err(line::error(&format!(
-                "Closing the connection: it holds {bytes} bytes of unread input and replies, over its \
-                 share of the {} bytes all connections may hold (strata serve --line-buffer-mb)",
-                budget.limit
-            )));
-        }
+        let budget = self.budget.clone();
+        let mut holders = budget.holders();
+        let Some(entry) = holders.by_id.get_mut(&self.id) else {
+            // Told to close already.
+            return Err(budget.over_message(self.bytes));
+        };
+        let before = entry.0;
+        entry.0 = bytes;
         self.bytes = bytes;
+        let mut total = if bytes >= before {
+            budget.used.fetch_add(bytes - before, Relaxed) + (bytes - before)
+        } else {
+            budget.used.fetch_sub(before - bytes, Relaxed) - (before - bytes)
+        };
+        while total > budget.limit {
+            let Some((&id, &(held, _))) = holders.by_id.iter().max_by_key(|(_, (held, _))| *held)
+            else {
+                break;
+            };
+            let (_, over) = holders.by_id.remove(&id).expect("found above");
+            total = budget.used.fetch_sub(held, Relaxed) - held;
+            if id == self.id {
+                return Err(budget.over_message(bytes));
+            }
+            over.notify_one();
+        }
         Ok(())
+    }
+
+    /// Resolves once another connection's growth needs this one to close.
+    async fn over(&self) {
+        self.over.notified().await;
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.budget.used.fetch_sub(self.bytes, Relaxed);
-        self.budget.connections.fetch_sub(1, Relaxed);
+        // Absent if it was told to close: its bytes were taken off then.
+        if let Some((held, _)) = self.budget.holders().by_id.remove(&self.id) {
+            self.budget.used.fetch_sub(held, Relaxed);
+        }
     }
 }
 
@@ -525,12 +571,20 @@ async fn talk(
             .reset(tokio::time::Instant::now() + idle_timeout);
         slot.set(resting(session, &gate));
         let authenticated = gate.is_authenticated();
-        tokio::select! {
+        let over_budget = tokio::select! {
             biased;
-            read = stream.read_buf(&mut input) => eof = read? == 0,
+            read = stream.read_buf(&mut input) => {
+                eof = read? == 0;
+                false
+            }
             () = idle.as_mut() => return Ok(End::Idle),
             () = slot.give_way() => return Ok(End::GaveWay),
             () = auth_deadline.as_mut(), if !authenticated => return Ok(End::AuthLate),
+            () = charge.over() => true,
+        };
+        if over_budget {
+            let last = charge.budget.over_message(charge.bytes);
+            return close_over_budget(stream, last).await;
         }
         slot.set(Use::Busy);
         if let Err(last) = charge.hold(held(&input, &replies)) {
@@ -547,10 +601,12 @@ fn held(input: &BytesMut, replies: &Vec<u8>) -> u64 {
     (input.capacity() + replies.capacity()) as u64
 }
 
-/// Closes a connection over its share of the [`BufferBudget`]: its unwritten replies are dropped (they
+/// Closes a connection told to by the [`BufferBudget`]: its unwritten replies are dropped (they
 /// are what it may not hold), and one `Error` line says why, if the socket takes it at once.
 async fn close_over_budget(stream: &mut TcpStream, last: String) -> std::io::Result<End> {
-    tracing::warn!("closing a line-protocol connection over its share of the buffer budget");
+    tracing::warn!(
+        "closing the line-protocol connection holding the most: the buffer budget is spent"
+    );
     let _ = stream.try_write(last.as_bytes());
     let _ = stream.shutdown().await;
     Ok(End::Closed)

@@ -57,7 +57,7 @@ pub const WS_MAX_CONNECTIONS: usize = 1024;
 pub const WS_IDLE_TIMEOUT: Duration = LINE_IDLE_TIMEOUT;
 
 /// Bytes all line-protocol TCP connections together may hold in partial lines and unwritten replies.
-pub const LINE_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
+pub const LINE_BUFFER_BUDGET: u64 = 128 * 1024 * 1024;
 
 /// HTTP connections the local server serves at once.
 pub const HTTP_MAX_CONNECTIONS: usize = 4096;
