@@ -6,10 +6,13 @@
 //! does not read stops being read, and the server holds a bounded amount of its replies), partial lines
 //! buffered across reads, a last line without a newline answered at end of input, a line over 1 MiB
 //! answered with an error and skipped while the connection stays usable. A disconnect rolls back the
-//! connection's open transaction. At most `--max-line-connections` at once (one more gets an `Error`
-//! line and is closed); one idle for `--line-idle-timeout` is closed. See [`serve`] and [`talk`].
+//! connection's open transaction. At most `--max-line-connections` at once: at the cap the one idle the
+//! longest gives way ([`crate::slots`]), and only when all are busy is a new one refused with an `Error`
+//! line; one idle for `--line-idle-timeout` is closed; all share one [`BufferBudget`]. See [`serve`] and
+//! [`talk`].
 //!
-//! WebSocket: messages over the HTTP body limit close the socket with 1009 (see [`websocket`]).
+//! WebSocket: messages over the HTTP body limit close the socket with 1009; sockets have their own cap and
+//! idle timeout, and each message counts against the rate limit (see [`websocket`]).
 //!
 //! `AUTH <token>` (see [`Gate`]): with `--auth-token`, a TCP connection must send it before any other
 //! command; a WebSocket is authenticated by its upgrade's `Authorization: Bearer` header instead.
@@ -349,10 +352,11 @@ impl Drop for Charge {
 
 /// Accepts connections until `shutdown` resolves. With `token`, each must send `AUTH <token>` first.
 ///
-/// Each connection holds a permit of a semaphore of `limits.max_connections` (as in tokio's mini-redis),
-/// but one over the cap is refused rather than queued: queued connections would hold file descriptors
-/// and kernel buffers all the same, and their clients would wait with no word. The refusal is one
-/// non-blocking write from the accept loop itself, so a flood of refused connections costs no task each.
+/// Each connection holds one of `limits.max_connections` [`Slots`]. At the cap, the connection idle the
+/// longest gives way to the new one; when every connection is busy, the new one is refused rather than
+/// queued: queued connections would hold file descriptors and kernel buffers all the same, and their
+/// clients would wait with no word. The refusal is one non-blocking write from the accept loop itself, so
+/// a flood of refused connections costs no task each.
 pub async fn serve(
     listener: TcpListener,
     stores: Arc<Stores>,
