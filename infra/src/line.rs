@@ -801,14 +801,19 @@ async fn ws_session(
     bounds: Option<Bounds>,
 ) {
     let mut session = Session::new();
+    // One timer for the socket, moved on before each wait, as over TCP.
+    let idle = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(idle);
     loop {
         let received = match &bounds {
             None => socket.recv().await,
             Some(bounds) => {
                 bounds.slot.set(resting(&session, &gate));
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + bounds.idle_timeout);
                 let ended = tokio::select! {
                     received = socket.recv() => Ok(received),
-                    () = tokio::time::sleep(bounds.idle_timeout) => Err(format!(
+                    () = idle.as_mut() => Err(format!(
                         "idle for {} s; closing (an open transaction was rolled back)",
                         bounds.idle_timeout.as_secs()
                     )),
