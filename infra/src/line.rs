@@ -549,6 +549,8 @@ async fn talk(
         if let Err(last) = charge.hold(held(&input, &replies)) {
             return close_over_budget(stream, last).await;
         }
+        // Resting from before the client can see the reply, so that connections answered in turn rest in turn.
+        slot.set(resting(session, &gate));
         write(
             stream,
             &mut replies,
@@ -884,6 +886,10 @@ async fn ws_session(
             },
             Err(_) => Some(line::error("Invalid UTF-8 in command")),
         };
+        // Resting from before the client can see the reply, as over TCP.
+        if let Some(bounds) = &bounds {
+            bounds.slot.set(resting(&session, &gate));
+        }
         if let Some(reply) = reply
             && socket
                 .send(Message::Text(reply.trim_end_matches('\n').into()))
