@@ -31,10 +31,27 @@ pub struct Stored {
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is new (or its earlier claim expired): run the request, then [`Idempotency::complete`].
-    Proceed,
+    /// The key is new (or its earlier claim expired): run the request, then [`Idempotency::complete`] or
+    /// [`Idempotency::release`] as this owner.
+    Proceed(Owner),
     /// The request already ran: answer with this.
     Replay(Stored),
+}
+
+/// One claim's own token. Only the claim that holds it completes or releases the key: a request that ran
+/// past its claim's expiry, whose key another request then claimed, changes nothing (its answer is not
+/// kept, and the other request's claim stands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner(String);
+
+impl Owner {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Validates a client's key: 1..=255 visible ASCII characters.
@@ -70,8 +87,15 @@ pub trait Idempotency: Send + Sync {
     /// Claims the key for this request. Errors: [`mismatch`] (another request used the key),
     /// [`in_progress`] (the same request is running elsewhere).
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error>;
-    /// Stores the response of a claimed request.
-    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error>;
-    /// Gives the key up after a failure that should not be replayed (a `5xx`), so a retry runs again.
-    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), Error>;
+    /// Stores the response of a claimed request, if `owner` still holds the claim (else nothing changes).
+    async fn complete(
+        &self,
+        key: &str,
+        owner: &Owner,
+        fingerprint: &str,
+        response: &Stored,
+    ) -> Result<(), Error>;
+    /// Gives the key up after a failure that should not be replayed (a `5xx`), so a retry runs again; only
+    /// if `owner` still holds the claim.
+    async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error>;
 }

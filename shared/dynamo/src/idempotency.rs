@@ -1,8 +1,9 @@
 //! Idempotency records on DynamoDB (table `IdempotencyTable`, key `id`), in the pattern of Powertools for
 //! AWS Lambda: a conditional put claims the key (in progress, with a short expiry), the response completes it
 //! (kept for the retention of [`strata_core::Settings`]; `ttl` lets DynamoDB delete it afterwards), a failure
-//! that should not be replayed deletes it. The claim carries its own token, so the SDK's retry of a claim
-//! that applied recognises it as its own.
+//! that should not be replayed deletes it. The claim carries its own token ([`Owner`]), so the SDK's retry of a
+//! claim that applied recognises it as its own, and only the claim's owner completes or releases it: a
+//! request that outlived its claim leaves the claim of the request that took the key over alone.
 //!
 //! The claim is the only reader, and it replaces a record whose `until` has passed: DynamoDB may keep an
 //! expired record for days, and a key reused after its retention is a new request, never a replay of the
@@ -16,12 +17,13 @@ use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
+    Claim, IN_PROGRESS_TTL, Idempotency, Owner, Stored, in_progress, mismatch,
 };
 use strata_core::retention::{epoch_millis, holds_until, ttl_seconds};
 
@@ -67,7 +69,7 @@ impl Idempotency for DynamoIdempotency {
         // An abandoned claim (its request died before completing) is useless past `until`; DynamoDB may
         // delete it soon after.
         let ttl = ttl_seconds(holds_until(SystemTime::now(), IN_PROGRESS_TTL));
-        let owner = crate::history::token();
+        let owner = Owner::generate();
         let result = self
             .client
             .put_item()
@@ -75,7 +77,7 @@ impl Idempotency for DynamoIdempotency {
             .item(ID, s(key))
             .item(STATE, s(IN_PROGRESS))
             .item(FINGERPRINT, s(fingerprint))
-            .item(OWNER, s(&owner))
+            .item(OWNER, s(owner.as_str()))
             .item(UNTIL, n(until))
             .item(TTL, n(ttl))
             .condition_expression("attribute_not_exists(#id) OR #until < :now")
@@ -87,7 +89,7 @@ impl Idempotency for DynamoIdempotency {
             .within_deadline()
             .await;
         let e = match result {
-            Ok(_) => return Ok(Claim::Proceed),
+            Ok(_) => return Ok(Claim::Proceed(owner)),
             Err(e) if is_condition_failed(&e) => e,
             Err(e) => return Err(store_error("PutItem", e)),
         };
@@ -103,7 +105,7 @@ impl Idempotency for DynamoIdempotency {
                 .map(String::as_str)
         };
         if text(STATE) == Some(IN_PROGRESS) && text(OWNER) == Some(owner.as_str()) {
-            return Ok(Claim::Proceed);
+            return Ok(Claim::Proceed(owner));
         }
         if text(FINGERPRINT) != Some(fingerprint) {
             return Err(mismatch());
@@ -127,7 +129,13 @@ impl Idempotency for DynamoIdempotency {
         }
     }
 
-    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
+    async fn complete(
+        &self,
+        key: &str,
+        owner: &Owner,
+        _fingerprint: &str,
+        response: &Stored,
+    ) -> Result<(), Error> {
         let until = holds_until(SystemTime::now(), self.retention);
         let mut expression =
             "SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body"
@@ -137,50 +145,76 @@ impl Idempotency for DynamoIdempotency {
             .update_item()
             .table_name(&self.table)
             .key(ID, s(key))
-            .condition_expression("#fp = :fp")
+            // Only the claim's owner, and only while it is in progress: a request that outlived its claim
+            // leaves the claim of the request that took the key over alone.
+            .condition_expression("#st = :in_progress AND #own = :own")
             .expression_attribute_names("#st", STATE)
+            .expression_attribute_names("#own", OWNER)
             .expression_attribute_names("#until", UNTIL)
             .expression_attribute_names("#ttl", TTL)
             .expression_attribute_names("#status", STATUS)
             .expression_attribute_names("#body", BODY)
-            .expression_attribute_names("#fp", FINGERPRINT)
             .expression_attribute_values(":completed", s(COMPLETED))
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":own", s(owner.as_str()))
             .expression_attribute_values(":until", n(epoch_millis(until)))
             .expression_attribute_values(":ttl", n(ttl_seconds(until)))
             .expression_attribute_values(":status", n(u64::from(response.status)))
             .expression_attribute_values(":body", s(&response.body))
-            .expression_attribute_values(":fp", s(fingerprint));
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(content_type) = &response.content_type {
             expression.push_str(", #ct = :ct");
             request = request
                 .expression_attribute_names("#ct", CONTENT_TYPE)
                 .expression_attribute_values(":ct", s(content_type));
         }
-        request
+        let e = match request
             .update_expression(expression)
             .send()
             .within_deadline()
             .await
-            .map_err(|e| store_error("UpdateItem", e))?;
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_condition_failed(&e) => e,
+            Err(e) => return Err(store_error("UpdateItem", e)),
+        };
+        let old = match e.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item.as_ref(),
+            _ => None,
+        };
+        let text = |name: &str| {
+            old.and_then(|item| item.get(name))
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+        };
+        if text(STATE) == Some(COMPLETED) && text(OWNER) == Some(owner.as_str()) {
+            // The SDK's retry of this write after its answer was lost: it applied.
+            return Ok(());
+        }
+        tracing::warn!(
+            "an idempotency claim expired before its request ended, and another request holds the key: \
+             this request's answer is not kept"
+        );
         Ok(())
     }
 
-    async fn release(&self, key: &str, fingerprint: &str) -> Result<(), Error> {
+    async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(ID, s(key))
-            .condition_expression("#st = :in_progress AND #fp = :fp")
+            .condition_expression("#st = :in_progress AND #own = :own")
             .expression_attribute_names("#st", STATE)
-            .expression_attribute_names("#fp", FINGERPRINT)
+            .expression_attribute_names("#own", OWNER)
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
-            .expression_attribute_values(":fp", s(fingerprint))
+            .expression_attribute_values(":own", s(owner.as_str()))
             .send()
             .within_deadline()
             .await;
         match result {
             Ok(_) => Ok(()),
+            // Released already (a retry after a lost answer), or the claim is another request's now.
             Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(store_error("DeleteItem", e)),
         }

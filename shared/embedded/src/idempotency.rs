@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use strata_core::Error;
 use strata_core::idempotency::{
-    Claim, IN_PROGRESS_TTL, Idempotency, Stored, in_progress, mismatch,
+    Claim, IN_PROGRESS_TTL, Idempotency, Owner, Stored, in_progress, mismatch,
 };
 
 pub struct EmbeddedIdempotency {
@@ -23,25 +23,42 @@ pub struct EmbeddedIdempotency {
     running: Mutex<Running>,
 }
 
-/// Claims of requests running now: key → fingerprint and until when the claim holds. A request whose
-/// client went away mid-way (its future dropped) never completes nor releases its claim, so expired claims
-/// are dropped as new ones come in, at most once per [`IN_PROGRESS_TTL`]: the map holds at most the claims
-/// of that long.
+/// Claims of requests running now: key → the claim. A request whose client went away mid-way (its future
+/// dropped) never completes nor releases its claim, so expired claims are dropped as new ones come in, at
+/// most once per [`IN_PROGRESS_TTL`]: the map holds at most the claims of that long.
 struct Running {
-    claims: HashMap<String, (String, Instant)>,
+    claims: HashMap<String, Running1>,
     next_trim: Instant,
 }
 
+/// One running claim.
+struct Running1 {
+    fingerprint: String,
+    owner: Owner,
+    until: Instant,
+}
+
 impl Running {
-    fn insert(&mut self, key: &str, fingerprint: &str, now: Instant) {
+    fn insert(&mut self, key: &str, fingerprint: &str, now: Instant) -> Owner {
         if now >= self.next_trim {
-            self.claims.retain(|_, (_, until)| *until > now);
+            self.claims.retain(|_, claim| claim.until > now);
             self.next_trim = now + IN_PROGRESS_TTL;
         }
+        let owner = Owner::generate();
         self.claims.insert(
             key.to_owned(),
-            (fingerprint.to_owned(), now + IN_PROGRESS_TTL),
+            Running1 {
+                fingerprint: fingerprint.to_owned(),
+                owner: owner.clone(),
+                until: now + IN_PROGRESS_TTL,
+            },
         );
+        owner
+    }
+
+    /// Whether `owner` holds the claim of `key` (expired or not: nobody took it over).
+    fn holds(&self, key: &str, owner: &Owner) -> bool {
+        self.claims.get(key).is_some_and(|c| c.owner == *owner)
     }
 }
 
@@ -158,19 +175,36 @@ impl Idempotency for EmbeddedIdempotency {
         }
         let now = Instant::now();
         match running.claims.get(key) {
-            Some((fp, until)) if *until > now => Err(if fp == fingerprint {
+            Some(claim) if claim.until > now => Err(if claim.fingerprint == fingerprint {
                 in_progress()
             } else {
                 mismatch()
             }),
-            _ => {
-                running.insert(key, fingerprint, now);
-                Ok(Claim::Proceed)
-            }
+            _ => Ok(Claim::Proceed(running.insert(key, fingerprint, now))),
         }
     }
 
-    async fn complete(&self, key: &str, fingerprint: &str, response: &Stored) -> Result<(), Error> {
+    async fn complete(
+        &self,
+        key: &str,
+        owner: &Owner,
+        fingerprint: &str,
+        response: &Stored,
+    ) -> Result<(), Error> {
+        // Checked here and the record written after: between the two only a claim past its expiry could be
+        // taken over, and a request outlives its 30 s claim only if it outlives its deadline by far.
+        if !self
+            .running
+            .lock()
+            .expect("no panics while holding the lock")
+            .holds(key, owner)
+        {
+            tracing::warn!(
+                "an idempotency claim expired before its request ended, and another request holds the \
+                 key: this request's answer is not kept"
+            );
+            return Ok(());
+        }
         let record = Record {
             expires_ms: crate::retention::expiry_from_now(self.retention),
             fingerprint: fingerprint.to_owned(),
@@ -184,20 +218,80 @@ impl Idempotency for EmbeddedIdempotency {
                 Ok(())
             })
             .await;
-        self.running
-            .lock()
-            .expect("no panics while holding the lock")
-            .claims
-            .remove(key);
+        self.release(key, owner).await?;
         result
     }
 
-    async fn release(&self, key: &str, _fingerprint: &str) -> Result<(), Error> {
-        self.running
+    async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error> {
+        let mut running = self
+            .running
             .lock()
-            .expect("no panics while holding the lock")
-            .claims
-            .remove(key);
+            .expect("no panics while holding the lock");
+        if running.holds(key, owner) {
+            running.claims.remove(key);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(body: &str) -> Stored {
+        Stored {
+            status: 201,
+            body: body.into(),
+            content_type: None,
+        }
+    }
+
+    /// A request that outlived its claim, whose key another request then claimed, neither releases nor
+    /// completes the other request's claim.
+    #[tokio::test]
+    async fn a_stale_claimant_leaves_the_claim_of_the_request_that_took_the_key_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency =
+            EmbeddedIdempotency::new(Store::open(dir.path()).unwrap(), Duration::from_secs(3600));
+        let Claim::Proceed(stale) = idempotency.claim("op:k", "fp").await.unwrap() else {
+            panic!("a new key proceeds")
+        };
+        // Its claim expires, as it does IN_PROGRESS_TTL later.
+        idempotency
+            .running
+            .lock()
+            .unwrap()
+            .claims
+            .get_mut("op:k")
+            .unwrap()
+            .until = Instant::now() - Duration::from_secs(1);
+        let Claim::Proceed(fresh) = idempotency.claim("op:k", "fp").await.unwrap() else {
+            panic!("an expired claim is taken over")
+        };
+        let in_progress = async || {
+            idempotency
+                .claim("op:k", "fp")
+                .await
+                .unwrap_err()
+                .code
+                .clone()
+        };
+
+        idempotency.release("op:k", &stale).await.unwrap();
+        assert_eq!(in_progress().await, "request_in_progress");
+        idempotency
+            .complete("op:k", &stale, "fp", &stored("stale"))
+            .await
+            .unwrap();
+        assert_eq!(in_progress().await, "request_in_progress");
+
+        idempotency
+            .complete("op:k", &fresh, "fp", &stored("fresh"))
+            .await
+            .unwrap();
+        assert_eq!(
+            idempotency.claim("op:k", "fp").await.unwrap(),
+            Claim::Replay(stored("fresh"))
+        );
     }
 }

@@ -357,12 +357,11 @@ mod tests {
                 .unwrap(),
             Incremented::Total(1)
         );
-        assert_eq!(
-            idempotency.claim("http:k", "fp-a").await.unwrap(),
-            Claim::Proceed
-        );
+        let Claim::Proceed(a) = idempotency.claim("http:k", "fp-a").await.unwrap() else {
+            panic!("a new key proceeds")
+        };
         idempotency
-            .complete("http:k", "fp-a", &stored("answer a"))
+            .complete("http:k", &a, "fp-a", &stored("answer a"))
             .await
             .unwrap();
         tokio::time::sleep(past_short()).await;
@@ -391,13 +390,11 @@ mod tests {
             Incremented::Total(2),
             "a key reused after expiry counts again"
         );
-        assert_eq!(
-            idempotency.claim("http:k", "fp-b").await.unwrap(),
-            Claim::Proceed,
-            "an expired record is never answered"
-        );
+        let Claim::Proceed(b) = idempotency.claim("http:k", "fp-b").await.unwrap() else {
+            panic!("an expired record is never answered")
+        };
         idempotency
-            .complete("http:k", "fp-b", &stored("answer b"))
+            .complete("http:k", &b, "fp-b", &stored("answer b"))
             .await
             .unwrap();
 
@@ -461,12 +458,15 @@ mod tests {
                 .await
                 .unwrap();
             let idempotency = EmbeddedIdempotency::new(store.clone(), retention);
-            idempotency
+            let Claim::Proceed(owner) = idempotency
                 .claim(&format!("http:{tag}"), "fp")
                 .await
-                .unwrap();
+                .unwrap()
+            else {
+                panic!("a new key proceeds")
+            };
             idempotency
-                .complete(&format!("http:{tag}"), "fp", &stored(tag))
+                .complete(&format!("http:{tag}"), &owner, "fp", &stored(tag))
                 .await
                 .unwrap();
         }

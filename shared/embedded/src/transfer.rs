@@ -508,10 +508,16 @@ mod tests {
             .increment(&counter, 5, Some("inc-1"))
             .await
             .unwrap();
+        let strata_core::idempotency::Claim::Proceed(owner) =
+            stores.idempotency.claim("k#1", "fp").await.unwrap()
+        else {
+            panic!("a new key proceeds")
+        };
         stores
             .idempotency
             .complete(
                 "k#1",
+                &owner,
                 "fp",
                 &Stored {
                     status: 201,

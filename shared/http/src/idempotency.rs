@@ -137,11 +137,11 @@ where
         Err(e) => return error(&e),
     };
     let fingerprint = fingerprint(&req);
-    match stores.idempotency.claim(&key, &fingerprint).await {
+    let owner = match stores.idempotency.claim(&key, &fingerprint).await {
         Ok(Claim::Replay(stored)) => return replay(stored),
-        Ok(Claim::Proceed) => {}
+        Ok(Claim::Proceed(owner)) => owner,
         Err(e) => return error(&e),
-    }
+    };
     // Keep time for recording the answer (or releasing the key) after the operation.
     let response =
         strata_core::deadline::keeping(RECORD_RESERVE, handler(req, Some(key.clone()))).await;
@@ -153,7 +153,7 @@ where
         );
     }
     if oversized || !replayable(response.status()) {
-        if let Err(e) = stores.idempotency.release(&key, &fingerprint).await {
+        if let Err(e) = stores.idempotency.release(&key, &owner).await {
             tracing::warn!(error = %e, "cannot release an idempotency key");
         }
         return response;
@@ -170,7 +170,7 @@ where
     };
     if let Err(e) = stores
         .idempotency
-        .complete(&key, &fingerprint, &stored)
+        .complete(&key, &owner, &fingerprint, &stored)
         .await
     {
         // The operation happened; only the record of its answer is missing. The client gets the answer:
