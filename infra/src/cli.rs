@@ -126,7 +126,8 @@ struct Serve {
     /// With --store dynamodb: create missing tables from template.yaml first (for DynamoDB Local, LocalStack).
     #[arg(long)]
     create_tables: bool,
-    /// Block cache of the embedded store, in MiB (the hot part of a large data set should fit).
+    /// Block cache of the embedded store, in MiB (the hot part of a large data set should fit; any large
+    /// read fills it, so it counts in the server's memory).
     #[arg(long, default_value_t = defaults::EMBEDDED_CACHE_MB)]
     cache_mb: u64,
     /// Seconds a key/value transaction may sit idle before it expires.

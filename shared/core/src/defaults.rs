@@ -64,5 +64,7 @@ pub const HTTP_MAX_CONNECTIONS: usize = 4096;
 /// Time a client of the local server has to send a request's headers, or its body.
 pub const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Block cache of the local server's embedded store, in MiB.
-pub const EMBEDDED_CACHE_MB: u64 = 256;
+/// Block cache of the local server's embedded store, in MiB. Any large read (an export, the sweeper's scan)
+/// fills it, so it counts in the server's memory whatever the working set: 64 MiB holds a laptop's hot keys
+/// and keeps an export of a 2 GB store under 256 MB resident.
+pub const EMBEDDED_CACHE_MB: u64 = 64;
