@@ -922,8 +922,9 @@ async fn import_and_export_on_dynamodb_survive_lost_answers_with_every_record_on
         assert!(stats.faults_of(kind) > 0, "no {} injected", kind.name());
     }
 
-    // The export's scans lose answers the same ways; each page is retried from where it was. A proxy of
-    // its own: its draws depend on the export's scans alone, which run one after another.
+    // The export's scans and its key/value batch reads lose answers the same ways; each page or batch is
+    // retried from where it was. A proxy of its own: its draws depend on the export's reads alone, which
+    // run one after another.
     drop(proxy);
     let proxy = FaultProxy::start(
         strata_tests::dynamodb::endpoint(),
@@ -948,4 +949,29 @@ async fn import_and_export_on_dynamodb_survive_lost_answers_with_every_record_on
     let scans = stats.requests("Scan");
     assert!(scans > 12, "{scans} scans: several pages");
     assert_eq!(records(&second), exported, "every record once, as written");
+
+    // The key/value values are read back in batches after the keys' scan: a batch whose answer is lost
+    // is asked again.
+    for kind in lost {
+        proxy.set(
+            FaultConfig::only(kind, 1.0)
+                .on(&["BatchGetItem"])
+                .at_most(1),
+        );
+        proxy.reset_stats();
+        let third = work.path().join(format!("third-{}.jsonl", kind.name()));
+        let mut export = vec!["export".to_owned()];
+        export.extend(dynamo(&["--output", third.to_str().unwrap()]));
+        let (success, stdout, stderr) = strata_async(export, env.clone()).await;
+        assert!(success, "{stdout}\n{stderr}");
+        let stats = proxy.stats();
+        assert_eq!(
+            stats
+                .faults_by_operation
+                .get(&(kind, "BatchGetItem".to_owned())),
+            Some(&1),
+            "{stats}"
+        );
+        assert_eq!(records(&third), exported, "every record once, as written");
+    }
 }
