@@ -462,7 +462,7 @@ async fn kv_transaction_large_writes_whose_answers_were_lost_count_their_bytes_o
     // refused (the counts, upper bounds, show too many bytes held after a first write of the key); the
     // one too large for the header.
     for (operation, marker, size, before) in [
-        ("UpdateItem", ":inline_room", 300, false),
+        ("UpdateItem", ":inline_room", 100, false),
         ("UpdateItem", ":seen", 300, true),
         ("TransactWriteItems", ":seen", big, false),
     ] {
