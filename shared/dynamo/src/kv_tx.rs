@@ -45,6 +45,7 @@ use crate::kv::{PK, VALUE, VERSION};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -223,17 +224,12 @@ fn write_entry(value: Option<&Value>, size: u64, spilled: bool) -> AttributeValu
     AttributeValue::M(m)
 }
 
-/// The item a refused conditional `UpdateItem` returned (`ALL_OLD`): `Err` when it was not refused on its
-/// condition.
-fn refused_item<R>(
-    e: SdkError<UpdateItemError, R>,
-) -> Result<Option<Item>, SdkError<UpdateItemError, R>> {
-    match e {
-        SdkError::ServiceError(service) => match service.err() {
-            UpdateItemError::ConditionalCheckFailedException(c) => Ok(c.item.clone()),
-            _ => Err(SdkError::ServiceError(service)),
-        },
-        other => Err(other),
+/// The item a refused conditional `UpdateItem` returned (`ALL_OLD`; `None`: there was none); any other
+/// failure as the store's error.
+fn refused_item(e: SdkError<UpdateItemError, HttpResponse>) -> Result<Option<Item>, Error> {
+    match e.as_service_error() {
+        Some(UpdateItemError::ConditionalCheckFailedException(c)) => Ok(c.item.clone()),
+        _ => Err(store_error("UpdateItem", e)),
     }
 }
 
@@ -365,10 +361,7 @@ impl DynamoKvTx {
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(e) => match refused_item(e) {
-                Ok(item) => Ok(Err(item)),
-                Err(e) => Err(store_error("UpdateItem", e)),
-            },
+            Err(e) => Ok(Err(refused_item(e)?)),
         }
     }
 
@@ -448,10 +441,7 @@ impl DynamoKvTx {
                     .await;
                 match result {
                     Ok(_) => None,
-                    Err(e) => match refused_item(e) {
-                        Ok(item) => Some(item),
-                        Err(e) => return Err(store_error("UpdateItem", e)),
-                    },
+                    Err(e) => Some(refused_item(e)?),
                 }
             };
             match written {
@@ -770,7 +760,7 @@ impl KvTransactions for DynamoKvTx {
         let header = match result {
             Ok(out) => out.attributes.unwrap_or_default(),
             Err(e) => {
-                let old = refused_item(e).map_err(|e| store_error("UpdateItem", e))?;
+                let old = refused_item(e)?;
                 let open = open_header(id, old.as_ref(), now)?;
                 let (keys, bytes, _) = open.counts_without(key.as_str());
                 check_limits(keys + 1, bytes as usize)?;
