@@ -13,7 +13,7 @@ use strata_tests::fault_proxy::{FaultConfig, FaultProxy, metered_of};
 const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 8] = [
     (Case::KvPut, 1.0, 1.0, 0.0, Some(1.0)),
     (Case::KvGet, 1.0, 0.0, 1.0, None),
-    (Case::KvTx, 9.0, 21.0, 15.0, None),
+    (Case::KvTx, 7.0, 12.0, 2.0, None),
     (Case::Issue, 4.0, 4.0, 0.0, Some(2.0)),
     (Case::IssueKeyed, 7.0, 7.0, 0.0, Some(2.0)),
     (Case::Increment, 1.0, 1.0, 0.0, Some(1.0)),

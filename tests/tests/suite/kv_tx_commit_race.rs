@@ -1,8 +1,8 @@
 //! A key/value transaction's commit on DynamoDB against a write of the same transaction that lands while
 //! the commit is under way. The commit reads the transaction's items (`Query`) and then writes them all in
 //! one `TransactWriteItems`; the fault proxy holds that one write (its body, and only its, names
-//! `:committed`) while `PUT /kv/transactions/{id}/keys/b` is staged, with its own `TransactWriteItems`
-//! let through at once. The `200` of that PUT must count: either the commit answers `200` with `b` in it,
+//! `:committed`) while `PUT /kv/transactions/{id}/keys/b` is staged, with its own write (an `UpdateItem`
+//! of the transaction's item) let through at once. The `200` of that PUT must count: either the commit answers `200` with `b` in it,
 //! or the commit fails and commits nothing. A commit that answers `200` without `b` has dropped an
 //! acknowledged write.
 
@@ -80,7 +80,7 @@ async fn a_write_staged_during_the_commit_is_committed_or_the_commit_fails() {
     );
     assert!(
         staged_in < HOLD,
-        "the PUT's own TransactWriteItems was held ({staged_in:?}): {stats}"
+        "the PUT's own write was held ({staged_in:?}): {stats}"
     );
 
     let read = |k: &'static str| {

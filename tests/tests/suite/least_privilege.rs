@@ -418,6 +418,39 @@ async fn drive_kv_transactions(d: &Driver) {
         .await;
     assert_status(&commit, StatusCode::OK, "kv-tx-commit");
 
+    // Writes too large for the transaction's item (a long value, a long key) read it first and go to
+    // items of their own; a read of such a write reads its item.
+    let id = begin(d).await;
+    let large = json!({"value": "v".repeat(600)}).to_string();
+    assert_status(
+        &d.call("kv-tx-put", |e| {
+            tx(e, &id);
+            param(e, "key", "large");
+            body(e, large.clone());
+        })
+        .await,
+        StatusCode::OK,
+        "kv-tx-put of a large value",
+    );
+    assert_status(
+        &d.call("kv-tx-get", |e| {
+            tx(e, &id);
+            param(e, "key", "large");
+        })
+        .await,
+        StatusCode::OK,
+        "kv-tx-get of its own large write",
+    );
+    assert_status(
+        &d.call("kv-tx-delete", |e| {
+            tx(e, &id);
+            param(e, "key", &"k".repeat(600));
+        })
+        .await,
+        StatusCode::OK,
+        "kv-tx-delete of a long key",
+    );
+
     // A conflict: the key read changed before the commit, which marks the transaction failed.
     let id = begin(d).await;
     d.call("kv-tx-get", |e| {
@@ -504,15 +537,23 @@ async fn drive_kv_transactions(d: &Driver) {
     );
 }
 
-/// The line protocol's every command, over `POST /kv/commands` and over the WebSocket.
-const SESSION: [&str; 13] = [
-    "PUT a 1", "GET a", "DEL a", "PUT b 1", "START", "GET b", "PUT c 2", "DEL d", "COMMIT",
-    "START", "PUT e 1", "ROLLBACK", "START",
-];
+/// The line protocol's every command, over `POST /kv/commands` and over the WebSocket; inside the first
+/// transaction a write too large for the transaction's item, read back.
+fn session() -> Vec<String> {
+    let large = format!("PUT f {}", "v".repeat(600));
+    [
+        "PUT a 1", "GET a", "DEL a", "PUT b 1", "START", "GET b", "PUT c 2", "DEL d", &large,
+        "GET f", "COMMIT", "START", "PUT e 1", "ROLLBACK", "START",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
 
 async fn drive_line_protocol(d: &Driver) {
     // The last START is still open at the end of the body: it is rolled back.
-    let reply = d.call("kv-commands", |e| body(e, SESSION.join("\n"))).await;
+    let reply = d
+        .call("kv-commands", |e| body(e, session().join("\n")))
+        .await;
     assert_status(&reply, StatusCode::OK, "kv-commands");
     assert!(!reply.text.contains("Error"), "kv-commands: {}", reply.text);
     let lost_put = d
@@ -529,8 +570,8 @@ async fn drive_line_protocol(d: &Driver) {
 
     assert_status(&d.event("ws-connect").await, StatusCode::OK, "ws-connect");
     assert_status(&d.event("ws-default").await, StatusCode::OK, "ws-default");
-    for line in SESSION {
-        let reply = d.call("ws-default", |e| body(e, line)).await;
+    for line in session() {
+        let reply = d.call("ws-default", |e| body(e, line.clone())).await;
         assert!(
             reply.status == StatusCode::OK && !reply.text.contains("Error"),
             "ws-default {line}: {}",
