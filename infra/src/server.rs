@@ -207,24 +207,49 @@ async fn count_throttled(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = std::time::Instant::now();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let method = req.method().clone();
+    let operation = operation_of(&operations, &req);
     let response = next.run(req).await;
-    if let Some(code) = response
+    if response
         .extensions()
         .get::<strata_http::metrics::ErrorCode>()
-        && code.0 == "rate_limited"
-        && let Some(operation) = route
-            .and_then(|route| operations.get(route.as_str()))
-            .and_then(|methods| methods.iter().find(|(m, _)| *m == method))
-            .map(|(_, operation)| *operation)
+        .is_some_and(|code| code.0 == "rate_limited")
     {
-        strata_http::metrics::record(operation, started, response.status().as_u16(), code.label());
+        count_refusal(operation, started, &response);
     }
     response
+}
+
+/// The operation a request is for, as the metrics count it: its route's, or the fallback's (no route
+/// matched, or the route does not take the method); `None` for a `GET` of the local extras, which are not
+/// operations (their answers are never counted).
+fn operation_of(operations: &Operations, req: &axum::extract::Request) -> Option<&'static str> {
+    let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() else {
+        return Some(crate::routes::FALLBACK.function);
+    };
+    let route = route.as_str();
+    match operations
+        .get(route)
+        .and_then(|methods| methods.iter().find(|(m, _)| m == req.method()))
+    {
+        Some((_, operation)) => Some(*operation),
+        None if req.method() == Method::GET && LOCAL_EXTRAS.contains(&route) => None,
+        None => Some(crate::routes::FALLBACK.function),
+    }
+}
+
+/// Counts an answer given before any handler ran (which counts its own), under its error code.
+fn count_refusal(
+    operation: Option<&'static str>,
+    started: std::time::Instant,
+    response: &axum::response::Response,
+) {
+    if let Some(operation) = operation {
+        let code = response
+            .extensions()
+            .get::<strata_http::metrics::ErrorCode>()
+            .map_or_else(|| "none".into(), |code| code.label());
+        strata_http::metrics::record(operation, started, response.status().as_u16(), code);
+    }
 }
 
 /// What `strata serve` serves: the API's [`router`] and `GET /admin/export`, the rate limiter if one is
@@ -281,17 +306,21 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
 /// added.
 pub fn guarded(router: axum::Router, allowed: crate::browser::Allowed) -> axum::Router {
     let allowed = Arc::new(allowed);
+    let operations = Arc::new(operations());
     router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let allowed = allowed.clone();
+            let (allowed, operations) = (allowed.clone(), operations.clone());
             async move {
+                let started = std::time::Instant::now();
                 let headers = req.headers();
                 if let Err(e) = allowed
                     .check_host(headers)
                     .and_then(|()| allowed.check_origin(headers))
                 {
                     tracing::warn!(code = %e.code, "refused a request a web page sent: {}", e.message);
-                    return to_axum(error(&e));
+                    let response = to_axum(error(&e));
+                    count_refusal(operation_of(&operations, &req), started, &response);
+                    return response;
                 }
                 next.run(req).await
             }
@@ -306,22 +335,36 @@ pub fn guarded(router: axum::Router, allowed: crate::browser::Allowed) -> axum::
 /// every route is added.
 pub fn as_on_aws(router: axum::Router) -> axum::Router {
     let json = crate::browser::json_operations();
-    router.layer(axum::middleware::from_fn(move |req, next| {
-        only_json_no_head(json.clone(), req, next)
-    }))
+    let operations = Arc::new(operations());
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let started = std::time::Instant::now();
+            let operation = operation_of(&operations, &req);
+            let json = json.clone();
+            async move {
+                match only_json_no_head(&json, &req) {
+                    Some(refused) => {
+                        count_refusal(operation, started, &refused);
+                        refused
+                    }
+                    None => next.run(req).await,
+                }
+            }
+        },
+    ))
 }
 
-async fn only_json_no_head(
-    json: Arc<crate::browser::JsonOperations>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// The answer API Gateway would give before any function runs, if any.
+fn only_json_no_head(
+    json: &crate::browser::JsonOperations,
+    req: &axum::extract::Request,
+) -> Option<axum::response::Response> {
     let headers = req.headers();
     if req.method() == Method::HEAD {
-        return to_axum(error(&strata_api::system::route_not_found(
+        return Some(to_axum(error(&strata_api::system::route_not_found(
             req.method(),
             req.uri().path(),
-        )));
+        ))));
     }
     let reads_json = req
         .extensions()
@@ -331,9 +374,11 @@ async fn only_json_no_head(
         && !axum::body::HttpBody::is_end_stream(req.body())
         && !crate::browser::is_json(headers)
     {
-        return to_axum(error(&crate::browser::unsupported_media_type(headers)));
+        return Some(to_axum(error(&crate::browser::unsupported_media_type(
+            headers,
+        ))));
     }
-    next.run(req).await
+    None
 }
 
 /// `--auth-token`: every request, on every route (the fallback too), needs `Authorization: Bearer TOKEN`;
@@ -379,22 +424,6 @@ async fn check_token(
         req.extensions_mut().insert(token);
         return next.run(req).await;
     }
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let operation = match route {
-        Some(route) => match operations
-            .get(&route)
-            .and_then(|methods| methods.iter().find(|(m, _)| m == req.method()))
-        {
-            Some((_, operation)) => Some(*operation),
-            None if req.method() == Method::GET && LOCAL_EXTRAS.contains(&route.as_str()) => None,
-            // Another method on a known path: the fallback answers it once authenticated.
-            None => Some(crate::routes::FALLBACK.function),
-        },
-        None => Some(crate::routes::FALLBACK.function),
-    };
     let response = match verdict {
         crate::auth::Verdict::Throttled(retry_after) => {
             to_axum(error(&crate::auth::throttled(retry_after)))
@@ -405,7 +434,7 @@ async fn check_token(
         crate::auth::Verdict::Throttled(_) => crate::auth::THROTTLED_CODE,
         _ => crate::auth::CODE,
     };
-    if let Some(operation) = operation {
+    if let Some(operation) = operation_of(&operations, &req) {
         strata_http::metrics::record(operation, started, response.status().as_u16(), code.into());
     }
     response

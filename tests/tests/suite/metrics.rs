@@ -209,6 +209,25 @@ async fn metrics_count_every_answer_by_operation_status_and_code() {
     .await;
     // A path no route matches.
     expect(client.get(url("/nowhere")), 404, Some("route_not_found")).await;
+    // Refused before any handler runs, as a web page's requests are: counted under their operation.
+    expect(
+        client
+            .get(url("/kv/keys/absent"))
+            .header("origin", "https://elsewhere.example"),
+        403,
+        Some("origin_not_allowed"),
+    )
+    .await;
+    expect(
+        client
+            .post(url("/widgets"))
+            .header("content-type", "text/plain")
+            .body("{}"),
+        415,
+        Some("unsupported_media_type"),
+    )
+    .await;
+    expect(client.head(url("/health")), 404, None).await;
 
     let after = scrape(&client, &server).await;
     let counters = [
@@ -329,6 +348,20 @@ async fn metrics_count_every_answer_by_operation_status_and_code() {
             "not-found",
             404,
             "route_not_found",
+            2.0,
+        ),
+        (
+            "strata_requests_total",
+            "kv-get",
+            403,
+            "origin_not_allowed",
+            1.0,
+        ),
+        (
+            "strata_requests_total",
+            "widgets-create",
+            415,
+            "unsupported_media_type",
             1.0,
         ),
     ]
