@@ -33,13 +33,6 @@ pub fn ttl_seconds(until: SystemTime) -> u64 {
     since.as_secs() + u64::from(since.subsec_nanos() > 0)
 }
 
-/// Milliseconds since the epoch of `at`, for records that keep their deadline to the millisecond.
-pub fn epoch_millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

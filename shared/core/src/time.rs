@@ -9,6 +9,18 @@ pub fn epoch_seconds(at: SystemTime) -> u64 {
         .as_secs()
 }
 
+/// Milliseconds since the Unix epoch: deadlines, issue times and log entries are kept to the millisecond.
+pub fn epoch_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// [`epoch_millis`] of now.
+pub fn now_millis() -> u64 {
+    epoch_millis(SystemTime::now())
+}
+
 pub fn from_epoch_seconds(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(seconds)
 }

@@ -18,9 +18,7 @@
 //! `refused` attribute counts them.
 
 use crate::attr::{n, s};
-use crate::counters::{
-    AT, ID, KEY, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, now_millis, room_of,
-};
+use crate::counters::{AT, ID, KEY, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, room_of};
 use crate::error::store_error;
 use crate::send::WithinDeadline;
 use aws_sdk_dynamodb::Client;
@@ -33,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::Error;
 use strata_core::counters::{MAX_TOTAL, fold as fold_values};
+use strata_core::time::now_millis;
 
 /// DynamoDB's limit of actions in one `TransactWriteItems`.
 const MAX_ACTIONS: usize = 100;

@@ -1,7 +1,10 @@
-//! Attribute values and clocks, the small vocabulary every item mapping here uses.
+//! Attribute values and the item type, the small vocabulary every item mapping here uses.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+
+/// An item as the SDK reads and writes it.
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The attribute every expiring item carries: when (whole seconds since the epoch) DynamoDB may delete it.
 /// The template enables `TimeToLiveSpecification` on it for every table that holds such items. DynamoDB
@@ -17,12 +20,4 @@ pub(crate) fn s(v: &str) -> AttributeValue {
 /// A number attribute.
 pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-/// Milliseconds since the Unix epoch: deadlines and issue times are kept to the millisecond.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }

@@ -35,12 +35,13 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use strata_core::Error;
 use strata_core::counters::{
     CounterKey, Counters, Incremented, MAX_TOTAL, Mode, Reading, overflow,
 };
 use strata_core::retention::{holds_until, ttl_seconds};
+use strata_core::time::now_millis;
 
 pub(crate) const KEY: &str = "key";
 pub(crate) const TOTAL: &str = "total";
@@ -89,13 +90,6 @@ pub(crate) fn number(item: Option<&HashMap<String, AttributeValue>>, name: &str)
 
 pub(crate) fn room_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
     number(item, ROOM).unwrap_or(MAX_TOTAL)
-}
-
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }
 
 impl DynamoCounters {

@@ -11,7 +11,7 @@
 //! records; an in-progress claim holds [`IN_PROGRESS_TTL`], which already outlasts any request by far more
 //! than any skew.
 
-use crate::attr::{TTL, n, now_ms, s};
+use crate::attr::{TTL, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -25,7 +25,8 @@ use strata_core::Error;
 use strata_core::idempotency::{
     Claim, IN_PROGRESS_TTL, Idempotency, Owner, Stored, in_progress, mismatch,
 };
-use strata_core::retention::{epoch_millis, holds_until, ttl_seconds};
+use strata_core::retention::{holds_until, ttl_seconds};
+use strata_core::time::{epoch_millis, now_millis};
 
 pub(crate) const ID: &str = "id";
 pub(crate) const STATE: &str = "st";
@@ -64,7 +65,7 @@ impl DynamoIdempotency {
 #[async_trait]
 impl Idempotency for DynamoIdempotency {
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
-        let now = now_ms();
+        let now = now_millis();
         let until = now + IN_PROGRESS_TTL.as_millis() as u64;
         // An abandoned claim (its request died before completing) is useless past `until`; DynamoDB may
         // delete it soon after.

@@ -39,7 +39,8 @@
 //! after the other and with 20 clients at once (they were 9 calls, 21 WRU and 15 RRU with an item per key
 //! and `TransactGetItems` reads).
 
-use crate::attr::{n, now_ms, s};
+use crate::attr::Item;
+use crate::attr::{n, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
 use crate::send::WithinDeadline;
@@ -60,9 +61,7 @@ use strata_core::kv::tx::{
     write_bytes,
 };
 use strata_core::kv::{Key, Value};
-use strata_core::time::epoch_seconds;
-
-type Item = HashMap<String, AttributeValue>;
+use strata_core::time::{epoch_seconds, now_millis};
 
 const TX: &str = "tx";
 const SK: &str = "k";
@@ -314,7 +313,7 @@ impl DynamoKvTx {
         value: Option<&Value>,
         size: u64,
     ) -> Result<Result<(), Option<Item>>, Error> {
-        let now = now_ms();
+        let now = now_millis();
         let deadline = self.deadline(now);
         let charge = inline_charge(size);
         let result = self
@@ -376,7 +375,7 @@ impl DynamoKvTx {
         mut header: Option<Item>,
     ) -> Result<(), Error> {
         for attempt in 0..ATTEMPTS {
-            let now = now_ms();
+            let now = now_millis();
             let open = open_header(id, header.as_ref(), now)?;
             let known = open.reads.contains_key(key.as_str());
             let (keys, bytes, inline) = open.counts_without(key.as_str());
@@ -506,7 +505,7 @@ impl DynamoKvTx {
 
     /// One commit from a fresh plan: `Ok(None)` when the transaction changed after the plan was read.
     async fn try_commit(&self, id: &TxId, round: u32) -> Result<Option<usize>, Error> {
-        let now = now_ms();
+        let now = now_millis();
         let call = crate::history::token();
         let items = self.query_all(id).await?;
         let open = open_header(id, items.iter().find(|i| text(i, SK) == Some(HEADER)), now)?;
@@ -632,7 +631,7 @@ impl DynamoKvTx {
                 if index == keys.len() {
                     // Expired, ended, or changed since the plan: only the last is worth another round.
                     let header = self.header(id).await?;
-                    return open_header(id, header.as_ref(), now_ms()).map(|_| None);
+                    return open_header(id, header.as_ref(), now_millis()).map(|_| None);
                 }
                 self.mark_failed(id).await;
                 return Err(conflict(&keys[index]));
@@ -677,7 +676,7 @@ impl DynamoKvTx {
 #[async_trait]
 impl KvTransactions for DynamoKvTx {
     async fn begin(&self, id: TxId) -> Result<Began, Error> {
-        let deadline = self.deadline(now_ms());
+        let deadline = self.deadline(now_millis());
         let result = self
             .client
             .put_item()
@@ -725,7 +724,7 @@ impl KvTransactions for DynamoKvTx {
         // Then one write records it: the first read of a key is the one validated, a key the transaction
         // wrote already is not validated (its entry is NULL), and the idle timer restarts. Repeating the
         // write changes nothing more, so the SDK may retry it.
-        let now = now_ms();
+        let now = now_millis();
         let deadline = self.deadline(now);
         let result = self
             .client
@@ -842,7 +841,7 @@ impl KvTransactions for DynamoKvTx {
             .expression_attribute_names("#by", "by")
             .expression_attribute_values(":rolled_back", s("rolled_back"))
             .expression_attribute_values(":open", s(OPEN))
-            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":now", n(now_millis()))
             .expression_attribute_values(":by", s(&token))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

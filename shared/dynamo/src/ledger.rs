@@ -42,7 +42,8 @@
 //! the issue looks for its slot, and otherwise answers `503`, "outcome unknown" — with an
 //! `Idempotency-Key`, a retry returns the certificate if there is one and issues it otherwise.
 
-use crate::attr::{TTL, n, now_ms, s};
+use crate::attr::Item;
+use crate::attr::{TTL, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -61,9 +62,8 @@ use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
     class_not_found, insufficient, replay_of,
 };
-use strata_core::retention::{epoch_millis, holds_until, is_expired, ttl_seconds};
-
-type Item = HashMap<String, AttributeValue>;
+use strata_core::retention::{holds_until, is_expired, ttl_seconds};
+use strata_core::time::{epoch_millis, now_millis};
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const N: &str = "n";
@@ -556,7 +556,7 @@ impl DynamoLedger {
         older_than: Duration,
         best_effort: bool,
     ) -> Result<(), Error> {
-        let now = now_ms();
+        let now = now_millis();
         for (name, number) in slots(item) {
             let Some(slot) = Slot::parse(&name) else {
                 continue;
@@ -803,7 +803,7 @@ impl Ledger for DynamoLedger {
             Some(id) => format!("r{id}"),
             None => format!("u{}", uuid_like()),
         };
-        let at = now_ms();
+        let at = now_millis();
         let until = epoch_millis(holds_until(
             UNIX_EPOCH + Duration::from_millis(at),
             self.retention,

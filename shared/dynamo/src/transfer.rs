@@ -17,7 +17,8 @@
 //! one consistent read decides: the same record (an import resumed after a crash) is accepted, anything else
 //! is `409 import_conflict`. Records are written a bounded number at a time, in parallel.
 
-use crate::attr::{n, now_ms, s};
+use crate::attr::Item;
+use crate::attr::{n, s};
 use crate::config::Tables;
 use crate::error::{is_condition_failed, store_error};
 use async_trait::async_trait;
@@ -30,12 +31,11 @@ use strata_core::Error;
 use strata_core::certificates::ClassCode;
 use strata_core::counters::{MAX_TOTAL, fold};
 use strata_core::retention::{CLOCK_SKEW_MARGIN, ttl_seconds};
+use strata_core::time::now_millis;
 use strata_core::transfer::{
     Imported, PAGE_BYTES, PAGE_RECORDS, Record, Service, Sink, Transfer, canonical, counts, differs,
 };
 use strata_core::widgets::Port;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// Conditional puts in flight at once.
 const PARALLEL: usize = 32;
@@ -229,7 +229,7 @@ impl DynamoTransfer {
     /// Every record of `services` but the key/value ones (and the idempotency answers), sorted.
     async fn small_records(&self, services: &[Service]) -> Result<Vec<Record>, Error> {
         use crate::ledger as l;
-        let now = now_ms();
+        let now = now_millis();
         let mut out = Vec::new();
         if services.contains(&Service::Certificates) {
             for item in self.scan(&self.tables.ledger, None).await? {
@@ -271,7 +271,7 @@ impl DynamoTransfer {
                                     number: c.number,
                                     name: c.name,
                                     amount: c.amount,
-                                    issued_at_ms: strata_core::retention::epoch_millis(c.issued_at),
+                                    issued_at_ms: strata_core::time::epoch_millis(c.issued_at),
                                 });
                             }
                         }
@@ -693,7 +693,7 @@ impl Transfer for DynamoTransfer {
             retention: self.retention,
         });
         let mut done = Imported::default();
-        let now = now_ms();
+        let now = now_millis();
         let mut running = tokio::task::JoinSet::new();
         let mut first_error = None;
         for record in records {

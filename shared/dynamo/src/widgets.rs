@@ -6,6 +6,7 @@
 //! sides; deleting a widget is one `TransactWriteItems` that deletes it under its `ver` (so an association
 //! made concurrently makes it retry) and removes it from every peer. No locks, so nothing to deadlock.
 
+use crate::attr::Item;
 use crate::attr::{n, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::send::WithinDeadline;
@@ -22,8 +23,6 @@ use strata_core::widgets::{
     Port, Widget, Widgets, association_not_found, duplicate_serial, self_association,
     widget_not_found,
 };
-
-type Item = HashMap<String, AttributeValue>;
 
 pub(crate) const SERIAL: &str = "serial";
 pub(crate) const NAME: &str = "name";

@@ -198,7 +198,7 @@ impl Counters for EmbeddedCounters {
                 // A marker past its expiry is a request of the past: the key reused counts again.
                 if let Some(r) = &request
                     && let Some(marker) = staging.get(Space::CounterRequests, r)?
-                    && crate::retention::marker_holds(&marker, crate::retention::now_ms())?
+                    && crate::retention::marker_holds(&marker, strata_core::time::now_millis())?
                 {
                     return Ok(match mode {
                         Mode::Strong => Incremented::Total(counter.total),

@@ -71,7 +71,7 @@ pub(crate) struct Record {
     pub(crate) stored: Stored,
 }
 
-use crate::retention::now_ms;
+use strata_core::time::now_millis;
 
 fn corrupt() -> Error {
     Error::internal("corrupt idempotency record")
@@ -165,7 +165,7 @@ impl Idempotency for EmbeddedIdempotency {
             .expect("no panics while holding the lock");
         if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
             let record = Record::decode(&bytes)?;
-            if record.expires_ms > now_ms() {
+            if record.expires_ms > now_millis() {
                 return if record.fingerprint == fingerprint {
                     Ok(Claim::Replay(record.stored))
                 } else {

@@ -65,11 +65,7 @@ pub(crate) fn certificate_key(class: &ClassCode, number: u64) -> Vec<u8> {
 }
 
 pub(crate) fn encode_certificate(c: &Certificate) -> Vec<u8> {
-    let millis = c
-        .issued_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64;
+    let millis = strata_core::time::epoch_millis(c.issued_at);
     let mut out = crate::format::versioned(16 + c.name.len());
     out.extend_from_slice(&c.amount.to_be_bytes());
     out.extend_from_slice(&millis.to_be_bytes());
@@ -212,7 +208,8 @@ impl Ledger for EmbeddedLedger {
                     encode_certificate(&certificate),
                 );
                 if let Some(id) = request_id {
-                    let expires = crate::retention::to_ms(after(certificate.issued_at, retention));
+                    let expires =
+                        strata_core::time::epoch_millis(after(certificate.issued_at, retention));
                     staging.put(
                         Space::Requests,
                         id.into_bytes(),

@@ -40,6 +40,7 @@ use fjall::Readable;
 use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
+use strata_core::time::now_millis;
 
 /// Most records judged per snapshot and deleted per writer command.
 pub const CHUNK: usize = 512;
@@ -53,17 +54,6 @@ const PASS_EVERY_MAX: Duration = Duration::from_secs(600);
 /// The keyspaces whose records expire.
 pub const SPACES: [Space; 3] = [Space::Idempotency, Space::CounterRequests, Space::Requests];
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    to_ms(SystemTime::now())
-}
-
-pub fn to_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
 /// `retention` in milliseconds (saturating: a retention too long to count is forever).
 pub fn millis(retention: Duration) -> u64 {
     u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)
@@ -71,7 +61,7 @@ pub fn millis(retention: Duration) -> u64 {
 
 /// The expiry of a record written now.
 pub fn expiry_from_now(retention: Duration) -> u64 {
-    now_ms().saturating_add(millis(retention))
+    now_millis().saturating_add(millis(retention))
 }
 
 /// `at` plus `retention`, saturating.
@@ -168,7 +158,7 @@ pub async fn sweep(store: &Store) -> Result<Swept, Error> {
     for space in SPACES {
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (candidates, last) = scan(store, space, after.as_deref(), now_ms())?;
+            let (candidates, last) = scan(store, space, after.as_deref(), now_millis())?;
             if !candidates.is_empty() {
                 let done = apply(store, candidates).await?;
                 swept.removed += done.removed;
@@ -369,7 +359,7 @@ mod tests {
         // The sweep judges all three expired ...
         let mut judged = Vec::new();
         for space in SPACES {
-            let (candidates, _) = scan(&store, space, None, now_ms()).unwrap();
+            let (candidates, _) = scan(&store, space, None, now_millis()).unwrap();
             assert_eq!(candidates.len(), 1, "{space:?}");
             judged.extend(candidates);
         }

@@ -51,7 +51,7 @@ fn text(bytes: &[u8]) -> Result<String, Error> {
 }
 
 fn ms(at: SystemTime) -> u64 {
-    crate::retention::to_ms(at)
+    strata_core::time::epoch_millis(at)
 }
 
 /// Where a record lives and its stored bytes.
@@ -348,7 +348,7 @@ impl Transfer for EmbeddedTransfer {
             let read = || -> Result<(), Error> {
                 let view = store.view()?;
                 let snapshot = view.snapshot();
-                let now = crate::retention::now_ms();
+                let now = strata_core::time::now_millis();
                 let mut counts: BTreeMap<String, u64> = BTreeMap::new();
                 walk(&view, &snapshot, &services, now, &mut |record| {
                     *counts.entry(record.kind().to_owned()).or_insert(0) += 1;
@@ -419,7 +419,7 @@ impl Transfer for EmbeddedTransfer {
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let chunk: Vec<Record> = records.by_ref().take(CHUNK).collect();
-            let now = crate::retention::now_ms();
+            let now = strata_core::time::now_millis();
             let mut writes = Vec::with_capacity(chunk.len());
             let mut done = Imported::default();
             for record in chunk {

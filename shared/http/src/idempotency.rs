@@ -107,10 +107,7 @@ fn without_session(arn: &str) -> &str {
 }
 
 fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// What identifies "the same request": method, path and body.
@@ -121,7 +118,7 @@ pub fn fingerprint(req: &Request) -> String {
     hash.update(req.uri().path());
     hash.update(b"\n");
     hash.update(req.body().as_ref());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", hash.finalize())
 }
 
 /// Runs `handler` at most once per idempotency key. The handler gets the scoped key (or `None`), which a

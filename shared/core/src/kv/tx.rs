@@ -132,7 +132,7 @@ impl TxId {
             .chain_update(b" ")
             .chain_update(self.0.as_bytes())
             .finalize();
-        Self(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+        Self(format!("{digest:x}")[..32].to_owned())
     }
 }
 
