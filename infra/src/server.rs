@@ -339,12 +339,11 @@ pub fn as_on_aws(router: axum::Router) -> axum::Router {
     router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let started = std::time::Instant::now();
-            let operation = operation_of(&operations, &req);
-            let json = json.clone();
+            let (json, operations) = (json.clone(), operations.clone());
             async move {
                 match only_json_no_head(&json, &req) {
                     Some(refused) => {
-                        count_refusal(operation, started, &refused);
+                        count_refusal(operation_of(&operations, &req), started, &refused);
                         refused
                     }
                     None => next.run(req).await,
