@@ -11,7 +11,7 @@
 //! records; an in-progress claim holds [`IN_PROGRESS_TTL`], which already outlasts any request by far more
 //! than any skew.
 
-use crate::attr::{TTL, n, s};
+use crate::attr::{TTL, n, num, s, text};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -100,29 +100,21 @@ impl Idempotency for DynamoIdempotency {
             }
             _ => HashMap::new(),
         };
-        let text = |name: &str| {
-            old.get(name)
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-        };
-        if text(STATE) == Some(IN_PROGRESS) && text(OWNER) == Some(owner.as_str()) {
+        if text(&old, STATE) == Some(IN_PROGRESS) && text(&old, OWNER) == Some(owner.as_str()) {
             return Ok(Claim::Proceed(owner));
         }
-        if text(FINGERPRINT) != Some(fingerprint) {
+        if text(&old, FINGERPRINT) != Some(fingerprint) {
             return Err(mismatch());
         }
-        if text(STATE) != Some(COMPLETED) {
+        if text(&old, STATE) != Some(COMPLETED) {
             return Err(in_progress());
         }
-        let status = old
-            .get(STATUS)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok());
-        match (status, text(BODY)) {
+        let status = num(&old, STATUS).and_then(|v| u16::try_from(v).ok());
+        match (status, text(&old, BODY)) {
             (Some(status), Some(body)) => Ok(Claim::Replay(Stored {
                 status,
                 body: body.to_owned(),
-                content_type: text(CONTENT_TYPE).map(str::to_owned),
+                content_type: text(&old, CONTENT_TYPE).map(str::to_owned),
             })),
             _ => Err(Error::internal(
                 "completed idempotency record without a response",
@@ -183,12 +175,9 @@ impl Idempotency for DynamoIdempotency {
             Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item.as_ref(),
             _ => None,
         };
-        let text = |name: &str| {
-            old.and_then(|item| item.get(name))
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-        };
-        if text(STATE) == Some(COMPLETED) && text(OWNER) == Some(owner.as_str()) {
+        if old.is_some_and(|old| {
+            text(old, STATE) == Some(COMPLETED) && text(old, OWNER) == Some(owner.as_str())
+        }) {
             // The SDK's retry of this write after its answer was lost: it applied.
             return Ok(());
         }

@@ -39,8 +39,7 @@
 //! after the other and with 20 clients at once (they were 9 calls, 21 WRU and 15 RRU with an item per key
 //! and `TransactGetItems` reads).
 
-use crate::attr::Item;
-use crate::attr::{n, s};
+use crate::attr::{Item, n, num, s, text};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
 use crate::send::WithinDeadline;
@@ -109,14 +108,6 @@ pub struct DynamoKvTx {
     data_table: String,
     tx_table: String,
     idle_timeout: Duration,
-}
-
-fn num(item: &Item, name: &str) -> Option<u64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)?.as_s().ok().map(String::as_str)
 }
 
 /// What a header's write entry counts against [`INLINE_MAX`]: its key and value, and its attribute names

@@ -17,12 +17,13 @@
 //! one consistent read decides: the same record (an import resumed after a crash) is accepted, anything else
 //! is `409 import_conflict`. Records are written a bounded number at a time, in parallel.
 
-use crate::attr::Item;
-use crate::attr::{n, s};
+use crate::attr::{Item, n, s};
 use crate::config::Tables;
 use crate::error::{is_condition_failed, store_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -64,27 +65,23 @@ impl DynamoTransfer {
     }
 
     /// Every item of `table` (consistent reads), `limit` items at most when given. In pages of at most
-    /// [`PAGE`] items, each retried a few times: a full 1 MB page of consistent reads can take DynamoDB
-    /// Local longer than one call's timeout.
+    /// [`PAGE`] items, each retried by [`paged`].
     async fn scan(&self, table: &str, limit: Option<i32>) -> Result<Vec<Item>, Error> {
         self.scan_projected(table, limit, None).await
     }
 
-    /// [`Self::scan`], each item cut to the attributes `projection` names (`None`: all).
+    /// [`Self::scan`], each item cut to the attribute `projection` names (`None`: all).
     async fn scan_projected(
         &self,
         table: &str,
         limit: Option<i32>,
-        projection: Option<(&str, &str)>,
+        projection: Option<&str>,
     ) -> Result<Vec<Item>, Error> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let mut attempt = 0;
-            let page = loop {
-                attempt += 1;
-                match self
-                    .client
+            let page = paged("Scan", || {
+                self.client
                     .scan()
                     .table_name(table)
                     .consistent_read(true)
@@ -92,22 +89,11 @@ impl DynamoTransfer {
                     .set_exclusive_start_key(start.clone())
                     .set_projection_expression(projection.map(|_| "#p".to_owned()))
                     .set_expression_attribute_names(
-                        projection
-                            .map(|(_, name)| HashMap::from([("#p".to_owned(), name.to_owned())])),
+                        projection.map(|name| HashMap::from([("#p".to_owned(), name.to_owned())])),
                     )
                     .send()
-                    .await
-                {
-                    Ok(page) => break page,
-                    Err(e) => {
-                        let e = store_error("Scan", e);
-                        if attempt >= PAGE_ATTEMPTS || e.retry_after.is_none() {
-                            return Err(e);
-                        }
-                        tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
-                    }
-                }
-            };
+            })
+            .await?;
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
             if start.is_none() || limit.is_some() {
@@ -120,7 +106,7 @@ impl DynamoTransfer {
     /// value (DynamoDB bills the scan by the items' whole size all the same).
     async fn kv_keys(&self) -> Result<Vec<String>, Error> {
         let items = self
-            .scan_projected(&self.tables.kv, None, Some(("#p", crate::kv::PK)))
+            .scan_projected(&self.tables.kv, None, Some(crate::kv::PK))
             .await?;
         let mut keys = items
             .iter()
@@ -179,48 +165,36 @@ impl DynamoTransfer {
             .iter()
             .map(|k| HashMap::from([(key_name.to_owned(), s(k))]))
             .collect();
-        let mut attempt = 0;
+        let mut unprocessed = 0;
         while !pending.is_empty() {
             let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
                 .consistent_read(true)
                 .build()
                 .expect("keys are set");
-            match self
-                .client
-                .batch_get_item()
-                .request_items(table, request.clone())
-                .send()
-                .await
+            let answer = paged("BatchGetItem", || {
+                self.client
+                    .batch_get_item()
+                    .request_items(table, request.clone())
+                    .send()
+            })
+            .await?;
+            for item in answer
+                .responses
+                .and_then(|mut r| r.remove(table))
+                .unwrap_or_default()
             {
-                Ok(answer) => {
-                    for item in answer
-                        .responses
-                        .and_then(|mut r| r.remove(table))
-                        .unwrap_or_default()
-                    {
-                        out.insert(text(&item, key_name)?, item);
-                    }
-                    pending = answer
-                        .unprocessed_keys
-                        .and_then(|mut u| u.remove(table))
-                        .map(|k| k.keys)
-                        .unwrap_or_default();
-                    if !pending.is_empty() {
-                        // Throttled or over one answer's size: the rest after a pause, as DynamoDB asks.
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
-                    }
-                }
-                Err(e) => {
-                    let e = store_error("BatchGetItem", e);
-                    attempt += 1;
-                    if attempt >= u64::from(PAGE_ATTEMPTS) || e.retry_after.is_none() {
-                        return Err(e);
-                    }
-                    pending = request.keys;
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                }
+                out.insert(text(&item, key_name)?, item);
+            }
+            pending = answer
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                // Throttled or over one answer's size: the rest after a pause, as DynamoDB asks.
+                unprocessed += 1;
+                tokio::time::sleep(Duration::from_millis(50 * unprocessed.min(20))).await;
             }
         }
         Ok(out)
@@ -619,6 +593,29 @@ impl DynamoTransfer {
                 }
             }
             Err(e) => Err(store_error("PutItem", e)),
+        }
+    }
+}
+
+/// One page's call, sent again a few times while DynamoDB is unavailable or throttles: a full 1 MB page of
+/// consistent reads can take DynamoDB Local longer than one call's timeout.
+async fn paged<T, E, Fut>(operation: &str, mut call: impl FnMut() -> Fut) -> Result<T, Error>
+where
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Ok(out) => return Ok(out),
+            Err(e) => {
+                let e = store_error(operation, e);
+                if attempt >= PAGE_ATTEMPTS || e.retry_after.is_none() {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
         }
     }
 }

@@ -27,12 +27,12 @@ pub struct EmbeddedIdempotency {
 /// dropped) never completes nor releases its claim, so expired claims are dropped as new ones come in, at
 /// most once per [`IN_PROGRESS_TTL`]: the map holds at most the claims of that long.
 struct Running {
-    claims: HashMap<String, Running1>,
+    claims: HashMap<String, RunningClaim>,
     next_trim: Instant,
 }
 
 /// One running claim.
-struct Running1 {
+struct RunningClaim {
     fingerprint: String,
     owner: Owner,
     until: Instant,
@@ -47,7 +47,7 @@ impl Running {
         let owner = Owner::generate();
         self.claims.insert(
             key.to_owned(),
-            Running1 {
+            RunningClaim {
                 fingerprint: fingerprint.to_owned(),
                 owner: owner.clone(),
                 until: now + IN_PROGRESS_TTL,
