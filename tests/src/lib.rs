@@ -19,7 +19,9 @@
 //!   every DynamoDB request, for the least-privilege test.
 //! - [`exhaustion`]: a server's peak memory and disk use, and a well-behaved client run alongside an attack.
 //! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
-//!   and every invariant of the contract checked over everything acknowledged so far.
+//!   and every invariant of the contract checked over everything acknowledged so far. The rounds are in
+//!   `crash/mod.rs`; each service's clients and their check in a file of their own (`kv`, `certificates`,
+//!   `widgets`, `counters`), beside the checking HTTP client (`http`) and the report (`report`).
 //!
 //! The tests themselves are in `tests/suite/`.
 
