@@ -14,7 +14,8 @@
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
 //! - [`fault_proxy`]: a fault-injecting DynamoDB endpoint in front of DynamoDB Local (lost answers, 500s,
 //!   throttling, connection resets, slow calls), with counters of what went through it (requests per
-//!   operation and table, writes per item, write units).
+//!   operation and table, writes per item, write units). Its parts: the fault plan (`config`), what a
+//!   request names (`request`), forwarding (`forward`), metering (`metering`) and the counters (`stats`).
 //! - [`recorder`]: an SDK interceptor that records, per function under test, the IAM actions and tables of
 //!   every DynamoDB request, for the least-privilege test.
 //! - [`exhaustion`]: a server's peak memory and disk use, and a well-behaved client run alongside an attack.
