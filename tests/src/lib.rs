@@ -23,18 +23,22 @@
 //!   and every invariant of the contract checked over everything acknowledged so far. The rounds are in
 //!   `crash/mod.rs`; each service's clients and their check in a file of their own (`kv`, `certificates`,
 //!   `widgets`, `counters`), beside the checking HTTP client (`http`) and the report (`report`).
+//! - [`template`]: `template.yaml`'s intrinsic functions (`!Ref`, `!GetAtt`, `!If`) read out of its YAML.
+//! - [`events`]: the recorded event files of `infra/events/`, one per function.
 //!
 //! The tests themselves are in `tests/suite/`.
 
 pub mod cost;
 pub mod crash;
 pub mod dynamodb;
+pub mod events;
 pub mod exhaustion;
 pub mod fault_proxy;
 pub mod fixture;
 pub mod recorder;
 pub mod server;
 pub mod streams;
+pub mod template;
 
 /// The repository root.
 pub fn repo_root() -> std::path::PathBuf {

@@ -1,6 +1,6 @@
 //! The certificate functions.
 
-use super::driver::*;
+use super::driver::{Driver, assert_status, body, key, lost, no_key, param};
 use super::*;
 
 pub(super) fn class(e: &mut Value, code: &str) {

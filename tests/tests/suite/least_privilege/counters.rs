@@ -1,6 +1,6 @@
 //! The counter functions, both modes, and the aggregator.
 
-use super::driver::*;
+use super::driver::{Driver, assert_status, body, key, lost, param};
 use super::*;
 
 pub(super) fn increment(e: &mut Value, counter: &str, value: u64) {

@@ -2,12 +2,7 @@
 //! whose client records every call, behind a fault proxy.
 
 use super::*;
-
-pub(super) fn event(function: &str) -> Value {
-    let path = strata_tests::repo_root().join(format!("infra/events/{function}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use strata_tests::events;
 
 /// The handler the Lambda binary runs for `function` (as `strata_api::lambda` picks it).
 pub(super) fn handler_of(function: &str) -> Handler {
@@ -120,7 +115,7 @@ impl Driver {
         edit: impl FnOnce(&mut Value),
     ) -> lambda_http::Request {
         self.driven.lock().unwrap().insert(function);
-        let mut e = event(function);
+        let mut e = events::json(function);
         edit(&mut e);
         lambda_http::request::from_str(&e.to_string())
             .unwrap_or_else(|err| panic!("{function}: {err}"))

@@ -1,29 +1,7 @@
 //! `template.yaml`: each function's DynamoDB grants.
 
 use super::*;
-
-pub(super) fn tagged(value: &Yaml) -> Option<(String, &Yaml)> {
-    match value {
-        Yaml::Tagged(t) => Some((t.tag.to_string(), &t.value)),
-        _ => None,
-    }
-}
-
-/// `(logical id, attribute)` of `!GetAtt Id.Attribute`.
-pub(super) fn get_att(value: &Yaml) -> Option<(&str, &str)> {
-    match tagged(value)? {
-        (tag, v) if tag == "!GetAtt" => v.as_str()?.split_once('.'),
-        _ => None,
-    }
-}
-
-pub(super) fn strings(value: &Yaml) -> Vec<String> {
-    match value {
-        Yaml::String(s) => vec![s.clone()],
-        Yaml::Sequence(items) => items.iter().flat_map(strings).collect(),
-        other => vec![format!("{other:?}")],
-    }
-}
+use strata_tests::template::{get_att, strings, tagged};
 
 /// A statement's resource as the recorder names it: `KvTable` (`!GetAtt KvTable.Arn`),
 /// `CounterLogTable/stream` (`.StreamArn`), `KvTable/index/*` (`!Sub "${KvTable.Arn}/index/*"`).

@@ -1,7 +1,7 @@
 //! The key/value functions: single-key writes, transactions, and the line protocol over HTTP and the
 //! WebSocket.
 
-use super::driver::*;
+use super::driver::{Driver, assert_status, body, key, lost, no_key, param};
 use super::*;
 
 pub(super) async fn drive_kv(d: &Driver) {

@@ -12,12 +12,12 @@ mod grants;
 mod kv;
 mod widgets;
 
-use certificates::*;
-use counters::*;
-use driver::*;
-use grants::*;
+use certificates::drive_certificates;
+use counters::drive_counters;
+use driver::{Driver, assert_status};
+use grants::granted;
 use http::StatusCode;
-use kv::*;
+use kv::{drive_kv, drive_kv_transactions, drive_line_protocol};
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +28,8 @@ use strata_dynamo::Tables;
 use strata_http::route::Handler;
 use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 use strata_tests::recorder::{Grant, Recorder, UNATTRIBUTED, grants_of};
-use widgets::*;
+use strata_tests::template::get_att;
+use widgets::drive_widgets;
 
 /// A grant that may differ from what the function's code calls, and why.
 struct Exception {

@@ -1,6 +1,6 @@
 //! The widget functions.
 
-use super::driver::*;
+use super::driver::{Driver, assert_status, body, key};
 use super::*;
 
 pub(super) fn widget(e: &mut Value, serial: &str, ports: &[&str]) {
