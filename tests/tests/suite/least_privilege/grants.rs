@@ -65,7 +65,7 @@ pub(super) fn granted(t: &Template) -> BTreeMap<String, (String, BTreeSet<Grant>
         for s in statements {
             // `DescribeEndpoints` on "*" is every function's init call, not any handler's (the binary
             // opens its connection with it: `deadlines::a_lambda_calls_dynamodb_during_init_…` proves
-            // the call, `template.rs` the one statement on "*" that grants it).
+            // the call, `template::iam` the one statement on "*" that grants it).
             let actions: Vec<String> = strings(&s["Action"])
                 .into_iter()
                 .filter(|a| a.starts_with("dynamodb:") && a != "dynamodb:DescribeEndpoints")
