@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 /// Requests in flight at once: enough to fill the writer's batches.
 const IN_FLIGHT: usize = 512;
 
+/// What a load did.
+#[derive(Debug)]
 pub struct Loaded {
     pub created: u64,
     pub associated: u64,

@@ -14,24 +14,31 @@
 //! - [`server`]: the real `strata` binary as a child process, for end-to-end tests (kill -9, SIGTERM).
 //! - [`fault_proxy`]: a fault-injecting DynamoDB endpoint in front of DynamoDB Local (lost answers, 500s,
 //!   throttling, connection resets, slow calls), with counters of what went through it (requests per
-//!   operation and table, writes per item, write units).
+//!   operation and table, writes per item, write units). Its parts: the fault plan (`config`), what a
+//!   request names (`request`), forwarding (`forward`), metering (`metering`) and the counters (`stats`).
 //! - [`recorder`]: an SDK interceptor that records, per function under test, the IAM actions and tables of
 //!   every DynamoDB request, for the least-privilege test.
 //! - [`exhaustion`]: a server's peak memory and disk use, and a well-behaved client run alongside an attack.
 //! - [`crash`]: crash-recovery rounds: mixed load on all four services, `kill -9` at a random moment, restart,
-//!   and every invariant of the contract checked over everything acknowledged so far.
+//!   and every invariant of the contract checked over everything acknowledged so far. The rounds are in
+//!   `crash/mod.rs`; each service's clients and their check in a file of their own (`kv`, `certificates`,
+//!   `widgets`, `counters`), beside the checking HTTP client (`http`) and the report (`report`).
+//! - [`template`]: `template.yaml`'s intrinsic functions (`!Ref`, `!GetAtt`, `!If`) read out of its YAML.
+//! - [`events`]: the recorded event files of `infra/events/`, one per function.
 //!
 //! The tests themselves are in `tests/suite/`.
 
 pub mod cost;
 pub mod crash;
 pub mod dynamodb;
+pub mod events;
 pub mod exhaustion;
 pub mod fault_proxy;
 pub mod fixture;
 pub mod recorder;
 pub mod server;
 pub mod streams;
+pub mod template;
 
 /// The repository root.
 pub fn repo_root() -> std::path::PathBuf {

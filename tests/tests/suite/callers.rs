@@ -6,16 +6,12 @@
 
 use serde_json::{Value, json};
 use strata::routes;
+use strata_tests::events;
 use strata_tests::fixture::Fixture;
-
-fn event(function: &str) -> Value {
-    let path = strata_tests::repo_root().join(format!("infra/events/{function}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// `function`'s event file from `caller` (an authorizer context), with `key` and `body`.
 fn from(function: &str, authorizer: &Value, key: &str, body: &str) -> lambda_http::Request {
-    let mut e = event(function);
+    let mut e = events::json(function);
     e["requestContext"]["authorizer"] = authorizer.clone();
     e["headers"]["idempotency-key"] = json!(key);
     e["headers"]["content-length"] = json!(body.len().to_string());
@@ -348,10 +344,7 @@ async fn dynamodb_idempotency_records_are_bounded() {
 
 /// `function`'s event file on transaction `tx`, from `caller`.
 fn in_tx(function: &str, caller: &Value, tx: &str) -> lambda_http::Request {
-    let path = strata_tests::repo_root().join(format!("infra/events/{function}.json"));
-    let text = std::fs::read_to_string(path)
-        .unwrap()
-        .replace("5f0c1e9a8b7d4c3e2f1a0b9c8d7e6f5a", tx);
+    let text = events::text(function).replace("5f0c1e9a8b7d4c3e2f1a0b9c8d7e6f5a", tx);
     let mut e: Value = serde_json::from_str(&text).unwrap();
     e["requestContext"]["authorizer"] = caller.clone();
     lambda_http::request::from_str(&e.to_string()).unwrap()
@@ -364,7 +357,7 @@ async fn transactions_belong_to_their_caller(f: Fixture) {
     let owner = iam("arn:aws:sts::123456789012:assumed-role/orders/one");
     let same_role = iam("arn:aws:sts::123456789012:assumed-role/orders/two");
     let begin = |caller: &Value| {
-        let mut e = event("kv-tx-begin");
+        let mut e = events::json("kv-tx-begin");
         e["requestContext"]["authorizer"] = caller.clone();
         lambda_http::request::from_str(&e.to_string()).unwrap()
     };

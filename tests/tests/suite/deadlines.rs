@@ -312,8 +312,7 @@ async fn a_lambda_answers_503_before_its_invocation_deadline_when_dynamodb_is_sl
         &prefix,
         &proxy.url,
     );
-    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
-        .unwrap();
+    let event = strata_tests::events::text("kv-put");
     // The template's function timeout for the healthy invocations; a short one for the slow one.
     let (template_timeout, timeout) = (Duration::from_secs(10), Duration::from_secs(3));
 
@@ -401,8 +400,7 @@ async fn a_lambda_uses_its_own_budget_when_the_invocation_deadline_cannot_be_its
         &prefix,
         strata_tests::dynamodb::endpoint(),
     );
-    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
-        .unwrap();
+    let event = strata_tests::events::text("kv-put");
     let wait = Duration::from_secs(30);
     let deadline_warnings = |log: &str| -> Vec<String> {
         log.lines()
@@ -481,8 +479,7 @@ async fn a_lambda_calls_dynamodb_during_init_before_its_first_invocation() {
     );
     assert_eq!(stats.requests("DescribeEndpoints"), 1, "{stats}");
 
-    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-put.json"))
-        .unwrap();
+    let event = strata_tests::events::text("kv-put");
     let answer = api
         .invoke(
             "after-init",

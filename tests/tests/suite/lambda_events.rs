@@ -3,14 +3,10 @@
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use strata::routes;
 use strata_http::route::Route;
+use strata_tests::events;
 use strata_tests::fixture::Fixture;
-
-fn events_dir() -> PathBuf {
-    strata_tests::repo_root().join("infra/events")
-}
 
 fn route_of(function: &str) -> Route {
     routes::all()
@@ -28,7 +24,7 @@ async fn invoke(f: &Fixture, function: &str) -> (StatusCode, Value) {
 }
 
 async fn invoke_in(f: &Fixture, function: &str, tx: &str) -> (StatusCode, Value) {
-    let text = std::fs::read_to_string(events_dir().join(format!("{function}.json"))).unwrap();
+    let text = events::text(function);
     let text = text.replace(EVENT_TX_ID, tx);
     let request =
         lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{function}.json: {e}"));
@@ -45,7 +41,7 @@ async fn invoke_in(f: &Fixture, function: &str, tx: &str) -> (StatusCode, Value)
 #[tokio::test]
 async fn every_function_in_the_template_has_an_event_file() {
     for route in strata::template::Template::load().http_routes() {
-        let file = events_dir().join(format!("{}.json", route.binary));
+        let file = events::dir().join(format!("{}.json", route.binary));
         assert!(
             file.is_file(),
             "{} has no event file {}",
@@ -191,7 +187,7 @@ async fn counter_events_drive_the_handlers() {
 #[tokio::test]
 async fn the_commands_event_drives_the_line_protocol() {
     let f = Fixture::embedded().await;
-    let text = std::fs::read_to_string(events_dir().join("kv-commands.json")).unwrap();
+    let text = events::text("kv-commands");
     let request = lambda_http::request::from_str(&text).unwrap();
     let response = (route_of("kv-commands").handler)(&f.stores, request).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -208,10 +204,7 @@ async fn the_commands_event_drives_the_line_protocol() {
 
 /// A WebSocket event file with another message body.
 fn ws_event(function: &str, body: Option<&str>) -> lambda_http::Request {
-    let mut event: Value = serde_json::from_str(
-        &std::fs::read_to_string(events_dir().join(format!("{function}.json"))).unwrap(),
-    )
-    .unwrap();
+    let mut event: Value = serde_json::from_str(&events::text(function)).unwrap();
     if let Some(body) = body {
         event["body"] = json!(body);
     }

@@ -580,8 +580,7 @@ async fn runtime_api(events: Vec<(String, String)>) -> (String, std::sync::Arc<R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_writes_one_emf_line_per_invocation_and_its_request_id_on_every_log_line() {
-    let event = std::fs::read_to_string(strata_tests::repo_root().join("infra/events/kv-get.json"))
-        .unwrap();
+    let event = strata_tests::events::text("kv-get");
     let ids = ["invocation-1", "invocation-2"];
     let (api, runtime) = runtime_api(
         ids.iter()
