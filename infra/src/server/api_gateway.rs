@@ -10,7 +10,7 @@ use lambda_http::RequestExt;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strata_core::Error;
+use strata_core::{Error, Kind};
 use strata_http::MAX_BODY_BYTES;
 use strata_http::request::body_too_large;
 use strata_http::response::error;
@@ -117,18 +117,17 @@ pub(super) async fn to_lambda(
     Ok(req)
 }
 
-/// `408 request_timeout` (the code is what clients match; the kind only picks the status, below).
+/// `408 request_timeout`.
 fn body_timeout(timeout: std::time::Duration) -> Error {
-    Error::invalid(
-        REQUEST_TIMEOUT,
+    Error::new(
+        Kind::Timeout,
+        "request_timeout",
         format!(
             "the request body did not arrive within {} s",
             timeout.as_secs()
         ),
     )
 }
-
-pub(super) const REQUEST_TIMEOUT: &str = "request_timeout";
 
 pub(super) fn invalid_path() -> Error {
     Error::invalid("invalid_path", "the path is not percent-encoded UTF-8")

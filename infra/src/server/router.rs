@@ -1,7 +1,7 @@
 //! The router: each route of the API calls its handler with the request API Gateway would have delivered;
 //! plus `GET /kv/ws` and `GET /openapi.json`, the local extras.
 
-use super::api_gateway::{REQUEST_TIMEOUT, invalid_path, to_lambda};
+use super::api_gateway::{invalid_path, to_lambda};
 use axum::extract::RawPathParams;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::routing::{MethodFilter, on};
@@ -94,11 +94,6 @@ async fn call(
                 (route.handler)(&stores, req),
             )
             .await
-        }
-        Err(e) if e.code == REQUEST_TIMEOUT => {
-            let mut response = error(&e);
-            *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
-            response
         }
         Err(e) => error(&e),
     };
