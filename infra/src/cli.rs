@@ -1,6 +1,14 @@
-//! The `strata` command line: `strata serve` runs the whole API locally; `strata dynamodb-local` runs
-//! DynamoDB Local for `--store dynamodb`; the hidden `strata generate openapi` rewrites
-//! `infra/openapi.json` from the code. `main.rs` only calls [`main`].
+//! The `strata` command line. `main.rs` only calls [`main`], which prints a failure as one line on stderr
+//! and exits with status 1.
+//!
+//! - `strata serve`: the whole API (and the key/value line protocol) on this machine.
+//! - `strata bench`: measures a running server (from the `strata-bench` crate).
+//! - `strata widgets load`: creates many widgets in the embedded store (`strata-bench`).
+//! - `strata export`, `strata import`, `strata backup`: records to and from a file, a copy of a store
+//!   ([`crate::transfer`]).
+//! - `strata dynamodb-local`: runs DynamoDB Local for `--store dynamodb`, with strata's tables.
+//! - `strata generate openapi` and `strata generate template` (hidden): rewrite `infra/openapi.json` and
+//!   `template.yaml`'s function blocks from the code.
 
 use crate::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -300,10 +308,20 @@ pub fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-/// Parses the command line and runs it.
+/// Parses the command line and runs it. A failure is one line on stderr, its message (not its `Debug`
+/// form), and exit status 1; a wrong argument is clap's message and status 2.
+pub fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
     // lines (fjall recovering each keyspace) would drown them.
     let quiet = matches!(
@@ -432,7 +450,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             strata_dynamo::stores(client, tables, &settings)
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = bind(args.listen, "HTTP").await?;
+    // Before saying it serves: a line port in use is a failed start, not a server half up.
+    let line_listener = bind(args.line_listen, "the line protocol").await?;
     let allowed = crate::browser::Allowed::new(listener.local_addr()?, &args.allow_hosts);
     tracing::info!(
         http = %listener.local_addr()?,
@@ -442,7 +462,6 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         "strata serving"
     );
     let stores = Arc::new(stores);
-    let line_listener = tokio::net::TcpListener::bind(args.line_listen).await?;
     let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
     let line = tokio::spawn(crate::line::serve(
         line_listener,
@@ -489,6 +508,13 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(embedded);
     Ok(())
+}
+
+/// Listens on `addr`; a failure names the address and what it was for ("address already in use").
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for {what}: {e}"))
 }
 
 /// The settings every backend honours, from `strata serve`'s arguments.
