@@ -399,9 +399,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let settings = settings(&args)?;
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
-    // The counter log's folder on DynamoDB (on AWS the stream's Lambda and its schedule fold the log; here
-    // nothing else would). The embedded store runs its own.
-    let mut folder = None;
+    // The task that folds the counter log into the totals on DynamoDB (on AWS the stream's Lambda and its
+    // schedule fold the log; here nothing else would). The embedded store runs its own.
+    let mut fold_counter_log = None;
     // `GET /admin/export`: one snapshot of the store, for `strata export --server` and `strata backup`.
     let export;
     let stores: Stores = match args.store {
@@ -434,7 +434,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                     tables.counters.clone(),
                     tables.counter_log.clone(),
                 ));
-                folder = Some(match settings.counter_mode {
+                fold_counter_log = Some(match settings.counter_mode {
                     strata_core::counters::Mode::Eventual => {
                         aggregator.spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
                     }
@@ -503,8 +503,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     let _ = stop_line.send(());
     let _ = line.await;
-    if let Some(folder) = folder {
-        folder.abort();
+    if let Some(fold_counter_log) = fold_counter_log {
+        fold_counter_log.abort();
     }
     drop(embedded);
     Ok(())

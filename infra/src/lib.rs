@@ -27,9 +27,10 @@
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
 //!   server's snapshot.
-//! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
-//!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate; the
-//!   hidden `strata generate template|openapi`); `main.rs` only calls it.
+//! - [`cli`]: the command line (`strata serve`, with the task that folds the counter log on
+//!   `--store dynamodb`; `strata dynamodb-local`; `strata export|import|backup`; `strata bench` and
+//!   `strata widgets load` from the `strata-bench` crate; the hidden `strata generate template|openapi`);
+//!   `main.rs` only calls it.
 
 pub mod auth;
 pub mod browser;
