@@ -290,10 +290,13 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-/// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level).
+/// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level); the
+/// embedded store's libraries at `warn` at most unless the filter names them ([`quiet_store`]).
 pub fn init_logging(format: LogFormat, default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let filter = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(quiet_store(&spec)).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(quiet_store(default)));
     match format {
         // Colours only for a person at a terminal: escape codes are noise in a log file, and styling every
         // request span's fields was a measurable part of the CPU time of a request.
@@ -306,6 +309,38 @@ pub fn init_logging(format: LogFormat, default: &str) {
             .with_env_filter(filter)
             .init(),
     }
+}
+
+/// The embedded store's libraries (fjall and its LSM tree), which say at `info` what a person starting a
+/// server has no use for: each keyspace created or recovered, each ingestion finished.
+const STORE_TARGETS: [&str; 2] = ["fjall", "lsm_tree"];
+
+/// `spec` (a log filter) with [`STORE_TARGETS`] at `warn` where its default level would show more of
+/// them; a filter that names one of them keeps what it says for it.
+fn quiet_store(spec: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    // Without a level of its own, a filter shows other targets' errors only: nothing to quieten.
+    let verbose = directives.iter().any(|directive| {
+        directive
+            .parse::<LevelFilter>()
+            .is_ok_and(|level| level > LevelFilter::WARN)
+    });
+    let mut spec = spec.to_owned();
+    for target in STORE_TARGETS {
+        let named = directives.iter().any(|directive| {
+            let named = directive
+                .split(['[', '='])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            named == target || named.starts_with(&format!("{target}::"))
+        });
+        if verbose && !named {
+            spec.push_str(&format!(",{target}=warn"));
+        }
+    }
+    spec
 }
 
 /// Parses the command line and runs it. A failure is one line on stderr, its message (not its `Debug`
@@ -597,6 +632,32 @@ mod tests {
             text.contains("sometimes") && text.contains("strong") && text.contains("eventual"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_stores_libraries_log_warnings_only_unless_named() {
+        use super::quiet_store;
+        assert_eq!(quiet_store("info"), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(
+            quiet_store("debug,tower_http=debug"),
+            "debug,tower_http=debug,fjall=warn,lsm_tree=warn"
+        );
+        // Named: kept as asked.
+        assert_eq!(
+            quiet_store("info,fjall=info"),
+            "info,fjall=info,lsm_tree=warn"
+        );
+        assert_eq!(
+            quiet_store("info,lsm_tree::tree[x]=debug"),
+            "info,lsm_tree::tree[x]=debug,fjall=warn"
+        );
+        // Already at warn or quieter, or no default level: nothing to add (adding would show more).
+        for spec in ["warn", "error", "off", "strata=debug"] {
+            assert_eq!(quiet_store(spec), spec);
+        }
+        for spec in ["info", "debug,fjall=trace", "warn,lsm_tree=info"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(quiet_store(spec)).is_ok());
+        }
     }
 
     #[test]
