@@ -31,7 +31,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -234,7 +234,7 @@ pub fn exposure_warning(
 }
 
 /// Which store `strata export` and `strata import` work on, named as `strata serve` names it.
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// The embedded store in --data-dir (no server may run on it), or DynamoDB (at AWS_ENDPOINT_URL if set).
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
@@ -284,7 +284,7 @@ pub async fn dynamodb(
     Ok((client, tables))
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StoreKind {
     Embedded,
     Dynamodb,
@@ -444,7 +444,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             let store = strata_embedded::Store::open_with_cache(
                 &args.data_dir,
                 args.cache_mb * 1024 * 1024,
-            )?;
+            )
+            .map_err(|e| format!("cannot open {}: {e}", args.data_dir.display()))?;
             let stores = store.stores(&settings);
             export = Some(crate::transfer::ExportPort::new(
                 Arc::new(store.transfer()),

@@ -32,6 +32,9 @@
 //!   `strata widgets load` from the `strata-bench` crate; the hidden `strata generate template|openapi`);
 //!   `main.rs` only calls it.
 
+// Every public type says what it holds in `Debug` (a secret as redacted).
+#![warn(missing_debug_implementations)]
+
 pub mod auth;
 pub mod browser;
 pub mod cli;
