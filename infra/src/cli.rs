@@ -291,7 +291,7 @@ pub enum StoreKind {
 }
 
 /// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level); the
-/// embedded store's libraries at `warn` at most unless the filter names them ([`quiet_store`]).
+/// embedded store's libraries at `warn` at most unless the filter names them.
 pub fn init_logging(format: LogFormat, default: &str) {
     let filter = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
         .ok()

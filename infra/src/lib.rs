@@ -13,7 +13,7 @@
 //!   request, `AUTH` first on the line protocol, compared in constant time.
 //! - [`browser`]: what keeps web pages out: a foreign `Host` or `Origin`, a body that is not JSON where
 //!   JSON is read.
-//! - [`line`]: the key/value line protocol: `gate` (`AUTH`), `tcp` (the listener and its connections),
+//! - [`mod@line`]: the key/value line protocol: `gate` (`AUTH`), `tcp` (the listener and its connections),
 //!   `buffer_budget` (the bytes all connections may hold), `websocket` (`GET /kv/ws`).
 //! - [`slots`]: connection slots in which, at the cap, the connection idle the longest gives way.
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API: [`openapi::generate`] builds it from the route

@@ -9,7 +9,7 @@
 //! connection's open transaction. At most `--max-line-connections` at once: at the cap the one idle the
 //! longest gives way ([`crate::slots`]), and only when all are busy is a new one refused with an `Error`
 //! line; one idle for `--line-idle-timeout` is closed; all share one [`BufferBudget`]. See [`serve`] and
-//! [`talk`].
+//! `tcp`'s `talk`.
 //!
 //! WebSocket: messages over the HTTP body limit close the socket with 1009; sockets have their own cap and
 //! idle timeout, and each message counts against the rate limit (see [`websocket()`]).
