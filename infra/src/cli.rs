@@ -1,6 +1,14 @@
-//! The `strata` command line: `strata serve` runs the whole API locally; `strata dynamodb-local` runs
-//! DynamoDB Local for `--store dynamodb`; the hidden `strata generate openapi` rewrites
-//! `infra/openapi.json` from the code. `main.rs` only calls [`main`].
+//! The `strata` command line. `main.rs` only calls [`main`], which prints a failure as one line on stderr
+//! and exits with status 1.
+//!
+//! - `strata serve`: the whole API (and the key/value line protocol) on this machine.
+//! - `strata bench`: measures a running server (from the `strata-bench` crate).
+//! - `strata widgets load`: creates many widgets in the embedded store (`strata-bench`).
+//! - `strata export`, `strata import`, `strata backup`: records to and from a file, a copy of a store
+//!   ([`crate::transfer`]).
+//! - `strata dynamodb-local`: runs DynamoDB Local for `--store dynamodb`, with strata's tables.
+//! - `strata generate openapi` and `strata generate template` (hidden): rewrite `infra/openapi.json` and
+//!   `template.yaml`'s function blocks from the code.
 
 use crate::dynamodb_local::{DynamoDbLocal, create_tables, local_client};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,7 +31,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -226,7 +234,7 @@ pub fn exposure_warning(
 }
 
 /// Which store `strata export` and `strata import` work on, named as `strata serve` names it.
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// The embedded store in --data-dir (no server may run on it), or DynamoDB (at AWS_ENDPOINT_URL if set).
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
@@ -276,16 +284,19 @@ pub async fn dynamodb(
     Ok((client, tables))
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StoreKind {
     Embedded,
     Dynamodb,
 }
 
-/// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level).
+/// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level); the
+/// embedded store's libraries at `warn` at most unless the filter names them.
 pub fn init_logging(format: LogFormat, default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let filter = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(quiet_store(&spec)).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(quiet_store(default)));
     match format {
         // Colours only for a person at a terminal: escape codes are noise in a log file, and styling every
         // request span's fields was a measurable part of the CPU time of a request.
@@ -300,10 +311,52 @@ pub fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-/// Parses the command line and runs it.
+/// The embedded store's libraries (fjall and its LSM tree), which say at `info` what a person starting a
+/// server has no use for: each keyspace created or recovered, each ingestion finished.
+const STORE_TARGETS: [&str; 2] = ["fjall", "lsm_tree"];
+
+/// `spec` (a log filter) with [`STORE_TARGETS`] at `warn` where its default level would show more of
+/// them; a filter that names one of them keeps what it says for it.
+fn quiet_store(spec: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    // Without a level of its own, a filter shows other targets' errors only: nothing to quieten.
+    let verbose = directives.iter().any(|directive| {
+        directive
+            .parse::<LevelFilter>()
+            .is_ok_and(|level| level > LevelFilter::WARN)
+    });
+    let mut spec = spec.to_owned();
+    for target in STORE_TARGETS {
+        let named = directives.iter().any(|directive| {
+            let named = directive
+                .split(['[', '='])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            named == target || named.starts_with(&format!("{target}::"))
+        });
+        if verbose && !named {
+            spec.push_str(&format!(",{target}=warn"));
+        }
+    }
+    spec
+}
+
+/// Parses the command line and runs it. A failure is one line on stderr, its message (not its `Debug`
+/// form), and exit status 1; a wrong argument is clap's message and status 2.
+pub fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     // The data-moving commands report on stdout and their progress on stderr; the stores' own start-up
     // lines (fjall recovering each keyspace) would drown them.
     let quiet = matches!(
@@ -381,9 +434,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let settings = settings(&args)?;
     // Kept until the server is done: dropping the embedded store flushes and closes it.
     let mut embedded = None;
-    // The counter log's folder on DynamoDB (on AWS the stream's Lambda and its schedule fold the log; here
-    // nothing else would). The embedded store runs its own.
-    let mut folder = None;
+    // The task that folds the counter log into the totals on DynamoDB (on AWS the stream's Lambda and its
+    // schedule fold the log; here nothing else would). The embedded store runs its own.
+    let mut fold_counter_log = None;
     // `GET /admin/export`: one snapshot of the store, for `strata export --server` and `strata backup`.
     let export;
     let stores: Stores = match args.store {
@@ -391,7 +444,8 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             let store = strata_embedded::Store::open_with_cache(
                 &args.data_dir,
                 args.cache_mb * 1024 * 1024,
-            )?;
+            )
+            .map_err(|e| format!("cannot open {}: {e}", args.data_dir.display()))?;
             let stores = store.stores(&settings);
             export = Some(crate::transfer::ExportPort::new(
                 Arc::new(store.transfer()),
@@ -416,7 +470,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                     tables.counters.clone(),
                     tables.counter_log.clone(),
                 ));
-                folder = Some(match settings.counter_mode {
+                fold_counter_log = Some(match settings.counter_mode {
                     strata_core::counters::Mode::Eventual => {
                         aggregator.spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
                     }
@@ -432,7 +486,9 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
             strata_dynamo::stores(client, tables, &settings)
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = bind(args.listen, "HTTP").await?;
+    // Before saying it serves: a line port in use is a failed start, not a server half up.
+    let line_listener = bind(args.line_listen, "the line protocol").await?;
     let allowed = crate::browser::Allowed::new(listener.local_addr()?, &args.allow_hosts);
     tracing::info!(
         http = %listener.local_addr()?,
@@ -442,7 +498,6 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
         "strata serving"
     );
     let stores = Arc::new(stores);
-    let line_listener = tokio::net::TcpListener::bind(args.line_listen).await?;
     let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
     let line = tokio::spawn(crate::line::serve(
         line_listener,
@@ -484,11 +539,18 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     let _ = stop_line.send(());
     let _ = line.await;
-    if let Some(folder) = folder {
-        folder.abort();
+    if let Some(fold_counter_log) = fold_counter_log {
+        fold_counter_log.abort();
     }
     drop(embedded);
     Ok(())
+}
+
+/// Listens on `addr`; a failure names the address and what it was for ("address already in use").
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for {what}: {e}"))
 }
 
 /// The settings every backend honours, from `strata serve`'s arguments.
@@ -571,6 +633,32 @@ mod tests {
             text.contains("sometimes") && text.contains("strong") && text.contains("eventual"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_stores_libraries_log_warnings_only_unless_named() {
+        use super::quiet_store;
+        assert_eq!(quiet_store("info"), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(
+            quiet_store("debug,tower_http=debug"),
+            "debug,tower_http=debug,fjall=warn,lsm_tree=warn"
+        );
+        // Named: kept as asked.
+        assert_eq!(
+            quiet_store("info,fjall=info"),
+            "info,fjall=info,lsm_tree=warn"
+        );
+        assert_eq!(
+            quiet_store("info,lsm_tree::tree[x]=debug"),
+            "info,lsm_tree::tree[x]=debug,fjall=warn"
+        );
+        // Already at warn or quieter, or no default level: nothing to add (adding would show more).
+        for spec in ["warn", "error", "off", "strata=debug"] {
+            assert_eq!(quiet_store(spec), spec);
+        }
+        for spec in ["info", "debug,fjall=trace", "warn,lsm_tree=info"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(quiet_store(spec)).is_ok());
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn find_jar(dir: &Path) -> Option<PathBuf> {
 
 /// A running DynamoDB Local. Dropping it stops it; so does the death of the process that started it
 /// (a watchdog shell stops Java when its parent is gone, so a test run that is killed leaves nothing behind).
+#[derive(Debug)]
 pub struct DynamoDbLocal {
     child: Child,
     pub endpoint: String,

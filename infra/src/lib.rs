@@ -3,15 +3,18 @@
 //! # Layout
 //!
 //! - [`routes`]: the full route table (`strata_api::routes`) and the fallback. The server mounts it.
-//! - [`server`]: the HTTP server (axum). Each route turns the incoming request into the `lambda_http`
-//!   request API Gateway would have delivered (path and query parameters, body) and calls the handler.
+//! - [`server`]: the HTTP server (axum), one layer per file: `router` (each route turns the incoming
+//!   request into the `lambda_http` request API Gateway would have delivered and calls the handler),
+//!   `api_gateway` (that request, and API Gateway's refusals), `rate_limit`, `token` (`--auth-token`),
+//!   `web_pages`, `metrics` (`GET /metrics`, refusals counted) and `observe` (request ids and logging).
 //! - [`http_listener`]: the HTTP listener (hyper): a cap on connections, a time limit on each request's
 //!   headers and body, idle keep-alive connections closed, a bounded drain on shutdown.
 //! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP
 //!   request, `AUTH` first on the line protocol, compared in constant time.
 //! - [`browser`]: what keeps web pages out: a foreign `Host` or `Origin`, a body that is not JSON where
 //!   JSON is read.
-//! - [`line`]: the key/value line protocol over TCP and over a local WebSocket (`GET /kv/ws`).
+//! - [`mod@line`]: the key/value line protocol: `gate` (`AUTH`), `tcp` (the listener and its connections),
+//!   `buffer_budget` (the bytes all connections may hold), `websocket` (`GET /kv/ws`).
 //! - [`slots`]: connection slots in which, at the cap, the connection idle the longest gives way.
 //! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API: [`openapi::generate`] builds it from the route
 //!   table (each route's operation function) and the handlers' body types; `infra/openapi.json` is its
@@ -24,9 +27,13 @@
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
 //!   server's snapshot.
-//! - [`cli`]: the command line (`strata serve`, with the counter log's folder on `--store dynamodb`;
-//!   `strata dynamodb-local`; `strata bench` and `strata widgets load` from the `strata-bench` crate; the
-//!   hidden `strata generate template|openapi`); `main.rs` only calls it.
+//! - [`cli`]: the command line (`strata serve`, with the task that folds the counter log on
+//!   `--store dynamodb`; `strata dynamodb-local`; `strata export|import|backup`; `strata bench` and
+//!   `strata widgets load` from the `strata-bench` crate; the hidden `strata generate template|openapi`);
+//!   `main.rs` only calls it.
+
+// Every public type says what it holds in `Debug` (a secret as redacted).
+#![warn(missing_debug_implementations)]
 
 pub mod auth;
 pub mod browser;

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 pub const SOURCE: &str = include_str!("../../template.yaml");
 
 /// The parsed template.
+#[derive(Debug)]
 pub struct Template {
     doc: Value,
 }

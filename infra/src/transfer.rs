@@ -14,7 +14,7 @@ use strata_core::transfer::{self, Header, Imported, Record, Service, Transfer};
 
 type Failure = Box<dyn std::error::Error>;
 
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -36,7 +36,7 @@ pub struct ExportArgs {
     allow_inconsistent: bool,
 }
 
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -49,7 +49,7 @@ pub struct ImportArgs {
     resume: bool,
 }
 
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct BackupArgs {
     /// The directory of the backup: a new embedded data directory (must not exist, or be empty).
     #[arg(long)]

@@ -12,6 +12,8 @@ pub enum Kind {
     Forbidden,
     /// The thing named does not exist (404).
     NotFound,
+    /// The request did not arrive in time (408): a body slower than the local server's read timeout.
+    Timeout,
     /// The request conflicts with the current state (409).
     Conflict,
     /// The request or one of its parts is too large (413).

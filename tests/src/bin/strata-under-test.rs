@@ -1,6 +1,6 @@
 //! The `strata` command, built as part of this package so the end-to-end tests always run the current code
 //! (cargo builds a package's binaries before its integration tests; it would not rebuild `infra`'s).
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     strata::cli::main()
 }
