@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation, on the
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
 //!   [`strata_core::certificates::Ledger`] port; the numbering rules live in `strata_core::certificates`.
-//!   Issuing and changing a class go through `strata_http::idempotency`, and an issue hands the client's
-//!   key to the ledger as its request id, so a retry yields the original certificate even across a crash.
+//!   Issuing and changing a class are served behind `Idempotency-Key` (declared on their routes), and an
+//!   issue hands the client's key to the ledger as its request id, so a retry yields the original
+//!   certificate even across a crash.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
@@ -19,7 +20,7 @@ pub const ROUTES: &[Route] = &[
         method: "PUT",
         path: "/share-classes/{class}",
         function: "share-classes-put",
-        handler: handler!(handlers::put_class),
+        handler: handler!(handlers::put_class, idempotency = "share-classes-put"),
         deploy: Deploy {
             id: "ShareClassPut",
             note: "",
@@ -56,7 +57,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/certificates",
         function: "certificates-issue",
-        handler: handler!(handlers::issue),
+        handler: handler!(handlers::issue, idempotency = "certificates-issue"),
         deploy: Deploy {
             id: "CertificateIssue",
             note: "",

@@ -8,14 +8,14 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::json;
-use strata_core::Stores;
 use strata_core::counters::{CounterKey, Incremented, MAX_KEY_BYTES, MAX_TOTAL, not_found};
+use strata_core::{Error, Stores};
 use strata_http::openapi::{
     Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key, integer,
     json_body, link, ok, path_parameter, responses, schema_ref, string,
 };
 use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -125,68 +125,55 @@ fn key_parameter() -> utoipa::openapi::path::Parameter {
 
 /// `POST /increment` with `{"key","value"}` → strong `200 {"key","value": total}`, eventual
 /// `202 {"key","accepted": value}`; `409 overflow`.
-pub async fn increment(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "increment", |req, request_id| async move {
-        from_result(
-            async {
-                let body = json_object(&req)?;
-                let key = CounterKey::parse(&body.string("key")?)?;
-                let value = body.integer("value", 0, u64::MAX)?;
-                Ok(
-                    match stores
-                        .counters
-                        .increment(&key, value, request_id.as_deref())
-                        .await?
-                    {
-                        Incremented::Total(total) => json(
-                            StatusCode::OK,
-                            &CounterTotalAfter {
-                                key: key.as_str().to_owned(),
-                                value: total,
-                            },
-                        ),
-                        Incremented::Accepted => json(
-                            StatusCode::ACCEPTED,
-                            &CounterAccepted {
-                                key: key.as_str().to_owned(),
-                                accepted: value,
-                            },
-                        ),
-                    },
-                )
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn increment(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let body = json_object(&req)?;
+    let key = CounterKey::parse(&body.string("key")?)?;
+    let value = body.integer("value", 0, u64::MAX)?;
+    Ok(
+        match stores
+            .counters
+            .increment(&key, value, idempotency::key(&req))
+            .await?
+        {
+            Incremented::Total(total) => json(
+                StatusCode::OK,
+                &CounterTotalAfter {
+                    key: key.as_str().to_owned(),
+                    value: total,
+                },
+            ),
+            Incremented::Accepted => json(
+                StatusCode::ACCEPTED,
+                &CounterAccepted {
+                    key: key.as_str().to_owned(),
+                    accepted: value,
+                },
+            ),
+        },
+    )
 }
 
 /// `GET /increment/{key}` → `200 {"<key>": total}`, with `counter-refused: n` if folding refused n
 /// accepted increments of it (eventual mode, past 2^63 − 1); `404 counter_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let raw = path_param(&req, "key")?;
-            let key = CounterKey::parse(&raw)?;
-            let reading = stores
-                .counters
-                .read(&key)
-                .await?
-                .ok_or_else(|| not_found(&raw))?;
-            let body = CounterTotal {
-                key: raw,
-                total: reading.total,
-            };
-            let mut response = json(StatusCode::OK, &body);
-            if reading.refused > 0 {
-                response
-                    .headers_mut()
-                    .insert(REFUSED_HEADER, HeaderValue::from(reading.refused));
-            }
-            Ok(response)
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let raw = path_param(&req, "key")?;
+    let key = CounterKey::parse(&raw)?;
+    let reading = stores
+        .counters
+        .read(&key)
+        .await?
+        .ok_or_else(|| not_found(&raw))?;
+    let body = CounterTotal {
+        key: raw,
+        total: reading.total,
+    };
+    let mut response = json(StatusCode::OK, &body);
+    if reading.refused > 0 {
+        response
+            .headers_mut()
+            .insert(REFUSED_HEADER, HeaderValue::from(reading.refused));
+    }
+    Ok(response)
 }
 
 /// The header of `GET /increment/{key}` that counts the increments folding refused.

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: `POST /increment` (through `strata_http::idempotency`; the key also reaches the store, so
-//!   a retry counts once even across a crash) and `GET /increment/{key}`, on the
+//! - [`handlers`]: `POST /increment` (behind `Idempotency-Key`, declared on its route; the key also
+//!   reaches the store, so a retry counts once even across a crash) and `GET /increment/{key}`, on the
 //!   [`strata_core::counters::Counters`] port.
 //! - [`stream`]: turns a DynamoDB stream event (`aws_lambda_events`) into log entries for
 //!   [`strata_dynamo::aggregator::Aggregator`] (`serde_dynamo`), and malformed records into batch failures.
@@ -24,7 +24,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/increment",
         function: "counters-increment",
-        handler: handler!(handlers::increment),
+        handler: handler!(handlers::increment, idempotency = "increment"),
         deploy: Deploy {
             id: "CounterIncrement",
             note: "",

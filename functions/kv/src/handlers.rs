@@ -14,7 +14,7 @@ use strata_http::openapi::{
     path_parameter, responses, string,
 };
 use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::response::json;
 use strata_http::{Request, Response};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -112,64 +112,49 @@ pub fn key_not_found(key: &Key) -> Error {
 }
 
 /// `GET /kv/keys/{key}` → `200 {"key","value","version"}`, `404 key_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let item = stores
-                .kv
-                .get(&key)
-                .await?
-                .ok_or_else(|| key_not_found(&key))?;
-            Ok(json(
-                StatusCode::OK,
-                &KvItem {
-                    key: key.as_str().to_owned(),
-                    value: item.value,
-                    version: item.version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let item = stores
+        .kv
+        .get(&key)
+        .await?
+        .ok_or_else(|| key_not_found(&key))?;
+    Ok(json(
+        StatusCode::OK,
+        &KvItem {
+            key: key.as_str().to_owned(),
+            value: item.value,
+            version: item.version,
+        },
+    ))
 }
 
 /// `PUT /kv/keys/{key}` with `{"value": "..."}` → `200 {"key","value","version"}`.
-pub async fn put(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let value = Value::parse(json_object(&req)?.string("value")?)?;
-            let version = stores.kv.put(&key, &value).await?;
-            Ok(json(
-                StatusCode::OK,
-                &KvItem {
-                    key: key.as_str().to_owned(),
-                    value: value.as_str().to_owned(),
-                    version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let value = Value::parse(json_object(&req)?.string("value")?)?;
+    let version = stores.kv.put(&key, &value).await?;
+    Ok(json(
+        StatusCode::OK,
+        &KvItem {
+            key: key.as_str().to_owned(),
+            value: value.as_str().to_owned(),
+            version,
+        },
+    ))
 }
 
 /// `DELETE /kv/keys/{key}` → `200 {"key","deleted": bool}`; deleting an absent key is not an error.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let deleted = stores.kv.delete(&key).await?;
-            Ok(json(
-                StatusCode::OK,
-                &KvDeleted {
-                    key: key.as_str().to_owned(),
-                    deleted: deleted.existed,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let deleted = stores.kv.delete(&key).await?;
+    Ok(json(
+        StatusCode::OK,
+        &KvDeleted {
+            key: key.as_str().to_owned(),
+            deleted: deleted.existed,
+        },
+    ))
 }
 
 /// The OpenAPI operation of [`get`].

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation. They parse, call the
-//!   [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in `strata_core::kv`.
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation. They
+//!   parse, call the [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in
+//!   `strata_core::kv`.
 //! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
 //!   `POST /kv/commands` handler.
 //! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
@@ -90,7 +91,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/kv/transactions",
         function: "kv-tx-begin",
-        handler: handler!(transactions::begin),
+        handler: handler!(transactions::begin, idempotency = "kv-tx-begin"),
         deploy: Deploy {
             id: "KvTxBegin",
             note: "",
@@ -169,7 +170,8 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/kv/transactions/{id}/commit",
         function: "kv-tx-commit",
-        handler: handler!(transactions::commit),
+        // With an Idempotency-Key, a retry of a commit whose answer was lost gets that answer again.
+        handler: handler!(transactions::commit, idempotency = "kv-tx-commit"),
         deploy: Deploy {
             id: "KvTxCommit",
             note: "",
@@ -193,7 +195,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/kv/transactions/{id}/rollback",
         function: "kv-tx-rollback",
-        handler: handler!(transactions::rollback),
+        handler: handler!(transactions::rollback, idempotency = "kv-tx-rollback"),
         deploy: Deploy {
             id: "KvTxRollback",
             note: "",

@@ -20,7 +20,7 @@ use strata_http::openapi::{
     path_parameter, responses, schema_ref, string,
 };
 use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -171,133 +171,93 @@ fn tx_id(req: &Request) -> Result<Named, Error> {
 }
 
 /// `POST /kv/transactions` (body `{}` or empty) → `201 {"id","expires_at"}`.
-pub async fn begin(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "kv-tx-begin", |req, _| async move {
-        from_result(
-            async {
-                if !req.body().as_ref().is_empty() {
-                    json_object(&req)?;
-                }
-                let tx = Named::new(&req, TxId::generate());
-                let began = stores.kv_tx.begin(tx.stored.clone()).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &TxBegun {
-                        id: tx.id.as_str().to_owned(),
-                        expires_at: rfc3339(began.expires_at),
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn begin(stores: &Stores, req: Request) -> Result<Response, Error> {
+    if !req.body().as_ref().is_empty() {
+        json_object(&req)?;
+    }
+    let tx = Named::new(&req, TxId::generate());
+    let began = stores.kv_tx.begin(tx.stored.clone()).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &TxBegun {
+            id: tx.id.as_str().to_owned(),
+            expires_at: rfc3339(began.expires_at),
+        },
+    ))
 }
 
 /// `GET /kv/transactions/{id}/keys/{key}` → as `GET /kv/keys/{key}`; `version` is `null` for the
 /// transaction's own, not yet committed, write.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let tx = tx_id(&req)?;
-            let item = tx
-                .answer(stores.kv_tx.get(&tx.stored, &key).await)?
-                .ok_or_else(|| key_not_found(&key))?;
-            Ok(json(
-                StatusCode::OK,
-                &TxItem {
-                    key: key.as_str().to_owned(),
-                    value: item.value,
-                    version: item.version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let tx = tx_id(&req)?;
+    let item = tx
+        .answer(stores.kv_tx.get(&tx.stored, &key).await)?
+        .ok_or_else(|| key_not_found(&key))?;
+    Ok(json(
+        StatusCode::OK,
+        &TxItem {
+            key: key.as_str().to_owned(),
+            value: item.value,
+            version: item.version,
+        },
+    ))
 }
 
 /// `PUT /kv/transactions/{id}/keys/{key}` with `{"value"}` → `200 {"key","value"}`, buffered.
-pub async fn put(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let value = Value::parse(json_object(&req)?.string("value")?)?;
-            let tx = tx_id(&req)?;
-            let shown = value.as_str().to_owned();
-            tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;
-            Ok(json(
-                StatusCode::OK,
-                &TxWritten {
-                    key: key.as_str().to_owned(),
-                    value: shown,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let value = Value::parse(json_object(&req)?.string("value")?)?;
+    let tx = tx_id(&req)?;
+    let shown = value.as_str().to_owned();
+    tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxWritten {
+            key: key.as_str().to_owned(),
+            value: shown,
+        },
+    ))
 }
 
 /// `DELETE /kv/transactions/{id}/keys/{key}` → `200 {"key"}`, buffered.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let tx = tx_id(&req)?;
-            tx.answer(stores.kv_tx.stage(&tx.stored, &key, None).await)?;
-            Ok(json(
-                StatusCode::OK,
-                &TxDeleted {
-                    key: key.as_str().to_owned(),
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let tx = tx_id(&req)?;
+    tx.answer(stores.kv_tx.stage(&tx.stored, &key, None).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxDeleted {
+            key: key.as_str().to_owned(),
+        },
+    ))
 }
 
 /// `POST /kv/transactions/{id}/commit` → `200 {"id","committed":true,"writes":n}`, `409 conflict`.
-pub async fn commit(stores: &Stores, req: Request) -> Response {
-    // With an Idempotency-Key, a retry of a commit whose answer was lost gets that answer again.
-    idempotency::run(stores, req, "kv-tx-commit", |req, _| async move {
-        from_result(
-            async {
-                let tx = tx_id(&req)?;
-                let writes = tx.answer(stores.kv_tx.commit(&tx.stored).await)?;
-                Ok(json(
-                    StatusCode::OK,
-                    &TxCommitted {
-                        id: tx.id.as_str().to_owned(),
-                        committed: true,
-                        writes,
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn commit(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let tx = tx_id(&req)?;
+    let writes = tx.answer(stores.kv_tx.commit(&tx.stored).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxCommitted {
+            id: tx.id.as_str().to_owned(),
+            committed: true,
+            writes,
+        },
+    ))
 }
 
 /// `POST /kv/transactions/{id}/rollback` → `200 {"id","rolled_back":true}`.
-pub async fn rollback(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "kv-tx-rollback", |req, _| async move {
-        from_result(
-            async {
-                let tx = tx_id(&req)?;
-                tx.answer(stores.kv_tx.rollback(&tx.stored).await)?;
-                Ok(json(
-                    StatusCode::OK,
-                    &TxRolledBack {
-                        id: tx.id.as_str().to_owned(),
-                        rolled_back: true,
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn rollback(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let tx = tx_id(&req)?;
+    tx.answer(stores.kv_tx.rollback(&tx.stored).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxRolledBack {
+            id: tx.id.as_str().to_owned(),
+            rolled_back: true,
+        },
+    ))
 }
 
 /// The OpenAPI operation of [`begin`].

@@ -17,8 +17,8 @@ use strata_http::openapi::{
     integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
 };
 use strata_http::request::{json_object, path_param};
-use strata_http::response::{empty, from_result, json};
-use strata_http::{Request, Response, idempotency};
+use strata_http::response::{empty, json};
+use strata_http::{Request, Response};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder};
 use utoipa::openapi::{RefOr, ResponseBuilder, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -230,113 +230,80 @@ fn serial_param(req: &Request) -> Result<String, Error> {
 }
 
 /// `POST /widgets` with `{"serial_number","name","ports"}` → `201` the widget; `409 duplicate_serial_number`.
-pub async fn create(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "widgets-create", |req, _| async move {
-        from_result(
-            async {
-                let body = json_object(&req)?;
-                let serial = body.string("serial_number")?;
-                validate_serial(&serial, "serial_number")?;
-                let name = body.string("name")?;
-                validate_name(&name)?;
-                let ports = match body.0.get("ports") {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .map(|v| v.as_str().map(str::to_owned))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| {
-                            Error::invalid_field("ports", "`ports` must be an array of strings")
-                        })?,
-                    Some(_) => {
-                        return Err(Error::invalid_field(
-                            "ports",
-                            "`ports` must be an array of strings",
-                        ));
-                    }
-                    None => return Err(Error::invalid_field("ports", "`ports` is required")),
-                };
-                let widget = Widget {
-                    serial,
-                    name,
-                    ports: parse_ports(&ports)?,
-                    associations: Vec::new(),
-                };
-                stores.widgets.create(&widget).await?;
-                Ok(json(StatusCode::CREATED, &WidgetBody::from(&widget)))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn create(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let body = json_object(&req)?;
+    let serial = body.string("serial_number")?;
+    validate_serial(&serial, "serial_number")?;
+    let name = body.string("name")?;
+    validate_name(&name)?;
+    let ports = match body.0.get("ports") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::invalid_field("ports", "`ports` must be an array of strings"))?,
+        Some(_) => {
+            return Err(Error::invalid_field(
+                "ports",
+                "`ports` must be an array of strings",
+            ));
+        }
+        None => return Err(Error::invalid_field("ports", "`ports` is required")),
+    };
+    let widget = Widget {
+        serial,
+        name,
+        ports: parse_ports(&ports)?,
+        associations: Vec::new(),
+    };
+    stores.widgets.create(&widget).await?;
+    Ok(json(StatusCode::CREATED, &WidgetBody::from(&widget)))
 }
 
 /// `GET /widgets/{serial}` → `200` the widget with its associations and free slots; `404 widget_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            let widget = stores
-                .widgets
-                .get(&serial)
-                .await?
-                .ok_or_else(|| widget_not_found(&serial))?;
-            Ok(json(StatusCode::OK, &WidgetBody::from(&widget)))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let widget = stores
+        .widgets
+        .get(&serial)
+        .await?
+        .ok_or_else(|| widget_not_found(&serial))?;
+    Ok(json(StatusCode::OK, &WidgetBody::from(&widget)))
 }
 
 /// `DELETE /widgets/{serial}` → `204`; every association is released on both sides; `404 widget_not_found`.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            stores.widgets.delete(&serial).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    stores.widgets.delete(&serial).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `POST /widgets/{serial}/associations` with `{"peer","port"}` → `201 {"serial_number","peer","port"}`.
-pub async fn associate(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "widgets-associate", |req, _| async move {
-        from_result(
-            async {
-                let serial = serial_param(&req)?;
-                let body = json_object(&req)?;
-                let peer = body.string("peer")?;
-                validate_serial(&peer, "peer")?;
-                let port = port_field(&body.string("port")?)?;
-                stores.widgets.associate(&serial, &peer, port).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &Association {
-                        serial_number: serial,
-                        peer,
-                        port: port.as_str(),
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn associate(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let body = json_object(&req)?;
+    let peer = body.string("peer")?;
+    validate_serial(&peer, "peer")?;
+    let port = port_field(&body.string("port")?)?;
+    stores.widgets.associate(&serial, &peer, port).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &Association {
+            serial_number: serial,
+            peer,
+            port: port.as_str(),
+        },
+    ))
 }
 
 /// `DELETE /widgets/{serial}/associations/{port}/{peer}` → `204`; `404 association_not_found`.
-pub async fn dissociate(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            let port = port_field(&path_param(&req, "port")?)?;
-            let peer = path_param(&req, "peer")?;
-            validate_serial(&peer, "peer")?;
-            stores.widgets.dissociate(&serial, &peer, port).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        .await,
-    )
+pub async fn dissociate(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let port = port_field(&path_param(&req, "port")?)?;
+    let peer = path_param(&req, "peer")?;
+    validate_serial(&peer, "peer")?;
+    stores.widgets.dissociate(&serial, &peer, port).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// The OpenAPI operation of [`create`].

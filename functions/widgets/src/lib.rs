@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation, on the
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
 //!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
@@ -17,7 +17,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/widgets",
         function: "widgets-create",
-        handler: handler!(handlers::create),
+        handler: handler!(handlers::create, idempotency = "widgets-create"),
         deploy: Deploy {
             id: "WidgetCreate",
             note: "",
@@ -71,7 +71,7 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/widgets/{serial}/associations",
         function: "widgets-associate",
-        handler: handler!(handlers::associate),
+        handler: handler!(handlers::associate, idempotency = "widgets-associate"),
         deploy: Deploy {
             id: "WidgetAssociate",
             note: "",

@@ -121,6 +121,37 @@ pub fn fingerprint(req: &Request) -> String {
     format!("{:x}", hash.finalize())
 }
 
+/// The scoped key of the request [`serve`] runs, for a store that makes the operation itself idempotent
+/// across crashes (certificates, keyed increments); `None` without an `Idempotency-Key`.
+pub fn key(req: &Request) -> Option<&str> {
+    req.extensions().get::<ScopedKey>().map(|k| k.0.as_str())
+}
+
+/// The scoped key, as [`serve`] hands it to the handler in the request's extensions.
+#[derive(Debug, Clone)]
+struct ScopedKey(String);
+
+/// Serves `handler` at most once per idempotency key scoped to `scope` (see [`run`]); what
+/// `handler!(f, idempotency = "scope")` expands to. The handler finds the scoped key with [`key`].
+pub async fn serve<'a, F, Fut>(
+    stores: &'a Stores,
+    req: Request,
+    scope: &str,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(&'a Stores, Request) -> Fut,
+    Fut: Future<Output = Result<Response, strata_core::Error>>,
+{
+    run(stores, req, scope, |mut req, key| async move {
+        if let Some(key) = key {
+            req.extensions_mut().insert(ScopedKey(key));
+        }
+        crate::response::from_result(handler(stores, req).await)
+    })
+    .await
+}
+
 /// Runs `handler` at most once per idempotency key. The handler gets the scoped key (or `None`), which a
 /// store can use to make the operation itself idempotent across crashes.
 pub async fn run<F, Fut>(stores: &Stores, req: Request, scope: &str, handler: F) -> Response

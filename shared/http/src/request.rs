@@ -2,9 +2,14 @@
 
 use crate::{MAX_BODY_BYTES, Request};
 use lambda_http::RequestExt;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use strata_core::Error;
 use strata_core::error::quote;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::Number;
+use utoipa::openapi::RefOr;
 
 /// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
 pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
@@ -40,6 +45,96 @@ pub fn json_object(req: &Request) -> Result<Object, Error> {
             "invalid_json",
             format!("the request body is not valid JSON: {e}"),
         )),
+    }
+}
+
+/// The request body as `T`, the one type that says what the body holds: its `Deserialize` reads it, its
+/// `ToSchema` is what the OpenAPI document shows and what the body is checked against first, so that
+/// every error is the contract's: over 1 MiB or not a JSON object as [`json_object`]; then, field by field
+/// in declaration order, `invalid_field` naming the field when it is missing, or not of its schema's type (a
+/// string, an integer within the schema's `minimum` and `maximum`, an array of strings). Unknown fields
+/// are ignored. What a value means (a key, a name) is for the handler to parse.
+pub fn body<T: DeserializeOwned + ToSchema>(req: &Request) -> Result<T, Error> {
+    let object = json_object(req)?;
+    let mut named = Vec::new();
+    T::schemas(&mut named);
+    if let RefOr::T(Schema::Object(schema)) = T::schema() {
+        for (field, property) in &schema.properties {
+            let required = schema.required.iter().any(|r| r == field);
+            if required || object.0.contains_key(field) {
+                object.check(field, expect(resolve(property, &named), &named))?;
+            }
+        }
+    }
+    // The checks above are what `T` reads; a type whose schema says otherwise is a fault of the code.
+    serde_json::from_value(Value::Object(object.0)).map_err(|e| {
+        Error::internal(format!(
+            "the body passed the schema of {} but not its type: {e}",
+            T::name()
+        ))
+    })
+}
+
+/// A property's schema, through a reference to one of the schemas `T` names.
+fn resolve<'s>(
+    schema: &'s RefOr<Schema>,
+    named: &'s [(String, RefOr<Schema>)],
+) -> Option<&'s Schema> {
+    match schema {
+        RefOr::T(schema) => Some(schema),
+        RefOr::Ref(reference) => {
+            let name = reference.ref_location.rsplit('/').next()?;
+            let (_, found) = named.iter().find(|(n, _)| n == name)?;
+            resolve(found, named)
+        }
+    }
+}
+
+/// What a schema checks of a field, as the typed accessors of [`Object`] say it.
+enum Expect {
+    String,
+    Integer { min: u64, max: u64 },
+    Strings,
+    /// Anything else is left to the type's `Deserialize`.
+    Other,
+}
+
+fn expect(schema: Option<&Schema>, named: &[(String, RefOr<Schema>)]) -> Expect {
+    match schema {
+        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::String) => Expect::String,
+        // An enum of strings (a port type).
+        Some(Schema::Object(o))
+            if o.schema_type == SchemaType::AnyValue
+                && o.enum_values
+                    .as_ref()
+                    .is_some_and(|values| values.iter().all(Value::is_string)) =>
+        {
+            Expect::String
+        }
+        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Integer) => {
+            Expect::Integer {
+                min: o.minimum.as_ref().map_or(0, bound),
+                max: o.maximum.as_ref().map_or(u64::MAX, bound),
+            }
+        }
+        Some(Schema::Array(a)) => match &a.items {
+            utoipa::openapi::schema::ArrayItems::RefOrSchema(items)
+                if matches!(expect(resolve(items, named), named), Expect::String) =>
+            {
+                Expect::Strings
+            }
+            _ => Expect::Other,
+        },
+        _ => Expect::Other,
+    }
+}
+
+/// A schema's bound as an integer (a negative one is 0: the fields are unsigned).
+fn bound(n: &Number) -> u64 {
+    match *n {
+        Number::Int(i) => u64::try_from(i).unwrap_or(0),
+        Number::UInt(u) => u as u64,
+        Number::Float(f) => f as u64,
     }
 }
 
@@ -89,6 +184,30 @@ pub fn query_string(req: &Request, name: &str) -> Result<String, Error> {
 pub struct Object(pub Map<String, Value>);
 
 impl Object {
+    /// Checks `field` as its schema says (see [`body`]).
+    fn check(&self, field: &str, expect: Expect) -> Result<(), Error> {
+        match expect {
+            Expect::String => self.string(field).map(drop),
+            Expect::Integer { min, max } => self.integer(field, min, max).map(drop),
+            Expect::Strings => self.strings(field).map(drop),
+            Expect::Other => Ok(()),
+        }
+    }
+
+    /// A required array of strings.
+    pub fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
+        let not_strings = || Error::invalid_field(field, format!("`{field}` must be an array of strings"));
+        match self.0.get(field) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(not_strings),
+            Some(_) => Err(not_strings()),
+            None => Err(missing(field)),
+        }
+    }
+
     /// A required string field.
     pub fn string(&self, field: &str) -> Result<String, Error> {
         match self.0.get(field) {

@@ -1,7 +1,8 @@
 //! Operations, declared once per service and shared by the Lambdas, the local server, the generated
 //! `template.yaml` blocks and the tests.
 //!
-//! A [`Route`] is one HTTP operation: where it is served, the handler, its OpenAPI operation, and its
+//! A [`Route`] is one HTTP operation: where it is served, the handler (with its `Idempotency-Key` scope if
+//! it takes one, see [`handler!`](crate::handler)), its OpenAPI operation, and its
 //! deployment — the Lambda function's name and resource ids, who may call it, which reserved-concurrency
 //! pool it draws from, and exactly the DynamoDB grants its code needs. A [`Function`] is a Lambda that is not an HTTP route (the
 //! WebSocket routes, the counter-log aggregator). `strata generate template` writes every function's
@@ -12,9 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use strata_core::Stores;
 
+/// The future of a [`Handler`]: the response, errors already turned into the contract's error JSON.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
 
-/// A handler as a plain function pointer, so route tables can be `const`.
+/// A handler as a plain function pointer, so route tables can be `const` (made by [`handler!`](crate::handler)).
 pub type Handler = for<'a> fn(&'a Stores, Request) -> HandlerFuture<'a>;
 
 /// One operation of the API.
@@ -134,7 +136,11 @@ impl std::fmt::Debug for Function {
     }
 }
 
-/// Turns `async fn(&Stores, Request) -> Response` into a [`Handler`].
+/// Turns `async fn(&Stores, Request) -> Result<Response, strata_core::Error>` into a [`Handler`]: an error
+/// becomes the contract's error JSON ([`crate::response::error`]) here, once for every handler.
+///
+/// `handler!(f, idempotency = "scope")` serves `f` behind `Idempotency-Key` handling, its keys scoped to
+/// `scope` (see [`crate::idempotency::serve`]); `f` reads the scoped key with [`crate::idempotency::key`].
 #[macro_export]
 macro_rules! handler {
     ($f:path) => {{
@@ -142,7 +148,18 @@ macro_rules! handler {
             stores: &'a $crate::route::__Stores,
             req: $crate::Request,
         ) -> $crate::route::HandlerFuture<'a> {
-            ::std::boxed::Box::pin($f(stores, req))
+            ::std::boxed::Box::pin(
+                async move { $crate::response::from_result($f(stores, req).await) },
+            )
+        }
+        boxed as $crate::route::Handler
+    }};
+    ($f:path, idempotency = $scope:expr) => {{
+        fn boxed<'a>(
+            stores: &'a $crate::route::__Stores,
+            req: $crate::Request,
+        ) -> $crate::route::HandlerFuture<'a> {
+            ::std::boxed::Box::pin($crate::idempotency::serve(stores, req, $scope, $f))
         }
         boxed as $crate::route::Handler
     }};
