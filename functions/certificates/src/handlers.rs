@@ -5,7 +5,7 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, DEFAULT_PAGE, IssueRequest, MAX_NAME_CHARS, MAX_PAGE,
@@ -17,7 +17,7 @@ use strata_http::openapi::{
     Header, Operation, OperationBuilder, Shared, headers, idempotency_key, integer, json_body,
     link, ok, path_parameter, query_parameter, responses, schema_ref, string,
 };
-use strata_http::request::{json_object, path_param, query_integer, query_string};
+use strata_http::request::{body, path_param, query_integer, query_string};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::ObjectBuilder;
@@ -74,7 +74,7 @@ fn holder_name() -> utoipa::openapi::Object {
 }
 
 /// The body of `PUT /share-classes/{class}`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct ShareClassWrite {
     #[schema(schema_with = shares)]
     pub authorized: u64,
@@ -110,7 +110,7 @@ impl From<&ShareClass> for ShareClassBody {
 }
 
 /// The body of `POST /certificates`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct CertificateIssue {
     #[schema(schema_with = holder_name)]
     pub name: String,
@@ -232,7 +232,7 @@ fn field_class(raw: &str) -> Result<ClassCode, Error> {
 /// `PUT /share-classes/{class}` with `{"authorized": N}` → `200` the class; `409 authorized_below_issued`.
 pub async fn put_class(stores: &Stores, req: Request) -> Result<Response, Error> {
     let class = path_class(&req)?;
-    let authorized = json_object(&req)?.integer("authorized", 0, MAX_SHARES)?;
+    let authorized = body::<ShareClassWrite>(&req)?.authorized;
     let class = stores.ledger.put_class(&class, authorized).await?;
     Ok(json(StatusCode::OK, &ShareClassBody::from(&class)))
 }
@@ -251,13 +251,14 @@ pub async fn get_class(stores: &Stores, req: Request) -> Result<Response, Error>
 /// `POST /certificates` with `{"name","amount","class"}` → `201` the certificate;
 /// `409 insufficient_shares` (with `remaining`), `404 class_not_found`.
 pub async fn issue(stores: &Stores, req: Request) -> Result<Response, Error> {
-    let body = json_object(&req)?;
-    let name = body.string("name")?;
-    validate_name(&name)?;
-    let amount = body.positive_integer("amount", MAX_SHARES)?;
-    let class = field_class(&body.string("class")?)?;
-    let request = IssueRequest {
+    let CertificateIssue {
+        name,
+        amount,
         class,
+    } = body(&req)?;
+    validate_name(&name)?;
+    let request = IssueRequest {
+        class: field_class(&class)?,
         name,
         amount,
     };
@@ -322,8 +323,7 @@ pub fn put_class_openapi() -> Operation {
         .parameter(class_parameter())
         .parameter(idempotency_key())
         .request_body(Some(
-            json_body::<ShareClassWrite>(true, json!({"authorized": 1000000}))
-                .build(),
+            json_body::<ShareClassWrite>(true, json!({"authorized": 1000000})).build(),
         ));
     responses(op, [
         (

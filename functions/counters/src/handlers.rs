@@ -5,8 +5,8 @@
 //! its route in `ROUTES` carries.
 
 use http::{HeaderValue, StatusCode};
-use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::counters::{CounterKey, Incremented, MAX_KEY_BYTES, MAX_TOTAL, not_found};
 use strata_core::{Error, Stores};
@@ -14,7 +14,7 @@ use strata_http::openapi::{
     Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key, integer,
     json_body, link, ok, path_parameter, responses, schema_ref, string,
 };
-use strata_http::request::{json_object, path_param};
+use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
@@ -55,7 +55,7 @@ fn new_total() -> utoipa::openapi::Object {
 }
 
 /// The body of `POST /increment`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct Increment {
     #[schema(value_type = CounterKeyString)]
     pub key: String,
@@ -126,9 +126,8 @@ fn key_parameter() -> utoipa::openapi::path::Parameter {
 /// `POST /increment` with `{"key","value"}` → strong `200 {"key","value": total}`, eventual
 /// `202 {"key","accepted": value}`; `409 overflow`.
 pub async fn increment(stores: &Stores, req: Request) -> Result<Response, Error> {
-    let body = json_object(&req)?;
-    let key = CounterKey::parse(&body.string("key")?)?;
-    let value = body.integer("value", 0, u64::MAX)?;
+    let Increment { key, value } = body(&req)?;
+    let key = CounterKey::parse(&key)?;
     Ok(
         match stores
             .counters

@@ -5,7 +5,7 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::kv::{Key, MAX_KEY_BYTES, MAX_VALUE_BYTES, Value};
 use strata_core::{Error, Stores};
@@ -13,7 +13,7 @@ use strata_http::openapi::{
     NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, integer, json_body, link, ok,
     path_parameter, responses, string,
 };
-use strata_http::request::{json_object, path_param};
+use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response};
 use utoipa::openapi::{RefOr, Schema};
@@ -54,7 +54,7 @@ impl PartialSchema for KvValue {
 impl ToSchema for KvValue {}
 
 /// The body of `PUT /kv/keys/{key}` and of `PUT /kv/transactions/{id}/keys/{key}`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct KvWrite {
     #[schema(value_type = KvValue)]
     pub value: String,
@@ -132,7 +132,7 @@ pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
 /// `PUT /kv/keys/{key}` with `{"value": "..."}` → `200 {"key","value","version"}`.
 pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
     let key = key(&req)?;
-    let value = Value::parse(json_object(&req)?.string("value")?)?;
+    let value = Value::parse(body::<KvWrite>(&req)?.value)?;
     let version = stores.kv.put(&key, &value).await?;
     Ok(json(
         StatusCode::OK,

@@ -8,7 +8,7 @@
 
 use crate::handlers::{KvKeyString, KvValue, KvWrite, key, key_not_found, key_parameter};
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::defaults::TX_IDLE_TIMEOUT;
 use strata_core::kv::Value;
@@ -19,7 +19,7 @@ use strata_http::openapi::{
     Header, Operation, OperationBuilder, Shared, headers, idempotency_key, json_body, link, ok,
     path_parameter, responses, schema_ref, string,
 };
-use strata_http::request::{json_object, path_param};
+use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
@@ -44,7 +44,7 @@ impl PartialSchema for TxIdString {
 impl ToSchema for TxIdString {}
 
 /// The body of `POST /kv/transactions`: an object whose fields are not read.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[schema(description = "No fields are read.")]
 pub struct TxBegin {}
 
@@ -173,7 +173,7 @@ fn tx_id(req: &Request) -> Result<Named, Error> {
 /// `POST /kv/transactions` (body `{}` or empty) → `201 {"id","expires_at"}`.
 pub async fn begin(stores: &Stores, req: Request) -> Result<Response, Error> {
     if !req.body().as_ref().is_empty() {
-        json_object(&req)?;
+        body::<TxBegin>(&req)?;
     }
     let tx = Named::new(&req, TxId::generate());
     let began = stores.kv_tx.begin(tx.stored.clone()).await?;
@@ -207,7 +207,7 @@ pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
 /// `PUT /kv/transactions/{id}/keys/{key}` with `{"value"}` → `200 {"key","value"}`, buffered.
 pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
     let key = key(&req)?;
-    let value = Value::parse(json_object(&req)?.string("value")?)?;
+    let value = Value::parse(body::<KvWrite>(&req)?.value)?;
     let tx = tx_id(&req)?;
     let shown = value.as_str().to_owned();
     tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;

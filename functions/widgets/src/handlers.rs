@@ -5,8 +5,8 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use strata_core::widgets::{
     MAX_NAME_CHARS, MAX_PORTS, MAX_SERIAL_BYTES, Port, Widget, parse_ports, validate_name,
     validate_serial, widget_not_found,
@@ -16,7 +16,7 @@ use strata_http::openapi::{
     Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key,
     integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
 };
-use strata_http::request::{json_object, path_param};
+use strata_http::request::{body, path_param};
 use strata_http::response::{empty, json};
 use strata_http::{Request, Response};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder};
@@ -74,7 +74,7 @@ fn ports() -> utoipa::openapi::schema::Array {
 }
 
 /// The body of `POST /widgets`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct WidgetCreate {
     #[schema(value_type = SerialString)]
     pub serial_number: String,
@@ -164,7 +164,7 @@ impl From<&Widget> for WidgetBody {
 }
 
 /// The body of `POST /widgets/{serial}/associations`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct AssociationCreate {
     #[schema(value_type = SerialString)]
     pub peer: String,
@@ -231,27 +231,15 @@ fn serial_param(req: &Request) -> Result<String, Error> {
 
 /// `POST /widgets` with `{"serial_number","name","ports"}` → `201` the widget; `409 duplicate_serial_number`.
 pub async fn create(stores: &Stores, req: Request) -> Result<Response, Error> {
-    let body = json_object(&req)?;
-    let serial = body.string("serial_number")?;
-    validate_serial(&serial, "serial_number")?;
-    let name = body.string("name")?;
+    let WidgetCreate {
+        serial_number,
+        name,
+        ports,
+    } = body(&req)?;
+    validate_serial(&serial_number, "serial_number")?;
     validate_name(&name)?;
-    let ports = match body.0.get("ports") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::invalid_field("ports", "`ports` must be an array of strings"))?,
-        Some(_) => {
-            return Err(Error::invalid_field(
-                "ports",
-                "`ports` must be an array of strings",
-            ));
-        }
-        None => return Err(Error::invalid_field("ports", "`ports` is required")),
-    };
     let widget = Widget {
-        serial,
+        serial: serial_number,
         name,
         ports: parse_ports(&ports)?,
         associations: Vec::new(),
@@ -281,10 +269,9 @@ pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
 /// `POST /widgets/{serial}/associations` with `{"peer","port"}` → `201 {"serial_number","peer","port"}`.
 pub async fn associate(stores: &Stores, req: Request) -> Result<Response, Error> {
     let serial = serial_param(&req)?;
-    let body = json_object(&req)?;
-    let peer = body.string("peer")?;
+    let AssociationCreate { peer, port } = body(&req)?;
     validate_serial(&peer, "peer")?;
-    let port = port_field(&body.string("port")?)?;
+    let port = port_field(&port)?;
     stores.widgets.associate(&serial, &peer, port).await?;
     Ok(json(
         StatusCode::CREATED,
@@ -314,8 +301,11 @@ pub fn create_openapi() -> Operation {
         .description(Some("With 1 to 3 port slots, each `P`, `R` or `Q`. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
         .parameter(idempotency_key())
         .request_body(Some(
-            json_body::<WidgetCreate>(true, json!({"serial_number": "W-1", "name": "Sprocket", "ports": ["P", "R", "R"]}))
-                .build(),
+            json_body::<WidgetCreate>(
+                true,
+                json!({"serial_number": "W-1", "name": "Sprocket", "ports": ["P", "R", "R"]}),
+            )
+            .build(),
         ));
     responses(op, [
         (

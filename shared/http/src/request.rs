@@ -4,12 +4,15 @@ use crate::{MAX_BODY_BYTES, Request};
 use lambda_http::RequestExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use strata_core::Error;
 use strata_core::error::quote;
-use utoipa::ToSchema;
-use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::Number;
+use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 
 /// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
 pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
@@ -54,16 +57,11 @@ pub fn json_object(req: &Request) -> Result<Object, Error> {
 /// in declaration order, `invalid_field` naming the field when it is missing, or not of its schema's type (a
 /// string, an integer within the schema's `minimum` and `maximum`, an array of strings). Unknown fields
 /// are ignored. What a value means (a key, a name) is for the handler to parse.
-pub fn body<T: DeserializeOwned + ToSchema>(req: &Request) -> Result<T, Error> {
+pub fn body<T: DeserializeOwned + ToSchema + 'static>(req: &Request) -> Result<T, Error> {
     let object = json_object(req)?;
-    let mut named = Vec::new();
-    T::schemas(&mut named);
-    if let RefOr::T(Schema::Object(schema)) = T::schema() {
-        for (field, property) in &schema.properties {
-            let required = schema.required.iter().any(|r| r == field);
-            if required || object.0.contains_key(field) {
-                object.check(field, expect(resolve(property, &named), &named))?;
-            }
+    for field in fields::<T>().iter() {
+        if field.required || object.0.contains_key(&field.name) {
+            object.check(&field.name, field.expect)?;
         }
     }
     // The checks above are what `T` reads; a type whose schema says otherwise is a fault of the code.
@@ -73,6 +71,51 @@ pub fn body<T: DeserializeOwned + ToSchema>(req: &Request) -> Result<T, Error> {
             T::name()
         ))
     })
+}
+
+/// A field of a body type, as [`body`] checks it.
+#[derive(Debug)]
+struct Field {
+    name: String,
+    required: bool,
+    expect: Expect,
+}
+
+/// The fields of `T` in declaration order, read from its schema once per type.
+fn fields<T: ToSchema + 'static>() -> Arc<[Field]> {
+    type Fields = HashMap<TypeId, Arc<[Field]>>;
+    static FIELDS: OnceLock<Mutex<Fields>> = OnceLock::new();
+    let cache = FIELDS.get_or_init(Mutex::default);
+    // A panic while the lock was held left a map of finished entries: still right.
+    let cached = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<T>())
+        .cloned();
+    if let Some(fields) = cached {
+        return fields;
+    }
+    // The schemas `T` names: by `value_type` (its `schemas`) or through `openapi::schema_ref` in a
+    // `schema_with` function (collected while its schema is built).
+    let (schema, mut named) = crate::openapi::collect_schemas(T::schema);
+    T::schemas(&mut named);
+    let fields: Arc<[Field]> = match schema {
+        RefOr::T(Schema::Object(schema)) => schema
+            .properties
+            .iter()
+            .map(|(name, property)| Field {
+                name: name.clone(),
+                required: schema.required.contains(name),
+                expect: expect(resolve(property, &named), &named),
+            })
+            .collect(),
+        _ => Arc::new([]),
+    };
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(TypeId::of::<T>(), fields.clone());
+    fields
 }
 
 /// A property's schema, through a reference to one of the schemas `T` names.
@@ -91,9 +134,13 @@ fn resolve<'s>(
 }
 
 /// What a schema checks of a field, as the typed accessors of [`Object`] say it.
+#[derive(Debug, Clone, Copy)]
 enum Expect {
     String,
-    Integer { min: u64, max: u64 },
+    Integer {
+        min: u64,
+        max: u64,
+    },
     Strings,
     /// Anything else is left to the type's `Deserialize`.
     Other,
@@ -101,7 +148,9 @@ enum Expect {
 
 fn expect(schema: Option<&Schema>, named: &[(String, RefOr<Schema>)]) -> Expect {
     match schema {
-        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::String) => Expect::String,
+        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::String) => {
+            Expect::String
+        }
         // An enum of strings (a port type).
         Some(Schema::Object(o))
             if o.schema_type == SchemaType::AnyValue
@@ -196,7 +245,8 @@ impl Object {
 
     /// A required array of strings.
     pub fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
-        let not_strings = || Error::invalid_field(field, format!("`{field}` must be an array of strings"));
+        let not_strings =
+            || Error::invalid_field(field, format!("`{field}` must be an array of strings"));
         match self.0.get(field) {
             Some(Value::Array(items)) => items
                 .iter()
