@@ -14,8 +14,9 @@ use strata_core::certificates::{
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, Operation, OperationBuilder, Shared, headers, idempotency_key, integer, json_body,
-    link, ok, path_parameter, query_parameter, responses, schema_ref, string,
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    integer, json_body, link, ok, path_parameter, query_parameter, responses, schema_ref, string,
+    unknown,
 };
 use strata_http::request::{body, path_param, query_integer, query_string};
 use strata_http::response::json;
@@ -319,7 +320,9 @@ pub fn put_class_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Create a share class or change its authorization"))
-        .description(Some("The authorization may never drop below the shares already issued. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "The authorization may never drop below the shares already issued.",
+        )))
         .parameter(class_parameter())
         .parameter(idempotency_key())
         .request_body(Some(
@@ -341,9 +344,9 @@ pub fn put_class_openapi() -> Operation {
         Shared::Conflict.with("`authorized_below_issued` (with `issued`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: `authorized` may have been set; setting it again is harmless. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("`authorized` may have been set; setting it again is harmless")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: `authorized` may have been set; setting it again is harmless; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&unknown("`authorized` may have been set; setting it again is harmless")),
     ])
     .build()
 }
@@ -382,7 +385,7 @@ pub fn issue_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Issue a certificate"))
-        .description(Some("Takes the class's next number: numbers start at 1 per class and are sequential, unique and gapless. Durable once `201` is sent. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Takes the class's next number: numbers start at 1 per class and are sequential, unique and gapless. Durable once `201` is sent.")))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<CertificateIssue>(true, json!({"name": "Salt Bae", "amount": 10, "class": "CS"}))
@@ -406,9 +409,9 @@ pub fn issue_openapi() -> Operation {
         Shared::Conflict.with("`insufficient_shares` (with `remaining`; no number is used) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&unknown("a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once")),
     ])
     .build()
 }

@@ -21,19 +21,18 @@ pub const ROUTES: &[Route] = &[
         path: "/share-classes/{class}",
         function: "share-classes-put",
         handler: handler!(handlers::put_class, idempotency = "share-classes-put"),
-        deploy: Deploy {
-            id: "ShareClassPut",
-            note: "",
-            access: Access::Admin,
-            pool: Pool::Writes,
-            grants: &[
+        deploy: Deploy::new(
+            "ShareClassPut",
+            Access::Admin,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "LedgerTable",
                     actions: &["UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::put_class_openapi,
     },
     Route {
@@ -41,16 +40,15 @@ pub const ROUTES: &[Route] = &[
         path: "/share-classes/{class}",
         function: "share-classes-get",
         handler: handler!(handlers::get_class),
-        deploy: Deploy {
-            id: "ShareClassGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "ShareClassGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_class_openapi,
     },
     Route {
@@ -58,19 +56,18 @@ pub const ROUTES: &[Route] = &[
         path: "/certificates",
         function: "certificates-issue",
         handler: handler!(handlers::issue, idempotency = "certificates-issue"),
-        deploy: Deploy {
-            id: "CertificateIssue",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        deploy: Deploy::new(
+            "CertificateIssue",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "LedgerTable",
                     actions: &["GetItem", "PutItem", "UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::issue_openapi,
     },
     Route {
@@ -78,16 +75,16 @@ pub const ROUTES: &[Route] = &[
         path: "/certificates/{id}",
         function: "certificates-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "CertificateGet",
-            note: "(finishes a pending certificate it finds)",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "CertificateGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem", "PutItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("(finishes a pending certificate it finds)"),
         openapi: handlers::get_openapi,
     },
     Route {
@@ -95,16 +92,16 @@ pub const ROUTES: &[Route] = &[
         path: "/certificates",
         function: "certificates-list",
         handler: handler!(handlers::list),
-        deploy: Deploy {
-            id: "CertificateList",
-            note: "?class= (finishes pending certificates it finds)",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "CertificateList",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem", "Query", "PutItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("?class= (finishes pending certificates it finds)"),
         openapi: handlers::list_openapi,
     },
 ];

@@ -11,8 +11,9 @@ use serde_json::json;
 use strata_core::counters::{CounterKey, Incremented, MAX_KEY_BYTES, MAX_TOTAL, not_found};
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key, integer,
-    json_body, link, ok, path_parameter, responses, schema_ref, string,
+    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, honours_idempotency_key,
+    idempotency_key, integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
+    unknown,
 };
 use strata_http::request::{body, path_param};
 use strata_http::response::json;
@@ -183,7 +184,7 @@ pub fn increment_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("counters")
         .summary(Some("Add to a counter"))
-        .description(Some("Strong mode: the increment is in the total when the response is sent (`200`). Eventual mode: the increment is durably logged (`202`) and shows up in the total exactly once, within a second locally. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Strong mode: the increment is in the total when the response is sent (`200`). Eventual mode: the increment is durably logged (`202`) and shows up in the total exactly once, within a second locally.")))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<Increment>(true, json!({"key": "hello world", "value": 20}))
@@ -212,9 +213,9 @@ pub fn increment_openapi() -> Operation {
         Shared::Conflict.with("`overflow` (with `room`, what the counter can still take below 2^63-1; nothing is counted): in strong mode when the total would pass 2^63-1, in eventual mode only for an increment over 2^63-1 by itself (any other is accepted and, if it no longer fits when folded, refused then and counted in `counter-refused`); or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&unknown("the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once")),
     ])
     .build()
 }

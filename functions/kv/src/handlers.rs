@@ -205,9 +205,9 @@ pub fn put_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
         Shared::PayloadTooLarge.with("`body_too_large` (over 1 MiB) or `value_too_large` (over 256 KiB)."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not have been applied (on the embedded store nothing was written). Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.unknown_outcome("write"),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not have been applied (on the embedded store nothing was written); retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.unknown_outcome("write"),
     ])
     .build()
 }
@@ -221,18 +221,19 @@ pub fn delete_openapi() -> Operation {
             "Deleting an absent key is not an error: `deleted` is `false` and nothing is written.",
         ))
         .parameter(key_parameter());
-    responses(op, [
-        (
-            "200",
-            ok::<KvDeleted>("Whether the key existed.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not have been applied (on the embedded store nothing was written). Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the delete may or may not have been applied (on the embedded store nothing was written); retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<KvDeleted>("Whether the key existed.").build().into(),
+            ),
+            Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::TooManyRequests.unknown_outcome("delete"),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.unknown_outcome("delete"),
+        ],
+    )
     .build()
 }

@@ -16,8 +16,8 @@ use strata_core::kv::tx::{MAX_TX_BYTES, MAX_TX_KEYS, TxId};
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, Operation, OperationBuilder, Shared, headers, idempotency_key, json_body, link, ok,
-    path_parameter, responses, schema_ref, string,
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    json_body, link, ok, path_parameter, responses, schema_ref, string, unknown,
 };
 use strata_http::request::{body, path_param};
 use strata_http::response::json;
@@ -265,7 +265,7 @@ pub fn begin_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Begin a transaction"))
-        .description(Some(format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise). Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`.", TX_IDLE_TIMEOUT.as_secs())))
+        .description(Some(honours_idempotency_key(&format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise).", TX_IDLE_TIMEOUT.as_secs()))))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<TxBegin>(false, json!({}))
@@ -291,9 +291,9 @@ pub fn begin_openapi() -> Operation {
         Shared::Conflict.with("`request_in_progress` (with `retry-after`)."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("a transaction may have been opened, and expires unused")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused; retry after `retry-after` seconds. `too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome_and(&unknown("a transaction may have been opened, and expires unused"), "`too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
     ])
     .build()
 }
@@ -317,9 +317,9 @@ pub fn get_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found` (unknown, committed, rolled back or expired) or `key_not_found`."),
         Shared::PayloadTooLarge.with(&format!("`transaction_too_large`: the read would be the {}th distinct key; the transaction stays usable.", MAX_TX_KEYS + 1)),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the read may or may not have been recorded for validation; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome("the read may or may not have been recorded for validation; the transaction stays usable"),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the read may or may not have been recorded for validation; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and("the read may or may not have been recorded for validation; the transaction stays usable", "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
     ])
     .build()
 }
@@ -347,9 +347,9 @@ pub fn put_openapi() -> Operation {
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::RequestTimeout.plain(),
         Shared::PayloadTooLarge.with(&format!("`body_too_large`, `value_too_large`, or `transaction_too_large` (over {MAX_TX_KEYS} distinct keys or {MAX_TX_BYTES} bytes; the transaction stays usable).")),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("the write may or may not be buffered; the transaction stays usable")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&unknown("the write may or may not be buffered; the transaction stays usable"), "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
@@ -373,9 +373,9 @@ pub fn delete_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::PayloadTooLarge.with("`transaction_too_large`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("the delete may or may not be buffered; the transaction stays usable")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&unknown("the delete may or may not be buffered; the transaction stays usable"), "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
@@ -385,7 +385,7 @@ pub fn commit_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Commit a transaction"))
-        .description(Some("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over.")))
         .parameter(tx_id_parameter())
         .parameter(idempotency_key());
     responses(op, [
@@ -401,9 +401,9 @@ pub fn commit_openapi() -> Operation {
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::Conflict.with("`conflict` (with `key`, the first conflicting key) or `request_in_progress`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome("the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`"),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome("the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`"),
     ])
     .build()
 }
@@ -413,25 +413,30 @@ pub fn rollback_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Roll a transaction back"))
-        .description(Some("Discards the buffered writes. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "Discards the buffered writes.",
+        )))
         .parameter(tx_id_parameter())
         .parameter(idempotency_key());
-    responses(op, [
-        (
-            "200",
-            ok::<TxRolledBack>("Rolled back.")
-                .extensions(headers(&[Header::IdempotentReplayed], &[]))
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`transaction_not_found`."),
-        Shared::Conflict.with("`request_in_progress`."),
-        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the transaction may have been rolled back. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the transaction may have been rolled back; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<TxRolledBack>("Rolled back.")
+                    .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`transaction_not_found`."),
+            Shared::Conflict.with("`request_in_progress`."),
+            Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+            Shared::TooManyRequests.outcome(&unknown("the transaction may have been rolled back")),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&unknown("the transaction may have been rolled back")),
+        ],
+    )
     .build()
 }

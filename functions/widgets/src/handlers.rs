@@ -13,8 +13,9 @@ use strata_core::widgets::{
 };
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key,
-    integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
+    Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers,
+    honours_idempotency_key, idempotency_key, integer, json_body, link, ok, path_parameter,
+    responses, schema_ref, string, unknown,
 };
 use strata_http::request::{body, path_param};
 use strata_http::response::{empty, json};
@@ -298,7 +299,9 @@ pub fn create_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Create a widget"))
-        .description(Some("With 1 to 3 port slots, each `P`, `R` or `Q`. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "With 1 to 3 port slots, each `P`, `R` or `Q`.",
+        )))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<WidgetCreate>(
@@ -324,9 +327,9 @@ pub fn create_openapi() -> Operation {
         Shared::Conflict.with("`duplicate_serial_number` (with `serial_number`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the widget may have been created. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("the widget may have been created")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the widget may have been created; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&unknown("the widget may have been created")),
     ])
     .build()
 }
@@ -360,18 +363,24 @@ pub fn delete_openapi() -> Operation {
         .summary(Some("Delete a widget"))
         .description(Some("Every association is released on both sides."))
         .parameter(serial_parameter());
-    responses(op, [
-        ("204", ResponseBuilder::new().description("Deleted.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`widget_not_found`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the widget may have been deleted. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the widget may have been deleted; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "204",
+                ResponseBuilder::new()
+                    .description("Deleted.")
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`widget_not_found`."),
+            Shared::TooManyRequests.outcome(&unknown("the widget may have been deleted")),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&unknown("the widget may have been deleted")),
+        ],
+    )
     .build()
 }
 
@@ -380,7 +389,7 @@ pub fn associate_openapi() -> Operation {
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Associate two widgets on a port type"))
-        .description(Some("Takes one free slot of that type on both widgets; visible from both sides. Two widgets may be associated more than once, never twice on the same port type. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Takes one free slot of that type on both widgets; visible from both sides. Two widgets may be associated more than once, never twice on the same port type.")))
         .parameter(serial_parameter())
         .parameter(idempotency_key())
         .request_body(Some(
@@ -405,9 +414,9 @@ pub fn associate_openapi() -> Operation {
         Shared::Conflict.with("`no_free_slot` (either side; names it in `serial_number`, with `port`), `already_associated` or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the association may have been made. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&unknown("the association may have been made")),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the association may have been made; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&unknown("the association may have been made")),
     ])
     .build()
 }
@@ -421,19 +430,24 @@ pub fn dissociate_openapi() -> Operation {
         .parameter(serial_parameter())
         .parameter(port_parameter())
         .parameter(peer_parameter());
-    responses(op, [
-        (
-            "204",
-            ResponseBuilder::new().description("Removed.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`association_not_found`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the association may have been removed. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the association may have been removed; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "204",
+                ResponseBuilder::new()
+                    .description("Removed.")
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest
+                .with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`association_not_found`."),
+            Shared::TooManyRequests.outcome(&unknown("the association may have been removed")),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&unknown("the association may have been removed")),
+        ],
+    )
     .build()
 }

@@ -18,19 +18,18 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets",
         function: "widgets-create",
         handler: handler!(handlers::create, idempotency = "widgets-create"),
-        deploy: Deploy {
-            id: "WidgetCreate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        deploy: Deploy::new(
+            "WidgetCreate",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "WidgetTable",
                     actions: &["PutItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::create_openapi,
     },
     Route {
@@ -38,16 +37,15 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}",
         function: "widgets-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "WidgetGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_openapi,
     },
     Route {
@@ -55,16 +53,16 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}",
         function: "widgets-delete",
         handler: handler!(handlers::delete),
-        deploy: Deploy {
-            id: "WidgetDelete",
-            note: "(releases every association)",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetDelete",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["GetItem", "DeleteItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("(releases every association)"),
         openapi: handlers::delete_openapi,
     },
     Route {
@@ -72,19 +70,18 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}/associations",
         function: "widgets-associate",
         handler: handler!(handlers::associate, idempotency = "widgets-associate"),
-        deploy: Deploy {
-            id: "WidgetAssociate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        deploy: Deploy::new(
+            "WidgetAssociate",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "WidgetTable",
                     actions: &["GetItem", "UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::associate_openapi,
     },
     Route {
@@ -92,16 +89,15 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}/associations/{port}/{peer}",
         function: "widgets-dissociate",
         handler: handler!(handlers::dissociate),
-        deploy: Deploy {
-            id: "WidgetDissociate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetDissociate",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["UpdateItem"],
             }],
-        },
+        ),
         openapi: handlers::dissociate_openapi,
     },
 ];

@@ -529,6 +529,57 @@ impl Shared {
     }
 }
 
+/// An operation's description followed by what its `Idempotency-Key` does (the operations whose route
+/// declares an idempotency scope, see [`crate::handler!`]).
+pub fn honours_idempotency_key(description: &str) -> String {
+    format!(
+        "{description} Honours `Idempotency-Key`: a retry with the same key, method, path and body gets \
+         the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key \
+         with another request is `422`; a retry while the first is still running is \
+         `409 request_in_progress`."
+    )
+}
+
+/// What a write may have done when DynamoDB did not confirm it: "the outcome is unknown on DynamoDB:
+/// {what}" (an [`Shared::outcome`]).
+pub fn unknown(what: &str) -> String {
+    format!("the outcome is unknown on DynamoDB: {what}")
+}
+
+impl Shared {
+    /// A write's `429` (`rate_limited`, `store_throttled`) or `503` (`store_unavailable`) response, saying
+    /// what the write may have done when the store throttled it or did not answer: `outcome`.
+    pub fn outcome(self, outcome: &str) -> (&'static str, RefOr<Response>) {
+        match self {
+            Shared::TooManyRequests => self.with(&format!(
+                "`rate_limited`: nothing was done. `store_throttled`: {outcome}. Retry after \
+                 `retry-after` seconds."
+            )),
+            _ => self.with(&format!(
+                "`store_unavailable`: {outcome}; retry after `retry-after` seconds."
+            )),
+        }
+    }
+
+    /// [`Shared::outcome`] followed by `more`: the other errors of the same status.
+    pub fn outcome_and(self, outcome: &str, more: &str) -> (&'static str, RefOr<Response>) {
+        let (status, mut response) = self.outcome(outcome);
+        if let RefOr::Ref(r) = &mut response {
+            r.description = format!("{} {more}", r.description);
+        }
+        (status, response)
+    }
+
+    /// [`Shared::outcome`] of a single-key `action` ("write", "delete") whose outcome is unknown on
+    /// DynamoDB, and nothing on the embedded store.
+    pub fn unknown_outcome(self, action: &str) -> (&'static str, RefOr<Response>) {
+        self.outcome(&unknown(&format!(
+            "the {action} may or may not have been applied (on the embedded store nothing was \
+             written)"
+        )))
+    }
+}
+
 /// Adds responses to an operation.
 pub fn responses(
     mut op: OperationBuilder,

@@ -373,4 +373,66 @@ mod tests {
         assert!(o.positive_integer("big", (1 << 53) - 1).is_err());
         assert!(o.positive_integer("n", 4).is_err());
     }
+
+    fn one_to_ten() -> utoipa::openapi::Object {
+        crate::openapi::integer(1, Some(10))
+    }
+
+    /// A body type as the services write them.
+    #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+    struct Sample {
+        name: String,
+        #[schema(schema_with = one_to_ten)]
+        count: u64,
+        tags: Vec<String>,
+    }
+
+    fn sample(body: &str) -> Result<Sample, Error> {
+        super::body::<Sample>(&req(body))
+    }
+
+    #[test]
+    fn a_body_type_reads_its_fields_with_the_errors_of_the_field_accessors() {
+        let s = sample(r#"{"name":"n","count":3,"tags":["a"],"unknown":true}"#).unwrap();
+        assert_eq!((s.name.as_str(), s.count, s.tags.len()), ("n", 3, 1));
+        for (body, field, message) in [
+            (r#"{"count":3,"tags":[]}"#, "name", "`name` is required"),
+            (
+                r#"{"name":1,"count":3,"tags":[]}"#,
+                "name",
+                "`name` must be a string, not a number",
+            ),
+            (
+                r#"{"name":"n","count":11,"tags":[]}"#,
+                "count",
+                "`count` must be an integer from 1 to 10, not 11",
+            ),
+            (
+                r#"{"name":"n","count":1.5,"tags":[]}"#,
+                "count",
+                "`count` must be an integer from 1 to 10, not 1.5",
+            ),
+            (
+                r#"{"name":"n","count":1,"tags":[1]}"#,
+                "tags",
+                "`tags` must be an array of strings",
+            ),
+            (
+                r#"{"name":"n","count":1,"tags":"a"}"#,
+                "tags",
+                "`tags` must be an array of strings",
+            ),
+            (r#"{"name":"n","count":1}"#, "tags", "`tags` is required"),
+        ] {
+            let e = sample(body).unwrap_err();
+            assert_eq!(
+                (e.code.as_ref(), &e.extra["field"], e.message.as_str()),
+                ("invalid_field", &serde_json::json!(field), message),
+                "{body}"
+            );
+        }
+        for body in ["", "[1]", "{"] {
+            assert_eq!(sample(body).unwrap_err().code, "invalid_json", "{body:?}");
+        }
+    }
 }

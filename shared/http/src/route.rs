@@ -111,6 +111,29 @@ pub const IDEMPOTENCY: Grant = Grant {
     actions: &["PutItem", "UpdateItem", "DeleteItem"],
 };
 
+impl Deploy {
+    /// A deployment whose description is its route alone (no [`Deploy::note`]).
+    pub const fn new(
+        id: &'static str,
+        access: Access,
+        pool: Pool,
+        grants: &'static [Grant],
+    ) -> Self {
+        Self {
+            id,
+            note: "",
+            access,
+            pool,
+            grants,
+        }
+    }
+
+    /// The same deployment with a note in its description.
+    pub const fn note(self, note: &'static str) -> Self {
+        Self { note, ..self }
+    }
+}
+
 impl Route {
     /// The function's description in `template.yaml`.
     pub fn description(&self) -> String {
