@@ -13,6 +13,7 @@ use std::future::Future;
 use strata_core::Stores;
 use strata_core::idempotency::{Claim, MAX_RECORD_BODY_BYTES, Stored, validate_key};
 
+/// The request header, as `http` names it (lowercase).
 pub const HEADER: &str = "idempotency-key";
 
 /// The key of a request as stored, if it has a (valid) `Idempotency-Key`: scoped to the operation and to the
@@ -52,11 +53,13 @@ impl Caller {
         digest(self.0.as_bytes())[..32].to_owned()
     }
 
+    /// The caller in full (`iam:…`, `jwt:…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// The caller of `req`, from API Gateway's authorizer context (see [`Caller`]).
 pub fn caller(req: &Request) -> Option<Caller> {
     use lambda_http::RequestExt;
     let authorizer = req.request_context_ref()?.authorizer()?;

@@ -187,6 +187,7 @@ fn bound(n: &Number) -> u64 {
     }
 }
 
+/// `413 body_too_large`: a body over [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> Error {
     Error::too_large(
         "body_too_large",

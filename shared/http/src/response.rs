@@ -31,6 +31,7 @@ pub fn empty(status: StatusCode) -> Response {
         .expect("a valid status")
 }
 
+/// The status of an error of this kind.
 pub fn status_of(kind: Kind) -> StatusCode {
     match kind {
         Kind::Invalid => StatusCode::BAD_REQUEST,

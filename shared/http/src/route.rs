@@ -29,7 +29,9 @@ pub struct Route {
     pub path: &'static str,
     /// The Lambda function that serves this route on AWS (its `Handler` in `template.yaml`).
     pub function: &'static str,
+    /// What answers the route's requests.
     pub handler: Handler,
+    /// The Lambda function's deployment.
     pub deploy: Deploy,
     /// The operation of the OpenAPI document (summary, parameters, bodies, responses), written next to the
     /// handler; the document takes the path and method from this route. The fallback's is never read.
@@ -41,17 +43,21 @@ pub struct Route {
 pub struct Function {
     /// The function's `Handler` in `template.yaml`.
     pub function: &'static str,
+    /// What invokes it.
     pub trigger: Trigger,
+    /// Its deployment.
     pub deploy: Deploy,
 }
 
 /// What invokes a [`Function`].
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Trigger {
     /// A route of the WebSocket API (`$connect`, `$disconnect`, `$default`), answered by this handler.
     /// The route, integration and permission resources are the WebSocket API's, in `template.yaml`.
     WebSocket {
+        /// `$connect`, `$disconnect` or `$default`.
         route: &'static str,
+        /// What answers it.
         handler: Handler,
     },
     /// The counter log's DynamoDB stream and its re-scan schedule (the events are written by the template
@@ -68,7 +74,9 @@ pub struct Deploy {
     /// Appended to the function's description (`GET /widgets/{serial}` for a route), when the route alone
     /// does not say what it does; the whole description for a [`Function`].
     pub note: &'static str,
+    /// The scope a JWT needs to call it.
     pub access: Access,
+    /// Its reserved-concurrency pool.
     pub pool: Pool,
     /// Every DynamoDB action the function's code calls, per table: its role grants exactly these (the
     /// least-privilege test drives every code path and compares).
@@ -78,7 +86,9 @@ pub struct Deploy {
 /// Which JWT scope a route asks for when the API uses JWT authorization (CONTRACT.md, who may call).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// The read scope (`JwtReadScope`).
     Read,
+    /// The write scope (`JwtWriteScope`).
     Write,
     /// Changing a share class's authorized shares.
     Admin,
@@ -91,7 +101,9 @@ pub enum Access {
 /// The reserved-concurrency pool a function draws from (template parameters `ReservedConcurrency*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {
+    /// Operations that only read.
     Reads,
+    /// Operations that write.
     Writes,
     /// The line protocol over HTTP and WebSocket: the costliest per invocation, so the smallest pool.
     Commands,
@@ -101,7 +113,9 @@ pub enum Pool {
 /// without the `dynamodb:` prefix.
 #[derive(Clone, Copy, Debug)]
 pub struct Grant {
+    /// The table's resource id in `template.yaml`.
     pub table: &'static str,
+    /// The actions, without the `dynamodb:` prefix.
     pub actions: &'static [&'static str],
 }
 
