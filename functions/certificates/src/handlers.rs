@@ -317,6 +317,7 @@ pub async fn list(stores: &Stores, req: Request) -> Result<Response, Error> {
 
 /// The OpenAPI operation of [`put_class`].
 pub fn put_class_openapi() -> Operation {
+    let outcome = unknown("`authorized` may have been set; setting it again is harmless");
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Create a share class or change its authorization"))
@@ -344,9 +345,9 @@ pub fn put_class_openapi() -> Operation {
         Shared::Conflict.with("`authorized_below_issued` (with `issued`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("`authorized` may have been set; setting it again is harmless")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome(&unknown("`authorized` may have been set; setting it again is harmless")),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
@@ -382,6 +383,9 @@ pub fn get_class_openapi() -> Operation {
 
 /// The OpenAPI operation of [`issue`].
 pub fn issue_openapi() -> Operation {
+    let outcome = unknown(
+        "a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once",
+    );
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Issue a certificate"))
@@ -409,9 +413,9 @@ pub fn issue_openapi() -> Operation {
         Shared::Conflict.with("`insufficient_shares` (with `remaining`; no number is used) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome(&unknown("a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once")),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }

@@ -181,6 +181,9 @@ pub const REFUSED_HEADER: &str = "counter-refused";
 
 /// The OpenAPI operation of [`increment`].
 pub fn increment_openapi() -> Operation {
+    let outcome = unknown(
+        "the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once",
+    );
     let op = OperationBuilder::new()
         .tag("counters")
         .summary(Some("Add to a counter"))
@@ -213,9 +216,9 @@ pub fn increment_openapi() -> Operation {
         Shared::Conflict.with("`overflow` (with `room`, what the counter can still take below 2^63-1; nothing is counted): in strong mode when the total would pass 2^63-1, in eventual mode only for an increment over 2^63-1 by itself (any other is accepted and, if it no longer fits when folded, refused then and counted in `counter-refused`); or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome(&unknown("the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once")),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }

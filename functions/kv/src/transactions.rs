@@ -262,6 +262,7 @@ pub async fn rollback(stores: &Stores, req: Request) -> Result<Response, Error> 
 
 /// The OpenAPI operation of [`begin`].
 pub fn begin_openapi() -> Operation {
+    let outcome = unknown("a transaction may have been opened, and expires unused");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Begin a transaction"))
@@ -291,15 +292,17 @@ pub fn begin_openapi() -> Operation {
         Shared::Conflict.with("`request_in_progress` (with `retry-after`)."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("a transaction may have been opened, and expires unused")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome_and(&unknown("a transaction may have been opened, and expires unused"), "`too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`get`].
 pub fn get_openapi() -> Operation {
+    let outcome =
+        "the read may or may not have been recorded for validation; the transaction stays usable";
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Read a key in a transaction"))
@@ -317,15 +320,16 @@ pub fn get_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found` (unknown, committed, rolled back or expired) or `key_not_found`."),
         Shared::PayloadTooLarge.with(&format!("`transaction_too_large`: the read would be the {}th distinct key; the transaction stays usable.", MAX_TX_KEYS + 1)),
-        Shared::TooManyRequests.outcome("the read may or may not have been recorded for validation; the transaction stays usable"),
+        Shared::TooManyRequests.outcome(outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome_and("the read may or may not have been recorded for validation; the transaction stays usable", "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`put`].
 pub fn put_openapi() -> Operation {
+    let outcome = unknown("the write may or may not be buffered; the transaction stays usable");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Buffer a write in a transaction"))
@@ -347,15 +351,16 @@ pub fn put_openapi() -> Operation {
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::RequestTimeout.plain(),
         Shared::PayloadTooLarge.with(&format!("`body_too_large`, `value_too_large`, or `transaction_too_large` (over {MAX_TX_KEYS} distinct keys or {MAX_TX_BYTES} bytes; the transaction stays usable).")),
-        Shared::TooManyRequests.outcome(&unknown("the write may or may not be buffered; the transaction stays usable")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome_and(&unknown("the write may or may not be buffered; the transaction stays usable"), "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`delete`].
 pub fn delete_openapi() -> Operation {
+    let outcome = unknown("the delete may or may not be buffered; the transaction stays usable");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Buffer a delete in a transaction"))
@@ -373,43 +378,50 @@ pub fn delete_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::PayloadTooLarge.with("`transaction_too_large`."),
-        Shared::TooManyRequests.outcome(&unknown("the delete may or may not be buffered; the transaction stays usable")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome_and(&unknown("the delete may or may not be buffered; the transaction stays usable"), "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`commit`].
 pub fn commit_openapi() -> Operation {
+    let outcome = "the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`";
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Commit a transaction"))
         .description(Some(honours_idempotency_key("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over.")))
         .parameter(tx_id_parameter())
         .parameter(idempotency_key());
-    responses(op, [
-        (
-            "200",
-            ok::<TxCommitted>("Committed.")
-                .extensions(headers(&[Header::IdempotentReplayed], &[]))
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`transaction_not_found`."),
-        Shared::Conflict.with("`conflict` (with `key`, the first conflicting key) or `request_in_progress`."),
-        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome("the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`"),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome("the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`"),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<TxCommitted>("Committed.")
+                    .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`transaction_not_found`."),
+            Shared::Conflict.with(
+                "`conflict` (with `key`, the first conflicting key) or `request_in_progress`.",
+            ),
+            Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+            Shared::TooManyRequests.outcome(outcome),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(outcome),
+        ],
+    )
     .build()
 }
 
 /// The OpenAPI operation of [`rollback`].
 pub fn rollback_openapi() -> Operation {
+    let outcome = unknown("the transaction may have been rolled back");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Roll a transaction back"))
@@ -433,9 +445,9 @@ pub fn rollback_openapi() -> Operation {
             Shared::NotFound.with("`transaction_not_found`."),
             Shared::Conflict.with("`request_in_progress`."),
             Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-            Shared::TooManyRequests.outcome(&unknown("the transaction may have been rolled back")),
+            Shared::TooManyRequests.outcome(&outcome),
             Shared::InternalError.plain(),
-            Shared::StoreUnavailable.outcome(&unknown("the transaction may have been rolled back")),
+            Shared::StoreUnavailable.outcome(&outcome),
         ],
     )
     .build()

@@ -296,6 +296,7 @@ pub async fn dissociate(stores: &Stores, req: Request) -> Result<Response, Error
 
 /// The OpenAPI operation of [`create`].
 pub fn create_openapi() -> Operation {
+    let outcome = unknown("the widget may have been created");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Create a widget"))
@@ -327,9 +328,9 @@ pub fn create_openapi() -> Operation {
         Shared::Conflict.with("`duplicate_serial_number` (with `serial_number`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("the widget may have been created")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome(&unknown("the widget may have been created")),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
@@ -358,6 +359,7 @@ pub fn get_openapi() -> Operation {
 
 /// The OpenAPI operation of [`delete`].
 pub fn delete_openapi() -> Operation {
+    let outcome = unknown("the widget may have been deleted");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Delete a widget"))
@@ -376,9 +378,9 @@ pub fn delete_openapi() -> Operation {
             Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
             Shared::Unauthorized.plain(),
             Shared::NotFound.with("`widget_not_found`."),
-            Shared::TooManyRequests.outcome(&unknown("the widget may have been deleted")),
+            Shared::TooManyRequests.outcome(&outcome),
             Shared::InternalError.plain(),
-            Shared::StoreUnavailable.outcome(&unknown("the widget may have been deleted")),
+            Shared::StoreUnavailable.outcome(&outcome),
         ],
     )
     .build()
@@ -386,6 +388,7 @@ pub fn delete_openapi() -> Operation {
 
 /// The OpenAPI operation of [`associate`].
 pub fn associate_openapi() -> Operation {
+    let outcome = unknown("the association may have been made");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Associate two widgets on a port type"))
@@ -414,15 +417,16 @@ pub fn associate_openapi() -> Operation {
         Shared::Conflict.with("`no_free_slot` (either side; names it in `serial_number`, with `port`), `already_associated` or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.outcome(&unknown("the association may have been made")),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.outcome(&unknown("the association may have been made")),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`dissociate`].
 pub fn dissociate_openapi() -> Operation {
+    let outcome = unknown("the association may have been removed");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Remove an association"))
@@ -444,9 +448,9 @@ pub fn dissociate_openapi() -> Operation {
                 .with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
             Shared::Unauthorized.plain(),
             Shared::NotFound.with("`association_not_found`."),
-            Shared::TooManyRequests.outcome(&unknown("the association may have been removed")),
+            Shared::TooManyRequests.outcome(&outcome),
             Shared::InternalError.plain(),
-            Shared::StoreUnavailable.outcome(&unknown("the association may have been removed")),
+            Shared::StoreUnavailable.outcome(&outcome),
         ],
     )
     .build()
