@@ -553,7 +553,11 @@ impl transfer::Sink for BodySink {
 
 async fn serve_export(export: ExportPort, services: Option<&String>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let fail = |e: &strata_core::Error| crate::server::to_axum(strata_http::response::error(e));
+    let fail = |e: &strata_core::Error| {
+        let response = strata_http::response::error(e);
+        strata_http::response::log_error(&response);
+        crate::server::to_axum(response)
+    };
     let services = match services {
         Some(raw) => match Service::parse_list(raw) {
             Ok(list) => list,

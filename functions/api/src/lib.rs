@@ -24,13 +24,7 @@ pub const SYSTEM_ROUTES: &[Route] = &[Route {
     function: "health",
     handler: handler!(system::health),
     openapi: system::health_openapi,
-    deploy: Deploy {
-        id: "Health",
-        note: "",
-        access: Access::Read,
-        pool: Pool::Reads,
-        grants: &[],
-    },
+    deploy: Deploy::new("Health", Access::Read, Pool::Reads, &[]),
 }];
 
 /// Answers every request that no route matches (API Gateway's `$default` route), in the contract's JSON.
@@ -41,13 +35,8 @@ pub const FALLBACK: Route = Route {
     handler: handler!(system::not_found),
     // Not an operation of the document: the fallback answers what no route matches.
     openapi: strata_http::openapi::Operation::new,
-    deploy: Deploy {
-        id: "NotFound",
-        note: "Answers requests that match no route with the API's JSON 404",
-        access: Access::AnyScope,
-        pool: Pool::Reads,
-        grants: &[],
-    },
+    deploy: Deploy::new("NotFound", Access::AnyScope, Pool::Reads, &[])
+        .note("Answers requests that match no route with the API's JSON 404"),
 };
 
 /// Every route the API serves (the fallback aside), in declaration order.

@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Serialize;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{Operation, OperationBuilder, Shared, ok, responses};
-use strata_http::response::{error, json};
+use strata_http::response::json;
 use strata_http::{Request, Response};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::ObjectBuilder;
@@ -33,19 +33,19 @@ fn store_schema() -> utoipa::openapi::Object {
 }
 
 /// `GET /health` → `200 {"status":"ok","store":"embedded"|"dynamodb"}`.
-pub async fn health(stores: &Stores, _req: Request) -> Response {
-    json(
+pub async fn health(stores: &Stores, _req: Request) -> Result<Response, Error> {
+    Ok(json(
         StatusCode::OK,
         &Health {
             status: "ok",
             store: stores.backend.as_str(),
         },
-    )
+    ))
 }
 
 /// Any request no route matches → `404 route_not_found`.
-pub async fn not_found(_stores: &Stores, req: Request) -> Response {
-    error(&route_not_found(req.method(), req.uri().path()))
+pub async fn not_found(_stores: &Stores, req: Request) -> Result<Response, Error> {
+    Err(route_not_found(req.method(), req.uri().path()))
 }
 
 /// The error of a request no route matches.

@@ -5,7 +5,7 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, DEFAULT_PAGE, IssueRequest, MAX_NAME_CHARS, MAX_PAGE,
@@ -14,11 +14,12 @@ use strata_core::certificates::{
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, Operation, OperationBuilder, Shared, headers, idempotency_key, integer, json_body,
-    link, ok, path_parameter, query_parameter, responses, schema_ref, string,
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    integer, json_body, link, ok, path_parameter, query_parameter, responses, schema_ref, string,
+    unknown,
 };
-use strata_http::request::{json_object, path_param, query_integer, query_string};
-use strata_http::response::{from_result, json};
+use strata_http::request::{body, path_param, query_integer, query_string};
+use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::ObjectBuilder;
 use utoipa::openapi::{RefOr, Schema};
@@ -74,7 +75,7 @@ fn holder_name() -> utoipa::openapi::Object {
 }
 
 /// The body of `PUT /share-classes/{class}`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct ShareClassWrite {
     #[schema(schema_with = shares)]
     pub authorized: u64,
@@ -110,7 +111,7 @@ impl From<&ShareClass> for ShareClassBody {
 }
 
 /// The body of `POST /certificates`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct CertificateIssue {
     #[schema(schema_with = holder_name)]
     pub name: String,
@@ -230,129 +231,103 @@ fn field_class(raw: &str) -> Result<ClassCode, Error> {
 }
 
 /// `PUT /share-classes/{class}` with `{"authorized": N}` → `200` the class; `409 authorized_below_issued`.
-pub async fn put_class(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "share-classes-put", |req, _| async move {
-        from_result(
-            async {
-                let class = path_class(&req)?;
-                let authorized = json_object(&req)?.integer("authorized", 0, MAX_SHARES)?;
-                let class = stores.ledger.put_class(&class, authorized).await?;
-                Ok(json(StatusCode::OK, &ShareClassBody::from(&class)))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn put_class(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let class = path_class(&req)?;
+    let authorized = body::<ShareClassWrite>(&req)?.authorized;
+    let class = stores.ledger.put_class(&class, authorized).await?;
+    Ok(json(StatusCode::OK, &ShareClassBody::from(&class)))
 }
 
 /// `GET /share-classes/{class}` → `200` the class; `404 class_not_found`.
-pub async fn get_class(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let class = path_class(&req)?;
-            let found = stores
-                .ledger
-                .get_class(&class)
-                .await?
-                .ok_or_else(|| class_not_found(&class))?;
-            Ok(json(StatusCode::OK, &ShareClassBody::from(&found)))
-        }
-        .await,
-    )
+pub async fn get_class(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let class = path_class(&req)?;
+    let found = stores
+        .ledger
+        .get_class(&class)
+        .await?
+        .ok_or_else(|| class_not_found(&class))?;
+    Ok(json(StatusCode::OK, &ShareClassBody::from(&found)))
 }
 
 /// `POST /certificates` with `{"name","amount","class"}` → `201` the certificate;
 /// `409 insufficient_shares` (with `remaining`), `404 class_not_found`.
-pub async fn issue(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "certificates-issue", |req, key| async move {
-        from_result(
-            async {
-                let body = json_object(&req)?;
-                let name = body.string("name")?;
-                validate_name(&name)?;
-                let amount = body.positive_integer("amount", MAX_SHARES)?;
-                let class = field_class(&body.string("class")?)?;
-                let request = IssueRequest {
-                    class,
-                    name,
-                    amount,
-                };
-                let certificate = stores.ledger.issue(&request, key.as_deref()).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &CertificateBody::from(&certificate),
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn issue(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let CertificateIssue {
+        name,
+        amount,
+        class,
+    } = body(&req)?;
+    validate_name(&name)?;
+    let request = IssueRequest {
+        class: field_class(&class)?,
+        name,
+        amount,
+    };
+    let certificate = stores
+        .ledger
+        .issue(&request, idempotency::key(&req))
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &CertificateBody::from(&certificate),
+    ))
 }
 
 /// `GET /certificates/{id}` → `200` the certificate; `404 certificate_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let raw = path_param(&req, "id")?;
-            let id = CertificateId::parse(&raw)?;
-            let certificate = stores.ledger.get_certificate(&id).await?.ok_or_else(|| {
-                Error::not_found(
-                    "certificate_not_found",
-                    format!("no certificate {}", strata_core::error::quote(&raw)),
-                )
-            })?;
-            Ok(json(StatusCode::OK, &CertificateBody::from(&certificate)))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let raw = path_param(&req, "id")?;
+    let id = CertificateId::parse(&raw)?;
+    let certificate = stores.ledger.get_certificate(&id).await?.ok_or_else(|| {
+        Error::not_found(
+            "certificate_not_found",
+            format!("no certificate {}", strata_core::error::quote(&raw)),
+        )
+    })?;
+    Ok(json(StatusCode::OK, &CertificateBody::from(&certificate)))
 }
 
 /// `GET /certificates?class=CS&after=N&limit=M` → `200 {"certificates":[...],"next_after":n|null}`, in number
 /// order; `next_after` is the `after` of the next page, `null` on the last one.
-pub async fn list(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let class = field_class(&query_string(&req, "class")?)?;
-            let after = query_integer(&req, "after", 0, 0, u64::MAX)?;
-            let limit = query_integer(
-                &req,
-                "limit",
-                u64::from(DEFAULT_PAGE),
-                1,
-                u64::from(MAX_PAGE),
-            )? as u32;
-            let found = stores
-                .ledger
-                .get_class(&class)
-                .await?
-                .ok_or_else(|| class_not_found(&class))?;
-            let page = stores.ledger.list(&class, after, limit).await?;
-            let last = page.last().map(|c| c.number);
-            let next_after =
-                last.filter(|n| page.len() == limit as usize && n + 1 < found.next_number);
-            Ok(json(
-                StatusCode::OK,
-                &CertificatePage {
-                    certificates: page.iter().map(CertificateBody::from).collect(),
-                    next_after,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn list(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let class = field_class(&query_string(&req, "class")?)?;
+    let after = query_integer(&req, "after", 0, 0, u64::MAX)?;
+    let limit = query_integer(
+        &req,
+        "limit",
+        u64::from(DEFAULT_PAGE),
+        1,
+        u64::from(MAX_PAGE),
+    )? as u32;
+    let found = stores
+        .ledger
+        .get_class(&class)
+        .await?
+        .ok_or_else(|| class_not_found(&class))?;
+    let page = stores.ledger.list(&class, after, limit).await?;
+    let last = page.last().map(|c| c.number);
+    let next_after = last.filter(|n| page.len() == limit as usize && n + 1 < found.next_number);
+    Ok(json(
+        StatusCode::OK,
+        &CertificatePage {
+            certificates: page.iter().map(CertificateBody::from).collect(),
+            next_after,
+        },
+    ))
 }
 
 /// The OpenAPI operation of [`put_class`].
 pub fn put_class_openapi() -> Operation {
+    let outcome = unknown("`authorized` may have been set; setting it again is harmless");
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Create a share class or change its authorization"))
-        .description(Some("The authorization may never drop below the shares already issued. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "The authorization may never drop below the shares already issued.",
+        )))
         .parameter(class_parameter())
         .parameter(idempotency_key())
         .request_body(Some(
-            json_body::<ShareClassWrite>(true, json!({"authorized": 1000000}))
-                .build(),
+            json_body::<ShareClassWrite>(true, json!({"authorized": 1000000})).build(),
         ));
     responses(op, [
         (
@@ -370,9 +345,9 @@ pub fn put_class_openapi() -> Operation {
         Shared::Conflict.with("`authorized_below_issued` (with `issued`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: `authorized` may have been set; setting it again is harmless. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: `authorized` may have been set; setting it again is harmless; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
@@ -408,10 +383,13 @@ pub fn get_class_openapi() -> Operation {
 
 /// The OpenAPI operation of [`issue`].
 pub fn issue_openapi() -> Operation {
+    let outcome = unknown(
+        "a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once",
+    );
     let op = OperationBuilder::new()
         .tag("certificates")
         .summary(Some("Issue a certificate"))
-        .description(Some("Takes the class's next number: numbers start at 1 per class and are sequential, unique and gapless. Durable once `201` is sent. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Takes the class's next number: numbers start at 1 per class and are sequential, unique and gapless. Durable once `201` is sent.")))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<CertificateIssue>(true, json!({"name": "Salt Bae", "amount": 10, "class": "CS"}))
@@ -435,9 +413,9 @@ pub fn issue_openapi() -> Operation {
         Shared::Conflict.with("`insufficient_shares` (with `remaining`; no number is used) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: a certificate may have been issued; retry with the same `Idempotency-Key` to get it exactly once; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }

@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation, on the
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
 //!   [`strata_core::certificates::Ledger`] port; the numbering rules live in `strata_core::certificates`.
-//!   Issuing and changing a class go through `strata_http::idempotency`, and an issue hands the client's
-//!   key to the ledger as its request id, so a retry yields the original certificate even across a crash.
+//!   Issuing and changing a class are served behind `Idempotency-Key` (declared on their routes), and an
+//!   issue hands the client's key to the ledger as its request id, so a retry yields the original
+//!   certificate even across a crash.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
@@ -19,20 +20,19 @@ pub const ROUTES: &[Route] = &[
         method: "PUT",
         path: "/share-classes/{class}",
         function: "share-classes-put",
-        handler: handler!(handlers::put_class),
-        deploy: Deploy {
-            id: "ShareClassPut",
-            note: "",
-            access: Access::Admin,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(handlers::put_class, idempotency = "share-classes-put"),
+        deploy: Deploy::new(
+            "ShareClassPut",
+            Access::Admin,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "LedgerTable",
                     actions: &["UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::put_class_openapi,
     },
     Route {
@@ -40,36 +40,34 @@ pub const ROUTES: &[Route] = &[
         path: "/share-classes/{class}",
         function: "share-classes-get",
         handler: handler!(handlers::get_class),
-        deploy: Deploy {
-            id: "ShareClassGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "ShareClassGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_class_openapi,
     },
     Route {
         method: "POST",
         path: "/certificates",
         function: "certificates-issue",
-        handler: handler!(handlers::issue),
-        deploy: Deploy {
-            id: "CertificateIssue",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(handlers::issue, idempotency = "certificates-issue"),
+        deploy: Deploy::new(
+            "CertificateIssue",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "LedgerTable",
                     actions: &["GetItem", "PutItem", "UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::issue_openapi,
     },
     Route {
@@ -77,16 +75,16 @@ pub const ROUTES: &[Route] = &[
         path: "/certificates/{id}",
         function: "certificates-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "CertificateGet",
-            note: "(finishes a pending certificate it finds)",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "CertificateGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem", "PutItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("(finishes a pending certificate it finds)"),
         openapi: handlers::get_openapi,
     },
     Route {
@@ -94,16 +92,16 @@ pub const ROUTES: &[Route] = &[
         path: "/certificates",
         function: "certificates-list",
         handler: handler!(handlers::list),
-        deploy: Deploy {
-            id: "CertificateList",
-            note: "?class= (finishes pending certificates it finds)",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "CertificateList",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "LedgerTable",
                 actions: &["GetItem", "Query", "PutItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("?class= (finishes pending certificates it finds)"),
         openapi: handlers::list_openapi,
     },
 ];

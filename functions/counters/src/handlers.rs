@@ -5,17 +5,18 @@
 //! its route in `ROUTES` carries.
 
 use http::{HeaderValue, StatusCode};
-use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use strata_core::Stores;
 use strata_core::counters::{CounterKey, Incremented, MAX_KEY_BYTES, MAX_TOTAL, not_found};
+use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key, integer,
-    json_body, link, ok, path_parameter, responses, schema_ref, string,
+    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, honours_idempotency_key,
+    idempotency_key, integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
+    unknown,
 };
-use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::request::{body, path_param};
+use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -55,7 +56,7 @@ fn new_total() -> utoipa::openapi::Object {
 }
 
 /// The body of `POST /increment`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct Increment {
     #[schema(value_type = CounterKeyString)]
     pub key: String,
@@ -125,68 +126,54 @@ fn key_parameter() -> utoipa::openapi::path::Parameter {
 
 /// `POST /increment` with `{"key","value"}` → strong `200 {"key","value": total}`, eventual
 /// `202 {"key","accepted": value}`; `409 overflow`.
-pub async fn increment(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "increment", |req, request_id| async move {
-        from_result(
-            async {
-                let body = json_object(&req)?;
-                let key = CounterKey::parse(&body.string("key")?)?;
-                let value = body.integer("value", 0, u64::MAX)?;
-                Ok(
-                    match stores
-                        .counters
-                        .increment(&key, value, request_id.as_deref())
-                        .await?
-                    {
-                        Incremented::Total(total) => json(
-                            StatusCode::OK,
-                            &CounterTotalAfter {
-                                key: key.as_str().to_owned(),
-                                value: total,
-                            },
-                        ),
-                        Incremented::Accepted => json(
-                            StatusCode::ACCEPTED,
-                            &CounterAccepted {
-                                key: key.as_str().to_owned(),
-                                accepted: value,
-                            },
-                        ),
-                    },
-                )
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn increment(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let Increment { key, value } = body(&req)?;
+    let key = CounterKey::parse(&key)?;
+    Ok(
+        match stores
+            .counters
+            .increment(&key, value, idempotency::key(&req))
+            .await?
+        {
+            Incremented::Total(total) => json(
+                StatusCode::OK,
+                &CounterTotalAfter {
+                    key: key.as_str().to_owned(),
+                    value: total,
+                },
+            ),
+            Incremented::Accepted => json(
+                StatusCode::ACCEPTED,
+                &CounterAccepted {
+                    key: key.as_str().to_owned(),
+                    accepted: value,
+                },
+            ),
+        },
+    )
 }
 
 /// `GET /increment/{key}` → `200 {"<key>": total}`, with `counter-refused: n` if folding refused n
 /// accepted increments of it (eventual mode, past 2^63 − 1); `404 counter_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let raw = path_param(&req, "key")?;
-            let key = CounterKey::parse(&raw)?;
-            let reading = stores
-                .counters
-                .read(&key)
-                .await?
-                .ok_or_else(|| not_found(&raw))?;
-            let body = CounterTotal {
-                key: raw,
-                total: reading.total,
-            };
-            let mut response = json(StatusCode::OK, &body);
-            if reading.refused > 0 {
-                response
-                    .headers_mut()
-                    .insert(REFUSED_HEADER, HeaderValue::from(reading.refused));
-            }
-            Ok(response)
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let raw = path_param(&req, "key")?;
+    let key = CounterKey::parse(&raw)?;
+    let reading = stores
+        .counters
+        .read(&key)
+        .await?
+        .ok_or_else(|| not_found(&raw))?;
+    let body = CounterTotal {
+        key: raw,
+        total: reading.total,
+    };
+    let mut response = json(StatusCode::OK, &body);
+    if reading.refused > 0 {
+        response
+            .headers_mut()
+            .insert(REFUSED_HEADER, HeaderValue::from(reading.refused));
+    }
+    Ok(response)
 }
 
 /// The header of `GET /increment/{key}` that counts the increments folding refused.
@@ -194,10 +181,13 @@ pub const REFUSED_HEADER: &str = "counter-refused";
 
 /// The OpenAPI operation of [`increment`].
 pub fn increment_openapi() -> Operation {
+    let outcome = unknown(
+        "the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once",
+    );
     let op = OperationBuilder::new()
         .tag("counters")
         .summary(Some("Add to a counter"))
-        .description(Some("Strong mode: the increment is in the total when the response is sent (`200`). Eventual mode: the increment is durably logged (`202`) and shows up in the total exactly once, within a second locally. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Strong mode: the increment is in the total when the response is sent (`200`). Eventual mode: the increment is durably logged (`202`) and shows up in the total exactly once, within a second locally.")))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<Increment>(true, json!({"key": "hello world", "value": 20}))
@@ -226,9 +216,9 @@ pub fn increment_openapi() -> Operation {
         Shared::Conflict.with("`overflow` (with `room`, what the counter can still take below 2^63-1; nothing is counted): in strong mode when the total would pass 2^63-1, in eventual mode only for an increment over 2^63-1 by itself (any other is accepted and, if it no longer fits when folded, refused then and counted in `counter-refused`); or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the increment may have been counted; with an `Idempotency-Key` a retry counts it exactly once; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }

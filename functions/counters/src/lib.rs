@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: `POST /increment` (through `strata_http::idempotency`; the key also reaches the store, so
-//!   a retry counts once even across a crash) and `GET /increment/{key}`, on the
+//! - [`handlers`]: `POST /increment` (behind `Idempotency-Key`, declared on its route; the key also
+//!   reaches the store, so a retry counts once even across a crash) and `GET /increment/{key}`, on the
 //!   [`strata_core::counters::Counters`] port.
 //! - [`stream`]: turns a DynamoDB stream event (`aws_lambda_events`) into log entries for
 //!   [`strata_dynamo::aggregator::Aggregator`] (`serde_dynamo`), and malformed records into batch failures.
@@ -24,13 +24,12 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/increment",
         function: "counters-increment",
-        handler: handler!(handlers::increment),
-        deploy: Deploy {
-            id: "CounterIncrement",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(handlers::increment, idempotency = "increment"),
+        deploy: Deploy::new(
+            "CounterIncrement",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "CounterTable",
                     actions: &["UpdateItem", "GetItem"],
@@ -41,7 +40,7 @@ pub const ROUTES: &[Route] = &[
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::increment_openapi,
     },
     Route {
@@ -49,16 +48,15 @@ pub const ROUTES: &[Route] = &[
         path: "/increment/{key}",
         function: "counters-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "CounterGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "CounterGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "CounterTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_openapi,
     },
 ];
@@ -67,13 +65,12 @@ pub const ROUTES: &[Route] = &[
 pub const AGGREGATOR: Function = Function {
     function: "counters-aggregate",
     trigger: Trigger::CounterLog,
-    deploy: Deploy {
-        id: "CounterAggregate",
-        note: "Folds the counter log (eventual mode), delivered by its stream or re-scanned on a schedule, into the totals exactly once",
-        access: Access::None,
-        pool: Pool::Writes,
+    deploy: Deploy::new(
+        "CounterAggregate",
+        Access::None,
+        Pool::Writes,
         // The stream's reads and the failure queue are the trigger's, granted with it.
-        grants: &[
+        &[
             Grant {
                 table: "CounterLogTable",
                 actions: &["DeleteItem", "PutItem", "Scan"],
@@ -83,5 +80,5 @@ pub const AGGREGATOR: Function = Function {
                 actions: &["UpdateItem"],
             },
         ],
-    },
+    ).note("Folds the counter log (eventual mode), delivered by its stream or re-scanned on a schedule, into the totals exactly once"),
 };

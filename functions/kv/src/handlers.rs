@@ -5,7 +5,7 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::kv::{Key, MAX_KEY_BYTES, MAX_VALUE_BYTES, Value};
 use strata_core::{Error, Stores};
@@ -13,8 +13,8 @@ use strata_http::openapi::{
     NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, integer, json_body, link, ok,
     path_parameter, responses, string,
 };
-use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::request::{body, path_param};
+use strata_http::response::json;
 use strata_http::{Request, Response};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -54,7 +54,7 @@ impl PartialSchema for KvValue {
 impl ToSchema for KvValue {}
 
 /// The body of `PUT /kv/keys/{key}` and of `PUT /kv/transactions/{id}/keys/{key}`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct KvWrite {
     #[schema(value_type = KvValue)]
     pub value: String,
@@ -112,64 +112,49 @@ pub fn key_not_found(key: &Key) -> Error {
 }
 
 /// `GET /kv/keys/{key}` → `200 {"key","value","version"}`, `404 key_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let item = stores
-                .kv
-                .get(&key)
-                .await?
-                .ok_or_else(|| key_not_found(&key))?;
-            Ok(json(
-                StatusCode::OK,
-                &KvItem {
-                    key: key.as_str().to_owned(),
-                    value: item.value,
-                    version: item.version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let item = stores
+        .kv
+        .get(&key)
+        .await?
+        .ok_or_else(|| key_not_found(&key))?;
+    Ok(json(
+        StatusCode::OK,
+        &KvItem {
+            key: key.as_str().to_owned(),
+            value: item.value,
+            version: item.version,
+        },
+    ))
 }
 
 /// `PUT /kv/keys/{key}` with `{"value": "..."}` → `200 {"key","value","version"}`.
-pub async fn put(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let value = Value::parse(json_object(&req)?.string("value")?)?;
-            let version = stores.kv.put(&key, &value).await?;
-            Ok(json(
-                StatusCode::OK,
-                &KvItem {
-                    key: key.as_str().to_owned(),
-                    value: value.as_str().to_owned(),
-                    version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let value = Value::parse(body::<KvWrite>(&req)?.value)?;
+    let version = stores.kv.put(&key, &value).await?;
+    Ok(json(
+        StatusCode::OK,
+        &KvItem {
+            key: key.as_str().to_owned(),
+            value: value.as_str().to_owned(),
+            version,
+        },
+    ))
 }
 
 /// `DELETE /kv/keys/{key}` → `200 {"key","deleted": bool}`; deleting an absent key is not an error.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let deleted = stores.kv.delete(&key).await?;
-            Ok(json(
-                StatusCode::OK,
-                &KvDeleted {
-                    key: key.as_str().to_owned(),
-                    deleted: deleted.existed,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let deleted = stores.kv.delete(&key).await?;
+    Ok(json(
+        StatusCode::OK,
+        &KvDeleted {
+            key: key.as_str().to_owned(),
+            deleted: deleted.existed,
+        },
+    ))
 }
 
 /// The OpenAPI operation of [`get`].
@@ -220,9 +205,9 @@ pub fn put_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::RequestTimeout.plain(),
         Shared::PayloadTooLarge.with("`body_too_large` (over 1 MiB) or `value_too_large` (over 256 KiB)."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not have been applied (on the embedded store nothing was written). Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.unknown_outcome("write"),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not have been applied (on the embedded store nothing was written); retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.unknown_outcome("write"),
     ])
     .build()
 }
@@ -236,18 +221,19 @@ pub fn delete_openapi() -> Operation {
             "Deleting an absent key is not an error: `deleted` is `false` and nothing is written.",
         ))
         .parameter(key_parameter());
-    responses(op, [
-        (
-            "200",
-            ok::<KvDeleted>("Whether the key existed.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not have been applied (on the embedded store nothing was written). Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the delete may or may not have been applied (on the embedded store nothing was written); retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<KvDeleted>("Whether the key existed.").build().into(),
+            ),
+            Shared::BadRequest.with("`invalid_key` or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::TooManyRequests.unknown_outcome("delete"),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.unknown_outcome("delete"),
+        ],
+    )
     .build()
 }

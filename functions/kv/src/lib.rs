@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation. They parse, call the
-//!   [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in `strata_core::kv`.
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation. They
+//!   parse, call the [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in
+//!   `strata_core::kv`.
 //! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
 //!   `POST /kv/commands` handler.
 //! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
@@ -40,16 +41,15 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/keys/{key+}",
         function: "kv-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "KvGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "KvGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "KvTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_openapi,
     },
     Route {
@@ -57,16 +57,15 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/keys/{key+}",
         function: "kv-put",
         handler: handler!(handlers::put),
-        deploy: Deploy {
-            id: "KvPut",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "KvPut",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "KvTable",
                 actions: &["GetItem", "UpdateItem"],
             }],
-        },
+        ),
         openapi: handlers::put_openapi,
     },
     Route {
@@ -74,36 +73,34 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/keys/{key+}",
         function: "kv-delete",
         handler: handler!(handlers::delete),
-        deploy: Deploy {
-            id: "KvDelete",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "KvDelete",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "KvTable",
                 actions: &["GetItem", "UpdateItem"],
             }],
-        },
+        ),
         openapi: handlers::delete_openapi,
     },
     Route {
         method: "POST",
         path: "/kv/transactions",
         function: "kv-tx-begin",
-        handler: handler!(transactions::begin),
-        deploy: Deploy {
-            id: "KvTxBegin",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(transactions::begin, idempotency = "kv-tx-begin"),
+        deploy: Deploy::new(
+            "KvTxBegin",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "KvTxTable",
                     actions: &["PutItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: transactions::begin_openapi,
     },
     Route {
@@ -111,14 +108,13 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/transactions/{id}/keys/{key+}",
         function: "kv-tx-get",
         handler: handler!(transactions::get),
-        deploy: Deploy {
-            id: "KvTxGet",
-            note: "",
+        deploy: Deploy::new(
             // A read inside a transaction changes it (the read is remembered for validation, the idle
             // timer restarts): the write scope.
-            access: Access::Write,
-            pool: Pool::Reads,
-            grants: &[
+            "KvTxGet",
+            Access::Write,
+            Pool::Reads,
+            &[
                 Grant {
                     table: "KvTxTable",
                     actions: &["GetItem", "UpdateItem"],
@@ -128,7 +124,7 @@ pub const ROUTES: &[Route] = &[
                     actions: &["GetItem"],
                 },
             ],
-        },
+        ),
         openapi: transactions::get_openapi,
     },
     Route {
@@ -136,16 +132,15 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/transactions/{id}/keys/{key+}",
         function: "kv-tx-put",
         handler: handler!(transactions::put),
-        deploy: Deploy {
-            id: "KvTxPut",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "KvTxPut",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "KvTxTable",
                 actions: &["GetItem", "UpdateItem"],
             }],
-        },
+        ),
         openapi: transactions::put_openapi,
     },
     Route {
@@ -153,29 +148,28 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/transactions/{id}/keys/{key+}",
         function: "kv-tx-delete",
         handler: handler!(transactions::delete),
-        deploy: Deploy {
-            id: "KvTxDelete",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "KvTxDelete",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "KvTxTable",
                 actions: &["GetItem", "UpdateItem"],
             }],
-        },
+        ),
         openapi: transactions::delete_openapi,
     },
     Route {
         method: "POST",
         path: "/kv/transactions/{id}/commit",
         function: "kv-tx-commit",
-        handler: handler!(transactions::commit),
-        deploy: Deploy {
-            id: "KvTxCommit",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        // With an Idempotency-Key, a retry of a commit whose answer was lost gets that answer again.
+        handler: handler!(transactions::commit, idempotency = "kv-tx-commit"),
+        deploy: Deploy::new(
+            "KvTxCommit",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "KvTxTable",
                     actions: &["GetItem", "Query", "UpdateItem"],
@@ -186,27 +180,26 @@ pub const ROUTES: &[Route] = &[
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: transactions::commit_openapi,
     },
     Route {
         method: "POST",
         path: "/kv/transactions/{id}/rollback",
         function: "kv-tx-rollback",
-        handler: handler!(transactions::rollback),
-        deploy: Deploy {
-            id: "KvTxRollback",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(transactions::rollback, idempotency = "kv-tx-rollback"),
+        deploy: Deploy::new(
+            "KvTxRollback",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "KvTxTable",
                     actions: &["UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: transactions::rollback_openapi,
     },
     Route {
@@ -214,13 +207,13 @@ pub const ROUTES: &[Route] = &[
         path: "/kv/commands",
         function: "kv-commands",
         handler: handler!(line::commands),
-        deploy: Deploy {
-            id: "KvCommands",
-            note: "(the line protocol over HTTP)",
-            access: Access::Write,
-            pool: Pool::Commands,
-            grants: &LINE_SESSION_GRANTS,
-        },
+        deploy: Deploy::new(
+            "KvCommands",
+            Access::Write,
+            Pool::Commands,
+            &LINE_SESSION_GRANTS,
+        )
+        .note("(the line protocol over HTTP)"),
         openapi: line::commands_openapi,
     },
 ];
@@ -234,13 +227,8 @@ pub const WEBSOCKET: &[Function] = &[
             route: "$connect",
             handler: handler!(websocket::connect),
         },
-        deploy: Deploy {
-            id: "WsConnect",
-            note: "WebSocket $connect",
-            access: Access::None,
-            pool: Pool::Commands,
-            grants: &[],
-        },
+        deploy: Deploy::new("WsConnect", Access::None, Pool::Commands, &[])
+            .note("WebSocket $connect"),
     },
     Function {
         function: "ws-disconnect",
@@ -248,12 +236,11 @@ pub const WEBSOCKET: &[Function] = &[
             route: "$disconnect",
             handler: handler!(websocket::disconnect),
         },
-        deploy: Deploy {
-            id: "WsDisconnect",
-            note: "WebSocket $disconnect (rolls back the connection's open transaction)",
-            access: Access::None,
-            pool: Pool::Commands,
-            grants: &[
+        deploy: Deploy::new(
+            "WsDisconnect",
+            Access::None,
+            Pool::Commands,
+            &[
                 Grant {
                     table: "WsSessionTable",
                     actions: &["DeleteItem"],
@@ -263,7 +250,8 @@ pub const WEBSOCKET: &[Function] = &[
                     actions: &["UpdateItem"],
                 },
             ],
-        },
+        )
+        .note("WebSocket $disconnect (rolls back the connection's open transaction)"),
     },
     Function {
         function: "ws-default",
@@ -271,12 +259,11 @@ pub const WEBSOCKET: &[Function] = &[
             route: "$default",
             handler: handler!(websocket::default),
         },
-        deploy: Deploy {
-            id: "WsDefault",
-            note: "WebSocket $default (one line-protocol command per message)",
-            access: Access::None,
-            pool: Pool::Commands,
-            grants: &[
+        deploy: Deploy::new(
+            "WsDefault",
+            Access::None,
+            Pool::Commands,
+            &[
                 Grant {
                     table: "WsSessionTable",
                     actions: &["GetItem", "UpdateItem"],
@@ -284,6 +271,7 @@ pub const WEBSOCKET: &[Function] = &[
                 LINE_SESSION_GRANTS[0],
                 LINE_SESSION_GRANTS[1],
             ],
-        },
+        )
+        .note("WebSocket $default (one line-protocol command per message)"),
     },
 ];

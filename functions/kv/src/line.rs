@@ -15,7 +15,7 @@ use strata_core::kv::{Key, Value};
 use strata_core::{Error, Kind, Stores};
 use strata_http::openapi::{Operation, OperationBuilder, Shared, responses};
 use strata_http::request::body_too_large;
-use strata_http::response::{client_message, error};
+use strata_http::response::{client_message, log};
 use strata_http::{Body, MAX_BODY_BYTES, Request, Response};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -59,7 +59,10 @@ impl Session {
         Some(match self.run(stores, command).await {
             Ok(reply) => reply,
             // Internal faults are logged, never shown (a store's message can name tables and requests).
-            Err(e) => line::error(&client_message(&e)),
+            Err(e) => {
+                log(&e);
+                line::error(&client_message(&e))
+            }
         })
     }
 
@@ -186,30 +189,28 @@ impl Session {
 /// that would pass it: the commands before it ran (their single-key writes stand, a transaction they left
 /// open is rolled back, as at the end of a body), that one and the rest did not, and the answer is
 /// `413 reply_too_large` with `commands_run`, instead of the replies.
-pub async fn commands(stores: &Stores, req: Request) -> Response {
+pub async fn commands(stores: &Stores, req: Request) -> Result<Response, Error> {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return error(&body_too_large());
+        return Err(body_too_large());
     }
     let Ok(text) = std::str::from_utf8(body) else {
-        return error(&Error::invalid(
+        return Err(Error::invalid(
             "invalid_body",
             "the commands are not UTF-8 text",
         ));
     };
     let count = line::count_commands(text);
     if count > MAX_COMMANDS_PER_REQUEST {
-        return error(
-            &Error::too_large(
-                "too_many_commands",
-                format!(
-                    "the body holds {count} commands; a request may hold at most \
+        return Err(Error::too_large(
+            "too_many_commands",
+            format!(
+                "the body holds {count} commands; a request may hold at most \
                      {MAX_COMMANDS_PER_REQUEST} (none of them ran)"
-                ),
-            )
-            .with("commands", count)
-            .with("limit", MAX_COMMANDS_PER_REQUEST),
-        );
+            ),
+        )
+        .with("commands", count)
+        .with("limit", MAX_COMMANDS_PER_REQUEST));
     }
     let mut session = Session::new();
     let mut replies = String::new();
@@ -235,8 +236,7 @@ pub async fn commands(stores: &Stores, req: Request) -> Response {
     }
     session.close(stores).await;
     if overflow {
-        return error(
-            &Error::too_large(
+        return Err(Error::too_large(
                 "reply_too_large",
                 format!(
                     "the replies would pass {MAX_REPLY_BYTES} bytes: the first {ran} of the {count} \
@@ -246,14 +246,13 @@ pub async fn commands(stores: &Stores, req: Request) -> Response {
             )
             .with("commands_run", ran)
             .with("commands", count)
-            .with("limit", MAX_REPLY_BYTES),
-        );
+            .with("limit", MAX_REPLY_BYTES));
     }
-    http::Response::builder()
+    Ok(http::Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::Text(replies))
-        .expect("a valid response")
+        .expect("a valid response"))
 }
 
 /// The OpenAPI operation of [`commands`].

@@ -8,7 +8,7 @@
 
 use crate::handlers::{KvKeyString, KvValue, KvWrite, key, key_not_found, key_parameter};
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_core::defaults::TX_IDLE_TIMEOUT;
 use strata_core::kv::Value;
@@ -16,11 +16,11 @@ use strata_core::kv::tx::{MAX_TX_BYTES, MAX_TX_KEYS, TxId};
 use strata_core::time::rfc3339;
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, Operation, OperationBuilder, Shared, headers, idempotency_key, json_body, link, ok,
-    path_parameter, responses, schema_ref, string,
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    json_body, link, ok, path_parameter, responses, schema_ref, string, unknown,
 };
-use strata_http::request::{json_object, path_param};
-use strata_http::response::{from_result, json};
+use strata_http::request::{body, path_param};
+use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -44,7 +44,7 @@ impl PartialSchema for TxIdString {
 impl ToSchema for TxIdString {}
 
 /// The body of `POST /kv/transactions`: an object whose fields are not read.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[schema(description = "No fields are read.")]
 pub struct TxBegin {}
 
@@ -171,141 +171,102 @@ fn tx_id(req: &Request) -> Result<Named, Error> {
 }
 
 /// `POST /kv/transactions` (body `{}` or empty) → `201 {"id","expires_at"}`.
-pub async fn begin(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "kv-tx-begin", |req, _| async move {
-        from_result(
-            async {
-                if !req.body().as_ref().is_empty() {
-                    json_object(&req)?;
-                }
-                let tx = Named::new(&req, TxId::generate());
-                let began = stores.kv_tx.begin(tx.stored.clone()).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &TxBegun {
-                        id: tx.id.as_str().to_owned(),
-                        expires_at: rfc3339(began.expires_at),
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn begin(stores: &Stores, req: Request) -> Result<Response, Error> {
+    if !req.body().as_ref().is_empty() {
+        body::<TxBegin>(&req)?;
+    }
+    let tx = Named::new(&req, TxId::generate());
+    let began = stores.kv_tx.begin(tx.stored.clone()).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &TxBegun {
+            id: tx.id.as_str().to_owned(),
+            expires_at: rfc3339(began.expires_at),
+        },
+    ))
 }
 
 /// `GET /kv/transactions/{id}/keys/{key}` → as `GET /kv/keys/{key}`; `version` is `null` for the
 /// transaction's own, not yet committed, write.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let tx = tx_id(&req)?;
-            let item = tx
-                .answer(stores.kv_tx.get(&tx.stored, &key).await)?
-                .ok_or_else(|| key_not_found(&key))?;
-            Ok(json(
-                StatusCode::OK,
-                &TxItem {
-                    key: key.as_str().to_owned(),
-                    value: item.value,
-                    version: item.version,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let tx = tx_id(&req)?;
+    let item = tx
+        .answer(stores.kv_tx.get(&tx.stored, &key).await)?
+        .ok_or_else(|| key_not_found(&key))?;
+    Ok(json(
+        StatusCode::OK,
+        &TxItem {
+            key: key.as_str().to_owned(),
+            value: item.value,
+            version: item.version,
+        },
+    ))
 }
 
 /// `PUT /kv/transactions/{id}/keys/{key}` with `{"value"}` → `200 {"key","value"}`, buffered.
-pub async fn put(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let value = Value::parse(json_object(&req)?.string("value")?)?;
-            let tx = tx_id(&req)?;
-            let shown = value.as_str().to_owned();
-            tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;
-            Ok(json(
-                StatusCode::OK,
-                &TxWritten {
-                    key: key.as_str().to_owned(),
-                    value: shown,
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn put(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let value = Value::parse(body::<KvWrite>(&req)?.value)?;
+    let tx = tx_id(&req)?;
+    let shown = value.as_str().to_owned();
+    tx.answer(stores.kv_tx.stage(&tx.stored, &key, Some(value)).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxWritten {
+            key: key.as_str().to_owned(),
+            value: shown,
+        },
+    ))
 }
 
 /// `DELETE /kv/transactions/{id}/keys/{key}` → `200 {"key"}`, buffered.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let key = key(&req)?;
-            let tx = tx_id(&req)?;
-            tx.answer(stores.kv_tx.stage(&tx.stored, &key, None).await)?;
-            Ok(json(
-                StatusCode::OK,
-                &TxDeleted {
-                    key: key.as_str().to_owned(),
-                },
-            ))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let key = key(&req)?;
+    let tx = tx_id(&req)?;
+    tx.answer(stores.kv_tx.stage(&tx.stored, &key, None).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxDeleted {
+            key: key.as_str().to_owned(),
+        },
+    ))
 }
 
 /// `POST /kv/transactions/{id}/commit` → `200 {"id","committed":true,"writes":n}`, `409 conflict`.
-pub async fn commit(stores: &Stores, req: Request) -> Response {
-    // With an Idempotency-Key, a retry of a commit whose answer was lost gets that answer again.
-    idempotency::run(stores, req, "kv-tx-commit", |req, _| async move {
-        from_result(
-            async {
-                let tx = tx_id(&req)?;
-                let writes = tx.answer(stores.kv_tx.commit(&tx.stored).await)?;
-                Ok(json(
-                    StatusCode::OK,
-                    &TxCommitted {
-                        id: tx.id.as_str().to_owned(),
-                        committed: true,
-                        writes,
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn commit(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let tx = tx_id(&req)?;
+    let writes = tx.answer(stores.kv_tx.commit(&tx.stored).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxCommitted {
+            id: tx.id.as_str().to_owned(),
+            committed: true,
+            writes,
+        },
+    ))
 }
 
 /// `POST /kv/transactions/{id}/rollback` → `200 {"id","rolled_back":true}`.
-pub async fn rollback(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "kv-tx-rollback", |req, _| async move {
-        from_result(
-            async {
-                let tx = tx_id(&req)?;
-                tx.answer(stores.kv_tx.rollback(&tx.stored).await)?;
-                Ok(json(
-                    StatusCode::OK,
-                    &TxRolledBack {
-                        id: tx.id.as_str().to_owned(),
-                        rolled_back: true,
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn rollback(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let tx = tx_id(&req)?;
+    tx.answer(stores.kv_tx.rollback(&tx.stored).await)?;
+    Ok(json(
+        StatusCode::OK,
+        &TxRolledBack {
+            id: tx.id.as_str().to_owned(),
+            rolled_back: true,
+        },
+    ))
 }
 
 /// The OpenAPI operation of [`begin`].
 pub fn begin_openapi() -> Operation {
+    let outcome = unknown("a transaction may have been opened, and expires unused");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Begin a transaction"))
-        .description(Some(format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise). Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`.", TX_IDLE_TIMEOUT.as_secs())))
+        .description(Some(honours_idempotency_key(&format!("An optimistic, serializable transaction that expires after an idle timeout ({} s unless configured otherwise).", TX_IDLE_TIMEOUT.as_secs()))))
         .parameter(idempotency_key())
         .request_body(Some(
             json_body::<TxBegin>(false, json!({}))
@@ -331,15 +292,17 @@ pub fn begin_openapi() -> Operation {
         Shared::Conflict.with("`request_in_progress` (with `retry-after`)."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: a transaction may have been opened, and expires unused; retry after `retry-after` seconds. `too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`too_many_transactions` (local server, past `--max-open-transactions`; with `max_open_transactions`) or `transaction_memory_full` (past `--max-transaction-memory-mb`): nothing was created; retry after `retry-after` seconds."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`get`].
 pub fn get_openapi() -> Operation {
+    let outcome =
+        "the read may or may not have been recorded for validation; the transaction stays usable";
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Read a key in a transaction"))
@@ -357,15 +320,16 @@ pub fn get_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found` (unknown, committed, rolled back or expired) or `key_not_found`."),
         Shared::PayloadTooLarge.with(&format!("`transaction_too_large`: the read would be the {}th distinct key; the transaction stays usable.", MAX_TX_KEYS + 1)),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the read may or may not have been recorded for validation; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the read may or may not have been recorded for validation; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the read was not recorded, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`put`].
 pub fn put_openapi() -> Operation {
+    let outcome = unknown("the write may or may not be buffered; the transaction stays usable");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Buffer a write in a transaction"))
@@ -387,15 +351,16 @@ pub fn put_openapi() -> Operation {
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::RequestTimeout.plain(),
         Shared::PayloadTooLarge.with(&format!("`body_too_large`, `value_too_large`, or `transaction_too_large` (over {MAX_TX_KEYS} distinct keys or {MAX_TX_BYTES} bytes; the transaction stays usable).")),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the write may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the write was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`delete`].
 pub fn delete_openapi() -> Operation {
+    let outcome = unknown("the delete may or may not be buffered; the transaction stays usable");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Buffer a delete in a transaction"))
@@ -413,65 +378,77 @@ pub fn delete_openapi() -> Operation {
         Shared::Unauthorized.plain(),
         Shared::NotFound.with("`transaction_not_found`."),
         Shared::PayloadTooLarge.with("`transaction_too_large`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the delete may or may not be buffered; the transaction stays usable; retry after `retry-after` seconds. `transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
+        Shared::StoreUnavailable.outcome_and(&outcome, "`transaction_memory_full` (local server: the open transactions buffer `--max-transaction-memory-mb` together; with `max_transaction_memory`): the delete was not buffered, the transaction is unchanged and usable."),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`commit`].
 pub fn commit_openapi() -> Operation {
+    let outcome = "the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`";
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Commit a transaction"))
-        .description(Some("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("All or nothing. Every key the transaction read from the store is validated; if one changed, the commit fails with `409 conflict` naming the first such key, nothing is written and the transaction is over.")))
         .parameter(tx_id_parameter())
         .parameter(idempotency_key());
-    responses(op, [
-        (
-            "200",
-            ok::<TxCommitted>("Committed.")
-                .extensions(headers(&[Header::IdempotentReplayed], &[]))
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`transaction_not_found`."),
-        Shared::Conflict.with("`conflict` (with `key`, the first conflicting key) or `request_in_progress`."),
-        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the transaction is still open and the same commit can be retried; on DynamoDB the commit may also have applied, and then the retry answers `404 transaction_not_found`; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<TxCommitted>("Committed.")
+                    .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`transaction_not_found`."),
+            Shared::Conflict.with(
+                "`conflict` (with `key`, the first conflicting key) or `request_in_progress`.",
+            ),
+            Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+            Shared::TooManyRequests.outcome(outcome),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(outcome),
+        ],
+    )
     .build()
 }
 
 /// The OpenAPI operation of [`rollback`].
 pub fn rollback_openapi() -> Operation {
+    let outcome = unknown("the transaction may have been rolled back");
     let op = OperationBuilder::new()
         .tag("kv-transactions")
         .summary(Some("Roll a transaction back"))
-        .description(Some("Discards the buffered writes. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "Discards the buffered writes.",
+        )))
         .parameter(tx_id_parameter())
         .parameter(idempotency_key());
-    responses(op, [
-        (
-            "200",
-            ok::<TxRolledBack>("Rolled back.")
-                .extensions(headers(&[Header::IdempotentReplayed], &[]))
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`transaction_not_found`."),
-        Shared::Conflict.with("`request_in_progress`."),
-        Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the transaction may have been rolled back. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the transaction may have been rolled back; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "200",
+                ok::<TxRolledBack>("Rolled back.")
+                    .extensions(headers(&[Header::IdempotentReplayed], &[]))
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_path` or `invalid_idempotency_key`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`transaction_not_found`."),
+            Shared::Conflict.with("`request_in_progress`."),
+            Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
+            Shared::TooManyRequests.outcome(&outcome),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&outcome),
+        ],
+    )
     .build()
 }

@@ -21,7 +21,6 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use strata_core::kv::line;
 use strata_core::{Error, Stores};
-use strata_http::response::from_result;
 use strata_http::{Body, Request, Response};
 
 fn connection_id(req: &Request) -> Result<String, Error> {
@@ -49,21 +48,17 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// `$connect`: nothing to set up until the client starts a transaction.
-pub async fn connect(_stores: &Stores, req: Request) -> Response {
-    from_result(connection_id(&req).map(|_| text(StatusCode::OK, String::new())))
+pub async fn connect(_stores: &Stores, req: Request) -> Result<Response, Error> {
+    connection_id(&req)?;
+    Ok(text(StatusCode::OK, String::new()))
 }
 
 /// `$disconnect`: the connection's open transaction is rolled back.
-pub async fn disconnect(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let connection = connection_id(&req)?;
-            let mut session = Session::resume(stores.connections.forget(&connection).await?);
-            session.close(stores).await;
-            Ok(text(StatusCode::OK, String::new()))
-        }
-        .await,
-    )
+pub async fn disconnect(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let connection = connection_id(&req)?;
+    let mut session = Session::resume(stores.connections.forget(&connection).await?);
+    session.close(stores).await;
+    Ok(text(StatusCode::OK, String::new()))
 }
 
 /// API Gateway's largest WebSocket message: a reply over it would never reach the client (the socket is
@@ -92,33 +87,28 @@ fn within_message_limit(command: &str, reply: String) -> String {
 }
 
 /// `$default`: one command line in, its reply line out (without the newline).
-pub async fn default(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let connection = connection_id(&req)?;
-            let line = String::from_utf8_lossy(req.body().as_ref()).into_owned();
-            let before = stores.connections.transaction(&connection).await?;
-            let mut session = Session::resume(before.clone());
-            let mut reply = session.execute(stores, &line).await.unwrap_or_default();
-            let after = session.transaction().cloned();
-            if after != before
-                && !stores
-                    .connections
-                    .replace_transaction(&connection, before.as_ref(), after.as_ref())
-                    .await?
-            {
-                // Another message of this connection changed its transaction while this one ran. If this
-                // one opened a transaction, the other got there first: this one is undone and refused, as
-                // a START in a transaction is. If this one ended the transaction, it stays ended.
-                if let (None, Some(opened)) = (&before, &after) {
-                    if let Err(e) = stores.kv_tx.rollback(opened).await {
-                        tracing::warn!(error = %e, "cannot roll back a START that lost a race");
-                    }
-                    reply = line::error("Transaction already in progress");
-                }
+pub async fn default(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let connection = connection_id(&req)?;
+    let line = String::from_utf8_lossy(req.body().as_ref()).into_owned();
+    let before = stores.connections.transaction(&connection).await?;
+    let mut session = Session::resume(before.clone());
+    let mut reply = session.execute(stores, &line).await.unwrap_or_default();
+    let after = session.transaction().cloned();
+    if after != before
+        && !stores
+            .connections
+            .replace_transaction(&connection, before.as_ref(), after.as_ref())
+            .await?
+    {
+        // Another message of this connection changed its transaction while this one ran. If this
+        // one opened a transaction, the other got there first: this one is undone and refused, as
+        // a START in a transaction is. If this one ended the transaction, it stays ended.
+        if let (None, Some(opened)) = (&before, &after) {
+            if let Err(e) = stores.kv_tx.rollback(opened).await {
+                tracing::warn!(error = %e, "cannot roll back a START that lost a race");
             }
-            Ok(text(StatusCode::OK, within_message_limit(&line, reply)))
+            reply = line::error("Transaction already in progress");
         }
-        .await,
-    )
+    }
+    Ok(text(StatusCode::OK, within_message_limit(&line, reply)))
 }

@@ -5,20 +5,21 @@
 //! its route in `ROUTES` carries.
 
 use http::StatusCode;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use strata_core::widgets::{
     MAX_NAME_CHARS, MAX_PORTS, MAX_SERIAL_BYTES, Port, Widget, parse_ports, validate_name,
     validate_serial, widget_not_found,
 };
 use strata_core::{Error, Stores};
 use strata_http::openapi::{
-    Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers, idempotency_key,
-    integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
+    Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers,
+    honours_idempotency_key, idempotency_key, integer, json_body, link, ok, path_parameter,
+    responses, schema_ref, string, unknown,
 };
-use strata_http::request::{json_object, path_param};
-use strata_http::response::{empty, from_result, json};
-use strata_http::{Request, Response, idempotency};
+use strata_http::request::{body, path_param};
+use strata_http::response::{empty, json};
+use strata_http::{Request, Response};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder};
 use utoipa::openapi::{RefOr, ResponseBuilder, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -74,7 +75,7 @@ fn ports() -> utoipa::openapi::schema::Array {
 }
 
 /// The body of `POST /widgets`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct WidgetCreate {
     #[schema(value_type = SerialString)]
     pub serial_number: String,
@@ -164,7 +165,7 @@ impl From<&Widget> for WidgetBody {
 }
 
 /// The body of `POST /widgets/{serial}/associations`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct AssociationCreate {
     #[schema(value_type = SerialString)]
     pub peer: String,
@@ -230,125 +231,85 @@ fn serial_param(req: &Request) -> Result<String, Error> {
 }
 
 /// `POST /widgets` with `{"serial_number","name","ports"}` → `201` the widget; `409 duplicate_serial_number`.
-pub async fn create(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "widgets-create", |req, _| async move {
-        from_result(
-            async {
-                let body = json_object(&req)?;
-                let serial = body.string("serial_number")?;
-                validate_serial(&serial, "serial_number")?;
-                let name = body.string("name")?;
-                validate_name(&name)?;
-                let ports = match body.0.get("ports") {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .map(|v| v.as_str().map(str::to_owned))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| {
-                            Error::invalid_field("ports", "`ports` must be an array of strings")
-                        })?,
-                    Some(_) => {
-                        return Err(Error::invalid_field(
-                            "ports",
-                            "`ports` must be an array of strings",
-                        ));
-                    }
-                    None => return Err(Error::invalid_field("ports", "`ports` is required")),
-                };
-                let widget = Widget {
-                    serial,
-                    name,
-                    ports: parse_ports(&ports)?,
-                    associations: Vec::new(),
-                };
-                stores.widgets.create(&widget).await?;
-                Ok(json(StatusCode::CREATED, &WidgetBody::from(&widget)))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn create(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let WidgetCreate {
+        serial_number,
+        name,
+        ports,
+    } = body(&req)?;
+    validate_serial(&serial_number, "serial_number")?;
+    validate_name(&name)?;
+    let widget = Widget {
+        serial: serial_number,
+        name,
+        ports: parse_ports(&ports)?,
+        associations: Vec::new(),
+    };
+    stores.widgets.create(&widget).await?;
+    Ok(json(StatusCode::CREATED, &WidgetBody::from(&widget)))
 }
 
 /// `GET /widgets/{serial}` → `200` the widget with its associations and free slots; `404 widget_not_found`.
-pub async fn get(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            let widget = stores
-                .widgets
-                .get(&serial)
-                .await?
-                .ok_or_else(|| widget_not_found(&serial))?;
-            Ok(json(StatusCode::OK, &WidgetBody::from(&widget)))
-        }
-        .await,
-    )
+pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let widget = stores
+        .widgets
+        .get(&serial)
+        .await?
+        .ok_or_else(|| widget_not_found(&serial))?;
+    Ok(json(StatusCode::OK, &WidgetBody::from(&widget)))
 }
 
 /// `DELETE /widgets/{serial}` → `204`; every association is released on both sides; `404 widget_not_found`.
-pub async fn delete(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            stores.widgets.delete(&serial).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        .await,
-    )
+pub async fn delete(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    stores.widgets.delete(&serial).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `POST /widgets/{serial}/associations` with `{"peer","port"}` → `201 {"serial_number","peer","port"}`.
-pub async fn associate(stores: &Stores, req: Request) -> Response {
-    idempotency::run(stores, req, "widgets-associate", |req, _| async move {
-        from_result(
-            async {
-                let serial = serial_param(&req)?;
-                let body = json_object(&req)?;
-                let peer = body.string("peer")?;
-                validate_serial(&peer, "peer")?;
-                let port = port_field(&body.string("port")?)?;
-                stores.widgets.associate(&serial, &peer, port).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &Association {
-                        serial_number: serial,
-                        peer,
-                        port: port.as_str(),
-                    },
-                ))
-            }
-            .await,
-        )
-    })
-    .await
+pub async fn associate(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let AssociationCreate { peer, port } = body(&req)?;
+    validate_serial(&peer, "peer")?;
+    let port = port_field(&port)?;
+    stores.widgets.associate(&serial, &peer, port).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &Association {
+            serial_number: serial,
+            peer,
+            port: port.as_str(),
+        },
+    ))
 }
 
 /// `DELETE /widgets/{serial}/associations/{port}/{peer}` → `204`; `404 association_not_found`.
-pub async fn dissociate(stores: &Stores, req: Request) -> Response {
-    from_result(
-        async {
-            let serial = serial_param(&req)?;
-            let port = port_field(&path_param(&req, "port")?)?;
-            let peer = path_param(&req, "peer")?;
-            validate_serial(&peer, "peer")?;
-            stores.widgets.dissociate(&serial, &peer, port).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        .await,
-    )
+pub async fn dissociate(stores: &Stores, req: Request) -> Result<Response, Error> {
+    let serial = serial_param(&req)?;
+    let port = port_field(&path_param(&req, "port")?)?;
+    let peer = path_param(&req, "peer")?;
+    validate_serial(&peer, "peer")?;
+    stores.widgets.dissociate(&serial, &peer, port).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// The OpenAPI operation of [`create`].
 pub fn create_openapi() -> Operation {
+    let outcome = unknown("the widget may have been created");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Create a widget"))
-        .description(Some("With 1 to 3 port slots, each `P`, `R` or `Q`. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key(
+            "With 1 to 3 port slots, each `P`, `R` or `Q`.",
+        )))
         .parameter(idempotency_key())
         .request_body(Some(
-            json_body::<WidgetCreate>(true, json!({"serial_number": "W-1", "name": "Sprocket", "ports": ["P", "R", "R"]}))
-                .build(),
+            json_body::<WidgetCreate>(
+                true,
+                json!({"serial_number": "W-1", "name": "Sprocket", "ports": ["P", "R", "R"]}),
+            )
+            .build(),
         ));
     responses(op, [
         (
@@ -367,9 +328,9 @@ pub fn create_openapi() -> Operation {
         Shared::Conflict.with("`duplicate_serial_number` (with `serial_number`) or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the widget may have been created. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the widget may have been created; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
@@ -398,32 +359,40 @@ pub fn get_openapi() -> Operation {
 
 /// The OpenAPI operation of [`delete`].
 pub fn delete_openapi() -> Operation {
+    let outcome = unknown("the widget may have been deleted");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Delete a widget"))
         .description(Some("Every association is released on both sides."))
         .parameter(serial_parameter());
-    responses(op, [
-        ("204", ResponseBuilder::new().description("Deleted.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`widget_not_found`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the widget may have been deleted. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the widget may have been deleted; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "204",
+                ResponseBuilder::new()
+                    .description("Deleted.")
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`widget_not_found`."),
+            Shared::TooManyRequests.outcome(&outcome),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&outcome),
+        ],
+    )
     .build()
 }
 
 /// The OpenAPI operation of [`associate`].
 pub fn associate_openapi() -> Operation {
+    let outcome = unknown("the association may have been made");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Associate two widgets on a port type"))
-        .description(Some("Takes one free slot of that type on both widgets; visible from both sides. Two widgets may be associated more than once, never twice on the same port type. Honours `Idempotency-Key`: a retry with the same key, method, path and body gets the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key with another request is `422`; a retry while the first is still running is `409 request_in_progress`."))
+        .description(Some(honours_idempotency_key("Takes one free slot of that type on both widgets; visible from both sides. Two widgets may be associated more than once, never twice on the same port type.")))
         .parameter(serial_parameter())
         .parameter(idempotency_key())
         .request_body(Some(
@@ -448,15 +417,16 @@ pub fn associate_openapi() -> Operation {
         Shared::Conflict.with("`no_free_slot` (either side; names it in `serial_number`, with `port`), `already_associated` or `request_in_progress`."),
         Shared::PayloadTooLarge.with("`body_too_large`."),
         Shared::IdempotencyKeyReused.with("`idempotency_key_reused`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the association may have been made. Retry after `retry-after` seconds."),
+        Shared::TooManyRequests.outcome(&outcome),
         Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the association may have been made; retry after `retry-after` seconds."),
+        Shared::StoreUnavailable.outcome(&outcome),
     ])
     .build()
 }
 
 /// The OpenAPI operation of [`dissociate`].
 pub fn dissociate_openapi() -> Operation {
+    let outcome = unknown("the association may have been removed");
     let op = OperationBuilder::new()
         .tag("widgets")
         .summary(Some("Remove an association"))
@@ -464,19 +434,24 @@ pub fn dissociate_openapi() -> Operation {
         .parameter(serial_parameter())
         .parameter(port_parameter())
         .parameter(peer_parameter());
-    responses(op, [
-        (
-            "204",
-            ResponseBuilder::new().description("Removed.")
-                .build()
-                .into(),
-        ),
-        Shared::BadRequest.with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
-        Shared::Unauthorized.plain(),
-        Shared::NotFound.with("`association_not_found`."),
-        Shared::TooManyRequests.with("`rate_limited`: nothing was done. `store_throttled`: the outcome is unknown on DynamoDB: the association may have been removed. Retry after `retry-after` seconds."),
-        Shared::InternalError.plain(),
-        Shared::StoreUnavailable.with("`store_unavailable`: the outcome is unknown on DynamoDB: the association may have been removed; retry after `retry-after` seconds."),
-    ])
+    responses(
+        op,
+        [
+            (
+                "204",
+                ResponseBuilder::new()
+                    .description("Removed.")
+                    .build()
+                    .into(),
+            ),
+            Shared::BadRequest
+                .with("`invalid_field` (`serial_number`, `port`, `peer`) or `invalid_path`."),
+            Shared::Unauthorized.plain(),
+            Shared::NotFound.with("`association_not_found`."),
+            Shared::TooManyRequests.outcome(&outcome),
+            Shared::InternalError.plain(),
+            Shared::StoreUnavailable.outcome(&outcome),
+        ],
+    )
     .build()
 }

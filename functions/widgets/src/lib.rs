@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Response` per operation, on the
+//! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
 //!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
@@ -17,20 +17,19 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/widgets",
         function: "widgets-create",
-        handler: handler!(handlers::create),
-        deploy: Deploy {
-            id: "WidgetCreate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(handlers::create, idempotency = "widgets-create"),
+        deploy: Deploy::new(
+            "WidgetCreate",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "WidgetTable",
                     actions: &["PutItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::create_openapi,
     },
     Route {
@@ -38,16 +37,15 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}",
         function: "widgets-get",
         handler: handler!(handlers::get),
-        deploy: Deploy {
-            id: "WidgetGet",
-            note: "",
-            access: Access::Read,
-            pool: Pool::Reads,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetGet",
+            Access::Read,
+            Pool::Reads,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["GetItem"],
             }],
-        },
+        ),
         openapi: handlers::get_openapi,
     },
     Route {
@@ -55,36 +53,35 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}",
         function: "widgets-delete",
         handler: handler!(handlers::delete),
-        deploy: Deploy {
-            id: "WidgetDelete",
-            note: "(releases every association)",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetDelete",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["GetItem", "DeleteItem", "UpdateItem"],
             }],
-        },
+        )
+        .note("(releases every association)"),
         openapi: handlers::delete_openapi,
     },
     Route {
         method: "POST",
         path: "/widgets/{serial}/associations",
         function: "widgets-associate",
-        handler: handler!(handlers::associate),
-        deploy: Deploy {
-            id: "WidgetAssociate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[
+        handler: handler!(handlers::associate, idempotency = "widgets-associate"),
+        deploy: Deploy::new(
+            "WidgetAssociate",
+            Access::Write,
+            Pool::Writes,
+            &[
                 Grant {
                     table: "WidgetTable",
                     actions: &["GetItem", "UpdateItem"],
                 },
                 IDEMPOTENCY,
             ],
-        },
+        ),
         openapi: handlers::associate_openapi,
     },
     Route {
@@ -92,16 +89,15 @@ pub const ROUTES: &[Route] = &[
         path: "/widgets/{serial}/associations/{port}/{peer}",
         function: "widgets-dissociate",
         handler: handler!(handlers::dissociate),
-        deploy: Deploy {
-            id: "WidgetDissociate",
-            note: "",
-            access: Access::Write,
-            pool: Pool::Writes,
-            grants: &[Grant {
+        deploy: Deploy::new(
+            "WidgetDissociate",
+            Access::Write,
+            Pool::Writes,
+            &[Grant {
                 table: "WidgetTable",
                 actions: &["UpdateItem"],
             }],
-        },
+        ),
         openapi: handlers::dissociate_openapi,
     },
 ];

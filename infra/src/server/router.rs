@@ -97,6 +97,7 @@ async fn call(
         }
         Err(e) => error(&e),
     };
+    strata_http::response::log_error(&response);
     strata_http::metrics::observe(route.function, started, &response);
     to_axum(response)
 }

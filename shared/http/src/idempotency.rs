@@ -13,6 +13,7 @@ use std::future::Future;
 use strata_core::Stores;
 use strata_core::idempotency::{Claim, MAX_RECORD_BODY_BYTES, Stored, validate_key};
 
+/// The request header, as `http` names it (lowercase).
 pub const HEADER: &str = "idempotency-key";
 
 /// The key of a request as stored, if it has a (valid) `Idempotency-Key`: scoped to the operation and to the
@@ -52,11 +53,13 @@ impl Caller {
         digest(self.0.as_bytes())[..32].to_owned()
     }
 
+    /// The caller in full (`iam:…`, `jwt:…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// The caller of `req`, from API Gateway's authorizer context (see [`Caller`]).
 pub fn caller(req: &Request) -> Option<Caller> {
     use lambda_http::RequestExt;
     let authorizer = req.request_context_ref()?.authorizer()?;
@@ -119,6 +122,37 @@ pub fn fingerprint(req: &Request) -> String {
     hash.update(b"\n");
     hash.update(req.body().as_ref());
     format!("{:x}", hash.finalize())
+}
+
+/// The scoped key of the request [`serve`] runs, for a store that makes the operation itself idempotent
+/// across crashes (certificates, keyed increments); `None` without an `Idempotency-Key`.
+pub fn key(req: &Request) -> Option<&str> {
+    req.extensions().get::<ScopedKey>().map(|k| k.0.as_str())
+}
+
+/// The scoped key, as [`serve`] hands it to the handler in the request's extensions.
+#[derive(Debug, Clone)]
+struct ScopedKey(String);
+
+/// Serves `handler` at most once per idempotency key scoped to `scope` (see [`run`]); what
+/// `handler!(f, idempotency = "scope")` expands to. The handler finds the scoped key with [`key`].
+pub async fn serve<'a, F, Fut>(
+    stores: &'a Stores,
+    req: Request,
+    scope: &str,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(&'a Stores, Request) -> Fut,
+    Fut: Future<Output = Result<Response, strata_core::Error>>,
+{
+    run(stores, req, scope, |mut req, key| async move {
+        if let Some(key) = key {
+            req.extensions_mut().insert(ScopedKey(key));
+        }
+        crate::response::from_result(handler(stores, req).await)
+    })
+    .await
 }
 
 /// Runs `handler` at most once per idempotency key. The handler gets the scoped key (or `None`), which a

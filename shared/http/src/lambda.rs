@@ -125,6 +125,7 @@ pub async fn invoke(
 ) -> Response {
     let started = Instant::now();
     let response = response.await;
+    crate::response::log_error(&response);
     metrics::observe(operation, started, &response);
     if let Some(collector) = emf
         && let Err(e) = metrics::flush_emf(collector, request_id, out)

@@ -2,12 +2,15 @@
 //!
 //! # Layout
 //!
-//! - [`request`]: reading a request: path parameters, the JSON body (size limit, `invalid_json`) and typed
-//!   field access that names the offending field in its error.
+//! - [`request`]: reading a request: path and query parameters, and the JSON body as one type that is both
+//!   its `Deserialize` and its OpenAPI schema ([`request::body`]), with errors that name the offending field.
 //! - [`response`]: JSON responses, and the one place where a domain [`strata_core::Error`] becomes a status
-//!   and the error JSON of the API contract (internal details are logged, never sent).
-//! - [`route`]: the [`route::Route`] table type. Each service crate lists its routes once; the local server
-//!   mounts them and a test checks them against `template.yaml`.
+//!   and the error JSON of the API contract (internal details are never sent; [`response::log_error`] logs
+//!   them where responses are observed).
+//! - [`route`]: the [`route::Route`] table type and [`handler!`], which makes an
+//!   `async fn(&Stores, Request) -> Result<Response, Error>` a route's handler (behind `Idempotency-Key`
+//!   handling when given a scope). Each service crate lists its routes once; the local server mounts them
+//!   and a test checks them against `template.yaml`.
 //! - [`openapi`]: the shared parts of the OpenAPI document: the error JSON's type and schema, the shared
 //!   error responses and headers, and the builders each service's operation functions use.
 //! - [`idempotency`]: `Idempotency-Key` handling around any handler (claim, replay, `422`, release on `5xx`).
@@ -15,6 +18,9 @@
 //!   flushing each invocation's metrics as CloudWatch Embedded Metric Format.
 //! - [`metrics`]: the request metrics (requests, latency, conflicts, refusals, throttles), recorded in one
 //!   place for the Lambdas and the local server.
+
+#![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod idempotency;
 pub mod lambda;
@@ -24,6 +30,7 @@ pub mod request;
 pub mod response;
 pub mod route;
 
+/// A request and its body, as API Gateway hands them to a Lambda (the local server builds the same).
 pub use lambda_http::{Body, Request};
 
 /// The deadline of a request the local server answers (the Lambda functions take theirs from the
@@ -31,7 +38,7 @@ pub use lambda_http::{Body, Request};
 /// margin, so both hosts give a slow store the same time before answering `503`.
 pub const REQUEST_BUDGET: std::time::Duration = std::time::Duration::from_millis(9_500);
 
-/// Every handler answers with this; domain errors are responses too (see [`response::from_result`]).
+/// Every handler answers with this, or with a domain error that [`handler!`] turns into one.
 pub type Response = lambda_http::Response<Body>;
 
 /// Largest request body accepted, in bytes (1 MiB).

@@ -18,19 +18,25 @@ use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Schem
 use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
+/// The OpenAPI library, for the services' schema types.
 pub use utoipa;
+/// An operation of the document, and its builder.
 pub use utoipa::openapi::path::{Operation, OperationBuilder};
 
 /// The error JSON of the contract: `{"error": {"code", "message", ...extra}}` (built by
 /// [`crate::response::error`]).
 #[derive(Debug, Serialize)]
 pub struct Error {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
+/// The inside of the error JSON.
 #[derive(Debug, Serialize)]
 pub struct ErrorDetail {
+    /// Stable and snake_case: what a client matches on.
     pub code: String,
+    /// A sentence for people.
     pub message: String,
     /// The fields some errors carry ([`strata_core::Error::extra`]); [`EXTRA_FIELDS`] documents them.
     #[serde(flatten)]
@@ -40,9 +46,13 @@ pub struct ErrorDetail {
 /// The kind of value of an extra error field.
 #[derive(Debug, Clone, Copy)]
 pub enum Extra {
+    /// A string.
     String,
+    /// An integer from 0.
     Count,
+    /// Any integer.
     Integer,
+    /// A port type (the `Port` schema).
     Port,
 }
 
@@ -343,13 +353,18 @@ pub fn idempotency_key() -> Parameter {
 /// The headers of `components/headers`, as JSON (see the module's note).
 #[derive(Debug, Clone, Copy)]
 pub enum Header {
+    /// `retry-after`, always sent with the response.
     RetryAfter,
+    /// `retry-after`, sent with some of the response's errors.
     RetryAfterOptional,
+    /// `idempotent-replayed: true` on a replayed answer.
     IdempotentReplayed,
+    /// `www-authenticate` on a `401`.
     WwwAuthenticate,
 }
 
 impl Header {
+    /// Every header, in the order of `components/headers`.
     pub const ALL: [Header; 4] = [
         Header::RetryAfter,
         Header::RetryAfterOptional,
@@ -357,6 +372,7 @@ impl Header {
         Header::WwwAuthenticate,
     ];
 
+    /// Its name under `components/headers`.
     pub fn component_name(self) -> &'static str {
         match self {
             Header::RetryAfter => "RetryAfter",
@@ -375,6 +391,7 @@ impl Header {
         }
     }
 
+    /// Its definition under `components/headers`, as JSON.
     pub fn definition(self) -> Value {
         match self {
             Header::RetryAfter => json!({
@@ -420,20 +437,32 @@ pub fn headers(refs: &[Header], inline: &[(&str, Value)]) -> Option<Extensions> 
 /// [`Shared::with`] (adding the error codes this operation answers) or [`Shared::plain`].
 #[derive(Debug, Clone, Copy)]
 pub enum Shared {
+    /// `400`.
     BadRequest,
+    /// `404`.
     NotFound,
+    /// `409`.
     Conflict,
+    /// `413`.
     PayloadTooLarge,
+    /// `422`.
     IdempotencyKeyReused,
+    /// `429`.
     TooManyRequests,
+    /// `500`.
     InternalError,
+    /// `503`.
     StoreUnavailable,
+    /// `401`.
     Unauthorized,
+    /// `408`.
     RequestTimeout,
+    /// `415`.
     UnsupportedMediaType,
 }
 
 impl Shared {
+    /// Every shared response, in the order of `components/responses`.
     pub const ALL: [Shared; 11] = [
         Shared::BadRequest,
         Shared::NotFound,
@@ -448,6 +477,7 @@ impl Shared {
         Shared::UnsupportedMediaType,
     ];
 
+    /// Its name under `components/responses`.
     pub fn name(self) -> &'static str {
         match self {
             Shared::BadRequest => "BadRequest",
@@ -526,6 +556,57 @@ impl Shared {
     /// The shared response with its own description.
     pub fn plain(self) -> (&'static str, RefOr<Response>) {
         self.with("")
+    }
+}
+
+/// An operation's description followed by what its `Idempotency-Key` does (the operations whose route
+/// declares an idempotency scope, see [`crate::handler!`]).
+pub fn honours_idempotency_key(description: &str) -> String {
+    format!(
+        "{description} Honours `Idempotency-Key`: a retry with the same key, method, path and body gets \
+         the original status and body (with `idempotent-replayed: true`) and changes nothing; the same key \
+         with another request is `422`; a retry while the first is still running is \
+         `409 request_in_progress`."
+    )
+}
+
+/// What a write may have done when DynamoDB did not confirm it: "the outcome is unknown on DynamoDB:
+/// {what}" (an [`Shared::outcome`]).
+pub fn unknown(what: &str) -> String {
+    format!("the outcome is unknown on DynamoDB: {what}")
+}
+
+impl Shared {
+    /// A write's `429` (`rate_limited`, `store_throttled`) or `503` (`store_unavailable`) response, saying
+    /// what the write may have done when the store throttled it or did not answer: `outcome`.
+    pub fn outcome(self, outcome: &str) -> (&'static str, RefOr<Response>) {
+        match self {
+            Shared::TooManyRequests => self.with(&format!(
+                "`rate_limited`: nothing was done. `store_throttled`: {outcome}. Retry after \
+                 `retry-after` seconds."
+            )),
+            _ => self.with(&format!(
+                "`store_unavailable`: {outcome}; retry after `retry-after` seconds."
+            )),
+        }
+    }
+
+    /// [`Shared::outcome`] followed by `more`: the other errors of the same status.
+    pub fn outcome_and(self, outcome: &str, more: &str) -> (&'static str, RefOr<Response>) {
+        let (status, mut response) = self.outcome(outcome);
+        if let RefOr::Ref(r) = &mut response {
+            r.description = format!("{} {more}", r.description);
+        }
+        (status, response)
+    }
+
+    /// [`Shared::outcome`] of a single-key `action` ("write", "delete") whose outcome is unknown on
+    /// DynamoDB, and nothing on the embedded store.
+    pub fn unknown_outcome(self, action: &str) -> (&'static str, RefOr<Response>) {
+        self.outcome(&unknown(&format!(
+            "the {action} may or may not have been applied (on the embedded store nothing was \
+             written)"
+        )))
     }
 }
 

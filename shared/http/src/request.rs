@@ -2,9 +2,17 @@
 
 use crate::{MAX_BODY_BYTES, Request};
 use lambda_http::RequestExt;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use strata_core::Error;
 use strata_core::error::quote;
+use utoipa::Number;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 
 /// A path parameter, already percent-decoded (API Gateway HTTP APIs decode them; so does the local server).
 pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
@@ -43,6 +51,143 @@ pub fn json_object(req: &Request) -> Result<Object, Error> {
     }
 }
 
+/// The request body as `T`, the one type that says what the body holds: its `Deserialize` reads it, its
+/// `ToSchema` is what the OpenAPI document shows and what the body is checked against first, so that
+/// every error is the contract's: over 1 MiB or not a JSON object as [`json_object`]; then, field by field
+/// in declaration order, `invalid_field` naming the field when it is missing, or not of its schema's type (a
+/// string, an integer within the schema's `minimum` and `maximum`, an array of strings). Unknown fields
+/// are ignored. What a value means (a key, a name) is for the handler to parse.
+pub fn body<T: DeserializeOwned + ToSchema + 'static>(req: &Request) -> Result<T, Error> {
+    let object = json_object(req)?;
+    for field in fields::<T>().iter() {
+        if field.required || object.0.contains_key(&field.name) {
+            object.check(&field.name, field.expect)?;
+        }
+    }
+    // The checks above are what `T` reads; a type whose schema says otherwise is a fault of the code.
+    serde_json::from_value(Value::Object(object.0)).map_err(|e| {
+        Error::internal(format!(
+            "the body passed the schema of {} but not its type: {e}",
+            T::name()
+        ))
+    })
+}
+
+/// A field of a body type, as [`body`] checks it.
+#[derive(Debug)]
+struct Field {
+    name: String,
+    required: bool,
+    expect: Expect,
+}
+
+/// The fields of `T` in declaration order, read from its schema once per type.
+fn fields<T: ToSchema + 'static>() -> Arc<[Field]> {
+    type Fields = HashMap<TypeId, Arc<[Field]>>;
+    static FIELDS: OnceLock<Mutex<Fields>> = OnceLock::new();
+    let cache = FIELDS.get_or_init(Mutex::default);
+    // A panic while the lock was held left a map of finished entries: still right.
+    let cached = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<T>())
+        .cloned();
+    if let Some(fields) = cached {
+        return fields;
+    }
+    // The schemas `T` names: by `value_type` (its `schemas`) or through `openapi::schema_ref` in a
+    // `schema_with` function (collected while its schema is built).
+    let (schema, mut named) = crate::openapi::collect_schemas(T::schema);
+    T::schemas(&mut named);
+    let fields: Arc<[Field]> = match schema {
+        RefOr::T(Schema::Object(schema)) => schema
+            .properties
+            .iter()
+            .map(|(name, property)| Field {
+                name: name.clone(),
+                required: schema.required.contains(name),
+                expect: expect(resolve(property, &named), &named),
+            })
+            .collect(),
+        _ => Arc::new([]),
+    };
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(TypeId::of::<T>(), fields.clone());
+    fields
+}
+
+/// A property's schema, through a reference to one of the schemas `T` names.
+fn resolve<'s>(
+    schema: &'s RefOr<Schema>,
+    named: &'s [(String, RefOr<Schema>)],
+) -> Option<&'s Schema> {
+    match schema {
+        RefOr::T(schema) => Some(schema),
+        RefOr::Ref(reference) => {
+            let name = reference.ref_location.rsplit('/').next()?;
+            let (_, found) = named.iter().find(|(n, _)| n == name)?;
+            resolve(found, named)
+        }
+    }
+}
+
+/// What a schema checks of a field, as the typed accessors of [`Object`] say it.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    String,
+    Integer {
+        min: u64,
+        max: u64,
+    },
+    Strings,
+    /// Anything else is left to the type's `Deserialize`.
+    Other,
+}
+
+fn expect(schema: Option<&Schema>, named: &[(String, RefOr<Schema>)]) -> Expect {
+    match schema {
+        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::String) => {
+            Expect::String
+        }
+        // An enum of strings (a port type).
+        Some(Schema::Object(o))
+            if o.schema_type == SchemaType::AnyValue
+                && o.enum_values
+                    .as_ref()
+                    .is_some_and(|values| values.iter().all(Value::is_string)) =>
+        {
+            Expect::String
+        }
+        Some(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Integer) => {
+            Expect::Integer {
+                min: o.minimum.as_ref().map_or(0, bound),
+                max: o.maximum.as_ref().map_or(u64::MAX, bound),
+            }
+        }
+        Some(Schema::Array(a)) => match &a.items {
+            utoipa::openapi::schema::ArrayItems::RefOrSchema(items)
+                if matches!(expect(resolve(items, named), named), Expect::String) =>
+            {
+                Expect::Strings
+            }
+            _ => Expect::Other,
+        },
+        _ => Expect::Other,
+    }
+}
+
+/// A schema's bound as an integer (a negative one is 0: the fields are unsigned).
+fn bound(n: &Number) -> u64 {
+    match *n {
+        Number::Int(i) => u64::try_from(i).unwrap_or(0),
+        Number::UInt(u) => u as u64,
+        Number::Float(f) => f as u64,
+    }
+}
+
+/// `413 body_too_large`: a body over [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> Error {
     Error::too_large(
         "body_too_large",
@@ -89,6 +234,31 @@ pub fn query_string(req: &Request, name: &str) -> Result<String, Error> {
 pub struct Object(pub Map<String, Value>);
 
 impl Object {
+    /// Checks `field` as its schema says (see [`body`]).
+    fn check(&self, field: &str, expect: Expect) -> Result<(), Error> {
+        match expect {
+            Expect::String => self.string(field).map(drop),
+            Expect::Integer { min, max } => self.integer(field, min, max).map(drop),
+            Expect::Strings => self.strings(field).map(drop),
+            Expect::Other => Ok(()),
+        }
+    }
+
+    /// A required array of strings.
+    pub fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
+        let not_strings =
+            || Error::invalid_field(field, format!("`{field}` must be an array of strings"));
+        match self.0.get(field) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(not_strings),
+            Some(_) => Err(not_strings()),
+            None => Err(missing(field)),
+        }
+    }
+
     /// A required string field.
     pub fn string(&self, field: &str) -> Result<String, Error> {
         match self.0.get(field) {
@@ -203,5 +373,67 @@ mod tests {
         }
         assert!(o.positive_integer("big", (1 << 53) - 1).is_err());
         assert!(o.positive_integer("n", 4).is_err());
+    }
+
+    fn one_to_ten() -> utoipa::openapi::Object {
+        crate::openapi::integer(1, Some(10))
+    }
+
+    /// A body type as the services write them.
+    #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+    struct Sample {
+        name: String,
+        #[schema(schema_with = one_to_ten)]
+        count: u64,
+        tags: Vec<String>,
+    }
+
+    fn sample(body: &str) -> Result<Sample, Error> {
+        super::body::<Sample>(&req(body))
+    }
+
+    #[test]
+    fn a_body_type_reads_its_fields_with_the_errors_of_the_field_accessors() {
+        let s = sample(r#"{"name":"n","count":3,"tags":["a"],"unknown":true}"#).unwrap();
+        assert_eq!((s.name.as_str(), s.count, s.tags.len()), ("n", 3, 1));
+        for (body, field, message) in [
+            (r#"{"count":3,"tags":[]}"#, "name", "`name` is required"),
+            (
+                r#"{"name":1,"count":3,"tags":[]}"#,
+                "name",
+                "`name` must be a string, not a number",
+            ),
+            (
+                r#"{"name":"n","count":11,"tags":[]}"#,
+                "count",
+                "`count` must be an integer from 1 to 10, not 11",
+            ),
+            (
+                r#"{"name":"n","count":1.5,"tags":[]}"#,
+                "count",
+                "`count` must be an integer from 1 to 10, not 1.5",
+            ),
+            (
+                r#"{"name":"n","count":1,"tags":[1]}"#,
+                "tags",
+                "`tags` must be an array of strings",
+            ),
+            (
+                r#"{"name":"n","count":1,"tags":"a"}"#,
+                "tags",
+                "`tags` must be an array of strings",
+            ),
+            (r#"{"name":"n","count":1}"#, "tags", "`tags` is required"),
+        ] {
+            let e = sample(body).unwrap_err();
+            assert_eq!(
+                (e.code.as_ref(), &e.extra["field"], e.message.as_str()),
+                ("invalid_field", &serde_json::json!(field), message),
+                "{body}"
+            );
+        }
+        for body in ["", "[1]", "{"] {
+            assert_eq!(sample(body).unwrap_err().code, "invalid_json", "{body:?}");
+        }
     }
 }

@@ -31,6 +31,7 @@ pub fn empty(status: StatusCode) -> Response {
         .expect("a valid status")
 }
 
+/// The status of an error of this kind.
 pub fn status_of(kind: Kind) -> StatusCode {
     match kind {
         Kind::Invalid => StatusCode::BAD_REQUEST,
@@ -48,22 +49,50 @@ pub fn status_of(kind: Kind) -> StatusCode {
 }
 
 /// What a client is told about an error, over HTTP and over the line protocol alike: an internal fault is
-/// logged in full and reported without details; anything else says what is wrong.
+/// reported without details; anything else says what is wrong. Logging is [`log`]'s (or [`log_error`]'s).
 pub fn client_message(e: &Error) -> String {
     match e.kind {
-        Kind::Internal => {
-            tracing::error!(code = %e.code, message = %e.message, "internal error");
-            "an internal error occurred; it has been logged".to_owned()
-        }
-        Kind::Unavailable => {
-            tracing::warn!(code = %e.code, message = %e.message, "store unavailable");
-            e.message.clone()
-        }
+        Kind::Internal => "an internal error occurred; it has been logged".to_owned(),
         _ => e.message.clone(),
     }
 }
 
-/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`.
+/// Logs an error that operators must see: an internal fault in full, a store that was unavailable. Other
+/// errors are the client's and are not logged.
+pub fn log(e: &Error) {
+    log_details(e.kind, &e.code, &e.message);
+}
+
+fn log_details(kind: Kind, code: &str, message: &str) {
+    match kind {
+        Kind::Internal => tracing::error!(code = %code, message = %message, "internal error"),
+        Kind::Unavailable => tracing::warn!(code = %code, message = %message, "store unavailable"),
+        _ => {}
+    }
+}
+
+/// What [`log_error`] logs of an error response, kept in its extensions by [`error`]: the client's body
+/// does not hold the details of an internal fault.
+#[derive(Debug, Clone)]
+pub struct ErrorToLog {
+    /// The error's kind: only internal and unavailable errors are kept.
+    pub kind: Kind,
+    /// The error's code.
+    pub code: std::borrow::Cow<'static, str>,
+    /// The full message, as the client may not see it.
+    pub message: String,
+}
+
+/// Logs the error a response carries, if operators must see it (see [`log`]). Called once per response
+/// where responses are observed: by [`crate::lambda`] for the Lambdas, by the local server's layers.
+pub fn log_error<B>(response: &http::Response<B>) {
+    if let Some(e) = response.extensions().get::<ErrorToLog>() {
+        log_details(e.kind, &e.code, &e.message);
+    }
+}
+
+/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}`. Nothing is logged here: an
+/// internal or unavailable error keeps what [`log_error`] logs in the response's extensions.
 pub fn error(e: &Error) -> Response {
     let body = crate::openapi::Error {
         error: crate::openapi::ErrorDetail {
@@ -77,13 +106,20 @@ pub fn error(e: &Error) -> Response {
     response
         .extensions_mut()
         .insert(crate::metrics::ErrorCode(e.code.clone()));
+    if matches!(e.kind, Kind::Internal | Kind::Unavailable) {
+        response.extensions_mut().insert(ErrorToLog {
+            kind: e.kind,
+            code: e.code.clone(),
+            message: e.message.clone(),
+        });
+    }
     if let Some(seconds) = e.retry_after {
         response.headers_mut().insert(RETRY_AFTER, seconds.into());
     }
     response
 }
 
-/// The end of every handler: a response, or the error as a response.
+/// A handler's result as its response: the error as the contract's error JSON.
 pub fn from_result(result: Result<Response, Error>) -> Response {
     result.unwrap_or_else(|e| error(&e))
 }

@@ -1,7 +1,8 @@
 //! Operations, declared once per service and shared by the Lambdas, the local server, the generated
 //! `template.yaml` blocks and the tests.
 //!
-//! A [`Route`] is one HTTP operation: where it is served, the handler, its OpenAPI operation, and its
+//! A [`Route`] is one HTTP operation: where it is served, the handler (with its `Idempotency-Key` scope if
+//! it takes one, see [`handler!`](crate::handler)), its OpenAPI operation, and its
 //! deployment — the Lambda function's name and resource ids, who may call it, which reserved-concurrency
 //! pool it draws from, and exactly the DynamoDB grants its code needs. A [`Function`] is a Lambda that is not an HTTP route (the
 //! WebSocket routes, the counter-log aggregator). `strata generate template` writes every function's
@@ -12,9 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use strata_core::Stores;
 
+/// The future of a [`Handler`]: the response, errors already turned into the contract's error JSON.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
 
-/// A handler as a plain function pointer, so route tables can be `const`.
+/// A handler as a plain function pointer, so route tables can be `const` (made by [`handler!`](crate::handler)).
 pub type Handler = for<'a> fn(&'a Stores, Request) -> HandlerFuture<'a>;
 
 /// One operation of the API.
@@ -27,7 +29,9 @@ pub struct Route {
     pub path: &'static str,
     /// The Lambda function that serves this route on AWS (its `Handler` in `template.yaml`).
     pub function: &'static str,
+    /// What answers the route's requests.
     pub handler: Handler,
+    /// The Lambda function's deployment.
     pub deploy: Deploy,
     /// The operation of the OpenAPI document (summary, parameters, bodies, responses), written next to the
     /// handler; the document takes the path and method from this route. The fallback's is never read.
@@ -39,17 +43,21 @@ pub struct Route {
 pub struct Function {
     /// The function's `Handler` in `template.yaml`.
     pub function: &'static str,
+    /// What invokes it.
     pub trigger: Trigger,
+    /// Its deployment.
     pub deploy: Deploy,
 }
 
 /// What invokes a [`Function`].
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Trigger {
     /// A route of the WebSocket API (`$connect`, `$disconnect`, `$default`), answered by this handler.
     /// The route, integration and permission resources are the WebSocket API's, in `template.yaml`.
     WebSocket {
+        /// `$connect`, `$disconnect` or `$default`.
         route: &'static str,
+        /// What answers it.
         handler: Handler,
     },
     /// The counter log's DynamoDB stream and its re-scan schedule (the events are written by the template
@@ -66,7 +74,9 @@ pub struct Deploy {
     /// Appended to the function's description (`GET /widgets/{serial}` for a route), when the route alone
     /// does not say what it does; the whole description for a [`Function`].
     pub note: &'static str,
+    /// The scope a JWT needs to call it.
     pub access: Access,
+    /// Its reserved-concurrency pool.
     pub pool: Pool,
     /// Every DynamoDB action the function's code calls, per table: its role grants exactly these (the
     /// least-privilege test drives every code path and compares).
@@ -76,7 +86,9 @@ pub struct Deploy {
 /// Which JWT scope a route asks for when the API uses JWT authorization (CONTRACT.md, who may call).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// The read scope (`JwtReadScope`).
     Read,
+    /// The write scope (`JwtWriteScope`).
     Write,
     /// Changing a share class's authorized shares.
     Admin,
@@ -89,7 +101,9 @@ pub enum Access {
 /// The reserved-concurrency pool a function draws from (template parameters `ReservedConcurrency*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {
+    /// Operations that only read.
     Reads,
+    /// Operations that write.
     Writes,
     /// The line protocol over HTTP and WebSocket: the costliest per invocation, so the smallest pool.
     Commands,
@@ -99,7 +113,9 @@ pub enum Pool {
 /// without the `dynamodb:` prefix.
 #[derive(Clone, Copy, Debug)]
 pub struct Grant {
+    /// The table's resource id in `template.yaml`.
     pub table: &'static str,
+    /// The actions, without the `dynamodb:` prefix.
     pub actions: &'static [&'static str],
 }
 
@@ -108,6 +124,29 @@ pub const IDEMPOTENCY: Grant = Grant {
     table: "IdempotencyTable",
     actions: &["PutItem", "UpdateItem", "DeleteItem"],
 };
+
+impl Deploy {
+    /// A deployment whose description is its route alone (no [`Deploy::note`]).
+    pub const fn new(
+        id: &'static str,
+        access: Access,
+        pool: Pool,
+        grants: &'static [Grant],
+    ) -> Self {
+        Self {
+            id,
+            note: "",
+            access,
+            pool,
+            grants,
+        }
+    }
+
+    /// The same deployment with a note in its description.
+    pub const fn note(self, note: &'static str) -> Self {
+        Self { note, ..self }
+    }
+}
 
 impl Route {
     /// The function's description in `template.yaml`.
@@ -134,7 +173,11 @@ impl std::fmt::Debug for Function {
     }
 }
 
-/// Turns `async fn(&Stores, Request) -> Response` into a [`Handler`].
+/// Turns `async fn(&Stores, Request) -> Result<Response, strata_core::Error>` into a [`Handler`]: an error
+/// becomes the contract's error JSON ([`crate::response::error`]) here, once for every handler.
+///
+/// `handler!(f, idempotency = "scope")` serves `f` behind `Idempotency-Key` handling, its keys scoped to
+/// `scope` (see [`crate::idempotency::serve`]); `f` reads the scoped key with [`crate::idempotency::key`].
 #[macro_export]
 macro_rules! handler {
     ($f:path) => {{
@@ -142,7 +185,18 @@ macro_rules! handler {
             stores: &'a $crate::route::__Stores,
             req: $crate::Request,
         ) -> $crate::route::HandlerFuture<'a> {
-            ::std::boxed::Box::pin($f(stores, req))
+            ::std::boxed::Box::pin(
+                async move { $crate::response::from_result($f(stores, req).await) },
+            )
+        }
+        boxed as $crate::route::Handler
+    }};
+    ($f:path, idempotency = $scope:expr) => {{
+        fn boxed<'a>(
+            stores: &'a $crate::route::__Stores,
+            req: $crate::Request,
+        ) -> $crate::route::HandlerFuture<'a> {
+            ::std::boxed::Box::pin($crate::idempotency::serve(stores, req, $scope, $f))
         }
         boxed as $crate::route::Handler
     }};
