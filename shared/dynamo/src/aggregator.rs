@@ -17,15 +17,15 @@
 //! counter's entries fit; the others are consumed (deleted, marked) without being counted, and the counter's
 //! `refused` attribute counts them.
 
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::counters::{AT, ID, KEY, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, room_of};
 use crate::error::store_error;
 use crate::send::WithinDeadline;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -144,7 +144,7 @@ impl Aggregator {
     pub async fn rescan(&self, older_than: Duration) -> Result<Rescanned, Error> {
         let cutoff = now_millis().saturating_sub(older_than.as_millis() as u64);
         let mut found = Rescanned::default();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut start: Option<Item> = None;
         loop {
             let page = self
                 .client
@@ -168,7 +168,7 @@ impl Aggregator {
                 .map_err(|e| store_error("Scan", e))?;
             let mut entries = Vec::new();
             for item in page.items.unwrap_or_default() {
-                let id = item.get(ID).and_then(|v| v.as_s().ok()).cloned();
+                let id = item.text_opt(ID).map(str::to_owned);
                 match serde_dynamo::from_item::<_, Entry>(item) {
                     Ok(entry) => entries.push(entry),
                     Err(e) => {

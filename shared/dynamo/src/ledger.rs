@@ -42,8 +42,7 @@
 //! the issue looks for its slot, and otherwise answers `503`, "outcome unknown" — with an
 //! `Idempotency-Key`, a retry returns the certificate if there is one and issues it otherwise.
 
-use crate::attr::Item;
-use crate::attr::{TTL, n, s};
+use crate::attr::{Item, ItemExt, TTL, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -100,6 +99,8 @@ pub const MAX_PENDING: usize = 24;
 /// from its intent whenever its class is next issued, read or listed.
 const INTENT_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 const ATTEMPTS: usize = 5;
+/// What errors call a ledger item's attribute that is missing or malformed.
+const LEDGER: &str = "ledger item attribute";
 
 /// A request's name in the class item: `r` (with an idempotency key) or `u`, 12 characters of a SHA-256 of
 /// its id (72 bits: ids of other requests, another caller's keys included, do not collide with it), then
@@ -197,28 +198,6 @@ pub struct DynamoLedger {
     fail_after_allocation: AtomicBool,
 }
 
-fn num(item: &Item, name: &str) -> Result<u64, Error> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "ledger item attribute {name} is missing or not a number"
-            ))
-        })
-}
-
-fn text(item: &Item, name: &str) -> Result<String, Error> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "ledger item attribute {name} is missing or not a string"
-            ))
-        })
-}
-
 fn key(pk: String, number: u64) -> Item {
     HashMap::from([
         (PK.to_owned(), AttributeValue::S(pk)),
@@ -235,21 +214,23 @@ fn certificate_key(class: &ClassCode, number: u64) -> Item {
 }
 
 fn decode_class(class: &ClassCode, item: &Item) -> Result<ShareClass, Error> {
+    let item = item.attrs(LEDGER);
     Ok(ShareClass {
         class: class.clone(),
-        authorized: num(item, AUTHORIZED)?,
-        issued: num(item, ISSUED)?,
-        next_number: num(item, NEXT)?,
+        authorized: item.num(AUTHORIZED)?,
+        issued: item.num(ISSUED)?,
+        next_number: item.num(NEXT)?,
     })
 }
 
 fn decode_certificate(class: &ClassCode, item: &Item) -> Result<Certificate, Error> {
+    let item = item.attrs(LEDGER);
     Ok(Certificate {
         class: class.clone(),
-        number: num(item, N)?,
-        name: text(item, NAME)?,
-        amount: num(item, AMOUNT)?,
-        issued_at: UNIX_EPOCH + Duration::from_millis(num(item, AT)?),
+        number: item.num(N)?,
+        name: item.text(NAME)?.to_owned(),
+        amount: item.num(AMOUNT)?,
+        issued_at: UNIX_EPOCH + Duration::from_millis(item.num(AT)?),
     })
 }
 
@@ -280,19 +261,15 @@ pub(crate) struct Intent {
 
 impl Intent {
     pub(crate) fn decode(item: &Item) -> Result<Self, Error> {
-        let opt_num = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-        };
+        let required = item.attrs(LEDGER);
         Ok(Self {
-            id: text(item, ID)?,
-            class: ClassCode::parse(&text(item, CLASS)?)?,
-            name: item.get(NAME).and_then(|v| v.as_s().ok()).cloned(),
-            amount: opt_num(AMOUNT),
-            at_ms: num(item, AT)?,
-            until_ms: num(item, UNTIL)?,
-            number: opt_num(NUMBER),
+            id: required.text(ID)?.to_owned(),
+            class: ClassCode::parse(required.text(CLASS)?)?,
+            name: item.text_opt(NAME).map(str::to_owned),
+            amount: item.num_opt(AMOUNT),
+            at_ms: required.num(AT)?,
+            until_ms: required.num(UNTIL)?,
+            number: item.num_opt(NUMBER),
         })
     }
 
@@ -772,7 +749,7 @@ impl Ledger for DynamoLedger {
             Ok(out) => decode_class(class, &out.attributes.unwrap_or_default()),
             Err(e) if is_condition_failed(&e) => {
                 let issued = old_item(&e)
-                    .map(|item| num(&item, ISSUED))
+                    .map(|item| item.attrs(LEDGER).num(ISSUED))
                     .transpose()?
                     .unwrap_or(0);
                 Err(below_issued(class, issued, authorized))
@@ -869,10 +846,10 @@ impl Ledger for DynamoLedger {
                         // An earlier attempt of this very request allocated (its answer was lost).
                         return self.finish_own(request, mine(number)).await;
                     }
-                    if num(&item, REMAINING)? < request.amount {
+                    if item.attrs(LEDGER).num(REMAINING)? < request.amount {
                         return Err(insufficient(
                             &request.class,
-                            num(&item, REMAINING)?,
+                            item.attrs(LEDGER).num(REMAINING)?,
                             request.amount,
                         ));
                     }
@@ -899,7 +876,7 @@ impl Ledger for DynamoLedger {
                     };
                 }
             };
-            let number = own_number(&item).unwrap_or(num(&item, NEXT)? - 1);
+            let number = own_number(&item).unwrap_or(item.attrs(LEDGER).num(NEXT)? - 1);
             if self.fail_after_allocation.swap(false, Ordering::SeqCst) {
                 return Err(Error::internal(
                     "injected failure after allocating a certificate number",
@@ -924,7 +901,7 @@ impl Ledger for DynamoLedger {
         let Some(class) = self.get(class_key(&id.class)).await? else {
             return Ok(None);
         };
-        if id.number >= num(&class, NEXT)? {
+        if id.number >= class.attrs(LEDGER).num(NEXT)? {
             return Ok(None);
         }
         self.finish_others(&id.class, &class, Duration::ZERO, false)
@@ -946,7 +923,7 @@ impl Ledger for DynamoLedger {
         let Some(class_item) = self.get(class_key(class)).await? else {
             return Ok(Vec::new());
         };
-        let next = num(&class_item, NEXT)?;
+        let next = class_item.attrs(LEDGER).num(NEXT)?;
         let expected = next
             .saturating_sub(after.saturating_add(1))
             .min(u64::from(limit));
