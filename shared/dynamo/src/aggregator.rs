@@ -27,6 +27,7 @@ use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+#[cfg(feature = "faults")]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::Error;
@@ -78,6 +79,7 @@ pub struct Aggregator {
     /// How long the marker of a folded request with an idempotency key is kept.
     retention: Duration,
     /// Fault injection for tests: fail (as a crashed invocation would) after this many chunks.
+    #[cfg(feature = "faults")]
     fail_after_chunks: AtomicUsize,
 }
 
@@ -88,6 +90,7 @@ impl Aggregator {
             table,
             log_table,
             retention: strata_core::defaults::RETENTION,
+            #[cfg(feature = "faults")]
             fail_after_chunks: AtomicUsize::new(usize::MAX),
         }
     }
@@ -112,9 +115,25 @@ impl Aggregator {
     }
 
     /// Test hook: the next fold stops with an error after `chunks` chunks.
-    #[doc(hidden)]
+    #[cfg(feature = "faults")]
     pub fn inject_failure_after_chunks(&self, chunks: usize) {
         self.fail_after_chunks.store(chunks, Ordering::SeqCst);
+    }
+
+    /// The failure a test injected before chunk `index` ([`Self::inject_failure_after_chunks`]), once.
+    #[cfg(feature = "faults")]
+    fn injected_failure(&self, index: usize) -> Result<(), Error> {
+        if index >= self.fail_after_chunks.load(Ordering::SeqCst) {
+            self.fail_after_chunks.store(usize::MAX, Ordering::SeqCst);
+            return Err(Error::internal("injected failure between chunks of a fold"));
+        }
+        Ok(())
+    }
+
+    /// Without the `faults` feature nothing is injected.
+    #[cfg(not(feature = "faults"))]
+    fn injected_failure(&self, _: usize) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Folds the entries into the totals; returns how many were folded now (not before).
@@ -129,10 +148,7 @@ impl Aggregator {
         entries.sort_by(|a, b| (&a.key, a.at, &a.id).cmp(&(&b.key, b.at, &b.id)));
         let mut folded = 0;
         for (index, chunk) in chunks(entries).into_iter().enumerate() {
-            if index >= self.fail_after_chunks.load(Ordering::SeqCst) {
-                self.fail_after_chunks.store(usize::MAX, Ordering::SeqCst);
-                return Err(Error::internal("injected failure between chunks of a fold"));
-            }
+            self.injected_failure(index)?;
             folded += self.fold_chunk(chunk).await?;
         }
         Ok(folded)

@@ -54,6 +54,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+#[cfg(feature = "faults")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
@@ -195,6 +196,7 @@ pub struct DynamoLedger {
     retention: Duration,
     /// Fault injection for tests: when set, the next issue stops right after allocating its number, as if
     /// the Lambda died there.
+    #[cfg(feature = "faults")]
     fail_after_allocation: AtomicBool,
 }
 
@@ -342,12 +344,13 @@ impl DynamoLedger {
             table,
             defaults,
             retention,
+            #[cfg(feature = "faults")]
             fail_after_allocation: AtomicBool::new(false),
         }
     }
 
     /// Test hook: makes the next issue fail right after it allocated its number.
-    #[doc(hidden)]
+    #[cfg(feature = "faults")]
     pub fn inject_failure_after_allocation(&self) {
         self.fail_after_allocation.store(true, Ordering::SeqCst);
     }
@@ -877,6 +880,7 @@ impl Ledger for DynamoLedger {
                 }
             };
             let number = own_number(&item).unwrap_or(item.attrs(LEDGER).num(NEXT)? - 1);
+            #[cfg(feature = "faults")]
             if self.fail_after_allocation.swap(false, Ordering::SeqCst) {
                 return Err(Error::internal(
                     "injected failure after allocating a certificate number",

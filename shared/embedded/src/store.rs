@@ -104,6 +104,7 @@ pub(crate) struct Shared {
     /// gone before the new one opens).
     current: RwLock<Option<Arc<Handles>>>,
     /// Faults injected by tests ([`Store::inject_refused_batches`], [`Store::inject_lost_answers`]).
+    #[cfg(any(test, feature = "faults"))]
     pub(crate) injected: crate::writer::Injected,
 }
 
@@ -173,6 +174,7 @@ impl Store {
             dir: dir.to_owned(),
             cache_bytes,
             current: RwLock::new(Some(Arc::new(handles))),
+            #[cfg(any(test, feature = "faults"))]
             injected: crate::writer::Injected::default(),
         });
         let writer = Writer::start(shared.clone())?;
@@ -297,7 +299,7 @@ impl Store {
 
     /// Fault tests: the next `batches` write batches are refused as a full disk refuses them (`503
     /// store_unavailable`, nothing written), without touching the disk.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "faults"))]
     pub fn inject_refused_batches(&self, batches: usize) {
         self.inner
             .shared
@@ -308,7 +310,7 @@ impl Store {
 
     /// Fault tests: the next `commands` write commands are carried out (durably, if their batch is) but
     /// their answer is lost on the way back, as when the writer fsynced and the reply path failed.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "faults"))]
     pub fn inject_lost_answers(&self, commands: usize) {
         self.inner
             .shared
