@@ -21,6 +21,7 @@
 //! - [`time`]: timestamps as the API shows them.
 //! - [`transfer`]: export and import: the versioned JSON-lines format, the checks a file must pass (domain
 //!   rules per record, invariants across records) and the [`transfer::Transfer`] port of each backend.
+//!   The invariants live in `transfer/check.rs`, reading and writing files in `transfer/file.rs`.
 //!
 //! Backends only store; they never decide what is valid. Handlers only translate HTTP; they never touch a
 //! backend directly. Everything that both must agree on lives here.
