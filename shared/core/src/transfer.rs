@@ -30,13 +30,18 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Service {
+    /// Key/value pairs (with their versions and tombstones).
     Kv,
+    /// Share classes, certificates and the records of keyed issues.
     Certificates,
+    /// Widgets and their associations.
     Widgets,
+    /// Counters and the marks of keyed increments.
     Counters,
 }
 
 impl Service {
+    /// Every service, in the order a file lists them.
     pub const ALL: [Service; 4] = [
         Service::Kv,
         Service::Certificates,
@@ -44,6 +49,7 @@ impl Service {
         Service::Counters,
     ];
 
+    /// The service's name in a file and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Kv => "kv",
@@ -53,6 +59,7 @@ impl Service {
         }
     }
 
+    /// Parses a service's name (`400 invalid_field` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         Self::ALL
             .into_iter()
@@ -108,22 +115,34 @@ pub enum Record {
     /// A key and its latest version; `value` is absent for a tombstone (deleted, version kept so that
     /// versions never go back).
     Kv {
+        /// The key.
         key: String,
+        /// Its latest version.
         version: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Its value; absent for a tombstone.
         value: Option<String>,
     },
     /// A share class with its totals.
     Class {
+        /// The class code.
         class: String,
+        /// Shares the class may issue at most.
         authorized: u64,
+        /// Shares issued so far.
         issued: u64,
+        /// The number the next certificate gets.
         next_number: u64,
     },
+    /// An issued certificate.
     Certificate {
+        /// Its class code.
         class: String,
+        /// Its number within the class.
         number: u64,
+        /// The holder's name.
         name: String,
+        /// Shares it holds.
         amount: u64,
         /// Milliseconds since the epoch.
         issued_at_ms: u64,
@@ -131,14 +150,20 @@ pub enum Record {
     /// The ledger's record of an issue under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
     /// rounded up: DynamoDB keeps only its TTL).
     CertificateRequest {
+        /// The `Idempotency-Key` the issue was made under (scoped to its operation and caller).
         id: String,
+        /// The class of the certificate it issued.
         class: String,
+        /// The number of the certificate it issued.
         number: u64,
         /// Until when it holds (milliseconds since the epoch).
         until_ms: u64,
     },
+    /// A widget with its slots and associations.
     Widget {
+        /// Its serial number.
         serial: String,
+        /// Its name.
         name: String,
         /// One letter per slot, e.g. `PRR`.
         ports: String,
@@ -147,21 +172,35 @@ pub enum Record {
     },
     /// A counter's total, with every increment its store had accepted folded in.
     Counter {
+        /// The counter's key.
         key: String,
+        /// Its total.
         total: u64,
+        /// Increments refused because they would have taken the total past its maximum.
         refused: u64,
     },
     /// The mark of an increment made under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
     /// rounded up, as for certificate requests).
-    CounterRequest { id: String, until_ms: u64 },
+    CounterRequest {
+        /// The `Idempotency-Key` the increment was made under (scoped to its operation and caller).
+        id: String,
+        /// Until when it holds (milliseconds since the epoch).
+        until_ms: u64,
+    },
     /// A completed `Idempotency-Key` answer, while it holds.
     Idempotency {
+        /// The `Idempotency-Key` (scoped to its operation and caller).
         key: String,
+        /// The fingerprint of the request that made the answer.
         fingerprint: String,
+        /// The answer's status code.
         status: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The answer's `content-type`, when it was not JSON.
         content_type: Option<String>,
+        /// The answer's body.
         body: String,
+        /// Until when it holds (milliseconds since the epoch).
         until_ms: u64,
     },
 }
@@ -463,7 +502,9 @@ pub const PAGE_BYTES: usize = 1 << 20;
 /// A sink that keeps everything ([`Transfer::export`]).
 #[derive(Debug, Default)]
 pub struct Gather {
+    /// The counts the export announced.
     pub counts: BTreeMap<String, u64>,
+    /// Every record handed out, in order.
     pub records: Vec<Record>,
 }
 

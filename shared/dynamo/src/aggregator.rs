@@ -72,6 +72,7 @@ pub struct Rescanned {
     pub malformed: usize,
 }
 
+#[derive(Debug)]
 pub struct Aggregator {
     client: Client,
     table: String,

@@ -19,6 +19,7 @@ const TX: &str = "tx";
 const TTL: &str = crate::attr::TTL;
 const KEEP: Duration = Duration::from_secs(3 * 3600);
 
+#[derive(Debug)]
 pub struct DynamoConnections {
     client: Client,
     table: String,

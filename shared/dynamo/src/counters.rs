@@ -57,6 +57,7 @@ pub(crate) const TTL: &str = crate::attr::TTL;
 /// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily).
 const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
 
+#[derive(Debug)]
 pub struct DynamoCounters {
     client: Client,
     table: String,

@@ -45,6 +45,7 @@ pub(crate) const BODY: &str = "body";
 const IN_PROGRESS: &str = "in_progress";
 pub(crate) const COMPLETED: &str = "completed";
 
+#[derive(Debug)]
 pub struct DynamoIdempotency {
     client: Client,
     table: String,

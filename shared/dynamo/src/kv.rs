@@ -23,6 +23,7 @@ pub const PK: &str = "pk";
 pub const VALUE: &str = "val";
 pub const VERSION: &str = "ver";
 
+#[derive(Debug)]
 pub struct DynamoKv {
     client: Client,
     table: String,

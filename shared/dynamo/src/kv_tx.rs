@@ -103,6 +103,7 @@ const KEY_ITEM_TTL_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// items) got in between.
 const ATTEMPTS: u32 = 5;
 
+#[derive(Debug)]
 pub struct DynamoKvTx {
     client: Client,
     data_table: String,

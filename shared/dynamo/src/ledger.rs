@@ -107,6 +107,7 @@ use issue::Pending;
 pub(crate) use item::{Intent, intent_item, slots};
 use item::{Slot, certificate_key, class_key, decode_certificate, decode_class};
 
+#[derive(Debug)]
 pub struct DynamoLedger {
     client: Client,
     table: String,

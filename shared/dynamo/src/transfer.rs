@@ -49,6 +49,7 @@ const PAGE_ATTEMPTS: u32 = 5;
 /// What errors call an exported item's attribute that is missing or malformed.
 const ATTR: &str = "attribute";
 
+#[derive(Debug)]
 pub struct DynamoTransfer {
     client: Client,
     tables: Tables,

@@ -67,6 +67,7 @@ pub(crate) fn decode(item: &Item) -> Result<Widget, Error> {
     })
 }
 
+#[derive(Debug)]
 pub struct DynamoWidgets {
     client: Client,
     table: String,

@@ -56,6 +56,15 @@ pub struct Spaces {
     spaces: Vec<Keyspace>,
 }
 
+// fjall's keyspaces do not implement `Debug`.
+impl std::fmt::Debug for Spaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spaces")
+            .field("keyspaces", &self.spaces.len())
+            .finish()
+    }
+}
+
 impl Spaces {
     pub fn get(&self, space: Space) -> &Keyspace {
         &self.spaces[space as usize]
@@ -132,6 +141,15 @@ impl Shared {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+}
+
+// The data directory names the store; the rest (database handles, writer, queues) tells nothing more.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Inner {

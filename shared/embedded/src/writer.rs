@@ -50,6 +50,7 @@ type Reply = Box<dyn FnOnce(Result<(), Error>, bool) + Send>;
 type Job = Box<dyn FnOnce(&mut Staging<'_>) -> Reply + Send>;
 
 /// The handle to the writer thread.
+#[derive(Debug)]
 pub struct Writer {
     /// `None` only while dropping: closing the queue is what tells the thread to finish.
     queue: Option<mpsc::Sender<Job>>,
@@ -331,6 +332,7 @@ type Slot = (Space, Vec<u8>);
 ///
 /// `None` marks a removal. Each key appears once in the batch however often it is written, which is also
 /// what fjall needs: every item of a batch gets the same sequence number.
+#[derive(Debug)]
 pub struct Staging<'a> {
     /// `None` while the data directory is being reopened: every read fails with `503`.
     spaces: Option<&'a Spaces>,

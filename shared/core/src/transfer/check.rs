@@ -41,6 +41,7 @@ pub struct Checker {
 }
 
 impl Checker {
+    /// Takes one record into account.
     pub fn add(&mut self, record: &Record) {
         let (kind, key, number) = record.sort_key();
         if !self.seen.insert((kind, key.to_owned(), number)) && self.duplicates.len() < 100 {

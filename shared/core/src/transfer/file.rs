@@ -8,7 +8,9 @@ use std::io::{BufRead, Write};
 #[derive(Debug, thiserror::Error)]
 #[error("{}", if *.line == 0 { .message.clone() } else { format!("line {}: {}", .line, .message) })]
 pub struct ReadError {
+    /// The line (1 is the header; 0 for the file as a whole).
     pub line: u64,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -22,7 +24,9 @@ fn at(line: u64, message: impl Into<String>) -> ReadError {
 /// A file read whole and found valid.
 #[derive(Debug)]
 pub struct File {
+    /// The file's header.
     pub header: Header,
+    /// Every record, in the file's order.
     pub records: Vec<Record>,
 }
 
@@ -30,7 +34,7 @@ pub struct File {
 /// `\u00XX`) is under 2 MiB. A longer line is refused, not buffered.
 pub const MAX_LINE_BYTES: usize = 4 << 20;
 
-/// Reads and validates a whole file into memory (tests, small files): [`Reader`], then [`check`].
+/// Reads and validates a whole file into memory (tests, small files): [`Reader`], then [`check`](super::check).
 pub fn read(input: impl BufRead) -> Result<File, ReadError> {
     let mut reader = Reader::new(input)?;
     let mut records = Vec::new();
@@ -72,6 +76,7 @@ fn violations(checker: Checker) -> Result<(), ReadError> {
 /// A file read one record at a time: the header when it is made, then each record checked alone
 /// (parse, domain rules, the services the header names), then [`Reader::finish`] checks the counts. The
 /// invariants across records are the caller's ([`Checker`]).
+#[derive(Debug)]
 pub struct Reader<R> {
     input: R,
     header: Header,
@@ -119,6 +124,7 @@ impl<R: BufRead> Reader<R> {
         })
     }
 
+    /// The file's header, read when the reader was made.
     pub fn header(&self) -> &Header {
         &self.header
     }
