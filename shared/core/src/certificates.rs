@@ -15,6 +15,7 @@ pub const MAX_SHARES: u64 = (1 << 53) - 1;
 pub const MAX_NAME_CHARS: usize = 256;
 /// Most certificates one listing page returns.
 pub const MAX_PAGE: u32 = 1000;
+/// Certificates one listing page returns when the client does not say.
 pub const DEFAULT_PAGE: u32 = 100;
 
 /// A share class code: 1 to 8 letters A–Z (`CS`, `PS`, …).
@@ -22,6 +23,7 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub struct ClassCode(String);
 
 impl ClassCode {
+    /// Validates a client's class code (`400 invalid_class` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         if (1..=8).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_uppercase()) {
             Ok(Self(raw.to_owned()))
@@ -37,6 +39,7 @@ impl ClassCode {
         }
     }
 
+    /// The code as written, e.g. `CS`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -45,7 +48,9 @@ impl ClassCode {
 /// A certificate id as clients see it: `<class>-<number>`, e.g. `CS-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateId {
+    /// The class the certificate belongs to.
     pub class: ClassCode,
+    /// Its number within the class, from 1.
     pub number: u64,
 }
 
@@ -95,7 +100,9 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 /// A share class and its running totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareClass {
+    /// The class's code.
     pub class: ClassCode,
+    /// Shares the class may issue at most.
     pub authorized: u64,
     /// Shares issued so far (the sum of every certificate's amount).
     pub issued: u64,
@@ -104,6 +111,7 @@ pub struct ShareClass {
 }
 
 impl ShareClass {
+    /// Shares still to issue: `authorized - issued`.
     pub fn remaining(&self) -> u64 {
         self.authorized - self.issued
     }
@@ -112,14 +120,20 @@ impl ShareClass {
 /// An issued certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
+    /// The class it is of.
     pub class: ClassCode,
+    /// Its number within the class: 1, 2, … without gaps.
     pub number: u64,
+    /// The holder's name.
     pub name: String,
+    /// Shares it holds.
     pub amount: u64,
+    /// When it was issued.
     pub issued_at: SystemTime,
 }
 
 impl Certificate {
+    /// Its id as clients see it, `<class>-<number>`.
     pub fn id(&self) -> String {
         format!("{}-{}", self.class.as_str(), self.number)
     }
@@ -128,12 +142,14 @@ impl Certificate {
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueRequest {
+    /// The class to issue from.
     pub class: ClassCode,
+    /// The holder's name.
     pub name: String,
+    /// Shares to issue.
     pub amount: u64,
 }
 
-/// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 /// What a ledger does with the certificate an earlier issue with the same idempotency key made: the same
 /// request gets it back while the key's record holds (until `expires_at`: the configured retention,
 /// [`crate::Settings::retention`], after the issue; see [`crate::retention`]); another request under that key is
@@ -157,6 +173,7 @@ pub fn replay_of(
     Ok(Some(earlier))
 }
 
+/// Shares are short: `409 insufficient_shares` with what is left; no number was used.
 pub fn insufficient(class: &ClassCode, remaining: u64, amount: u64) -> Error {
     Error::conflict(
         "insufficient_shares",
@@ -168,6 +185,7 @@ pub fn insufficient(class: &ClassCode, remaining: u64, amount: u64) -> Error {
     .with("remaining", remaining)
 }
 
+/// `404 class_not_found`: the class does not exist and is not a default one.
 pub fn class_not_found(class: &ClassCode) -> Error {
     Error::not_found(
         "class_not_found",
@@ -220,6 +238,7 @@ pub fn parse_default_classes(raw: &str) -> Result<Vec<(ClassCode, u64)>, Error> 
 pub trait Ledger: Send + Sync {
     /// Creates the class or changes its authorization (never below the shares already issued).
     async fn put_class(&self, class: &ClassCode, authorized: u64) -> Result<ShareClass, Error>;
+    /// The class with its totals, or `None` if it does not exist (a default class exists from the start).
     async fn get_class(&self, class: &ClassCode) -> Result<Option<ShareClass>, Error>;
     /// Allocates the next number and stores the certificate, atomically and durably. With a `request_id`
     /// (the client's idempotency key), the same id always yields the same certificate, even across crashes.
@@ -228,6 +247,7 @@ pub trait Ledger: Send + Sync {
         request: &IssueRequest,
         request_id: Option<&str>,
     ) -> Result<Certificate, Error>;
+    /// The certificate, or `None` if that number was never issued.
     async fn get_certificate(&self, id: &CertificateId) -> Result<Option<Certificate>, Error>;
     /// Certificates of a class numbered above `after`, in number order, at most `limit`.
     async fn list(

@@ -40,6 +40,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name, as the command line and the template spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Strong => "strong",
@@ -47,6 +48,7 @@ impl Mode {
         }
     }
 
+    /// Parses `strong` or `eventual` (`400 invalid_counter_mode` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         match raw {
             "strong" => Ok(Mode::Strong),
@@ -64,6 +66,7 @@ impl Mode {
 pub struct CounterKey(String);
 
 impl CounterKey {
+    /// Validates a client's counter key (`400 invalid_field` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         if raw.is_empty() || raw.len() > MAX_KEY_BYTES || raw.chars().any(char::is_control) {
             return Err(Error::invalid_field(
@@ -74,6 +77,7 @@ impl CounterKey {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The key as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -88,6 +92,7 @@ pub enum Incremented {
     Accepted,
 }
 
+/// `409 overflow`: the increment would take the total past [`MAX_TOTAL`]; `room` is what it can still take.
 pub fn overflow(key: &CounterKey, room: u64, value: u64) -> Error {
     Error::conflict(
         "overflow",
@@ -99,6 +104,7 @@ pub fn overflow(key: &CounterKey, room: u64, value: u64) -> Error {
     .with("room", room)
 }
 
+/// `404 counter_not_found`: the counter was never incremented.
 pub fn not_found(key: &str) -> Error {
     Error::not_found(
         "counter_not_found",
@@ -119,6 +125,7 @@ pub struct Reading {
 /// The outcome of folding increments into one counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folded {
+    /// The total with the counted increments added.
     pub total: u64,
     /// Per increment, in the order given: counted (`true`) or refused (`false`).
     pub counted: Vec<bool>,
@@ -135,6 +142,7 @@ impl Folded {
             .sum()
     }
 
+    /// How many increments were refused.
     pub fn refused(&self) -> u64 {
         self.counted.iter().filter(|c| !**c).count() as u64
     }
@@ -161,6 +169,7 @@ pub fn fold(total: u64, values: &[u64]) -> Folded {
 /// The counter port.
 #[async_trait]
 pub trait Counters: Send + Sync {
+    /// Strong or eventual: which answer an increment gets.
     fn mode(&self) -> Mode;
     /// Adds `value` (strong: to the total; eventual: to the log). `request_id` makes it count once.
     async fn increment(

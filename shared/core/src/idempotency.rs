@@ -22,7 +22,9 @@ pub const MAX_RECORD_BODY_BYTES: usize = 64 * 1024;
 /// A response as stored for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// The answer's status code.
     pub status: u16,
+    /// The answer's body.
     pub body: String,
     /// The answer's `content-type`, when it had one other than JSON (`POST /kv/commands` answers text).
     pub content_type: Option<String>,
@@ -45,10 +47,12 @@ pub enum Claim {
 pub struct Owner(String);
 
 impl Owner {
+    /// A fresh random token.
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
 
+    /// The token as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -65,6 +69,7 @@ pub fn validate_key(raw: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `422 idempotency_key_reused`: the key was used with a different request.
 pub fn mismatch() -> Error {
     Error::new(
         crate::Kind::IdempotencyMismatch,
@@ -73,6 +78,7 @@ pub fn mismatch() -> Error {
     )
 }
 
+/// `409 request_in_progress`: a request with the key is still running.
 pub fn in_progress() -> Error {
     Error::conflict(
         "request_in_progress",

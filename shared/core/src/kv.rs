@@ -20,6 +20,7 @@ pub const MAX_VALUE_BYTES: usize = 256 * 1024;
 pub struct Key(String);
 
 impl Key {
+    /// Validates a client's key (`400 invalid_key` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         if raw.is_empty() {
             return Err(Error::invalid("invalid_key", "key must not be empty"));
@@ -39,6 +40,7 @@ impl Key {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The key as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -49,6 +51,7 @@ impl Key {
 pub struct Value(String);
 
 impl Value {
+    /// Validates a client's value (`413 value_too_large` when over [`MAX_VALUE_BYTES`]).
     pub fn parse(raw: String) -> Result<Self, Error> {
         if raw.len() > MAX_VALUE_BYTES {
             return Err(Error::too_large(
@@ -62,10 +65,12 @@ impl Value {
         Ok(Self(raw))
     }
 
+    /// The value as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The value, taken out.
     pub fn into_string(self) -> String {
         self.0
     }
@@ -74,7 +79,9 @@ impl Value {
 /// A stored value and the version that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
+    /// The value as stored.
     pub value: String,
+    /// The version that wrote it: 1 for the first write, one more for each write since.
     pub version: u64,
 }
 

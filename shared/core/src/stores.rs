@@ -13,13 +13,17 @@ use std::time::Duration;
 /// Which backend serves the ports; reported by `GET /health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// fjall in a local data directory (`strata serve`).
     Embedded,
+    /// DynamoDB (the Lambda functions, or `strata serve --store dynamodb`).
     DynamoDb,
 }
 
 impl Backend {
+    /// Every backend (the values `GET /health` may report).
     pub const ALL: [Backend; 2] = [Backend::Embedded, Backend::DynamoDb];
 
+    /// The backend's name, as `GET /health` reports it.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Embedded => "embedded",
@@ -31,15 +35,31 @@ impl Backend {
 /// Every store port, each behind a trait object so handlers never know which backend they talk to.
 #[derive(Clone)]
 pub struct Stores {
+    /// Which backend these are.
     pub backend: Backend,
+    /// The key/value port.
     pub kv: Arc<dyn KvStore>,
+    /// The key/value transactions port.
     pub kv_tx: Arc<dyn KvTransactions>,
+    /// The certificate ledger port.
     pub ledger: Arc<dyn Ledger>,
+    /// The counters port.
     pub counters: Arc<dyn Counters>,
+    /// The widgets port.
     pub widgets: Arc<dyn Widgets>,
+    /// The `Idempotency-Key` records of every service.
     pub idempotency: Arc<dyn Idempotency>,
     /// Open transactions of WebSocket connections (line protocol).
     pub connections: Arc<dyn Connections>,
+}
+
+// The ports are trait objects without `Debug`; the backend says which they are.
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Tunables that every backend honours the same way; their defaults are in [`crate::defaults`].

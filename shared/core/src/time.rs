@@ -21,6 +21,7 @@ pub fn now_millis() -> u64 {
     epoch_millis(SystemTime::now())
 }
 
+/// The moment `seconds` whole seconds after the Unix epoch.
 pub fn from_epoch_seconds(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(seconds)
 }

@@ -13,8 +13,13 @@ use crate::widgets::Port;
 use crate::{Error, kv};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::collections::BTreeMap;
+
+mod check;
+mod file;
+
+pub use check::{Checker, Violation, check};
+pub use file::{File, MAX_LINE_BYTES, ReadError, Reader, read, validate, write, write_records};
 
 /// The name in every header's `format`.
 pub const FORMAT: &str = "strata-export";
@@ -25,13 +30,18 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Service {
+    /// Key/value pairs (with their versions and tombstones).
     Kv,
+    /// Share classes, certificates and the records of keyed issues.
     Certificates,
+    /// Widgets and their associations.
     Widgets,
+    /// Counters and the marks of keyed increments.
     Counters,
 }
 
 impl Service {
+    /// Every service, in the order a file lists them.
     pub const ALL: [Service; 4] = [
         Service::Kv,
         Service::Certificates,
@@ -39,6 +49,7 @@ impl Service {
         Service::Counters,
     ];
 
+    /// The service's name in a file and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Kv => "kv",
@@ -48,6 +59,7 @@ impl Service {
         }
     }
 
+    /// Parses a service's name (`400 invalid_field` otherwise).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         Self::ALL
             .into_iter()
@@ -103,22 +115,34 @@ pub enum Record {
     /// A key and its latest version; `value` is absent for a tombstone (deleted, version kept so that
     /// versions never go back).
     Kv {
+        /// The key.
         key: String,
+        /// Its latest version.
         version: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Its value; absent for a tombstone.
         value: Option<String>,
     },
     /// A share class with its totals.
     Class {
+        /// The class code.
         class: String,
+        /// Shares the class may issue at most.
         authorized: u64,
+        /// Shares issued so far.
         issued: u64,
+        /// The number the next certificate gets.
         next_number: u64,
     },
+    /// An issued certificate.
     Certificate {
+        /// Its class code.
         class: String,
+        /// Its number within the class.
         number: u64,
+        /// The holder's name.
         name: String,
+        /// Shares it holds.
         amount: u64,
         /// Milliseconds since the epoch.
         issued_at_ms: u64,
@@ -126,14 +150,20 @@ pub enum Record {
     /// The ledger's record of an issue under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
     /// rounded up: DynamoDB keeps only its TTL).
     CertificateRequest {
+        /// The `Idempotency-Key` the issue was made under (scoped to its operation and caller).
         id: String,
+        /// The class of the certificate it issued.
         class: String,
+        /// The number of the certificate it issued.
         number: u64,
         /// Until when it holds (milliseconds since the epoch).
         until_ms: u64,
     },
+    /// A widget with its slots and associations.
     Widget {
+        /// Its serial number.
         serial: String,
+        /// Its name.
         name: String,
         /// One letter per slot, e.g. `PRR`.
         ports: String,
@@ -142,21 +172,35 @@ pub enum Record {
     },
     /// A counter's total, with every increment its store had accepted folded in.
     Counter {
+        /// The counter's key.
         key: String,
+        /// Its total.
         total: u64,
+        /// Increments refused because they would have taken the total past its maximum.
         refused: u64,
     },
     /// The mark of an increment made under an `Idempotency-Key`, while it holds (`until_ms` whole seconds,
     /// rounded up, as for certificate requests).
-    CounterRequest { id: String, until_ms: u64 },
+    CounterRequest {
+        /// The `Idempotency-Key` the increment was made under (scoped to its operation and caller).
+        id: String,
+        /// Until when it holds (milliseconds since the epoch).
+        until_ms: u64,
+    },
     /// A completed `Idempotency-Key` answer, while it holds.
     Idempotency {
+        /// The `Idempotency-Key` (scoped to its operation and caller).
         key: String,
+        /// The fingerprint of the request that made the answer.
         fingerprint: String,
+        /// The answer's status code.
         status: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The answer's `content-type`, when it was not JSON.
         content_type: Option<String>,
+        /// The answer's body.
         body: String,
+        /// Until when it holds (milliseconds since the epoch).
         until_ms: u64,
     },
 }
@@ -384,401 +428,6 @@ pub fn header_with_counts(
     }
 }
 
-/// A broken invariant across records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation(pub String);
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The invariants records must keep together: certificate numbers of each class are 1 to `next_number - 1`
-/// with no gap, the class's `issued` is the sum of their amounts, every certificate and certificate request
-/// names a class and a certificate that is there; associations are symmetric, name widgets that are there,
-/// never a widget itself, never twice, and stay within each widget's slots; no key appears twice.
-pub fn check(records: &[Record]) -> Vec<Violation> {
-    let mut checker = Checker::default();
-    for record in records {
-        checker.add(record);
-    }
-    checker.finish()
-}
-
-/// [`check`] one record at a time, for a file or an export streamed through: it keeps what the invariants
-/// need (each record's key, classes, certificate numbers, widgets' slots and associations), never a
-/// value, a name or an answer's body, so its memory grows with the number of records, not their size.
-#[derive(Debug, Default)]
-pub struct Checker {
-    seen: HashSet<(u8, String, u64)>,
-    duplicates: Vec<Violation>,
-    classes: HashMap<String, (u64, u64)>,
-    certificates: HashMap<String, (Vec<u64>, u64)>,
-    requests: Vec<(String, String, u64)>,
-    /// serial → (ports, associations)
-    widgets: HashMap<String, (String, Vec<(String, String)>)>,
-}
-
-impl Checker {
-    pub fn add(&mut self, record: &Record) {
-        let (kind, key, number) = record.sort_key();
-        if !self.seen.insert((kind, key.to_owned(), number)) && self.duplicates.len() < 100 {
-            self.duplicates.push(Violation(format!(
-                "{} {key:?} appears twice",
-                record.kind()
-            )));
-        }
-        match record {
-            Record::Class {
-                class,
-                issued,
-                next_number,
-                ..
-            } => {
-                self.classes.insert(class.clone(), (*issued, *next_number));
-            }
-            Record::Certificate {
-                class,
-                number,
-                amount,
-                ..
-            } => {
-                let entry = self.certificates.entry(class.clone()).or_default();
-                entry.0.push(*number);
-                entry.1 = entry.1.saturating_add(*amount);
-            }
-            Record::CertificateRequest {
-                id, class, number, ..
-            } => self.requests.push((id.clone(), class.clone(), *number)),
-            Record::Widget {
-                serial,
-                ports,
-                associations,
-                ..
-            } => {
-                self.widgets
-                    .insert(serial.clone(), (ports.clone(), associations.clone()));
-            }
-            _ => {}
-        }
-    }
-
-    /// The invariants broken by the records added (at most 100 listed).
-    pub fn finish(self) -> Vec<Violation> {
-        let Checker {
-            duplicates: mut out,
-            classes,
-            mut certificates,
-            requests,
-            widgets,
-            ..
-        } = self;
-        let mut bad = |message: String| {
-            if out.len() < 100 {
-                out.push(Violation(message));
-            }
-        };
-        for (class, (numbers, _)) in &certificates {
-            if !classes.contains_key(class) {
-                bad(format!(
-                    "{} certificates of class {class}, which is not in the file",
-                    numbers.len()
-                ));
-            }
-        }
-        for (class, (issued, next_number)) in &classes {
-            let (mut numbers, sum) = certificates.remove(class).unwrap_or_default();
-            numbers.sort_unstable();
-            let expected = next_number - 1;
-            if numbers.len() as u64 != expected || numbers.iter().zip(1..).any(|(n, i)| *n != i) {
-                let first_gap = (1..=expected).find(|n| numbers.binary_search(n).is_err());
-                bad(format!(
-                    "class {class}: {} certificates for numbers 1 to {expected} (next number {next_number}){}",
-                    numbers.len(),
-                    first_gap.map_or(String::new(), |n| format!(", number {n} missing"))
-                ));
-            }
-            if sum != *issued {
-                bad(format!(
-                    "class {class}: issued {issued}, but its certificates add up to {sum}"
-                ));
-            }
-        }
-        for (id, class, number) in &requests {
-            if classes
-                .get(class.as_str())
-                .is_none_or(|(_, next)| number >= next)
-            {
-                bad(format!(
-                    "certificate request {id:?} names {class}-{number}, which is not in the file"
-                ));
-            }
-        }
-        for (serial, (ports, associations)) in &widgets {
-            let mut pairs = HashSet::new();
-            for port in Port::ALL {
-                let capacity = ports.matches(port.as_str()).count();
-                let used = associations
-                    .iter()
-                    .filter(|(p, _)| p == port.as_str())
-                    .count();
-                if used > capacity {
-                    bad(format!(
-                        "widget {serial:?}: {used} associations on port {} with {capacity} slots",
-                        port.as_str()
-                    ));
-                }
-            }
-            for (port, peer) in associations.iter() {
-                if peer == serial {
-                    bad(format!("widget {serial:?} is associated with itself"));
-                }
-                if !pairs.insert((port, peer)) {
-                    bad(format!(
-                        "widget {serial:?} is associated with {peer:?} on port {port} twice"
-                    ));
-                }
-                match widgets.get(peer.as_str()) {
-                    None => bad(format!(
-                        "widget {serial:?} is associated with {peer:?}, which is not in the file"
-                    )),
-                    Some((_, theirs)) => {
-                        if !theirs.iter().any(|(p, s)| p == port && s == serial) {
-                            bad(format!(
-                                "widget {serial:?} is associated with {peer:?} on port {port}, but not the other way"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Why a file cannot be read: the line (1 is the header; 0 for the file as a whole) and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", if *.line == 0 { .message.clone() } else { format!("line {}: {}", .line, .message) })]
-pub struct ReadError {
-    pub line: u64,
-    pub message: String,
-}
-
-fn at(line: u64, message: impl Into<String>) -> ReadError {
-    ReadError {
-        line,
-        message: message.into(),
-    }
-}
-
-/// A file read whole and found valid.
-#[derive(Debug)]
-pub struct File {
-    pub header: Header,
-    pub records: Vec<Record>,
-}
-
-/// The longest line a reader takes: a record at its limits (a 256 KiB value, every byte escaped as
-/// `\u00XX`) is under 2 MiB. A longer line is refused, not buffered.
-pub const MAX_LINE_BYTES: usize = 4 << 20;
-
-/// Reads and validates a whole file into memory (tests, small files): [`Reader`], then [`check`].
-pub fn read(input: impl BufRead) -> Result<File, ReadError> {
-    let mut reader = Reader::new(input)?;
-    let mut records = Vec::new();
-    let mut checker = Checker::default();
-    while let Some(record) = reader.next_record()? {
-        checker.add(&record);
-        records.push(record);
-    }
-    let header = reader.finish()?;
-    violations(checker)?;
-    Ok(File { header, records })
-}
-
-/// Reads and validates a whole file without keeping its records (the first pass of an import): the
-/// header, every record, the counts and the invariants. Memory: [`Checker`]'s, and one line.
-pub fn validate(input: impl BufRead) -> Result<Header, ReadError> {
-    let mut reader = Reader::new(input)?;
-    let mut checker = Checker::default();
-    while let Some(record) = reader.next_record()? {
-        checker.add(&record);
-    }
-    let header = reader.finish()?;
-    violations(checker)?;
-    Ok(header)
-}
-
-fn violations(checker: Checker) -> Result<(), ReadError> {
-    let violations = checker.finish();
-    if violations.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = violations.iter().map(|v| v.0.clone()).collect();
-    Err(at(
-        0,
-        format!("the records break invariants: {}", list.join("; ")),
-    ))
-}
-
-/// A file read one record at a time: the header when it is made, then each record checked alone
-/// (parse, domain rules, the services the header names), then [`Reader::finish`] checks the counts. The
-/// invariants across records are the caller's ([`Checker`]).
-pub struct Reader<R> {
-    input: R,
-    header: Header,
-    line: u64,
-    buffer: Vec<u8>,
-    counts: BTreeMap<String, u64>,
-}
-
-impl<R: BufRead> Reader<R> {
-    /// Reads and checks the header: the format, and a version this build reads.
-    pub fn new(mut input: R) -> Result<Self, ReadError> {
-        let mut buffer = Vec::new();
-        if !read_line(&mut input, &mut buffer, 1)? {
-            return Err(at(0, "the file is empty: no header"));
-        }
-        let first = std::str::from_utf8(&buffer).map_err(|e| at(1, format!("cannot read: {e}")))?;
-        let probe: serde_json::Value = serde_json::from_str(first)
-            .map_err(|e| at(1, format!("the header is not JSON: {e}")))?;
-        if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-            return Err(at(
-                1,
-                format!("not a {FORMAT} file (no \"format\": \"{FORMAT}\")"),
-            ));
-        }
-        match probe.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v > u64::from(VERSION) => {
-                return Err(at(
-                    1,
-                    format!(
-                        "format version {v} is newer than this strata reads (up to {VERSION}); use a newer strata"
-                    ),
-                ));
-            }
-            Some(0) | None => return Err(at(1, "the header has no valid \"version\"")),
-            Some(_) => {}
-        }
-        let header: Header =
-            serde_json::from_value(probe).map_err(|e| at(1, format!("invalid header: {e}")))?;
-        Ok(Self {
-            input,
-            header,
-            line: 1,
-            buffer,
-            counts: BTreeMap::new(),
-        })
-    }
-
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The next record, checked alone; `None` at the end of the file.
-    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
-        self.line += 1;
-        let number = self.line;
-        if !read_line(&mut self.input, &mut self.buffer, number)? {
-            return Ok(None);
-        }
-        let line = std::str::from_utf8(&self.buffer)
-            .map_err(|e| at(number, format!("cannot read: {e}")))?;
-        if line.trim().is_empty() {
-            return Err(at(number, "an empty line"));
-        }
-        let record: Record = serde_json::from_str(line)
-            .map_err(|e| at(number, format!("not a valid record: {e}")))?;
-        record
-            .validate()
-            .map_err(|e| at(number, format!("{} record: {}", record.kind(), e.message)))?;
-        if let Some(service) = record.service()
-            && !self.header.services.contains(&service)
-        {
-            return Err(at(
-                number,
-                format!(
-                    "a {} record, but the header does not list {}",
-                    record.kind(),
-                    service.as_str()
-                ),
-            ));
-        }
-        *self.counts.entry(record.kind().to_owned()).or_insert(0) += 1;
-        Ok(Some(record))
-    }
-
-    /// Once every record is read: the counts must match the header's (a file cut at a line boundary is
-    /// refused as truncated). Returns the header.
-    pub fn finish(self) -> Result<Header, ReadError> {
-        let declared: BTreeMap<_, _> = self
-            .header
-            .counts
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| (k.clone(), *n))
-            .collect();
-        if declared != self.counts {
-            return Err(at(
-                0,
-                format!(
-                    "the records do not match the header's counts (truncated or altered?): header {declared:?}, file {:?}",
-                    self.counts
-                ),
-            ));
-        }
-        Ok(self.header)
-    }
-}
-
-/// One line into `buffer` (without its `\n`); `false` at the end of the input. A line over
-/// [`MAX_LINE_BYTES`] is refused before more of it is buffered.
-fn read_line(
-    input: &mut impl BufRead,
-    buffer: &mut Vec<u8>,
-    number: u64,
-) -> Result<bool, ReadError> {
-    use std::io::Read;
-    buffer.clear();
-    let read = input
-        .take(MAX_LINE_BYTES as u64 + 1)
-        .read_until(b'\n', buffer)
-        .map_err(|e| at(number, format!("cannot read: {e}")))?;
-    if read == 0 {
-        return Ok(false);
-    }
-    if buffer.last() == Some(&b'\n') {
-        buffer.pop();
-        if buffer.last() == Some(&b'\r') {
-            buffer.pop();
-        }
-    } else if buffer.len() > MAX_LINE_BYTES {
-        return Err(at(number, format!("a line over {MAX_LINE_BYTES} bytes")));
-    }
-    Ok(true)
-}
-
-/// Serialises records one a line.
-pub fn write_records(mut out: impl Write, records: &[Record]) -> std::io::Result<()> {
-    for record in records {
-        serde_json::to_writer(&mut out, record)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
-}
-
-/// Writes the header and the records, one a line.
-pub fn write(mut out: impl Write, header: &Header, records: &[Record]) -> std::io::Result<()> {
-    serde_json::to_writer(&mut out, header)?;
-    out.write_all(b"\n")?;
-    for record in records {
-        serde_json::to_writer(&mut out, record)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()
-}
-
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Imported {
@@ -853,7 +502,9 @@ pub const PAGE_BYTES: usize = 1 << 20;
 /// A sink that keeps everything ([`Transfer::export`]).
 #[derive(Debug, Default)]
 pub struct Gather {
+    /// The counts the export announced.
     pub counts: BTreeMap<String, u64>,
+    /// Every record handed out, in order.
     pub records: Vec<Record>,
 }
 

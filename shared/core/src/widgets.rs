@@ -17,14 +17,19 @@ pub const MAX_NAME_CHARS: usize = 256;
 /// A port type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Port {
+    /// A `P` port.
     P,
+    /// An `R` port.
     R,
+    /// A `Q` port.
     Q,
 }
 
 impl Port {
+    /// Every port type, in the order associations are listed.
     pub const ALL: [Port; 3] = [Port::P, Port::R, Port::Q];
 
+    /// A port type from its letter (`P`, `R` or `Q`).
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "P" => Some(Port::P),
@@ -34,6 +39,7 @@ impl Port {
         }
     }
 
+    /// The port type's letter.
     pub fn as_str(self) -> &'static str {
         match self {
             Port::P => "P",
@@ -59,6 +65,7 @@ pub fn validate_serial(raw: &str, field: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Validates a widget's name (`400 invalid_field` otherwise).
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
@@ -96,25 +103,33 @@ pub fn parse_ports(raw: &[String]) -> Result<Vec<Port>, Error> {
 /// A widget and its associations, in the order they were made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Widget {
+    /// Its serial number, unique.
     pub serial: String,
+    /// Its name.
     pub name: String,
+    /// Its slots, one port type each (`[P, R, R]`).
     pub ports: Vec<Port>,
+    /// `(port, peer)` pairs in the order they were made.
     pub associations: Vec<(Port, String)>,
 }
 
 impl Widget {
+    /// Slots of type `port`.
     pub fn capacity(&self, port: Port) -> usize {
         self.ports.iter().filter(|p| **p == port).count()
     }
 
+    /// Slots of type `port` taken by associations.
     pub fn used(&self, port: Port) -> usize {
         self.associations.iter().filter(|(p, _)| *p == port).count()
     }
 
+    /// Slots of type `port` still free.
     pub fn free(&self, port: Port) -> usize {
         self.capacity(port).saturating_sub(self.used(port))
     }
 
+    /// Whether it is associated with `peer` on `port`.
     pub fn is_associated(&self, port: Port, peer: &str) -> bool {
         self.associations
             .iter()
@@ -133,11 +148,13 @@ impl Widget {
     }
 }
 
+/// `404 widget_not_found`.
 pub fn widget_not_found(serial: &str) -> Error {
     Error::not_found("widget_not_found", format!("no widget {}", quote(serial)))
         .with("serial_number", serial)
 }
 
+/// `409 duplicate_serial`: a widget with that serial number exists.
 pub fn duplicate_serial(serial: &str) -> Error {
     Error::conflict(
         "duplicate_serial_number",
@@ -146,10 +163,12 @@ pub fn duplicate_serial(serial: &str) -> Error {
     .with("serial_number", serial)
 }
 
+/// `400 self_association`: a widget cannot associate with itself.
 pub fn self_association() -> Error {
     Error::invalid("self_association", "a widget cannot associate with itself")
 }
 
+/// `409 no_free_slot`: the widget has no free slot of that port type.
 pub fn no_free_slot(serial: &str, port: Port) -> Error {
     Error::conflict(
         "no_free_slot",
@@ -163,6 +182,7 @@ pub fn no_free_slot(serial: &str, port: Port) -> Error {
     .with("port", port.as_str())
 }
 
+/// `409 already_associated`: the two widgets are associated on that port already.
 pub fn already_associated(serial: &str, peer: &str, port: Port) -> Error {
     Error::conflict(
         "already_associated",
@@ -175,6 +195,7 @@ pub fn already_associated(serial: &str, peer: &str, port: Port) -> Error {
     )
 }
 
+/// `404 association_not_found`: the two widgets are not associated on that port.
 pub fn association_not_found(serial: &str, peer: &str, port: Port) -> Error {
     Error::not_found(
         "association_not_found",
@@ -190,12 +211,15 @@ pub fn association_not_found(serial: &str, peer: &str, port: Port) -> Error {
 /// The widgets port.
 #[async_trait]
 pub trait Widgets: Send + Sync {
+    /// Stores a new widget (`409 duplicate_serial` if its serial number is taken).
     async fn create(&self, widget: &Widget) -> Result<(), Error>;
+    /// The widget, or `None` if there is none with that serial number.
     async fn get(&self, serial: &str) -> Result<Option<Widget>, Error>;
     /// Deletes the widget and releases every association on both sides, atomically.
     async fn delete(&self, serial: &str) -> Result<(), Error>;
     /// Claims one free `port` slot on both widgets, atomically, or nothing.
     async fn associate(&self, serial: &str, peer: &str, port: Port) -> Result<(), Error>;
+    /// Releases one association on `port` between the two widgets, on both sides, atomically.
     async fn dissociate(&self, serial: &str, peer: &str, port: Port) -> Result<(), Error>;
 }
 

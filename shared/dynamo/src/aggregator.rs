@@ -17,16 +17,17 @@
 //! counter's entries fit; the others are consumed (deleted, marked) without being counted, and the counter's
 //! `refused` attribute counts them.
 
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::counters::{AT, ID, KEY, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, room_of};
 use crate::error::store_error;
 use crate::send::WithinDeadline;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+#[cfg(feature = "faults")]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::Error;
@@ -71,6 +72,7 @@ pub struct Rescanned {
     pub malformed: usize,
 }
 
+#[derive(Debug)]
 pub struct Aggregator {
     client: Client,
     table: String,
@@ -78,6 +80,7 @@ pub struct Aggregator {
     /// How long the marker of a folded request with an idempotency key is kept.
     retention: Duration,
     /// Fault injection for tests: fail (as a crashed invocation would) after this many chunks.
+    #[cfg(feature = "faults")]
     fail_after_chunks: AtomicUsize,
 }
 
@@ -88,6 +91,7 @@ impl Aggregator {
             table,
             log_table,
             retention: strata_core::defaults::RETENTION,
+            #[cfg(feature = "faults")]
             fail_after_chunks: AtomicUsize::new(usize::MAX),
         }
     }
@@ -112,9 +116,25 @@ impl Aggregator {
     }
 
     /// Test hook: the next fold stops with an error after `chunks` chunks.
-    #[doc(hidden)]
+    #[cfg(feature = "faults")]
     pub fn inject_failure_after_chunks(&self, chunks: usize) {
         self.fail_after_chunks.store(chunks, Ordering::SeqCst);
+    }
+
+    /// The failure a test injected before chunk `index` ([`Self::inject_failure_after_chunks`]), once.
+    #[cfg(feature = "faults")]
+    fn injected_failure(&self, index: usize) -> Result<(), Error> {
+        if index >= self.fail_after_chunks.load(Ordering::SeqCst) {
+            self.fail_after_chunks.store(usize::MAX, Ordering::SeqCst);
+            return Err(Error::internal("injected failure between chunks of a fold"));
+        }
+        Ok(())
+    }
+
+    /// Without the `faults` feature nothing is injected.
+    #[cfg(not(feature = "faults"))]
+    fn injected_failure(&self, _: usize) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Folds the entries into the totals; returns how many were folded now (not before).
@@ -129,10 +149,7 @@ impl Aggregator {
         entries.sort_by(|a, b| (&a.key, a.at, &a.id).cmp(&(&b.key, b.at, &b.id)));
         let mut folded = 0;
         for (index, chunk) in chunks(entries).into_iter().enumerate() {
-            if index >= self.fail_after_chunks.load(Ordering::SeqCst) {
-                self.fail_after_chunks.store(usize::MAX, Ordering::SeqCst);
-                return Err(Error::internal("injected failure between chunks of a fold"));
-            }
+            self.injected_failure(index)?;
             folded += self.fold_chunk(chunk).await?;
         }
         Ok(folded)
@@ -144,7 +161,7 @@ impl Aggregator {
     pub async fn rescan(&self, older_than: Duration) -> Result<Rescanned, Error> {
         let cutoff = now_millis().saturating_sub(older_than.as_millis() as u64);
         let mut found = Rescanned::default();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut start: Option<Item> = None;
         loop {
             let page = self
                 .client
@@ -168,7 +185,7 @@ impl Aggregator {
                 .map_err(|e| store_error("Scan", e))?;
             let mut entries = Vec::new();
             for item in page.items.unwrap_or_default() {
-                let id = item.get(ID).and_then(|v| v.as_s().ok()).cloned();
+                let id = item.text_opt(ID).map(str::to_owned);
                 match serde_dynamo::from_item::<_, Entry>(item) {
                     Ok(entry) => entries.push(entry),
                     Err(e) => {

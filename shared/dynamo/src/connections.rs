@@ -1,6 +1,7 @@
 //! WebSocket sessions on DynamoDB (`WsSessionTable`, key `connection`): the connection's open transaction,
 //! with a TTL past API Gateway's two-hour limit on a connection's life.
 
+use crate::attr::{Item, ItemExt};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ const TX: &str = "tx";
 const TTL: &str = crate::attr::TTL;
 const KEEP: Duration = Duration::from_secs(3 * 3600);
 
+#[derive(Debug)]
 pub struct DynamoConnections {
     client: Client,
     table: String,
@@ -29,9 +31,8 @@ impl DynamoConnections {
     }
 }
 
-fn tx_of(item: Option<&std::collections::HashMap<String, AttributeValue>>) -> Option<TxId> {
-    let raw = item?.get(TX)?.as_s().ok()?;
-    TxId::parse(raw).ok()
+fn tx_of(item: Option<&Item>) -> Option<TxId> {
+    TxId::parse(item?.text_opt(TX)?).ok()
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@
 //! folded and deleted would log it again. The log table's stream feeds [`crate::aggregator`], which folds
 //! batches into totals, one write per counter per batch.
 
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::error::store_error;
 use crate::history;
 use crate::send::WithinDeadline;
@@ -34,7 +34,6 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use strata_core::Error;
 use strata_core::counters::{
@@ -58,6 +57,7 @@ pub(crate) const TTL: &str = crate::attr::TTL;
 /// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily).
 const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
 
+#[derive(Debug)]
 pub struct DynamoCounters {
     client: Client,
     table: String,
@@ -82,14 +82,8 @@ fn now_seconds() -> AttributeValue {
     n(strata_core::time::epoch_seconds(SystemTime::now()))
 }
 
-pub(crate) fn number(item: Option<&HashMap<String, AttributeValue>>, name: &str) -> Option<u64> {
-    item.and_then(|i| i.get(name))
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-pub(crate) fn room_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
-    number(item, ROOM).unwrap_or(MAX_TOTAL)
+pub(crate) fn room_of(item: Option<&Item>) -> u64 {
+    item.and_then(|i| i.num_opt(ROOM)).unwrap_or(MAX_TOTAL)
 }
 
 impl DynamoCounters {
@@ -160,12 +154,7 @@ impl DynamoCounters {
         .await;
         match sent {
             Sent::Answered(Ok(out)) => {
-                let total = out
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(TOTAL))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|t| t.parse().ok());
+                let total = out.attributes.as_ref().and_then(|a| a.num_opt(TOTAL));
                 Ok(Incremented::Total(total.unwrap_or(value)))
             }
             Sent::Answered(Err(e)) => match e.as_service_error() {
@@ -196,8 +185,8 @@ impl DynamoCounters {
             .await
             .map_err(|e| store_error("GetItem", e))?;
         Ok(out.item.map(|item| Reading {
-            total: number(Some(&item), TOTAL).unwrap_or(0),
-            refused: number(Some(&item), REFUSED).unwrap_or(0),
+            total: item.num_opt(TOTAL).unwrap_or(0),
+            refused: item.num_opt(REFUSED).unwrap_or(0),
         }))
     }
 

@@ -6,10 +6,9 @@
 //! version), or it is not (not applied, still in flight, or pushed out by [`DEPTH`] later writes): then the
 //! outcome is unknown, and the write is never sent again.
 
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::send::{WithinDeadline, outcome_unknown};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use strata_core::Error;
 
@@ -48,7 +47,7 @@ pub(crate) fn names() -> HashMap<String, String> {
 }
 
 /// The expression attribute values [`push`] uses (`:hzero` may serve the caller's own expression too).
-pub(crate) fn values(token: &str) -> HashMap<String, AttributeValue> {
+pub(crate) fn values(token: &str) -> Item {
     HashMap::from([
         (":htok".to_owned(), s(token)),
         (":hnone".to_owned(), s("-")),
@@ -80,13 +79,12 @@ pub(crate) async fn read_back(
 }
 
 /// What the write with `token` left, if the item still remembers it.
-pub(crate) fn find(item: &HashMap<String, AttributeValue>, token: &str) -> Option<u64> {
+pub(crate) fn find(item: &Item, token: &str) -> Option<u64> {
     (0..DEPTH).find_map(|i| {
-        let h = item.get(&format!("h{i}"))?.as_s().ok()?;
-        if h != token {
+        if item.text_opt(&format!("h{i}"))? != token {
             return None;
         }
-        item.get(&format!("g{i}"))?.as_n().ok()?.parse().ok()
+        item.num_opt(&format!("g{i}"))
     })
 }
 

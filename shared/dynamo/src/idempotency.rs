@@ -11,7 +11,7 @@
 //! records; an in-progress claim holds [`IN_PROGRESS_TTL`], which already outlasts any request by far more
 //! than any skew.
 
-use crate::attr::{TTL, n, num, s, text};
+use crate::attr::{ItemExt, TTL, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -45,6 +45,7 @@ pub(crate) const BODY: &str = "body";
 const IN_PROGRESS: &str = "in_progress";
 pub(crate) const COMPLETED: &str = "completed";
 
+#[derive(Debug)]
 pub struct DynamoIdempotency {
     client: Client,
     table: String,
@@ -100,21 +101,21 @@ impl Idempotency for DynamoIdempotency {
             }
             _ => HashMap::new(),
         };
-        if text(&old, STATE) == Some(IN_PROGRESS) && text(&old, OWNER) == Some(owner.as_str()) {
+        if old.text_opt(STATE) == Some(IN_PROGRESS) && old.text_opt(OWNER) == Some(owner.as_str()) {
             return Ok(Claim::Proceed(owner));
         }
-        if text(&old, FINGERPRINT) != Some(fingerprint) {
+        if old.text_opt(FINGERPRINT) != Some(fingerprint) {
             return Err(mismatch());
         }
-        if text(&old, STATE) != Some(COMPLETED) {
+        if old.text_opt(STATE) != Some(COMPLETED) {
             return Err(in_progress());
         }
-        let status = num(&old, STATUS).and_then(|v| u16::try_from(v).ok());
-        match (status, text(&old, BODY)) {
+        let status = old.num_opt(STATUS).and_then(|v| u16::try_from(v).ok());
+        match (status, old.text_opt(BODY)) {
             (Some(status), Some(body)) => Ok(Claim::Replay(Stored {
                 status,
                 body: body.to_owned(),
-                content_type: text(&old, CONTENT_TYPE).map(str::to_owned),
+                content_type: old.text_opt(CONTENT_TYPE).map(str::to_owned),
             })),
             _ => Err(Error::internal(
                 "completed idempotency record without a response",
@@ -176,7 +177,7 @@ impl Idempotency for DynamoIdempotency {
             _ => None,
         };
         if old.is_some_and(|old| {
-            text(old, STATE) == Some(COMPLETED) && text(old, OWNER) == Some(owner.as_str())
+            old.text_opt(STATE) == Some(COMPLETED) && old.text_opt(OWNER) == Some(owner.as_str())
         }) {
             // The SDK's retry of this write after its answer was lost: it applied.
             return Ok(());

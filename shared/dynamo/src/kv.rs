@@ -6,7 +6,7 @@
 //! [`history`](crate::history), and is never retried blindly: after a lost answer one read of the item tells
 //! whether it applied (and at which version), or the answer is "outcome unknown" (`503`).
 
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::history;
 use crate::send::WithinDeadline;
@@ -23,6 +23,7 @@ pub const PK: &str = "pk";
 pub const VALUE: &str = "val";
 pub const VERSION: &str = "ver";
 
+#[derive(Debug)]
 pub struct DynamoKv {
     client: Client,
     table: String,
@@ -42,7 +43,7 @@ fn names() -> HashMap<String, String> {
     names
 }
 
-fn values(token: &str, value: Option<&Value>) -> HashMap<String, AttributeValue> {
+fn values(token: &str, value: Option<&Value>) -> Item {
     let mut values = history::values(token);
     values.insert(":one".to_owned(), n(1));
     if let Some(value) = value {
@@ -85,9 +86,7 @@ impl DynamoKv {
         })
         .await;
         match sent {
-            Sent::Answered(Ok(out)) => {
-                number(&out.attributes.unwrap_or_default(), VERSION).map(Some)
-            }
+            Sent::Answered(Ok(out)) => out.attributes.unwrap_or_default().num(VERSION).map(Some),
             Sent::Answered(Err(e)) if is_condition_failed(&e) => Ok(None),
             Sent::Answered(Err(e)) => Err(store_error("UpdateItem", e)),
             Sent::Unknown(e) => {
@@ -98,13 +97,6 @@ impl DynamoKv {
             }
         }
     }
-}
-
-pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<u64, Error> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::internal(format!("item attribute {name} is missing or not a number")))
 }
 
 #[async_trait]
@@ -132,7 +124,7 @@ impl KvStore for DynamoKv {
             .clone();
         Ok(Some(Versioned {
             value,
-            version: number(&item, VERSION)?,
+            version: item.num(VERSION)?,
         }))
     }
 

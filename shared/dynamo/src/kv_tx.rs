@@ -39,7 +39,7 @@
 //! after the other and with 20 clients at once (they were 9 calls, 21 WRU and 15 RRU with an item per key
 //! and `TransactGetItems` reads).
 
-use crate::attr::{Item, n, num, s, text};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::kv::{PK, VALUE, VERSION};
 use crate::send::WithinDeadline;
@@ -103,6 +103,7 @@ const KEY_ITEM_TTL_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// items) got in between.
 const ATTEMPTS: u32 = 5;
 
+#[derive(Debug)]
 pub struct DynamoKvTx {
     client: Client,
     data_table: String,
@@ -150,11 +151,11 @@ impl Open {
 
 fn parse_write(v: &AttributeValue) -> Option<Write> {
     let m = v.as_m().ok()?;
-    let size = num(m, SIZE)?;
+    let size = m.num_opt(SIZE)?;
     let stored = if m.contains_key(SPILLED) {
         Stored::Spilled
-    } else if text(m, OP) == Some(PUT) {
-        Stored::Put(text(m, INLINE_VALUE)?.to_owned())
+    } else if m.text_opt(OP) == Some(PUT) {
+        Stored::Put(m.text_opt(INLINE_VALUE)?.to_owned())
     } else {
         Stored::Delete
     };
@@ -165,8 +166,8 @@ fn parse_write(v: &AttributeValue) -> Option<Write> {
 fn open_header(id: &TxId, item: Option<&Item>, now: u64) -> Result<Open, Error> {
     // A header without `r` was opened before transactions kept their keys in it: it ends as if expired.
     let Some(h) = item.filter(|h| {
-        text(h, STATE) == Some(OPEN)
-            && num(h, DEADLINE_MS).is_some_and(|d| d > now)
+        h.text_opt(STATE) == Some(OPEN)
+            && h.num_opt(DEADLINE_MS).is_some_and(|d| d > now)
             && h.contains_key(READS)
     }) else {
         return Err(not_found(id.as_str()));
@@ -190,7 +191,7 @@ fn open_header(id: &TxId, item: Option<&Item>, now: u64) -> Result<Open, Error> 
         })
         .unwrap_or_default();
     Ok(Open {
-        seq: num(h, SEQ).unwrap_or(0),
+        seq: h.num_opt(SEQ).unwrap_or(0),
         reads,
         writes,
     })
@@ -238,7 +239,7 @@ impl DynamoKvTx {
         }
     }
 
-    fn tx_key(&self, id: &TxId, sk: &str) -> HashMap<String, AttributeValue> {
+    fn tx_key(&self, id: &TxId, sk: &str) -> Item {
         HashMap::from([(TX.to_owned(), s(id.as_str())), (SK.to_owned(), s(sk))])
     }
 
@@ -499,10 +500,14 @@ impl DynamoKvTx {
         let now = now_millis();
         let call = crate::history::token();
         let items = self.query_all(id).await?;
-        let open = open_header(id, items.iter().find(|i| text(i, SK) == Some(HEADER)), now)?;
+        let open = open_header(
+            id,
+            items.iter().find(|i| i.text_opt(SK) == Some(HEADER)),
+            now,
+        )?;
         let spilled: HashMap<&str, &Item> = items
             .iter()
-            .filter_map(|i| Some((text(i, SK).filter(|k| *k != HEADER)?, i)))
+            .filter_map(|i| Some((i.text_opt(SK).filter(|k| *k != HEADER)?, i)))
             .collect();
         // Every key, in key order, so actions (and the conflict reported) follow key order.
         let mut all: BTreeMap<&str, (Option<u64>, Option<&Write>)> = BTreeMap::new();
@@ -538,8 +543,8 @@ impl DynamoKvTx {
                     let item = spilled
                         .get(key.as_str())
                         .ok_or_else(|| not_found(id.as_str()))?;
-                    Some(match text(item, WRITE) {
-                        Some(PUT) => Some(text(item, VALUE).unwrap_or_default()),
+                    Some(match item.text_opt(WRITE) {
+                        Some(PUT) => Some(item.text_opt(VALUE).unwrap_or_default()),
                         _ => None,
                     })
                 }
@@ -707,11 +712,14 @@ impl KvTransactions for DynamoKvTx {
                 HashMap::from([(PK.to_owned(), s(key.as_str()))]),
             )
             .await?;
-        let version = data.as_ref().and_then(|d| num(d, VERSION)).unwrap_or(0);
-        let value = data.as_ref().and_then(|d| text(d, VALUE)).map(|v| TxValue {
-            value: v.to_owned(),
-            version: Some(version),
-        });
+        let version = data.as_ref().and_then(|d| d.num_opt(VERSION)).unwrap_or(0);
+        let value = data
+            .as_ref()
+            .and_then(|d| d.text_opt(VALUE))
+            .map(|v| TxValue {
+                value: v.to_owned(),
+                version: Some(version),
+            });
         // Then one write records it: the first read of a key is the one validated, a key the transaction
         // wrote already is not validated (its entry is NULL), and the idle timer restarts. Repeating the
         // write changes nothing more, so the SDK may retry it.
@@ -777,9 +785,9 @@ impl KvTransactions for DynamoKvTx {
                     .read(&self.tx_table, self.tx_key(id, key.as_str()))
                     .await?
                     .ok_or_else(|| not_found(id.as_str()))?;
-                Ok(match text(&item, WRITE) {
+                Ok(match item.text_opt(WRITE) {
                     Some(PUT) => Some(TxValue {
-                        value: text(&item, VALUE).unwrap_or_default().to_owned(),
+                        value: item.text_opt(VALUE).unwrap_or_default().to_owned(),
                         version: None,
                     }),
                     _ => None,
@@ -845,7 +853,7 @@ impl KvTransactions for DynamoKvTx {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => c
                         .item
                         .as_ref()
-                        .is_some_and(|item| text(item, "by") == Some(token.as_str())),
+                        .is_some_and(|item| item.text_opt("by") == Some(token.as_str())),
                     _ => false,
                 };
                 if ours {

@@ -42,27 +42,23 @@
 //! the issue looks for its slot, and otherwise answers `503`, "outcome unknown" — with an
 //! `Idempotency-Key`, a retry returns the certificate if there is one and issues it otherwise.
 
-use crate::attr::Item;
-use crate::attr::{TTL, n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+#[cfg(feature = "faults")]
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, IssueRequest, Ledger, ShareClass, below_issued,
-    class_not_found, insufficient, replay_of,
+    class_not_found, insufficient,
 };
-use strata_core::retention::{holds_until, is_expired, ttl_seconds};
+use strata_core::retention::holds_until;
 use strata_core::time::{epoch_millis, now_millis};
 
 pub(crate) const PK: &str = "pk";
@@ -100,92 +96,18 @@ pub const MAX_PENDING: usize = 24;
 /// from its intent whenever its class is next issued, read or listed.
 const INTENT_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 const ATTEMPTS: usize = 5;
+/// What errors call a ledger item's attribute that is missing or malformed.
+const LEDGER: &str = "ledger item attribute";
 
-/// A request's name in the class item: `r` (with an idempotency key) or `u`, 12 characters of a SHA-256 of
-/// its id (72 bits: ids of other requests, another caller's keys included, do not collide with it), then
-/// its time in tenths of a second, base 36 (7 characters until 2217), so that anyone can tell an abandoned
-/// slot and find its intent.
-#[derive(Debug, Clone, PartialEq)]
-struct Slot {
-    /// The first 13 characters: kind and hash; the intent's key.
-    request: String,
-    /// The request's time, to the tenth of a second below.
-    at_ms: u64,
-}
+mod issue;
+mod item;
+mod recovery;
 
-impl Slot {
-    fn new(request_id: &str, at_ms: u64) -> Self {
-        Self {
-            request: request_of(request_id),
-            at_ms: at_ms / 100 * 100,
-        }
-    }
+use issue::Pending;
+pub(crate) use item::{Intent, intent_item, slots};
+use item::{Slot, certificate_key, class_key, decode_certificate, decode_class};
 
-    fn name(&self) -> String {
-        format!("{}{}", self.request, base36(self.at_ms / 100))
-    }
-
-    fn parse(name: &str) -> Option<Self> {
-        let (request, at) = (name.get(..13)?, name.get(13..)?);
-        let tenths = u64::from_str_radix(at, 36).ok()?;
-        matches!(&request[..1], "r" | "u").then(|| Self {
-            request: request.to_owned(),
-            at_ms: tenths * 100,
-        })
-    }
-
-    fn keyed(&self) -> bool {
-        self.request.starts_with('r')
-    }
-
-    /// The intent's item key.
-    fn intent_key(&self) -> Item {
-        intent_key(&self.request)
-    }
-}
-
-/// `r`/`u` and 12 characters of the SHA-256 of a request id.
-fn request_of(request_id: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let digest = Sha256::digest(request_id.as_bytes());
-    let mut out = String::with_capacity(13);
-    out.push(if request_id.starts_with('r') {
-        'r'
-    } else {
-        'u'
-    });
-    // 9 bytes, 6 bits a character.
-    let bits = digest[..9]
-        .iter()
-        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
-    for i in (0..12).rev() {
-        out.push(ALPHABET[((bits >> (i * 6)) & 63) as usize] as char);
-    }
-    out
-}
-
-fn intent_key(request: &str) -> Item {
-    let prefix = if request.starts_with('r') {
-        "req"
-    } else {
-        "int"
-    };
-    key(format!("{prefix}#{request}"), 0)
-}
-
-fn base36(mut v: u64) -> String {
-    let mut digits = Vec::new();
-    loop {
-        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize]);
-        v /= 36;
-        if v == 0 {
-            break;
-        }
-    }
-    digits.reverse();
-    String::from_utf8(digits).expect("ASCII")
-}
-
+#[derive(Debug)]
 pub struct DynamoLedger {
     client: Client,
     table: String,
@@ -194,163 +116,8 @@ pub struct DynamoLedger {
     retention: Duration,
     /// Fault injection for tests: when set, the next issue stops right after allocating its number, as if
     /// the Lambda died there.
+    #[cfg(feature = "faults")]
     fail_after_allocation: AtomicBool,
-}
-
-fn num(item: &Item, name: &str) -> Result<u64, Error> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "ledger item attribute {name} is missing or not a number"
-            ))
-        })
-}
-
-fn text(item: &Item, name: &str) -> Result<String, Error> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "ledger item attribute {name} is missing or not a string"
-            ))
-        })
-}
-
-fn key(pk: String, number: u64) -> Item {
-    HashMap::from([
-        (PK.to_owned(), AttributeValue::S(pk)),
-        (N.to_owned(), n(number)),
-    ])
-}
-
-fn class_key(class: &ClassCode) -> Item {
-    key(format!("class#{}", class.as_str()), 0)
-}
-
-fn certificate_key(class: &ClassCode, number: u64) -> Item {
-    key(format!("cert#{}", class.as_str()), number)
-}
-
-fn decode_class(class: &ClassCode, item: &Item) -> Result<ShareClass, Error> {
-    Ok(ShareClass {
-        class: class.clone(),
-        authorized: num(item, AUTHORIZED)?,
-        issued: num(item, ISSUED)?,
-        next_number: num(item, NEXT)?,
-    })
-}
-
-fn decode_certificate(class: &ClassCode, item: &Item) -> Result<Certificate, Error> {
-    Ok(Certificate {
-        class: class.clone(),
-        number: num(item, N)?,
-        name: text(item, NAME)?,
-        amount: num(item, AMOUNT)?,
-        issued_at: UNIX_EPOCH + Duration::from_millis(num(item, AT)?),
-    })
-}
-
-/// The slots of a class item, with their numbers.
-pub(crate) fn slots(item: &Item) -> Vec<(String, u64)> {
-    item.get(PENDING_NUMBERS)
-        .and_then(|p| p.as_m().ok())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(name, v)| Some((name.clone(), v.as_n().ok()?.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// An issue's intent, as stored.
-#[derive(Debug, Clone)]
-pub(crate) struct Intent {
-    pub(crate) id: String,
-    pub(crate) class: ClassCode,
-    /// Name and amount: absent from a record imported without them (it has its number).
-    pub(crate) name: Option<String>,
-    pub(crate) amount: Option<u64>,
-    pub(crate) at_ms: u64,
-    pub(crate) until_ms: u64,
-    pub(crate) number: Option<u64>,
-}
-
-impl Intent {
-    pub(crate) fn decode(item: &Item) -> Result<Self, Error> {
-        let opt_num = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-        };
-        Ok(Self {
-            id: text(item, ID)?,
-            class: ClassCode::parse(&text(item, CLASS)?)?,
-            name: item.get(NAME).and_then(|v| v.as_s().ok()).cloned(),
-            amount: opt_num(AMOUNT),
-            at_ms: num(item, AT)?,
-            until_ms: num(item, UNTIL)?,
-            number: opt_num(NUMBER),
-        })
-    }
-
-    fn certificate(&self, number: u64) -> Result<Certificate, Error> {
-        let missing = || Error::internal(format!("intent {} has no name or amount", self.id));
-        Ok(Certificate {
-            class: self.class.clone(),
-            number,
-            name: self.name.clone().ok_or_else(missing)?,
-            amount: self.amount.ok_or_else(missing)?,
-            issued_at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
-        })
-    }
-
-    fn expired(&self) -> bool {
-        is_expired(
-            UNIX_EPOCH + Duration::from_millis(self.until_ms),
-            SystemTime::now(),
-        )
-    }
-}
-
-/// The item of an intent (see the module docs).
-pub(crate) fn intent_item(
-    request_id: &str,
-    class: &str,
-    name_amount: Option<(&str, u64)>,
-    at_ms: u64,
-    until_ms: u64,
-    number: Option<u64>,
-) -> Item {
-    let mut item = intent_key(&request_of(request_id));
-    item.insert(ID.into(), s(request_id));
-    item.insert(CLASS.into(), s(class));
-    if let Some((name, amount)) = name_amount {
-        item.insert(NAME.into(), s(name));
-        item.insert(AMOUNT.into(), n(amount));
-    }
-    item.insert(AT.into(), n(at_ms));
-    item.insert(UNTIL.into(), n(until_ms));
-    if let Some(number) = number {
-        item.insert(NUMBER.into(), n(number));
-    }
-    let until = UNIX_EPOCH + Duration::from_millis(until_ms);
-    item.insert(TTL.into(), n(ttl_seconds(until + INTENT_KEPT)));
-    item
-}
-
-/// The request id's intent key in the ledger table (for export and import).
-pub(crate) fn intent_key_of(request_id: &str) -> Item {
-    intent_key(&request_of(request_id))
-}
-
-/// A number allocated to an intent.
-struct Pending {
-    slot: Slot,
-    intent: Intent,
-    certificate: Certificate,
 }
 
 impl DynamoLedger {
@@ -365,12 +132,13 @@ impl DynamoLedger {
             table,
             defaults,
             retention,
+            #[cfg(feature = "faults")]
             fail_after_allocation: AtomicBool::new(false),
         }
     }
 
     /// Test hook: makes the next issue fail right after it allocated its number.
-    #[doc(hidden)]
+    #[cfg(feature = "faults")]
     pub fn inject_failure_after_allocation(&self) {
         self.fail_after_allocation.store(true, Ordering::SeqCst);
     }
@@ -419,324 +187,6 @@ impl DynamoLedger {
             Err(e) => Err(store_error("PutItem", e)),
         }
     }
-
-    /// Writes the intent, only if there is none under its key: `Ok(Some(item))` is the one there.
-    async fn put_intent(&self, item: Item) -> Result<Option<Item>, Error> {
-        self.put_intent_if(item, None).await
-    }
-
-    /// Writes the intent if there is none, or (with `replacing`) if the one there is still the one written
-    /// at that time: `Ok(Some(item))` is the one there instead.
-    async fn put_intent_if(
-        &self,
-        item: Item,
-        replacing: Option<u64>,
-    ) -> Result<Option<Item>, Error> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .expression_attribute_names("#pk", PK)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let put = match replacing {
-            None => put.condition_expression("attribute_not_exists(#pk)"),
-            Some(at) => put
-                .condition_expression("attribute_not_exists(#pk) OR #at = :at")
-                .expression_attribute_names("#at", AT)
-                .expression_attribute_values(":at", n(at)),
-        };
-        match put.send().within_deadline().await {
-            Ok(_) => Ok(None),
-            Err(e) if is_condition_failed(&e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Some(c.item.clone().unwrap_or_default()))
-                }
-                _ => Ok(Some(Item::new())),
-            },
-            Err(e) => Err(store_error("PutItem", e)),
-        }
-    }
-
-    /// Writes a pending certificate (if not written yet), gives a keyed intent its number, and removes the
-    /// slot (`remove`: its own request, or anyone past [`GRACE`]). Safe to run any number of times, by
-    /// anyone: each write is idempotent.
-    async fn finish(&self, pending: &Pending, remove: bool) -> Result<(), Error> {
-        let certificate = &pending.certificate;
-        let mut item = certificate_key(&certificate.class, certificate.number);
-        item.insert(NAME.into(), s(&certificate.name));
-        item.insert(AMOUNT.into(), n(certificate.amount));
-        item.insert(AT.into(), n(pending.intent.at_ms));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .within_deadline()
-            .await;
-        match put {
-            Ok(_) => {}
-            // Written already: by an earlier attempt, or by someone who found the slot.
-            Err(e) if is_condition_failed(&e) => {}
-            Err(e) => return Err(store_error("PutItem", e)),
-        }
-        if pending.slot.keyed() {
-            // The record of the key gets its number (only if it is still this issue's: a key reused past
-            // its retention replaces the intent, and the new one is not this).
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(pending.slot.intent_key()))
-                .update_expression("SET #number = :number")
-                .condition_expression("#at = :at")
-                .expression_attribute_names("#number", NUMBER)
-                .expression_attribute_names("#at", AT)
-                .expression_attribute_values(":number", n(certificate.number))
-                .expression_attribute_values(":at", n(pending.intent.at_ms))
-                .send()
-                .within_deadline()
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if is_condition_failed(&e) => {}
-                Err(e) => return Err(store_error("UpdateItem", e)),
-            }
-        }
-        if remove {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(class_key(&certificate.class)))
-                .update_expression("REMOVE #pnum.#slot")
-                .expression_attribute_names("#pnum", PENDING_NUMBERS)
-                .expression_attribute_names("#slot", pending.slot.name())
-                .send()
-                .within_deadline()
-                .await
-                .map_err(|e| store_error("UpdateItem", e))?;
-        }
-        Ok(())
-    }
-
-    /// The pending certificate of a slot, from its intent; `None` if the intent is not this slot's any
-    /// more (its key was reused past its retention, which happens only after this slot's certificate was
-    /// written) or is gone.
-    async fn pending_of(
-        &self,
-        class: &ClassCode,
-        slot: Slot,
-        number: u64,
-    ) -> Result<Option<Pending>, Error> {
-        let Some(item) = self.get(slot.intent_key()).await? else {
-            return Ok(None);
-        };
-        let intent = Intent::decode(&item)?;
-        if intent.at_ms / 100 * 100 != slot.at_ms || &intent.class != class {
-            return Ok(None);
-        }
-        let certificate = intent.certificate(number)?;
-        Ok(Some(Pending {
-            slot,
-            intent,
-            certificate,
-        }))
-    }
-
-    /// Writes the certificates of the slots of a class item older than `older_than` (all when zero), and
-    /// removes slots past [`GRACE`]. With `best_effort`, failures are logged, not returned (an issue that
-    /// allocated its own number answers `201` whatever happens here).
-    async fn finish_others(
-        &self,
-        class: &ClassCode,
-        item: &Item,
-        older_than: Duration,
-        best_effort: bool,
-    ) -> Result<(), Error> {
-        let now = now_millis();
-        for (name, number) in slots(item) {
-            let Some(slot) = Slot::parse(&name) else {
-                continue;
-            };
-            let age = now.saturating_sub(slot.at_ms);
-            if !(older_than.is_zero() || age > older_than.as_millis() as u64) {
-                continue;
-            }
-            let past_grace = age > GRACE.as_millis() as u64;
-            let result = async {
-                match self.pending_of(class, slot.clone(), number).await? {
-                    Some(pending) => {
-                        tracing::info!(certificate = %pending.certificate.id(), "writing a pending certificate of another request");
-                        self.finish(&pending, past_grace).await
-                    }
-                    None => {
-                        if self.get(certificate_key(class, number)).await?.is_none() {
-                            return Err(Error::internal(format!(
-                                "certificate {}-{number} is allocated but neither written nor intended",
-                                class.as_str()
-                            )));
-                        }
-                        if past_grace {
-                            self.remove_slot(class, &name).await?;
-                        }
-                        Ok(())
-                    }
-                }
-            }
-            .await;
-            match result {
-                Ok(()) => {}
-                Err(e) if best_effort => {
-                    tracing::warn!(error = %e, "cannot write a pending certificate; it stays pending")
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    async fn remove_slot(&self, class: &ClassCode, name: &str) -> Result<(), Error> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(class_key(class)))
-            .update_expression("REMOVE #pnum.#slot")
-            .expression_attribute_names("#pnum", PENDING_NUMBERS)
-            .expression_attribute_names("#slot", name)
-            .send()
-            .within_deadline()
-            .await
-            .map_err(|e| store_error("UpdateItem", e))?;
-        Ok(())
-    }
-
-    /// Allocates a number for `request` under `slot` (retried by the SDK: a retry of an attempt that
-    /// applied finds the slot). `Ok(Err(item))`: refused, with the class item as it was.
-    async fn allocate(
-        &self,
-        request: &IssueRequest,
-        slot: &Slot,
-    ) -> Result<Result<Item, Option<Item>>, SdkError<UpdateItemError, HttpResponse>> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(class_key(&request.class)))
-            .update_expression(
-                "SET #next = #next + :one, #issued = #issued + :amount, #remaining = #remaining - :amount, \
-                 #pnum.#slot = #next",
-            )
-            .condition_expression(
-                "#remaining >= :amount AND attribute_not_exists(#pnum.#slot) AND size(#pnum) < :cap",
-            )
-            .expression_attribute_names("#next", NEXT)
-            .expression_attribute_names("#issued", ISSUED)
-            .expression_attribute_names("#remaining", REMAINING)
-            .expression_attribute_names("#pnum", PENDING_NUMBERS)
-            .expression_attribute_names("#slot", slot.name())
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":amount", n(request.amount))
-            .expression_attribute_values(":cap", n(MAX_PENDING as u64))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .within_deadline()
-            .await;
-        match result {
-            Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
-            Err(e) if is_condition_failed(&e) => Ok(Err(old_item(&e))),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Finishes this request's own pending certificate; once the number is allocated the certificate is
-    /// issued, so a failure to write it now is logged and left to the next reader or issue (see the module
-    /// docs).
-    async fn finish_own(
-        &self,
-        request: &IssueRequest,
-        pending: Pending,
-    ) -> Result<Certificate, Error> {
-        let c = &pending.certificate;
-        if c.class != request.class || c.name != request.name || c.amount != request.amount {
-            return Err(strata_core::idempotency::mismatch());
-        }
-        if let Err(e) = self.finish(&pending, true).await {
-            tracing::warn!(certificate = %pending.certificate.id(), error = %e, "certificate allocated but not written yet; it stays pending");
-        }
-        Ok(pending.certificate)
-    }
-
-    /// A keyed issue whose key has an intent from an earlier request: its certificate if it has one (or
-    /// gets one: the earlier attempt allocated), `Ok(None)` if this request is to issue anew (nothing was
-    /// allocated under the key, or the key's record expired), after taking the intent over.
-    async fn resume(
-        &self,
-        request: &IssueRequest,
-        request_id: &str,
-        mine: Item,
-        earlier: Intent,
-    ) -> Result<Option<Certificate>, Error> {
-        let mut earlier = earlier;
-        if earlier.number.is_none() {
-            // Allocated and not finished, or not allocated. The slot is removed only after the intent has
-            // its number, so reading the class item and then the intent again cannot miss both.
-            let slot = Slot::new(request_id, earlier.at_ms);
-            if let Some(class) = self.get(class_key(&earlier.class)).await?
-                && let Some((_, number)) = slots(&class)
-                    .into_iter()
-                    .find(|(name, _)| *name == slot.name())
-            {
-                let certificate = earlier.certificate(number)?;
-                let pending = Pending {
-                    slot,
-                    intent: earlier.clone(),
-                    certificate,
-                };
-                if !earlier.expired() {
-                    return self.finish_own(request, pending).await.map(Some);
-                }
-                // Issued under this key past its retention (writing it kept failing): write it; this request
-                // is a new one under a free key.
-                self.finish(&pending, true).await?;
-                earlier.number = Some(pending.certificate.number);
-            } else if let Some(item) = self.get(intent_key_of(request_id)).await? {
-                earlier = Intent::decode(&item)?;
-            }
-        }
-        if let Some(number) = earlier.number
-            && !earlier.expired()
-        {
-            let id = CertificateId {
-                class: earlier.class.clone(),
-                number,
-            };
-            let Some(certificate) = self.get_certificate(&id).await? else {
-                return Err(Error::internal(format!(
-                    "the record of a key points to a missing certificate {}",
-                    id.class.as_str()
-                )));
-            };
-            let until = UNIX_EPOCH + Duration::from_millis(earlier.until_ms);
-            if let Some(c) = replay_of(request, certificate, until, SystemTime::now())? {
-                return Ok(Some(c));
-            }
-        }
-        // Nothing allocated under the key, or its record expired: this request takes the intent over, if
-        // no other request did meanwhile.
-        let (at, id) = (mine.get(AT).cloned(), mine.get(ID).cloned());
-        match self.put_intent_if(mine, Some(earlier.at_ms)).await? {
-            None => Ok(None),
-            // The SDK's retry of this very write, which applied.
-            Some(there) if there.get(AT) == at.as_ref() && there.get(ID) == id.as_ref() => Ok(None),
-            Some(_) => Err(Error::unavailable(
-                "another request with this Idempotency-Key is running; retry",
-            )),
-        }
-    }
 }
 
 #[async_trait]
@@ -772,7 +222,7 @@ impl Ledger for DynamoLedger {
             Ok(out) => decode_class(class, &out.attributes.unwrap_or_default()),
             Err(e) if is_condition_failed(&e) => {
                 let issued = old_item(&e)
-                    .map(|item| num(&item, ISSUED))
+                    .map(|item| item.attrs(LEDGER).num(ISSUED))
                     .transpose()?
                     .unwrap_or(0);
                 Err(below_issued(class, issued, authorized))
@@ -869,10 +319,10 @@ impl Ledger for DynamoLedger {
                         // An earlier attempt of this very request allocated (its answer was lost).
                         return self.finish_own(request, mine(number)).await;
                     }
-                    if num(&item, REMAINING)? < request.amount {
+                    if item.attrs(LEDGER).num(REMAINING)? < request.amount {
                         return Err(insufficient(
                             &request.class,
-                            num(&item, REMAINING)?,
+                            item.attrs(LEDGER).num(REMAINING)?,
                             request.amount,
                         ));
                     }
@@ -899,7 +349,8 @@ impl Ledger for DynamoLedger {
                     };
                 }
             };
-            let number = own_number(&item).unwrap_or(num(&item, NEXT)? - 1);
+            let number = own_number(&item).unwrap_or(item.attrs(LEDGER).num(NEXT)? - 1);
+            #[cfg(feature = "faults")]
             if self.fail_after_allocation.swap(false, Ordering::SeqCst) {
                 return Err(Error::internal(
                     "injected failure after allocating a certificate number",
@@ -924,7 +375,7 @@ impl Ledger for DynamoLedger {
         let Some(class) = self.get(class_key(&id.class)).await? else {
             return Ok(None);
         };
-        if id.number >= num(&class, NEXT)? {
+        if id.number >= class.attrs(LEDGER).num(NEXT)? {
             return Ok(None);
         }
         self.finish_others(&id.class, &class, Duration::ZERO, false)
@@ -946,7 +397,7 @@ impl Ledger for DynamoLedger {
         let Some(class_item) = self.get(class_key(class)).await? else {
             return Ok(Vec::new());
         };
-        let next = num(&class_item, NEXT)?;
+        let next = class_item.attrs(LEDGER).num(NEXT)?;
         let expected = next
             .saturating_sub(after.saturating_add(1))
             .min(u64::from(limit));
@@ -1007,23 +458,6 @@ impl DynamoLedger {
             }
         }
     }
-
-    /// The pending certificates of a class item (for export): each slot's number with its intent.
-    pub(crate) async fn pending_certificates(
-        &self,
-        class: &ClassCode,
-        item: &Item,
-    ) -> Result<Vec<Certificate>, Error> {
-        let mut out = Vec::new();
-        for (name, number) in slots(item) {
-            if let Some(slot) = Slot::parse(&name)
-                && let Some(pending) = self.pending_of(class, slot, number).await?
-            {
-                out.push(pending.certificate);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// An issue whose allocation may or may not have happened.
@@ -1043,25 +477,4 @@ fn old_item<R>(e: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> Opt
 
 fn uuid_like() -> String {
     strata_core::kv::tx::TxId::generate().as_str().to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_names_its_request_and_time_in_20_characters() {
-        let slot = Slot::new("rmy-key", 1_800_000_000_123);
-        let name = slot.name();
-        assert_eq!(name.len(), 20, "{name}");
-        assert!(name.starts_with('r'));
-        assert_eq!(Slot::parse(&name), Some(slot.clone()));
-        assert_eq!(slot.at_ms, 1_800_000_000_100);
-        assert_ne!(
-            Slot::new("rmy-kez", 1_800_000_000_123).request,
-            slot.request
-        );
-        assert!(Slot::new("uabc", 1).request.starts_with('u'));
-        assert_eq!(Slot::parse("short"), None);
-    }
 }

@@ -17,7 +17,7 @@
 //! one consistent read decides: the same record (an import resumed after a crash) is accepted, anything else
 //! is `409 import_conflict`. Records are written a bounded number at a time, in parallel.
 
-use crate::attr::{Item, n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::config::Tables;
 use crate::error::{is_condition_failed, store_error};
 use async_trait::async_trait;
@@ -46,7 +46,10 @@ const PAGE: i32 = 1_000;
 const BATCH_KEYS: usize = 100;
 /// Attempts per page when the store is unavailable or throttles.
 const PAGE_ATTEMPTS: u32 = 5;
+/// What errors call an exported item's attribute that is missing or malformed.
+const ATTR: &str = "attribute";
 
+#[derive(Debug)]
 pub struct DynamoTransfer {
     client: Client,
     tables: Tables,
@@ -110,7 +113,7 @@ impl DynamoTransfer {
             .await?;
         let mut keys = items
             .iter()
-            .map(|item| text(item, crate::kv::PK))
+            .map(|item| item.attrs(ATTR).text(crate::kv::PK).map(str::to_owned))
             .collect::<Result<Vec<_>, _>>()?;
         keys.sort();
         Ok(keys)
@@ -132,11 +135,8 @@ impl DynamoTransfer {
                 })?;
                 let record = Record::Kv {
                     key: key.clone(),
-                    version: num(&item, crate::kv::VERSION)?,
-                    value: item
-                        .get(crate::kv::VALUE)
-                        .and_then(|v| v.as_s().ok())
-                        .cloned(),
+                    version: item.attrs(ATTR).num(crate::kv::VERSION)?,
+                    value: item.text_opt(crate::kv::VALUE).map(str::to_owned),
                 };
                 bytes += record.weight();
                 page.push(record);
@@ -184,7 +184,7 @@ impl DynamoTransfer {
                 .and_then(|mut r| r.remove(table))
                 .unwrap_or_default()
             {
-                out.insert(text(&item, key_name)?, item);
+                out.insert(item.attrs(ATTR).text(key_name)?.to_owned(), item);
             }
             pending = answer
                 .unprocessed_keys
@@ -207,26 +207,28 @@ impl DynamoTransfer {
         let mut out = Vec::new();
         if services.contains(&Service::Certificates) {
             for item in self.scan(&self.tables.ledger, None).await? {
-                let pk = text(&item, l::PK)?;
+                let attrs = item.attrs(ATTR);
+                let pk = attrs.text(l::PK)?;
                 if let Some(code) = pk.strip_prefix("class#") {
                     let class = ClassCode::parse(code)?;
-                    let next = num(&item, l::NEXT)?;
+                    let next = attrs.num(l::NEXT)?;
                     out.push(Record::Class {
                         class: code.to_owned(),
-                        authorized: num(&item, l::AUTHORIZED)?,
-                        issued: num(&item, l::ISSUED)?,
+                        authorized: attrs.num(l::AUTHORIZED)?,
+                        issued: attrs.num(l::ISSUED)?,
                         next_number: next,
                     });
                     let mut found = std::collections::HashSet::new();
                     for cert in self.certificates(code, next - 1).await? {
-                        let number = num(&cert, l::N)?;
+                        let cert = cert.attrs(ATTR);
+                        let number = cert.num(l::N)?;
                         found.insert(number);
                         out.push(Record::Certificate {
                             class: code.to_owned(),
                             number,
-                            name: text(&cert, l::NAME)?,
-                            amount: num(&cert, l::AMOUNT)?,
-                            issued_at_ms: num(&cert, l::AT)?,
+                            name: cert.text(l::NAME)?.to_owned(),
+                            amount: cert.num(l::AMOUNT)?,
+                            issued_at_ms: cert.num(l::AT)?,
                         });
                     }
                     // Allocated, item not written yet: the class item read above holds its number, its
@@ -276,28 +278,25 @@ impl DynamoTransfer {
             let mut counters: BTreeMap<String, (u64, u64)> = BTreeMap::new();
             for item in self.scan(&self.tables.counters, None).await? {
                 counters.insert(
-                    text(&item, crate::counters::KEY)?,
+                    item.attrs(ATTR).text(crate::counters::KEY)?.to_owned(),
                     (
-                        num(&item, crate::counters::TOTAL)?,
-                        item.get(crate::counters::REFUSED)
-                            .and_then(|v| v.as_n().ok())
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0),
+                        item.attrs(ATTR).num(crate::counters::TOTAL)?,
+                        item.num_opt(crate::counters::REFUSED).unwrap_or(0),
                     ),
                 );
             }
             let mut entries = Vec::new();
             for item in self.scan(&self.tables.counter_log, None).await? {
-                let id = text(&item, crate::counters::ID)?;
+                let id = item.attrs(ATTR).text(crate::counters::ID)?;
                 if let Some(request) = id.strip_prefix("done#") {
-                    let until_ms = num(&item, crate::TTL)?.saturating_mul(1000);
+                    let until_ms = item.attrs(ATTR).num(crate::TTL)?.saturating_mul(1000);
                     if until_ms > now {
                         out.push(Record::CounterRequest {
                             id: request.to_owned(),
                             until_ms,
                         });
                     }
-                } else if crate::aggregator::Entry::is_increment_id(&id) {
+                } else if crate::aggregator::Entry::is_increment_id(id) {
                     let entry: crate::aggregator::Entry = serde_dynamo::from_item(item)
                         .map_err(|e| Error::internal(format!("a counter log entry: {e}")))?;
                     entries.push(entry);
@@ -328,28 +327,21 @@ impl DynamoTransfer {
         }
         for item in self.scan(&self.tables.idempotency, None).await? {
             use crate::idempotency as i;
-            if item
-                .get(i::STATE)
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                != Some(i::COMPLETED)
-            {
+            if item.text_opt(i::STATE) != Some(i::COMPLETED) {
                 continue;
             }
-            let until_ms = num(&item, i::UNTIL)?;
+            let attrs = item.attrs(ATTR);
+            let until_ms = attrs.num(i::UNTIL)?;
             if until_ms <= now {
                 continue;
             }
             out.push(Record::Idempotency {
-                key: text(&item, i::ID)?,
-                fingerprint: text(&item, i::FINGERPRINT)?,
-                status: u16::try_from(num(&item, i::STATUS)?)
+                key: attrs.text(i::ID)?.to_owned(),
+                fingerprint: attrs.text(i::FINGERPRINT)?.to_owned(),
+                status: u16::try_from(attrs.num(i::STATUS)?)
                     .map_err(|_| Error::internal("an idempotency status out of range"))?,
-                content_type: item
-                    .get(i::CONTENT_TYPE)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned(),
-                body: text(&item, i::BODY)?,
+                content_type: item.text_opt(i::CONTENT_TYPE).map(str::to_owned),
+                body: attrs.text(i::BODY)?.to_owned(),
                 until_ms,
             });
         }
@@ -618,20 +610,6 @@ where
             }
         }
     }
-}
-
-fn num(item: &Item, name: &str) -> Result<u64, Error> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::internal(format!("attribute {name} is missing or not a number")))
-}
-
-fn text(item: &Item, name: &str) -> Result<String, Error> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .ok_or_else(|| Error::internal(format!("attribute {name} is missing or not a string")))
 }
 
 #[async_trait]

@@ -6,8 +6,7 @@
 //! sides; deleting a widget is one `TransactWriteItems` that deletes it under its `ver` (so an association
 //! made concurrently makes it retry) and removes it from every peer. No locks, so nothing to deadlock.
 
-use crate::attr::Item;
-use crate::attr::{n, s};
+use crate::attr::{Item, ItemExt, n, s};
 use crate::error::{cancellation_codes, is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -46,9 +45,8 @@ fn key(serial: &str) -> Item {
 
 pub(crate) fn decode(item: &Item) -> Result<Widget, Error> {
     let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
+        item.text_opt(name)
+            .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("widget attribute {name} is missing")))
     };
     let ports = text(PORTS)?
@@ -69,6 +67,7 @@ pub(crate) fn decode(item: &Item) -> Result<Widget, Error> {
     })
 }
 
+#[derive(Debug)]
 pub struct DynamoWidgets {
     client: Client,
     table: String,
@@ -162,11 +161,7 @@ impl DynamoWidgets {
             .map_err(|e| store_error("GetItem", e))?;
         out.item
             .map(|item| {
-                let version = item
-                    .get(VERSION)
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let version = item.num_opt(VERSION).unwrap_or(0);
                 decode(&item).map(|w| (w, version))
             })
             .transpose()
@@ -226,9 +221,8 @@ impl Widgets for DynamoWidgets {
                     Some(PutItemError::ConditionalCheckFailedException(c)) => c
                         .item
                         .as_ref()
-                        .and_then(|item| item.get(CREATED_BY))
-                        .and_then(|v| v.as_s().ok())
-                        .is_some_and(|by| *by == token),
+                        .and_then(|item| item.text_opt(CREATED_BY))
+                        .is_some_and(|by| by == token),
                     _ => false,
                 };
                 if ours {

@@ -7,7 +7,7 @@ use strata_core::Error;
 use strata_core::kv::line::Connections;
 use strata_core::kv::tx::TxId;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct MemoryConnections {
     // A std Mutex, not a tokio one: nothing awaits while it is held.
     open: Mutex<HashMap<String, TxId>>,

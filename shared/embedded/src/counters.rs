@@ -28,6 +28,7 @@ use strata_core::counters::{
 const FOLD_EVERY: Duration = Duration::from_millis(50);
 const FOLD_BATCH: usize = 10_000;
 
+#[derive(Debug)]
 pub struct EmbeddedCounters {
     store: Store,
     mode: Mode,

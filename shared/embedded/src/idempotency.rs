@@ -23,6 +23,16 @@ pub struct EmbeddedIdempotency {
     running: Mutex<Running>,
 }
 
+// Without the running claims: their owners' tokens are not for logs.
+impl std::fmt::Debug for EmbeddedIdempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedIdempotency")
+            .field("store", &self.store)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Claims of requests running now: key → the claim. A request whose client went away mid-way (its future
 /// dropped) never completes nor releases its claim, so expired claims are dropped as new ones come in, at
 /// most once per [`IN_PROGRESS_TTL`]: the map holds at most the claims of that long.

@@ -60,6 +60,7 @@ impl Record {
     }
 }
 
+#[derive(Debug)]
 pub struct EmbeddedKv {
     store: Store,
 }

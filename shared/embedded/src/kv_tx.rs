@@ -44,6 +44,17 @@ pub struct EmbeddedKvTx {
     open: Arc<Mutex<Open>>,
 }
 
+// Without the open transactions: their buffers hold clients' values, and reading them takes the lock.
+impl std::fmt::Debug for EmbeddedKvTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKvTx")
+            .field("store", &self.store)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_open", &self.max_open)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The open transactions and what they hold. Every insertion and removal goes through its methods, so
 /// the budget always equals the sum of the charges of the transactions in `txs`.
 struct Open {

@@ -20,6 +20,7 @@ use strata_core::certificates::{
     insufficient, replay_of,
 };
 
+#[derive(Debug)]
 pub struct EmbeddedLedger {
     store: Store,
     defaults: Vec<(ClassCode, u64)>,

@@ -28,6 +28,8 @@
 //! Scans that must see whole batches (listings, the counter folder) read a snapshot: a plain keyspace scan can
 //! see a batch while its items are being applied one by one.
 
+#![warn(missing_debug_implementations)]
+
 pub mod connections;
 pub mod counters;
 pub mod format;

@@ -56,6 +56,15 @@ pub struct Spaces {
     spaces: Vec<Keyspace>,
 }
 
+// fjall's keyspaces do not implement `Debug`.
+impl std::fmt::Debug for Spaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spaces")
+            .field("keyspaces", &self.spaces.len())
+            .finish()
+    }
+}
+
 impl Spaces {
     pub fn get(&self, space: Space) -> &Keyspace {
         &self.spaces[space as usize]
@@ -104,6 +113,7 @@ pub(crate) struct Shared {
     /// gone before the new one opens).
     current: RwLock<Option<Arc<Handles>>>,
     /// Faults injected by tests ([`Store::inject_refused_batches`], [`Store::inject_lost_answers`]).
+    #[cfg(any(test, feature = "faults"))]
     pub(crate) injected: crate::writer::Injected,
 }
 
@@ -131,6 +141,15 @@ impl Shared {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+}
+
+// The data directory names the store; the rest (database handles, writer, queues) tells nothing more.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Inner {
@@ -173,6 +192,7 @@ impl Store {
             dir: dir.to_owned(),
             cache_bytes,
             current: RwLock::new(Some(Arc::new(handles))),
+            #[cfg(any(test, feature = "faults"))]
             injected: crate::writer::Injected::default(),
         });
         let writer = Writer::start(shared.clone())?;
@@ -297,7 +317,7 @@ impl Store {
 
     /// Fault tests: the next `batches` write batches are refused as a full disk refuses them (`503
     /// store_unavailable`, nothing written), without touching the disk.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "faults"))]
     pub fn inject_refused_batches(&self, batches: usize) {
         self.inner
             .shared
@@ -308,7 +328,7 @@ impl Store {
 
     /// Fault tests: the next `commands` write commands are carried out (durably, if their batch is) but
     /// their answer is lost on the way back, as when the writer fsynced and the reply path failed.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "faults"))]
     pub fn inject_lost_answers(&self, commands: usize) {
         self.inner
             .shared

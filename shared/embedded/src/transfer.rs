@@ -27,6 +27,7 @@ use strata_core::widgets::{Port, Widget};
 /// Records per writer command on import.
 const CHUNK: usize = 2_000;
 
+#[derive(Debug)]
 pub struct EmbeddedTransfer {
     store: Store,
 }

@@ -10,6 +10,7 @@ use strata_core::widgets::{
     widget_not_found,
 };
 
+#[derive(Debug)]
 pub struct EmbeddedWidgets {
     store: Store,
 }

@@ -22,6 +22,7 @@ use fjall::{Database, PersistMode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+#[cfg(any(test, feature = "faults"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use strata_core::Error;
@@ -49,6 +50,7 @@ type Reply = Box<dyn FnOnce(Result<(), Error>, bool) + Send>;
 type Job = Box<dyn FnOnce(&mut Staging<'_>) -> Reply + Send>;
 
 /// The handle to the writer thread.
+#[derive(Debug)]
 pub struct Writer {
     /// `None` only while dropping: closing the queue is what tells the thread to finish.
     queue: Option<mpsc::Sender<Job>>,
@@ -162,6 +164,7 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
         }
         let durable = match (&fault, &handles) {
             // A fault test's refused batch: nothing reaches the disk, so there is nothing to recover.
+            #[cfg(any(test, feature = "faults"))]
             (None, Some(_)) if take(&shared.injected.refuse_batches) => Err(refused()),
             (None, Some(handles)) => match staging.commit(&handles.db) {
                 Ok(()) => Ok(()),
@@ -174,7 +177,10 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             _ => Err(refused()),
         };
         for reply in replies {
+            #[cfg(any(test, feature = "faults"))]
             let answer = !take(&shared.injected.lose_answers);
+            #[cfg(not(any(test, feature = "faults")))]
+            let answer = true;
             reply(durable.clone(), answer);
         }
     }
@@ -186,8 +192,10 @@ fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Faults a test asks for, each counted down by one per use.
-#[derive(Default)]
+/// Faults a test asks for, each counted down by one per use (only with the `faults` feature, which the
+/// test crate turns on, and in this crate's own tests).
+#[cfg(any(test, feature = "faults"))]
+#[derive(Debug, Default)]
 pub(crate) struct Injected {
     /// Batches to refuse as a full disk would (answered `503`, nothing written).
     pub(crate) refuse_batches: AtomicUsize,
@@ -195,6 +203,7 @@ pub(crate) struct Injected {
     pub(crate) lose_answers: AtomicUsize,
 }
 
+#[cfg(any(test, feature = "faults"))]
 fn take(counter: &AtomicUsize) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -323,6 +332,7 @@ type Slot = (Space, Vec<u8>);
 ///
 /// `None` marks a removal. Each key appears once in the batch however often it is written, which is also
 /// what fjall needs: every item of a batch gets the same sequence number.
+#[derive(Debug)]
 pub struct Staging<'a> {
     /// `None` while the data directory is being reopened: every read fails with `503`.
     spaces: Option<&'a Spaces>,

@@ -88,6 +88,7 @@ pub struct ReplyBudget {
 }
 
 impl ReplyBudget {
+    /// A budget of `limit` reply bytes for one request.
     pub fn new(limit: usize) -> Self {
         Self { left: limit }
     }
@@ -141,11 +142,28 @@ pub fn idle_timeout(timeout: std::time::Duration) -> String {
 /// One parsed command. Keys and values are raw here; the session validates them with the key/value rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    Put { key: &'a str, value: &'a str },
-    Get { key: &'a str },
-    Del { key: &'a str },
+    /// `PUT key value`: writes the value.
+    Put {
+        /// The key, unvalidated.
+        key: &'a str,
+        /// The value, unvalidated.
+        value: &'a str,
+    },
+    /// `GET key`: reads the value.
+    Get {
+        /// The key, unvalidated.
+        key: &'a str,
+    },
+    /// `DEL key` (or `DELETE key`): deletes the key.
+    Del {
+        /// The key, unvalidated.
+        key: &'a str,
+    },
+    /// `START`: opens a transaction.
     Start,
+    /// `COMMIT`: commits the open transaction.
     Commit,
+    /// `ROLLBACK`: drops the open transaction.
     Rollback,
 }
 

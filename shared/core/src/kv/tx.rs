@@ -73,10 +73,12 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
+    /// A budget of `max` bytes, none taken.
     pub fn new(max: u64) -> Self {
         Self { used: 0, max }
     }
 
+    /// Bytes taken now.
     pub fn used(&self) -> u64 {
         self.used
     }
@@ -104,6 +106,7 @@ impl MemoryBudget {
 pub struct TxId(String);
 
 impl TxId {
+    /// A fresh random id.
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
@@ -117,6 +120,7 @@ impl TxId {
         }
     }
 
+    /// The id as clients see it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -303,6 +307,7 @@ impl TxBuffer {
 /// One key's part in a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step<'a> {
+    /// The key.
     pub key: &'a Key,
     /// The version read from the store (0: the key did not exist), which must still be current.
     pub expect: Option<u64>,
@@ -313,13 +318,16 @@ pub struct Step<'a> {
 /// A new transaction.
 #[derive(Debug, Clone)]
 pub struct Began {
+    /// The id to name it by.
     pub id: TxId,
+    /// When it expires if left idle.
     pub expires_at: SystemTime,
 }
 
 /// A read inside a transaction: its own buffered value (no version yet) or the store's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxValue {
+    /// The value.
     pub value: String,
     /// `None` for a value the transaction wrote itself (it gets a version at commit).
     pub version: Option<u64>,
@@ -342,6 +350,7 @@ pub trait KvTransactions: Send + Sync {
     /// `Throttled`) wrote nothing of it and leaves the transaction open, so the commit can be retried; a
     /// retry of a commit that did become durable (its answer lost on the way) must not apply it again.
     async fn commit(&self, id: &TxId) -> Result<usize, Error>;
+    /// Drops the transaction and its buffered writes; nothing of it is applied.
     async fn rollback(&self, id: &TxId) -> Result<(), Error>;
 }
 
