@@ -472,7 +472,7 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                 ));
                 fold_counter_log = Some(match settings.counter_mode {
                     strata_core::counters::Mode::Eventual => {
-                        aggregator.spawn_folder(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
+                        aggregator.spawn_fold_loop(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
                     }
                     // Strong mode logs nothing: one scan at start folds what an eventual-mode server left,
                     // and then no background call at all (a scan is billed, empty or not).

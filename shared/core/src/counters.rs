@@ -1,7 +1,7 @@
 //! Counters (CONTRACT.md §4): exact totals, in one of two modes chosen per deployment.
 //!
 //! - Strong: an increment is in the total when it is acknowledged (`200` with the new total).
-//! - Eventual: an increment is appended to a log (`202`), and a folder moves log entries into totals in the
+//! - Eventual: an increment is appended to a log (`202`), and a fold loop moves log entries into totals in the
 //!   background, each exactly once, whatever crashes and redeliveries happen.
 //!
 //! Overflow (a total past 2^63 − 1) never happens, and one counter's overflow never touches another:
@@ -12,7 +12,7 @@
 //!   increments at the rate of its log instead of the rate of one item (on DynamoDB about 1,000 writes/s).
 //!   An accepted increment that would take the total past 2^63 − 1 is refused when it is folded
 //!   ([`fold`]): it is consumed without being counted, and the counter records it in its `refused` count,
-//!   which `GET` shows (header `counter-refused`) and the folder logs. Checking at accept time would need
+//!   which `GET` shows (header `counter-refused`) and the fold loop logs. Checking at accept time would need
 //!   the total, which is exactly the hot item eventual mode exists to avoid; a per-increment cap would have
 //!   to be small enough that no burst could reach 2^63 − 1 before folding, which no fixed cap guarantees.
 //!

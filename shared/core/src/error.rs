@@ -39,9 +39,13 @@ pub struct Error(Box<Details>);
 /// `extra` carries fields that clients rely on (the conflicting `key`, the `remaining` shares, ...).
 #[derive(Debug, Clone)]
 pub struct Details {
+    /// What went wrong, which picks the status.
     pub kind: Kind,
+    /// The contract's code, e.g. `key_not_found`.
     pub code: Cow<'static, str>,
+    /// A sentence for people.
     pub message: String,
+    /// Fields added to the error object ([`Error::with`]).
     pub extra: Map<String, Value>,
     /// Seconds a throttled or unavailable client should wait before retrying.
     pub retry_after: Option<u64>,
@@ -56,6 +60,7 @@ impl std::ops::Deref for Error {
 }
 
 impl Error {
+    /// An error of `kind` with its code and message.
     pub fn new(kind: Kind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self(Box::new(Details {
             kind,
@@ -73,6 +78,7 @@ impl Error {
         self
     }
 
+    /// Tells the client how many seconds to wait before retrying (`retry-after`).
     #[must_use]
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.0.retry_after = Some(seconds);
@@ -84,18 +90,22 @@ impl Error {
         Self::new(Kind::Invalid, "invalid_field", message).with("field", field)
     }
 
+    /// Malformed or invalid input (400).
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::Invalid, code, message)
     }
 
+    /// The thing named does not exist (404).
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::NotFound, code, message)
     }
 
+    /// The request conflicts with the current state (409).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, code, message)
     }
 
+    /// The request or one of its parts is too large (413).
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::TooLarge, code, message)
     }

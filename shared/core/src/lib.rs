@@ -33,8 +33,6 @@ pub mod certificates;
 pub mod counters;
 pub mod deadline;
 pub mod defaults;
-// The fields of `Details` and the constructors of `Error` are not documented yet.
-#[allow(missing_docs)]
 pub mod error;
 pub mod idempotency;
 pub mod kv;

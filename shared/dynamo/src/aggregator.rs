@@ -1,8 +1,8 @@
-//! The eventual-mode folder on DynamoDB: folds counter log entries into the totals, exactly once. On AWS the
+//! The eventual-mode fold loop on DynamoDB: folds counter log entries into the totals, exactly once. On AWS the
 //! log table's stream delivers them (the `counters-aggregate` Lambda calls [`Aggregator::fold`]) and a
 //! schedule re-scans the log for whatever the stream did not fold ([`Aggregator::rescan`]); `strata serve
 //! --store dynamodb`, which has no stream Lambda, re-scans every 200 ms in eventual mode
-//! ([`Aggregator::spawn_folder`]; once at start in strong mode, which logs nothing).
+//! ([`Aggregator::spawn_fold_loop`]; once at start in strong mode, which logs nothing).
 //!
 //! A batch is folded in chunks, each one `TransactWriteItems` of at most 100 actions: delete every entry of
 //! the chunk (only if it is still there), put the marker of each entry that carried an idempotency key (so a
@@ -202,9 +202,9 @@ impl Aggregator {
         }
     }
 
-    /// Re-scans the whole log every `every`, until the returned task is aborted: the folder of a process
+    /// Re-scans the whole log every `every`, until the returned task is aborted: the fold loop of a process
     /// that serves eventual counters on DynamoDB without a stream Lambda.
-    pub fn spawn_folder(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_fold_loop(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 match self.rescan(Duration::ZERO).await {

@@ -5,7 +5,7 @@
 //! certificates are consistent with each other, because each class item is read first and then exactly its
 //! numbers below the `next` it read (a certificate whose item is not written yet comes from the class
 //! item's pending entries, as any reader of the ledger finishes it); counter log entries not folded yet are
-//! folded into the totals read (exact when no folder runs meanwhile: in strong mode, or with the server
+//! folded into the totals read (exact when no fold loop runs meanwhile: in strong mode, or with the server
 //! stopped). Across items of different classes, widgets or keys there is no common moment, so the
 //! exporter checks the invariants ([`strata_core::transfer::check`]) before it writes a file.
 //!
@@ -302,7 +302,7 @@ impl DynamoTransfer {
                     entries.push(entry);
                 }
             }
-            // In the order the folder folds them; each keyed one leaves its request's marker.
+            // In the order the fold loop folds them; each keyed one leaves its request's marker.
             entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
             for entry in entries {
                 let counter = counters.entry(entry.key.clone()).or_default();

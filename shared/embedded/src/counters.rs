@@ -7,11 +7,11 @@
 //! (strong) or appends to the log (eventual; it reads nothing of the counter, as on DynamoDB, so both stores
 //! refuse the same increments), writing the marker in the same batch.
 //!
-//! In eventual mode a folder thread moves log entries into totals every 50 ms: one writer command per round
+//! In eventual mode a fold thread moves log entries into totals every 50 ms: one writer command per round
 //! re-reads each entry, folds it ([`strata_core::counters::fold`]: counted, or refused if it would pass
 //! 2^63 − 1) and deletes it, all in one durable batch. A crash before that batch leaves the
 //! entries for the next round; after it, they are gone: each entry is counted exactly once. Log keys are
-//! sequence numbers in commit order, so the folder resumes after the last entry it folded instead of walking
+//! sequence numbers in commit order, so the fold loop resumes after the last entry it folded instead of walking
 //! the deleted ones again (an LSM tree keeps tombstones until compaction).
 
 use crate::{Space, Store};
@@ -93,12 +93,12 @@ pub(crate) fn decode_log_entry(bytes: &[u8]) -> Result<(u64, Vec<u8>), Error> {
 impl EmbeddedCounters {
     pub fn new(store: Store, mode: Mode, retention: Duration) -> Self {
         let next_entry = store.counter_log_sequence();
-        // The folder runs in strong mode too: a data directory last served in eventual mode may still hold
+        // The fold loop runs in strong mode too: a data directory last served in eventual mode may still hold
         // logged increments, and folding is the only way they reach the totals. In strong mode nothing new is
         // logged, so it finds the rest of the log empty.
-        if store.claim_folder() {
+        if store.claim_fold_loop() {
             let cursor = Arc::new(AtomicU64::new(0));
-            store.start_background("strata-folder", FOLD_EVERY, move |store| {
+            store.start_background("strata-fold", FOLD_EVERY, move |store| {
                 let cursor = cursor.clone();
                 async move {
                     match fold(&store, cursor.load(Ordering::Relaxed)).await {
@@ -273,8 +273,8 @@ mod tests {
         let key = CounterKey::parse("left over").unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            // Hold the folder's claim, so these increments stay in the log.
-            assert!(store.claim_folder());
+            // Hold the fold loop's claim, so these increments stay in the log.
+            assert!(store.claim_fold_loop());
             let eventual = EmbeddedCounters::new(store.clone(), Mode::Eventual, Duration::MAX);
             for _ in 0..5 {
                 assert_eq!(

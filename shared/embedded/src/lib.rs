@@ -14,7 +14,7 @@
 //! - [`kv`]: the key/value port: record encoding and the commands it sends to the writer.
 //! - [`ledger`]: stock certificates: an issue is one writer command (check, allocate, store).
 //! - [`connections`]: WebSocket sessions' open transactions, in memory.
-//! - [`counters`]: strong and eventual counters; in eventual mode a folder thread moves the log into totals.
+//! - [`counters`]: strong and eventual counters; in eventual mode a fold thread moves the log into totals.
 //! - [`idempotency`]: `Idempotency-Key` records: running claims in memory, completed responses on disk.
 //! - [`widgets`]: widgets; every claim, release and delete is one writer command over both sides.
 //! - [`kv_tx`]: key/value transactions: open ones in memory, bounded in number and bytes, the commit as
@@ -25,7 +25,7 @@
 //!
 //! Reads go straight to the keyspaces. fjall applies a batch to its memtables only after its journal write
 //! (and the fsync we ask for) has returned, so a reader never sees a write that a crash could still lose.
-//! Scans that must see whole batches (listings, the counter folder) read a snapshot: a plain keyspace scan can
+//! Scans that must see whole batches (listings, the counter log's fold loop) read a snapshot: a plain keyspace scan can
 //! see a batch while its items are being applied one by one.
 
 #![warn(missing_debug_implementations)]

@@ -156,11 +156,11 @@ struct Inner {
     /// Declared before `shared`: dropping it joins the writer thread, which holds the database too.
     writer: Writer,
     shared: Arc<Shared>,
-    /// The counter log's next sequence number and whether its folder runs: one per store, however many
+    /// The counter log's next sequence number and whether its fold loop runs: one per store, however many
     /// times [`Store::stores`] is called. It only ever grows in memory, so reopening the data directory
     /// needs no re-derivation: the log on disk never holds a number at or above it.
     counter_log: Arc<AtomicU64>,
-    folder_started: std::sync::atomic::AtomicBool,
+    fold_loop_started: std::sync::atomic::AtomicBool,
     sweeper_started: std::sync::atomic::AtomicBool,
 }
 
@@ -180,7 +180,14 @@ impl Store {
             ))
         })?;
         crate::format::check_data_dir(dir)?;
-        let handles = Handles::open(dir, cache_bytes).map_err(fjall_error)?;
+        let handles = Handles::open(dir, cache_bytes).map_err(|e| match e {
+            // Said plainly: two servers on one directory is the common mistake.
+            fjall::Error::Locked => Error::unavailable(format!(
+                "data directory {} is in use by another process",
+                dir.display()
+            )),
+            e => Error::unavailable(format!("cannot open data directory {}: {e}", dir.display())),
+        })?;
         // Above every entry left in the log (a restart reuses only numbers already folded away).
         let next_log_entry = handles
             .snapshot()
@@ -201,7 +208,7 @@ impl Store {
                 writer,
                 shared,
                 counter_log: Arc::new(AtomicU64::new(next_log_entry)),
-                folder_started: std::sync::atomic::AtomicBool::new(false),
+                fold_loop_started: std::sync::atomic::AtomicBool::new(false),
                 sweeper_started: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -286,11 +293,11 @@ impl Store {
         self.inner.counter_log.clone()
     }
 
-    /// True the first time only: whoever gets it starts the counter folder.
-    pub(crate) fn claim_folder(&self) -> bool {
+    /// True the first time only: whoever gets it starts the counter log's fold loop.
+    pub(crate) fn claim_fold_loop(&self) -> bool {
         !self
             .inner
-            .folder_started
+            .fold_loop_started
             .swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -365,4 +372,18 @@ impl Store {
 pub(crate) fn fjall_error(e: fjall::Error) -> Error {
     tracing::error!(error = %e, "embedded store error");
     Error::unavailable("the embedded store cannot complete the operation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_in_use_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert_eq!(e.code, "store_unavailable");
+        assert!(e.message.contains("is in use by another process"), "{e}");
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! An export reads one fjall snapshot of every keyspace: it sees whole write batches only, so it is the
 //! state after some acknowledged write and before the next, across every service at once, while the store
-//! keeps serving. Counter log entries still waiting for the folder are folded into their totals in the
-//! export (with [`strata_core::counters::fold`], in log order), exactly as the folder will fold them.
+//! keeps serving. Counter log entries still waiting for the fold loop are folded into their totals in the
+//! export (with [`strata_core::counters::fold`], in log order), exactly as the fold loop will fold them.
 //!
 //! An import is one writer command per chunk of records: each record is written if its key is absent and
 //! left alone if the same bytes are there already, so an import resumed after a crash writes only what is
@@ -278,7 +278,7 @@ fn walk(
                 counters.insert(key, counter);
             }
         }
-        // The log in sequence order, which is the order the folder folds it in.
+        // The log in sequence order, which is the order the fold loop folds it in.
         for entry in scan(Space::CounterLog) {
             let (_, value) = entry?;
             let (value, key) = crate::counters::decode_log_entry(&value)?;
@@ -777,12 +777,12 @@ mod tests {
         assert!(seen > 10, "the writers wrote during the exports");
     }
 
-    /// Eventual-mode increments still in the log are folded into the exported total, as the folder would.
+    /// Eventual-mode increments still in the log are folded into the exported total, as the fold loop would.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn logged_increments_are_folded_into_the_export() {
         let (_a, store) = open();
-        // Hold the folder's claim, so the increments stay in the log.
-        assert!(store.claim_folder());
+        // Hold the fold loop's claim, so the increments stay in the log.
+        assert!(store.claim_fold_loop());
         let counters = crate::counters::EmbeddedCounters::new(
             store.clone(),
             strata_core::counters::Mode::Eventual,
@@ -799,7 +799,7 @@ mod tests {
             "nothing folded yet"
         );
         let records = store.transfer().export(&[Service::Counters]).await.unwrap();
-        // The last one does not fit: refused when folded, as the folder refuses it.
+        // The last one does not fit: refused when folded, as the fold loop refuses it.
         assert_eq!(
             records,
             vec![Record::Counter {

@@ -79,7 +79,7 @@ pub enum Store {
     /// `--store dynamodb` on fresh tables in the run's DynamoDB Local (which outlives every kill: only the
     /// server dies, as a Lambda instance does mid-request), reached through a [`FaultProxy`] that faults
     /// this fraction of the writes, split evenly over every [`FaultKind`]. A third of the rounds run
-    /// counters in eventual mode, folded by the server's own folder (the aggregator's re-scan), whose
+    /// counters in eventual mode, folded by the server's own fold loop (the aggregator's re-scan), whose
     /// writes are faulted too.
     DynamoDb { fault_rate: f64 },
 }
@@ -488,7 +488,7 @@ async fn check_round(
         report.violations.append(&mut c.violations);
     }
     check_widgets(widget_clients, registry, http, base, report).await;
-    // Strong totals are final when read; eventual ones may wait for the folder (within a second, and more
+    // Strong totals are final when read; eventual ones may wait for the fold loop (within a second, and more
     // on a loaded machine: the wait ends as soon as the expected total is there).
     let deadline = Instant::now() + Duration::from_secs(if eventual { 10 } else { 0 });
     for c in counter_clients.iter_mut() {

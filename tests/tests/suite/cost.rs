@@ -210,7 +210,7 @@ async fn an_idle_server_in_strong_mode_makes_no_dynamodb_call() {
     let (eventual, _) =
         strata_tests::cost::idle_calls_per_second(strata, &["--counter-mode", "eventual"], window)
             .await;
-    assert!(eventual > 0.0, "the eventual folder scans the log");
+    assert!(eventual > 0.0, "the eventual fold loop scans the log");
 }
 
 /// `dynamodb-cost`, which `infra/bench/cost` runs, prints the table: each operation one after the other and

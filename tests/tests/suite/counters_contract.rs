@@ -177,7 +177,7 @@ async fn refuses(app: &App, key: &str, expected: u64) {
 
 /// Strong mode refuses an overflowing increment with `409`. Eventual mode accepts it (it does not read
 /// the total) and folding refuses it, counting nothing of it and recording it in `counter-refused`; both
-/// refuse at once an increment no counter could take. Each step of eventual mode waits for the folder, so
+/// refuse at once an increment no counter could take. Each step of eventual mode waits for the fold loop, so
 /// the order in which the increments reach the total is the order sent.
 async fn overflow_is_refused_and_touches_nothing_else(f: Fixture) {
     let within = Duration::from_secs(15);

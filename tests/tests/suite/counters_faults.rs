@@ -376,10 +376,7 @@ async fn a_malformed_log_record_is_reported_and_kept_never_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregate_event_file_drives_the_aggregator() {
     let (client, tables) = strata_tests::dynamodb::fresh_tables().await;
-    let text = std::fs::read_to_string(
-        strata_tests::repo_root().join("infra/events/counters-aggregate.json"),
-    )
-    .unwrap();
+    let text = strata_tests::events::text("counters-aggregate");
     let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
     let entries = strata_counters::stream::entries(&event);
     assert_eq!(
@@ -458,8 +455,8 @@ async fn eventual_counts_survive_kill_9_under_load() {
     let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
     assert!(acked > 100, "the load ran ({acked} acknowledged)");
     // The log left by the crash is folded after the restart, including entries logged but never
-    // acknowledged, so reaching `acked` is not the end: wait until the total holds still for 2 s (40 folder
-    // rounds) — on a loaded machine folding the whole backlog can take a while.
+    // acknowledged, so reaching `acked` is not the end: wait until the total holds still for 2 s (40
+    // rounds of the fold loop) — on a loaded machine folding the whole backlog can take a while.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (mut settled, mut since) = (u64::MAX, std::time::Instant::now());
     loop {

@@ -1,5 +1,5 @@
 //! One hot counter on the real `strata serve`: on DynamoDB (through the fault proxy, which counts writes per
-//! item and write units) the eventual log is folded by the server's own folder, within the contract's
+//! item and write units) the eventual log is folded by the server's own fold loop, within the contract's
 //! second and exactly once across `kill -9`; and the figures of 20 clients on one key in both modes, on
 //! DynamoDB Local and on the embedded store (an `#[ignore]`d test that prints them:
 //! `cargo nextest run -p strata-tests --run-ignored only -E 'test(hot_key_figures)' --no-capture`).
@@ -156,7 +156,7 @@ async fn strata_serve_on_dynamodb_folds_the_eventual_log_exactly_once_across_kil
     // kill -9 while 10 clients increment; the restarted server folds the log left behind.
     let base = server.base.clone();
     let loading = tokio::spawn(async move { load(&base, "hits", 10, 1_000).await });
-    // Killed mid-load, once the folder has folded some of it (however slowly a loaded machine runs).
+    // Killed mid-load, once the fold loop has folded some of it (however slowly a loaded machine runs).
     let started = Instant::now();
     while total(&server.base, "hits").await.unwrap_or(0) < 320 {
         assert!(
