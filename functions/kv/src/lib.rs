@@ -6,8 +6,8 @@
 //!   parse, call the [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in
 //!   `strata_core::kv`. Next to the handlers: the request and response body types they read and write, and
 //!   the small helpers they call.
-//! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
-//!   `POST /kv/commands` handler.
+//! - [`line`](mod@line): the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and
+//!   the `POST /kv/commands` handler.
 //! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port, and
 //!   their body types.
 //! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema

@@ -3,7 +3,7 @@
 //!
 //! - [`keys`]: of [`crate::handlers`], and the key and value schemas every key/value body names.
 //! - [`transactions`]: of [`crate::transactions`].
-//! - [`line`]: of `POST /kv/commands` ([`crate::line`]).
+//! - [`line`](mod@line): of `POST /kv/commands` ([`crate::line`](mod@crate::line)).
 
 pub mod keys;
 pub mod line;
