@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the code: each route's operation comes from the
-//! function next to its handler ([`strata_http::route::Route::openapi`]), at the route's own method and
-//! path; the schemas are those of the types the handlers serialize (and of the bodies they read); the shared
+//! function in its service's `openapi` module ([`strata_http::route::Route::openapi`]), at the route's own
+//! method and path; the schemas are those of the types the handlers serialize (and of the bodies they read); the shared
 //! error responses are [`strata_http::openapi`]'s. [`generate`] builds it; `infra/openapi.json` is its
 //! committed output (`strata generate openapi` rewrites it, and a test fails when the two differ).
 //!

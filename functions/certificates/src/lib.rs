@@ -6,11 +6,15 @@
 //!   [`strata_core::certificates::Ledger`] port; the numbering rules live in `strata_core::certificates`.
 //!   Issuing and changing a class are served behind `Idempotency-Key` (declared on their routes), and an
 //!   issue hands the client's key to the ledger as its request id, so a retry yields the original
-//!   certificate even across a crash.
+//!   certificate even across a crash. Next to the handlers: the request and response body types they read
+//!   and write, and the small helpers they call.
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
+//!   helpers the body types name.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
 pub mod handlers;
+pub mod openapi;
 
 use strata_http::handler;
 use strata_http::route::{Access, Deploy, Grant, IDEMPOTENCY, Pool, Route};
@@ -33,7 +37,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: handlers::put_class_openapi,
+        openapi: openapi::put_class,
     },
     Route {
         method: "GET",
@@ -49,7 +53,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         ),
-        openapi: handlers::get_class_openapi,
+        openapi: openapi::get_class,
     },
     Route {
         method: "POST",
@@ -68,7 +72,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: handlers::issue_openapi,
+        openapi: openapi::issue,
     },
     Route {
         method: "GET",
@@ -85,7 +89,7 @@ pub const ROUTES: &[Route] = &[
             }],
         )
         .note("(finishes a pending certificate it finds)"),
-        openapi: handlers::get_openapi,
+        openapi: openapi::get,
     },
     Route {
         method: "GET",
@@ -102,6 +106,6 @@ pub const ROUTES: &[Route] = &[
             }],
         )
         .note("?class= (finishes pending certificates it finds)"),
-        openapi: handlers::list_openapi,
+        openapi: openapi::list,
     },
 ];

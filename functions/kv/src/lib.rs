@@ -4,10 +4,14 @@
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation. They
 //!   parse, call the [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in
-//!   `strata_core::kv`.
-//! - [`line`]: the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and the
-//!   `POST /kv/commands` handler.
-//! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
+//!   `strata_core::kv`. Next to the handlers: the request and response body types they read and write, and
+//!   the small helpers they call.
+//! - [`line`](mod@line): the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and
+//!   the `POST /kv/commands` handler.
+//! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port, and
+//!   their body types.
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
+//!   helpers the body types name: `keys`, `transactions` and `line`, one per handler module.
 //! - [`websocket`]: the API Gateway WebSocket routes (`$connect`, `$disconnect`, `$default`) on the same
 //!   session, with the open transaction kept per connection id.
 //! - [`ROUTES`] and [`WEBSOCKET`]: this service's operations, each declared once with its deployment (see
@@ -15,6 +19,7 @@
 
 pub mod handlers;
 pub mod line;
+pub mod openapi;
 pub mod transactions;
 pub mod websocket;
 
@@ -50,7 +55,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         ),
-        openapi: handlers::get_openapi,
+        openapi: openapi::keys::get,
     },
     Route {
         method: "PUT",
@@ -66,7 +71,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         ),
-        openapi: handlers::put_openapi,
+        openapi: openapi::keys::put,
     },
     Route {
         method: "DELETE",
@@ -82,7 +87,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         ),
-        openapi: handlers::delete_openapi,
+        openapi: openapi::keys::delete,
     },
     Route {
         method: "POST",
@@ -101,7 +106,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: transactions::begin_openapi,
+        openapi: openapi::transactions::begin,
     },
     Route {
         method: "GET",
@@ -125,7 +130,7 @@ pub const ROUTES: &[Route] = &[
                 },
             ],
         ),
-        openapi: transactions::get_openapi,
+        openapi: openapi::transactions::get,
     },
     Route {
         method: "PUT",
@@ -141,7 +146,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         ),
-        openapi: transactions::put_openapi,
+        openapi: openapi::transactions::put,
     },
     Route {
         method: "DELETE",
@@ -157,7 +162,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem", "UpdateItem"],
             }],
         ),
-        openapi: transactions::delete_openapi,
+        openapi: openapi::transactions::delete,
     },
     Route {
         method: "POST",
@@ -181,7 +186,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: transactions::commit_openapi,
+        openapi: openapi::transactions::commit,
     },
     Route {
         method: "POST",
@@ -200,7 +205,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: transactions::rollback_openapi,
+        openapi: openapi::transactions::rollback,
     },
     Route {
         method: "POST",
@@ -214,7 +219,7 @@ pub const ROUTES: &[Route] = &[
             &LINE_SESSION_GRANTS,
         )
         .note("(the line protocol over HTTP)"),
-        openapi: line::commands_openapi,
+        openapi: openapi::line::commands,
     },
 ];
 

@@ -3,11 +3,15 @@
 //! # Layout
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
-//!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`.
+//!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`. Next to the
+//!   handlers: the request and response body types they read and write, and the small helpers they call.
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
+//!   helpers the body types name.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 
 pub mod handlers;
+pub mod openapi;
 
 use strata_http::handler;
 use strata_http::route::{Access, Deploy, Grant, IDEMPOTENCY, Pool, Route};
@@ -30,7 +34,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: handlers::create_openapi,
+        openapi: openapi::create,
     },
     Route {
         method: "GET",
@@ -46,7 +50,7 @@ pub const ROUTES: &[Route] = &[
                 actions: &["GetItem"],
             }],
         ),
-        openapi: handlers::get_openapi,
+        openapi: openapi::get,
     },
     Route {
         method: "DELETE",
@@ -63,7 +67,7 @@ pub const ROUTES: &[Route] = &[
             }],
         )
         .note("(releases every association)"),
-        openapi: handlers::delete_openapi,
+        openapi: openapi::delete,
     },
     Route {
         method: "POST",
@@ -82,7 +86,7 @@ pub const ROUTES: &[Route] = &[
                 IDEMPOTENCY,
             ],
         ),
-        openapi: handlers::associate_openapi,
+        openapi: openapi::associate,
     },
     Route {
         method: "DELETE",
@@ -98,6 +102,6 @@ pub const ROUTES: &[Route] = &[
                 actions: &["UpdateItem"],
             }],
         ),
-        openapi: handlers::dissociate_openapi,
+        openapi: openapi::dissociate,
     },
 ];

@@ -1,6 +1,6 @@
 //! The pieces of the OpenAPI document every service shares: the error JSON's schema (of the type that
 //! serializes it), the shared error responses, the headers, and small builders the services' operation
-//! functions (`fn() -> Operation`, next to each handler) are written with.
+//! functions (`fn() -> Operation`, in each service's `openapi` module) are written with.
 //!
 //! utoipa 5's typed model has no `required` on a header and no `components/headers`; the headers the
 //! document names by reference (`retry-after`, `idempotent-replayed`, `www-authenticate`) are therefore
