@@ -28,6 +28,9 @@
 //!
 //! The tests themselves are in `tests/suite/`.
 
+// Test code: a failed `unwrap` is a failed test, and its types are no one's API.
+#![allow(clippy::unwrap_used, missing_debug_implementations)]
+
 pub mod cost;
 pub mod crash;
 pub mod dynamodb;

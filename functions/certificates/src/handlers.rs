@@ -19,14 +19,14 @@ use strata_http::{Request, Response, idempotency};
 use utoipa::ToSchema;
 
 /// The body of `PUT /share-classes/{class}`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ShareClassWrite {
     #[schema(schema_with = openapi::shares)]
     pub authorized: u64,
 }
 
 /// A share class and its running totals.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ShareClass)]
 pub struct ShareClassBody {
@@ -55,7 +55,7 @@ impl From<&ShareClass> for ShareClassBody {
 }
 
 /// The body of `POST /certificates`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CertificateIssue {
     #[schema(schema_with = openapi::holder_name)]
     pub name: String,
@@ -66,7 +66,7 @@ pub struct CertificateIssue {
 }
 
 /// A certificate.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = Certificate)]
 pub struct CertificateBody {
@@ -98,7 +98,7 @@ impl From<&Certificate> for CertificateBody {
 }
 
 /// A page of certificates, in number order.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePage {
     #[schema(schema_with = openapi::page_items)]

@@ -21,6 +21,7 @@ const CLASS_CODE_PATTERN: &str = "^[A-Z]{1,8}$";
 const CERTIFICATE_ID_PATTERN: &str = "^[A-Z]{1,8}-[1-9][0-9]*$";
 
 /// The schema of a share class code.
+#[derive(Debug)]
 pub struct ClassCodeString;
 
 impl PartialSchema for ClassCodeString {

@@ -16,7 +16,7 @@ use strata_http::{Request, Response, idempotency};
 use utoipa::ToSchema;
 
 /// The body of `POST /increment`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Increment {
     #[schema(value_type = openapi::CounterKeyString)]
     pub key: String,
@@ -25,7 +25,7 @@ pub struct Increment {
 }
 
 /// Strong mode's answer to an increment.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CounterTotalAfter {
     #[schema(value_type = openapi::CounterKeyString)]
@@ -35,7 +35,7 @@ pub struct CounterTotalAfter {
 }
 
 /// Eventual mode's answer to an increment.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CounterAccepted {
     #[schema(value_type = openapi::CounterKeyString)]

@@ -16,6 +16,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 /// The schema of a counter key: what [`CounterKey::parse`](strata_core::counters::CounterKey::parse) accepts.
+#[derive(Debug)]
 pub struct CounterKeyString;
 
 impl PartialSchema for CounterKeyString {

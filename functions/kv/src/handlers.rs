@@ -15,14 +15,14 @@ use strata_http::{Request, Response};
 use utoipa::ToSchema;
 
 /// The body of `PUT /kv/keys/{key}` and of `PUT /kv/transactions/{id}/keys/{key}`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct KvWrite {
     #[schema(value_type = openapi::keys::KvValue)]
     pub value: String,
 }
 
 /// A key, its value and the version that wrote it.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KvItem {
     #[schema(value_type = openapi::keys::KvKeyString)]
@@ -34,7 +34,7 @@ pub struct KvItem {
 }
 
 /// The answer of `DELETE /kv/keys/{key}`.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KvDeleted {
     #[schema(value_type = openapi::keys::KvKeyString)]

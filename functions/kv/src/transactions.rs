@@ -20,11 +20,11 @@ use strata_http::{Request, Response, idempotency};
 use utoipa::ToSchema;
 
 /// The body of `POST /kv/transactions`: an object whose fields are not read.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[schema(description = "No fields are read.")]
 pub struct TxBegin {}
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxBegun {
     #[schema(value_type = openapi::transactions::TxIdString)]
@@ -35,7 +35,7 @@ pub struct TxBegun {
 }
 
 /// A key as the transaction sees it.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxItem {
     #[schema(value_type = openapi::keys::KvKeyString)]
@@ -46,7 +46,7 @@ pub struct TxItem {
     pub version: Option<u64>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxWritten {
     #[schema(value_type = openapi::keys::KvKeyString)]
@@ -55,14 +55,14 @@ pub struct TxWritten {
     pub value: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxDeleted {
     #[schema(value_type = openapi::keys::KvKeyString)]
     pub key: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxCommitted {
     #[schema(value_type = openapi::transactions::TxIdString)]
@@ -73,7 +73,7 @@ pub struct TxCommitted {
     pub writes: usize,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxRolledBack {
     #[schema(value_type = openapi::transactions::TxIdString)]

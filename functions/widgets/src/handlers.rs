@@ -17,7 +17,7 @@ use strata_http::{Request, Response};
 use utoipa::ToSchema;
 
 /// The body of `POST /widgets`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct WidgetCreate {
     #[schema(value_type = openapi::SerialString)]
     pub serial_number: String,
@@ -28,7 +28,7 @@ pub struct WidgetCreate {
 }
 
 /// One association: the port type and the other widget.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WidgetAssociation {
     #[schema(value_type = openapi::PortName)]
@@ -38,7 +38,7 @@ pub struct WidgetAssociation {
 }
 
 /// The free slots per port type.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreeSlots {
     #[serde(rename = "P")]
@@ -53,7 +53,7 @@ pub struct FreeSlots {
 }
 
 /// The widget as the API shows it; associations in a stable order (port P, R, Q, then peer).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = Widget)]
 pub struct WidgetBody {
@@ -94,7 +94,7 @@ impl From<&Widget> for WidgetBody {
 }
 
 /// The body of `POST /widgets/{serial}/associations`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AssociationCreate {
     #[schema(value_type = openapi::SerialString)]
     pub peer: String,
@@ -103,7 +103,7 @@ pub struct AssociationCreate {
 }
 
 /// A new association.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Association {
     #[schema(value_type = openapi::SerialString)]

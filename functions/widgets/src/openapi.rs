@@ -16,6 +16,7 @@ use utoipa::openapi::{RefOr, ResponseBuilder, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 /// The schema of a port type: what [`Port::parse`] accepts.
+#[derive(Debug)]
 pub struct PortName;
 
 impl PartialSchema for PortName {
@@ -35,6 +36,7 @@ impl ToSchema for PortName {
 }
 
 /// The schema of a serial number: what [`validate_serial`](strata_core::widgets::validate_serial) accepts.
+#[derive(Debug)]
 pub struct SerialString;
 
 impl PartialSchema for SerialString {

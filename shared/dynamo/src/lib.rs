@@ -27,8 +27,6 @@
 //! - [`kv_tx`]: key/value transactions, kept in their own table so any instance can continue one; the
 //!   commit is a single `TransactWriteItems`.
 
-#![warn(missing_debug_implementations)]
-
 pub mod aggregator;
 mod attr;
 pub mod config;

@@ -28,8 +28,6 @@
 //! Scans that must see whole batches (listings, the counter log's fold loop) read a snapshot: a plain keyspace scan can
 //! see a batch while its items are being applied one by one.
 
-#![warn(missing_debug_implementations)]
-
 pub mod connections;
 pub mod counters;
 pub mod format;

@@ -19,7 +19,7 @@
 //! - [`metrics`]: the request metrics (requests, latency, conflicts, refusals, throttles), recorded in one
 //!   place for the Lambdas and the local server.
 
-#![warn(missing_docs, missing_debug_implementations)]
+#![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod idempotency;

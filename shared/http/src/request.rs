@@ -237,21 +237,26 @@ impl Object {
     /// Checks `field` as its schema says (see [`body`]).
     fn check(&self, field: &str, expect: Expect) -> Result<(), Error> {
         match expect {
-            Expect::String => self.string(field).map(drop),
+            // Borrowed: a check must not copy a value of up to 1 MiB that the type then takes.
+            Expect::String => self.str(field).map(drop),
             Expect::Integer { min, max } => self.integer(field, min, max).map(drop),
-            Expect::Strings => self.strings(field).map(drop),
+            Expect::Strings => self.strs(field).map(drop),
             Expect::Other => Ok(()),
         }
     }
 
     /// A required array of strings.
     pub fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
+        Ok(self.strs(field)?.into_iter().map(str::to_owned).collect())
+    }
+
+    fn strs(&self, field: &str) -> Result<Vec<&str>, Error> {
         let not_strings =
             || Error::invalid_field(field, format!("`{field}` must be an array of strings"));
         match self.0.get(field) {
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned))
+                .map(Value::as_str)
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(not_strings),
             Some(_) => Err(not_strings()),
@@ -261,8 +266,12 @@ impl Object {
 
     /// A required string field.
     pub fn string(&self, field: &str) -> Result<String, Error> {
+        self.str(field).map(str::to_owned)
+    }
+
+    fn str(&self, field: &str) -> Result<&str, Error> {
         match self.0.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::String(s)) => Ok(s),
             Some(other) => Err(Error::invalid_field(
                 field,
                 format!("`{field}` must be a string, not {}", type_name(other)),

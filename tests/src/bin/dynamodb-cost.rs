@@ -4,6 +4,9 @@
 //! dynamodb` makes in each counter mode (with `--strata`, the binary to run). Units do not depend on the
 //! build profile, so a debug build measures what a release one would.
 
+// Test code: a failed `unwrap` is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 use strata_tests::cost::{Case, PRICES_DATE, idle_calls_per_second, measure, table};
 

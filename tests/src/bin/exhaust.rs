@@ -10,6 +10,9 @@
 //!
 //! A new case is a function `async fn(&Server) -> Report` and one line in [`CASES`].
 
+// Test code: a failed `unwrap` is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -4,6 +4,9 @@
 //! The rate is split evenly across the kinds (default: all five). Prints `listening on http://…`, serves
 //! until killed, and prints its counters on Ctrl-C or SIGTERM.
 
+// Test code: a failed `unwrap` is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 
 fn usage(problem: &str) -> ! {

@@ -1,5 +1,8 @@
 //! strata's integration suite: one binary, so one DynamoDB Local serves the whole run.
 
+// Test code: a failed `unwrap` is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod bench;
 mod callers;
 mod certificates_contract;

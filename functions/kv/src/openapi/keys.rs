@@ -12,6 +12,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 /// The schema of a key: what [`Key::parse`](strata_core::kv::Key::parse) accepts.
+#[derive(Debug)]
 pub struct KvKeyString;
 
 impl PartialSchema for KvKeyString {
@@ -29,6 +30,7 @@ impl PartialSchema for KvKeyString {
 impl ToSchema for KvKeyString {}
 
 /// The schema of a value: what [`Value::parse`](strata_core::kv::Value::parse) accepts.
+#[derive(Debug)]
 pub struct KvValue;
 
 impl PartialSchema for KvValue {

@@ -18,6 +18,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 /// The schema of a transaction id: what [`TxId::parse`](strata_core::kv::tx::TxId::parse) accepts.
+#[derive(Debug)]
 pub struct TxIdString;
 
 impl PartialSchema for TxIdString {
