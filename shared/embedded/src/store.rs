@@ -78,6 +78,12 @@ pub(crate) struct Handles {
     pub(crate) spaces: Spaces,
 }
 
+/// A keyspace's memtable is flushed to disk at this size. fjall's default (64 MiB) across every keyspace
+/// lets memtables alone hold hundreds of MiB; at 16 MiB 64 committed transactions of 3.8 MB peak about
+/// 60 MiB lower. fjall keeps a keyspace's options from its creation, so this applies to new data
+/// directories.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Handles {
     /// Opens the database in `dir`; fjall replays its journal, so this is every acknowledged write.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, fjall::Error> {
@@ -88,7 +94,9 @@ impl Handles {
                 .enumerate()
                 .map(|(index, space)| {
                     debug_assert_eq!(index, *space as usize, "Space::ALL is in declaration order");
-                    db.keyspace(space.name(), KeyspaceCreateOptions::default)
+                    db.keyspace(space.name(), || {
+                        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
