@@ -4,6 +4,7 @@ mod bench;
 mod callers;
 mod certificates_contract;
 mod certificates_faults;
+mod connect;
 mod contract;
 mod cost;
 mod counters_contract;
