@@ -308,6 +308,8 @@ async fn gateway(
 ) -> Result<(), String> {
     let (stream, _) = listener.accept().await.unwrap();
     let connection = uuid::Uuid::new_v4().to_string();
+    // The refusal's type is the one tungstenite's `Callback` takes.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| {
         *seen.lock().unwrap() = Some(request.headers().clone());
         verify_sigv4(request).map(|()| response).map_err(|why| {
