@@ -345,7 +345,6 @@ async fn gateway(
 
 #[tokio::test]
 async fn connect_signs_the_websocket_upgrade_for_the_lambda_handlers() {
-    let f = Fixture::embedded().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let url = format!("ws://127.0.0.1:{port}/live");
@@ -353,15 +352,20 @@ async fn connect_signs_the_websocket_upgrade_for_the_lambda_handlers() {
     // An execute-api host implies the region; this one is on loopback, so it is named.
     let args = [url.as_str(), "--sigv4-region", REGION];
 
+    // On DynamoDB too, the store of the deployed handlers: the transaction lives in its table between
+    // messages.
     let env = aws_env(SECRET_KEY);
-    let (served, run) = tokio::join!(
-        gateway(&listener, &f.stores, &seen),
-        connect(&args, &env, SESSION)
-    );
-    assert_eq!(served, Ok(()), "{run:?}");
-    assert!(run.status.success(), "{run:?}");
-    assert_eq!(run.stdout, REPLIES, "{run:?}");
+    for f in [Fixture::dynamodb().await, Fixture::embedded().await] {
+        let (served, run) = tokio::join!(
+            gateway(&listener, &f.stores, &seen),
+            connect(&args, &env, SESSION)
+        );
+        assert_eq!(served, Ok(()), "{}: {run:?}", f.name);
+        assert!(run.status.success(), "{}: {run:?}", f.name);
+        assert_eq!(run.stdout, REPLIES, "{}: {run:?}", f.name);
+    }
     let upgrade = seen.lock().unwrap().take().expect("an upgrade");
+    let f = Fixture::embedded().await;
 
     // Signed with another secret: refused, and `strata connect` says so.
     let env = aws_env("not/the/secret");
