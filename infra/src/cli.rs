@@ -6,6 +6,8 @@
 //! - `strata widgets load`: creates many widgets in the embedded store (`strata-bench`).
 //! - `strata export`, `strata import`, `strata backup`: records to and from a file, a copy of a store
 //!   ([`crate::transfer`]).
+//! - `strata connect`: the line protocol from a terminal or a pipe, over TCP or a WebSocket
+//!   ([`crate::connect`]).
 //! - `strata dynamodb-local`: runs DynamoDB Local for `--store dynamodb`, with strata's tables.
 //! - `strata generate openapi` and `strata generate template` (hidden): rewrite `infra/openapi.json` and
 //!   `template.yaml`'s function blocks from the code.
@@ -58,6 +60,9 @@ enum Command {
     /// Copy a running `strata serve` (one snapshot) or a data directory into a new data directory, which
     /// `strata serve --data-dir DIR` serves.
     Backup(crate::transfer::BackupArgs),
+    /// Send key/value line-protocol commands from a terminal or a pipe, one reply a line: over TCP, the
+    /// local server's WebSocket, or a deployed stack's (SigV4-signed) WebSocket.
+    Connect(crate::connect::ConnectArgs),
     /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
     DynamodbLocal {
         #[arg(long, default_value_t = 8000)]
@@ -363,8 +368,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cli.command,
         Command::Export(_) | Command::Import(_) | Command::Backup(_)
     );
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    // `strata connect` prints replies on stdout, where log lines would mix with them; its failures are
+    // its result.
+    if !matches!(cli.command, Command::Connect(_)) {
+        init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    }
     match cli.command {
+        Command::Connect(args) => crate::connect::connect(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),
         Command::Export(args) => crate::transfer::export(args).await,

