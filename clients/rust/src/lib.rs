@@ -27,7 +27,7 @@
 //! # async fn run() -> Result<(), strata_client::Error> {
 //! use strata_client::{Client, Counted};
 //!
-//! let client = Client::builder("http://127.0.0.1:8080").build()?;
+//! let client = Client::builder("http://127.0.0.1:3000").build()?;
 //! client.put("greeting", "hello").await?;
 //! assert_eq!(client.get("greeting").await?.value, "hello");
 //!
@@ -191,7 +191,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// A builder for the endpoint at `base`, e.g. `http://127.0.0.1:8080`.
+    /// A builder for the endpoint at `base`, e.g. `http://127.0.0.1:3000` (`strata serve`).
     pub fn builder(base: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             base: base.into(),
