@@ -7,6 +7,7 @@ mod bench;
 mod callers;
 mod certificates_contract;
 mod certificates_faults;
+mod client;
 mod connect;
 mod contract;
 mod cost;

@@ -1,0 +1,541 @@
+//! A client for strata's HTTP API that keeps the retry rules of CONTRACT.md.
+//!
+//! # Layout
+//!
+//! - this file: [`Client`], its builder, the operations and the retry loop;
+//! - `error`: [`Error`], [`ApiError`] (the contract's `code`, `message`, status) and [`Outcome`];
+//! - `types`: the bodies of requests and answers.
+//!
+//! # Retries
+//!
+//! A call retries only where a retry cannot apply a write twice:
+//!
+//! - reads, and every request that never reached the server, on `429`/`503` or a lost answer;
+//! - writes the contract lets a caller repeat with an `Idempotency-Key` (increments, certificates, share
+//!   classes, widgets and associations): each call sends one key (generated, or the caller's) on every
+//!   attempt, and retries `429`, `503`, `409 request_in_progress` and lost answers with it;
+//! - other writes (`PUT`/`DELETE /kv/keys/…`, `DELETE /widgets/…`) only on the codes that say nothing ran
+//!   (`429 rate_limited`, …); a `503 store_unavailable` or a lost answer is returned with
+//!   [`Outcome::Unknown`].
+//!
+//! A retry waits `retry-after` when the answer has it, else a short jittered backoff, within
+//! [`RetryPolicy`]'s attempts and total time; a wait that would pass the total time is not started.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), strata_client::Error> {
+//! use strata_client::{Client, Counted};
+//!
+//! let client = Client::builder("http://127.0.0.1:3000").build()?;
+//! client.put("greeting", "hello").await?;
+//! assert_eq!(client.get("greeting").await?.value, "hello");
+//!
+//! // Retried with the same generated `Idempotency-Key`: counted once.
+//! if let Counted::Total { total, .. } = client.increment("visits", 1).await? {
+//!     println!("{total} visits");
+//! }
+//! match client.get("absent").await {
+//!     Err(e) if e.code() == Some("key_not_found") => {}
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod types;
+
+pub use error::{ApiError, Error, Outcome};
+pub use types::{
+    Association, Certificate, CertificateIssue, CertificatePage, Counted, KvDeleted, KvItem, Link,
+    NewWidget, ShareClass, Widget,
+};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+
+/// Everything but RFC 3986's unreserved characters is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// How long and how often a call may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Requests per call, the first included (1: never retry).
+    pub max_attempts: u32,
+    /// No wait starts that would end past this time from the call's start.
+    pub max_total: Duration,
+    /// The first backoff when an answer has no `retry-after`; it doubles up to 2 s.
+    pub base_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            max_total: Duration::from_secs(30),
+            base_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// A new random key (a UUID).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The caller's own key, checked as strata checks it.
+    pub fn new(key: impl Into<String>) -> Result<Self, Error> {
+        let key = key.into();
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(Error::InvalidRequest(
+                "an Idempotency-Key is 1 to 255 visible ASCII characters".to_owned(),
+            ));
+        }
+        Ok(Self(key))
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    base: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// `Authorization: Bearer TOKEN` on every request (`strata serve --auth-token`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The retry budget (default: 5 attempts within 30 s).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The time one attempt may take, answer included (default 15 s, over the server's 9.5 s deadline).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<Client, Error> {
+        let base = self.base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::InvalidRequest(format!(
+                "the base URL {base:?} is not http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token: self.token,
+            retry: self.retry,
+        })
+    }
+}
+
+/// What a retry could do to the data, by operation.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Writes nothing: always safe to repeat.
+    Read,
+    /// A write the server deduplicates by this key.
+    Keyed(IdempotencyKey),
+    /// A write the server does not deduplicate: repeated only when the first surely did not run.
+    Unkeyed,
+}
+
+/// A success answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// A client of one strata endpoint. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+}
+
+impl Client {
+    /// A builder for the endpoint at `base`, e.g. `http://127.0.0.1:3000` (`strata serve`).
+    pub fn builder(base: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base.into(),
+            token: None,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    // §1 Key/value store.
+
+    /// `GET /kv/keys/{key}`; `404 key_not_found` when absent.
+    pub async fn get(&self, key: &str) -> Result<KvItem, Error> {
+        let path = format!("/kv/keys/{}", segment(key));
+        decode(self.call(Method::GET, &path, None, Kind::Read).await?)
+    }
+
+    /// `PUT /kv/keys/{key}`. Not deduplicated by the server: a `503` or a lost answer is returned as
+    /// [`Outcome::Unknown`], not retried.
+    pub async fn put(&self, key: &str, value: &str) -> Result<KvItem, Error> {
+        let path = format!("/kv/keys/{}", segment(key));
+        let body = json(&types::KvWrite { value })?;
+        decode(
+            self.call(Method::PUT, &path, Some(body), Kind::Unkeyed)
+                .await?,
+        )
+    }
+
+    /// `DELETE /kv/keys/{key}`; retried like [`Client::put`].
+    pub async fn delete(&self, key: &str) -> Result<KvDeleted, Error> {
+        let path = format!("/kv/keys/{}", segment(key));
+        decode(
+            self.call(Method::DELETE, &path, None, Kind::Unkeyed)
+                .await?,
+        )
+    }
+
+    // §4 Counters.
+
+    /// `POST /increment` with a new `Idempotency-Key`: counted once however often it is retried.
+    pub async fn increment(&self, key: &str, value: u64) -> Result<Counted, Error> {
+        self.increment_with_key(key, value, &IdempotencyKey::generate())
+            .await
+    }
+
+    /// `POST /increment` with the caller's key: a later call with the same key and body (within the
+    /// retention) counts nothing more and answers as the first did.
+    pub async fn increment_with_key(
+        &self,
+        key: &str,
+        value: u64,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Counted, Error> {
+        let body = json(&types::Increment { key, value })?;
+        let kind = Kind::Keyed(idempotency_key.clone());
+        let answer = self
+            .call(Method::POST, "/increment", Some(body), kind)
+            .await?;
+        if answer.status == 202 {
+            let a: types::CounterAccepted = decode(answer)?;
+            Ok(Counted::Accepted {
+                key: a.key,
+                accepted: a.accepted,
+            })
+        } else {
+            let t: types::CounterTotalAfter = decode(answer)?;
+            Ok(Counted::Total {
+                key: t.key,
+                total: t.value,
+            })
+        }
+    }
+
+    /// `GET /increment/{key}`: the total folded so far; `404 counter_not_found` if never counted.
+    pub async fn counter(&self, key: &str) -> Result<u64, Error> {
+        let path = format!("/increment/{}", segment(key));
+        let answer = self.call(Method::GET, &path, None, Kind::Read).await?;
+        let status = answer.status;
+        let totals: std::collections::BTreeMap<String, u64> = decode(answer)?;
+        totals
+            .get(key)
+            .copied()
+            .ok_or_else(|| Error::UnexpectedAnswer {
+                status,
+                message: format!("no total for {key:?}"),
+            })
+    }
+
+    // §2 Stock certificates.
+
+    /// `PUT /share-classes/{class}` with a new `Idempotency-Key`.
+    pub async fn set_share_class(&self, class: &str, authorized: u64) -> Result<ShareClass, Error> {
+        let path = format!("/share-classes/{}", segment(class));
+        let body = json(&types::ShareClassWrite { authorized })?;
+        let kind = Kind::Keyed(IdempotencyKey::generate());
+        decode(self.call(Method::PUT, &path, Some(body), kind).await?)
+    }
+
+    /// `GET /share-classes/{class}`.
+    pub async fn share_class(&self, class: &str) -> Result<ShareClass, Error> {
+        let path = format!("/share-classes/{}", segment(class));
+        decode(self.call(Method::GET, &path, None, Kind::Read).await?)
+    }
+
+    /// `POST /certificates` with a new `Idempotency-Key`: issued exactly once.
+    pub async fn issue_certificate(&self, issue: &CertificateIssue) -> Result<Certificate, Error> {
+        self.issue_certificate_with_key(issue, &IdempotencyKey::generate())
+            .await
+    }
+
+    /// `POST /certificates` with the caller's key: a later call with it returns the same certificate.
+    pub async fn issue_certificate_with_key(
+        &self,
+        issue: &CertificateIssue,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Certificate, Error> {
+        let body = json(issue)?;
+        let kind = Kind::Keyed(idempotency_key.clone());
+        decode(
+            self.call(Method::POST, "/certificates", Some(body), kind)
+                .await?,
+        )
+    }
+
+    /// `GET /certificates/{id}`.
+    pub async fn certificate(&self, id: &str) -> Result<Certificate, Error> {
+        let path = format!("/certificates/{}", segment(id));
+        decode(self.call(Method::GET, &path, None, Kind::Read).await?)
+    }
+
+    /// `GET /certificates?class=…&after=…&limit=…`.
+    pub async fn certificates(
+        &self,
+        class: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<CertificatePage, Error> {
+        let path = format!(
+            "/certificates?class={}&after={after}&limit={limit}",
+            segment(class)
+        );
+        decode(self.call(Method::GET, &path, None, Kind::Read).await?)
+    }
+
+    // §3 Widgets.
+
+    /// `POST /widgets` with a new `Idempotency-Key`.
+    pub async fn create_widget(&self, widget: &NewWidget) -> Result<Widget, Error> {
+        let body = json(widget)?;
+        let kind = Kind::Keyed(IdempotencyKey::generate());
+        decode(
+            self.call(Method::POST, "/widgets", Some(body), kind)
+                .await?,
+        )
+    }
+
+    /// `GET /widgets/{serial}`.
+    pub async fn widget(&self, serial: &str) -> Result<Widget, Error> {
+        let path = format!("/widgets/{}", segment(serial));
+        decode(self.call(Method::GET, &path, None, Kind::Read).await?)
+    }
+
+    /// `DELETE /widgets/{serial}` (`204`). Not deduplicated: retried like [`Client::put`].
+    pub async fn delete_widget(&self, serial: &str) -> Result<(), Error> {
+        let path = format!("/widgets/{}", segment(serial));
+        self.call(Method::DELETE, &path, None, Kind::Unkeyed)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /widgets/{serial}/associations` with a new `Idempotency-Key`.
+    pub async fn associate(
+        &self,
+        serial: &str,
+        peer: &str,
+        port: &str,
+    ) -> Result<Association, Error> {
+        let path = format!("/widgets/{}/associations", segment(serial));
+        let body = json(&types::AssociationWrite { peer, port })?;
+        let kind = Kind::Keyed(IdempotencyKey::generate());
+        decode(self.call(Method::POST, &path, Some(body), kind).await?)
+    }
+
+    /// `DELETE /widgets/{serial}/associations/{port}/{peer}` (`204`); retried like [`Client::put`].
+    pub async fn dissociate(&self, serial: &str, port: &str, peer: &str) -> Result<(), Error> {
+        let path = format!(
+            "/widgets/{}/associations/{}/{}",
+            segment(serial),
+            segment(port),
+            segment(peer)
+        );
+        self.call(Method::DELETE, &path, None, Kind::Unkeyed)
+            .await
+            .map(drop)
+    }
+
+    /// Sends the request until it succeeds, fails for good, or the retry budget is spent.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        kind: Kind,
+    ) -> Result<Answer, Error> {
+        let url = format!("{}{path}", self.base);
+        let start = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Kind::Keyed(key) = &kind {
+                request = request.header("idempotency-key", key.as_str());
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let failure = match send(request).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Answer(error)) => {
+                    let (retry, outcome) = judge_answer(&kind, &error);
+                    let wait = error.retry_after;
+                    let error = Error::Api {
+                        error: Box::new(error),
+                        outcome,
+                        attempts,
+                    };
+                    (retry, wait, error)
+                }
+                Err(Failure::Transport(source)) => {
+                    // A request that never connected was not sent; any other may have run.
+                    let sent = !source.is_connect() && !source.is_builder();
+                    let outcome = if sent && !matches!(kind, Kind::Read) {
+                        Outcome::Unknown
+                    } else {
+                        Outcome::NothingWritten
+                    };
+                    let retry = !source.is_builder() && (!sent || !matches!(kind, Kind::Unkeyed));
+                    let error = Error::Transport {
+                        source,
+                        outcome,
+                        attempts,
+                    };
+                    (retry, None, error)
+                }
+            };
+            let (retry, retry_after, error) = failure;
+            if !retry {
+                return Err(error);
+            }
+            match self.pause(attempts, start, retry_after) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// The wait before the next attempt, or `None` when the budget does not allow one.
+    fn pause(
+        &self,
+        attempts: u32,
+        start: Instant,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if attempts >= self.retry.max_attempts {
+            return None;
+        }
+        let wait = retry_after.unwrap_or_else(|| backoff(self.retry.base_backoff, attempts));
+        (start.elapsed() + wait <= self.retry.max_total).then_some(wait)
+    }
+}
+
+/// Whether an error answer may be retried, and what it says about the data.
+fn judge_answer(kind: &Kind, error: &ApiError) -> (bool, Outcome) {
+    let keyed = matches!(kind, Kind::Keyed(_));
+    if error.in_progress() {
+        // Only a keyed request can get it; the first request with the key is still running.
+        return (keyed, Outcome::Unknown);
+    }
+    if error.busy() {
+        if error.nothing_ran() || matches!(kind, Kind::Read) {
+            return (true, Outcome::NothingWritten);
+        }
+        return (keyed, Outcome::Unknown);
+    }
+    if error.status < 500 || matches!(kind, Kind::Read) {
+        // A 4xx wrote nothing (CONTRACT.md, "Errors").
+        return (false, Outcome::NothingWritten);
+    }
+    (false, Outcome::Unknown)
+}
+
+/// 100 ms, 200 ms, … up to 2 s, each less a random part of up to a half, so that clients that failed
+/// together do not retry together.
+fn backoff(base: Duration, attempts: u32) -> Duration {
+    let full = base
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(Duration::from_secs(2));
+    let jitter = uuid::Uuid::new_v4().as_u128() % 1000;
+    full - full.mul_f64(jitter as f64 / 2000.0)
+}
+
+enum Failure {
+    Answer(ApiError),
+    Transport(reqwest::Error),
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<Answer, Failure> {
+    let response = request.send().await.map_err(Failure::Transport)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // A body cut short is an answer lost after the request ran.
+    let body = response.bytes().await.map_err(Failure::Transport)?.to_vec();
+    if (200..300).contains(&status) {
+        Ok(Answer { status, body })
+    } else {
+        Err(Failure::Answer(ApiError::from_answer(
+            status,
+            &body,
+            retry_after,
+        )))
+    }
+}
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+fn json<T: Serialize>(body: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(body).map_err(|e| Error::InvalidRequest(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, Error> {
+    serde_json::from_slice(&answer.body).map_err(|e| Error::UnexpectedAnswer {
+        status: answer.status,
+        message: e.to_string(),
+    })
+}
