@@ -110,7 +110,7 @@ pub(crate) fn no_retries() -> aws_sdk_dynamodb::config::Builder {
 }
 
 /// A number in `0.0..1.0` for jitter, from the clock's nanoseconds (no generator worth a dependency here).
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

@@ -29,7 +29,9 @@ pub(crate) const PORTS: &str = "ports";
 pub(crate) const VERSION: &str = "ver";
 /// The token of the put that created the widget.
 pub(crate) const CREATED_BY: &str = "by";
-const ATTEMPTS: u32 = 6;
+/// Tries of a write that races others on the same widgets. Sixteen clients churning a few widgets made
+/// a delete lose six races in a row now and then.
+const ATTEMPTS: u32 = 10;
 
 pub(crate) fn capacity_attr(port: Port) -> String {
     format!("c{}", port.as_str())
@@ -189,8 +191,10 @@ impl DynamoWidgets {
     }
 }
 
+/// 5, 10, 20, … ms up to 160, each half of it jittered: racers that lost together do not retry together.
 async fn back_off(attempt: u32) {
-    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+    let base = Duration::from_millis(5 << attempt.min(5));
+    tokio::time::sleep(base / 2 + base.mul_f64(crate::send::jitter() / 2.0)).await;
 }
 
 #[async_trait]
