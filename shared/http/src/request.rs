@@ -64,12 +64,13 @@ pub fn body<T: DeserializeOwned + ToSchema + 'static>(req: &Request) -> Result<T
             object.check(&field.name, field.expect)?;
         }
     }
-    // The checks above are what `T` reads; a type whose schema says otherwise is a fault of the code.
+    // A field the checks leave to `Deserialize` (a boolean, an object) is still the client's input: a
+    // value it refuses is a bad request, never a 500.
     serde_json::from_value(Value::Object(object.0)).map_err(|e| {
-        Error::internal(format!(
-            "the body passed the schema of {} but not its type: {e}",
-            T::name()
-        ))
+        Error::invalid(
+            "invalid_json",
+            format!("the request body does not fit {}: {e}", T::name()),
+        )
     })
 }
 
@@ -395,6 +396,20 @@ mod tests {
         #[schema(schema_with = one_to_ten)]
         count: u64,
         tags: Vec<String>,
+    }
+
+    /// A body with a field the schema checks leave to `Deserialize`.
+    #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+    struct WithFlag {
+        #[allow(dead_code)]
+        flag: bool,
+    }
+
+    #[test]
+    fn a_field_left_to_deserialize_refuses_bad_input_as_a_bad_request() {
+        let e = super::body::<WithFlag>(&req(r#"{"flag":"yes"}"#)).unwrap_err();
+        assert_eq!((e.kind, e.code.as_ref()), (Kind::Invalid, "invalid_json"));
+        assert!(e.message.contains("WithFlag"), "{}", e.message);
     }
 
     fn sample(body: &str) -> Result<Sample, Error> {
