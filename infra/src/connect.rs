@@ -20,9 +20,10 @@ use http::HeaderValue;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -33,6 +34,14 @@ pub const SIGV4_SERVICE: &str = "execute-api";
 
 /// The reply that accepts `AUTH`.
 const OK: &str = "{\"status\": \"Ok\"}";
+
+/// The longest reply line taken from a server: strata's longest reply (a `GET` of the largest value,
+/// every byte escaped). A longer one ends the session.
+pub const MAX_REPLY_LINE: usize = strata_core::kv::line::MAX_ONE_REPLY_BYTES;
+
+fn too_long() -> Failure {
+    format!("the server's reply is longer than {MAX_REPLY_LINE} bytes").into()
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
@@ -205,8 +214,14 @@ impl Link {
                     (None, None) => {}
                 }
                 let connector = url.starts_with("wss://").then(tls).transpose()?;
+                let limits = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_REPLY_LINE))
+                    .max_frame_size(Some(MAX_REPLY_LINE));
                 let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
-                    request, None, true, connector,
+                    request,
+                    Some(limits),
+                    true,
+                    connector,
                 )
                 .await
                 .map_err(|e| upgrade_failure(url, e))?;
@@ -221,8 +236,13 @@ impl Link {
             Self::Tcp { reader, writer } => {
                 writer.write_all(&[command, b"\n"].concat()).await?;
                 let mut reply = Vec::new();
-                if reader.read_until(b'\n', &mut reply).await? == 0 {
+                // A server that never ends its line must not make this process hold it all.
+                let mut bounded = (&mut *reader).take(MAX_REPLY_LINE as u64 + 1);
+                if bounded.read_until(b'\n', &mut reply).await? == 0 {
                     return Err("the server closed the connection before replying".into());
+                }
+                if !reply.ends_with(b"\n") && reply.len() > MAX_REPLY_LINE {
+                    return Err(too_long());
                 }
                 let reply = String::from_utf8_lossy(&reply);
                 Ok(reply.trim_end_matches(['\n', '\r']).to_owned())
@@ -236,7 +256,11 @@ impl Link {
                 };
                 socket.send(message).await?;
                 loop {
-                    match socket.next().await.transpose()? {
+                    let next = socket.next().await.transpose().map_err(|e| match e {
+                        tungstenite::Error::Capacity(_) => too_long(),
+                        e => e.into(),
+                    })?;
+                    match next {
                         Some(Message::Text(reply)) => return Ok(reply.to_string()),
                         Some(Message::Binary(reply)) => {
                             return Ok(String::from_utf8_lossy(&reply).into_owned());

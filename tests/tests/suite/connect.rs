@@ -92,6 +92,38 @@ fn protected() -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
+/// A server that answers with a line that never ends is cut off at `MAX_REPLY_LINE` bytes: `strata
+/// connect` says so and exits 1, holding no more than that.
+#[tokio::test]
+async fn connect_refuses_a_reply_line_longer_than_any_strata_sends() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let endless = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        // Until the client hangs up; the bytes sent are the proof it read no more than the cap.
+        let mut sent = 0usize;
+        while stream.write_all(&chunk).await.is_ok() {
+            sent += chunk.len();
+            if sent > 64 * strata::connect::MAX_REPLY_LINE {
+                break;
+            }
+        }
+        sent
+    });
+    let run = connect(&[&address], &[], "GET a\n").await;
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "longer than {} bytes",
+            strata::connect::MAX_REPLY_LINE
+        )),
+        "{run:?}"
+    );
+    let sent = endless.await.unwrap();
+    assert!(sent <= 64 * strata::connect::MAX_REPLY_LINE, "{sent}");
+}
+
 #[tokio::test]
 async fn connect_pipes_a_session_over_tcp_with_auth() {
     let (server, _dir) = protected();
