@@ -56,7 +56,8 @@ struct Endpoint {
         default_value = "http://127.0.0.1:3000"
     )]
     endpoint: String,
-    /// The local server's `--auth-token`, sent as `Authorization: Bearer`.
+    /// Sent as `Authorization: Bearer`: the local server's `--auth-token`, or a JWT for a stack deployed
+    /// with `AuthMode=jwt`.
     #[arg(long, global = true, env = "STRATA_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// Requests per call, the first included (1: never retry); retries stay within 30 s.
