@@ -1,11 +1,12 @@
 //! The `strata` command line. `main.rs` only calls [`main`], which prints a failure as one line on stderr
-//! and exits with status 1.
+//! and exits with status 1 (`strata call` has statuses of its own).
 //!
 //! - `strata serve`: the whole API (and the key/value line protocol) on this machine.
 //! - `strata bench`: measures a running server (from the `strata-bench` crate).
 //! - `strata widgets load`: creates many widgets in the embedded store (`strata-bench`).
 //! - `strata export`, `strata import`, `strata backup`: records to and from a file, a copy of a store
 //!   ([`crate::transfer`]).
+//! - `strata call`: one call of the HTTP API through `strata-client` ([`crate::call`]).
 //! - `strata connect`: the line protocol from a terminal or a pipe, over TCP or a WebSocket
 //!   ([`crate::connect`]).
 //! - `strata dynamodb-local`: runs DynamoDB Local for `--store dynamodb`, with strata's tables.
@@ -63,6 +64,9 @@ enum Command {
     /// Send key/value line-protocol commands from a terminal or a pipe, one reply a line: over TCP, the
     /// local server's WebSocket, or a deployed stack's (SigV4-signed) WebSocket.
     Connect(crate::connect::ConnectArgs),
+    /// Call the HTTP API once (through strata-client, with its retries): the answer's JSON on stdout, an
+    /// error's on stderr, and an exit status that says whether anything was written.
+    Call(crate::call::CallArgs),
     /// Run DynamoDB Local in the foreground (installing it on first use) and create strata's tables in it.
     DynamodbLocal {
         #[arg(long, default_value_t = 8000)]
@@ -349,9 +353,18 @@ fn quiet_store(spec: &str) -> String {
 }
 
 /// Parses the command line and runs it. A failure is one line on stderr, its message (not its `Debug`
-/// form), and exit status 1; a wrong argument is clap's message and status 2.
+/// form), and exit status 1; a wrong argument is clap's message and status 2 (64 under `strata call`,
+/// which runs on its own and has its own statuses).
 pub fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return crate::call::parse_failed(e),
+    };
+    // Its own exit statuses and output, and no logging.
+    if let Command::Call(args) = cli.command {
+        return crate::call::main(args);
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: {e}");
@@ -375,6 +388,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     match cli.command {
         Command::Connect(args) => crate::connect::connect(args).await,
+        Command::Call(_) => unreachable!("main runs strata call"),
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => strata_bench::command(args).await.map_err(|e| e as _),
         Command::Export(args) => crate::transfer::export(args).await,

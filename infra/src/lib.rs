@@ -27,6 +27,8 @@
 //!   creates the template's tables in any DynamoDB endpoint.
 //! - [`connect`]: `strata connect`, the line protocol's client: TCP (with `AUTH`), the local WebSocket
 //!   (bearer token), a deployed stack's WebSocket (SigV4-signed upgrade); a terminal or a pipe.
+//! - [`call`]: `strata call`, one call of the HTTP API through `strata-client`: the answer's JSON on stdout,
+//!   an error's on stderr, an exit status by what the error says about the data.
 //! - [`transfer`]: `strata export`, `import` and `backup`, with progress; `GET /admin/export`, a running
 //!   server's snapshot.
 //! - [`cli`]: the command line (`strata serve`, with the task that folds the counter log on
@@ -38,6 +40,7 @@
 
 pub mod auth;
 pub mod browser;
+pub mod call;
 pub mod cli;
 pub mod connect;
 pub mod dynamodb_local;

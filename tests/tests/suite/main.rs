@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod call;
 mod callers;
 mod certificates_contract;
 mod certificates_faults;
