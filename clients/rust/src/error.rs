@@ -136,6 +136,10 @@ pub enum Error {
     /// The base URL or a header value cannot make a request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request could not be authenticated: SigV4 without credentials or without a region, or two
+    /// ways of authenticating at once. Nothing was sent.
+    #[error("cannot authenticate the request: {0}")]
+    Auth(String),
 }
 
 impl Error {
@@ -167,8 +171,14 @@ impl Error {
         match self {
             Self::Api { outcome, .. } | Self::Transport { outcome, .. } => *outcome,
             Self::UnexpectedAnswer { .. } => Outcome::Unknown,
-            Self::InvalidRequest(_) => Outcome::NothingWritten,
+            Self::InvalidRequest(_) | Self::Auth(_) => Outcome::NothingWritten,
         }
+    }
+
+    /// A commit's `409 conflict`: a key the transaction read changed since it read it; nothing was
+    /// written and the transaction is over.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409) && self.code() == Some("conflict")
     }
 
     /// How many requests the call sent (0 when none could be built).
