@@ -4,11 +4,13 @@
 use crate::Error;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
-/// Credentials resolved once per call; each attempt is signed with them at its own time.
-#[cfg(feature = "sigv4")]
-pub(crate) type Prepared = Option<aws_credential_types::Credentials>;
-#[cfg(not(feature = "sigv4"))]
-pub(crate) type Prepared = ();
+/// What every attempt of one call needs: the SigV4 credentials, resolved once per call (each attempt is
+/// signed with them at its own time).
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    #[cfg(feature = "sigv4")]
+    credentials: Option<aws_credential_types::Credentials>,
+}
 
 #[derive(Clone)]
 pub(crate) enum Auth {
@@ -45,11 +47,10 @@ impl Auth {
     pub async fn prepare(&self) -> Result<Prepared, Error> {
         match self {
             #[cfg(feature = "sigv4")]
-            Self::SigV4(signer) => Ok(Some(signer.credentials().await?)),
-            #[cfg(feature = "sigv4")]
-            _ => Ok(None),
-            #[cfg(not(feature = "sigv4"))]
-            _ => Ok(()),
+            Self::SigV4(signer) => Ok(Prepared {
+                credentials: Some(signer.credentials().await?),
+            }),
+            _ => Ok(Prepared::default()),
         }
     }
 
@@ -63,6 +64,7 @@ impl Auth {
             #[cfg(feature = "sigv4")]
             Self::SigV4(signer) => {
                 let credentials = prepared
+                    .credentials
                     .clone()
                     .ok_or_else(|| Error::Auth("no credentials were resolved".to_owned()))?;
                 signer.sign(request, credentials, std::time::SystemTime::now())?;
