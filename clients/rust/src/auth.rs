@@ -35,9 +35,13 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// `Authorization: Bearer TOKEN`, checked before any request is made.
     pub fn bearer(token: &str) -> Result<Self, Error> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            Error::Auth("a bearer token is visible ASCII characters only".to_owned())
-        })?;
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Auth(
+                "a bearer token is one or more visible ASCII characters".to_owned(),
+            ));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| Error::Auth(format!("a bearer token: {e}")))?;
         value.set_sensitive(true);
         Ok(Self::Bearer(value))
     }

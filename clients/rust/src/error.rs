@@ -94,6 +94,17 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    /// `404 key_not_found: …`, or `403: …` for an answer without a code (API Gateway's own).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.code.is_empty() {
+            write!(f, "{}: {}", self.status, self.message)
+        } else {
+            write!(f, "{} {}: {}", self.status, self.code, self.message)
+        }
+    }
+}
+
 fn take_string(map: &mut Map<String, Value>, name: &str) -> String {
     match map.remove(name) {
         Some(Value::String(s)) => s,
@@ -105,7 +116,7 @@ fn take_string(map: &mut Map<String, Value>, name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// strata answered with an error.
-    #[error("{} {}: {}", .error.status, .error.code, .error.message)]
+    #[error("{error}")]
     Api {
         /// The answer (boxed: it is the largest variant by far).
         error: Box<ApiError>,

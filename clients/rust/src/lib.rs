@@ -326,6 +326,11 @@ impl ClientBuilder {
         }
         let url = reqwest::Url::parse(&base)
             .map_err(|e| Error::InvalidRequest(format!("the base URL {base:?}: {e}")))?;
+        if cfg!(not(feature = "tls")) && url.scheme() == "https" {
+            return Err(Error::InvalidRequest(
+                "https:// needs strata-client's feature tls".to_owned(),
+            ));
+        }
         let auth = match self.bearer {
             Some(token) => Auth::bearer(&token.0)?,
             None => Auth::None,

@@ -37,6 +37,7 @@ impl Transaction {
 
     /// `GET /kv/transactions/{id}/keys/{key}`: the transaction's own write first, else the store (and
     /// the key is then validated at commit). `404 key_not_found` when absent or deleted by the
+    /// transaction. On a stack deployed with `AuthMode=jwt` it needs the write scope, as it changes the
     /// transaction.
     pub async fn get(&self, key: &str) -> Result<TxItem, Error> {
         let path = self.path(&format!("/keys/{}", segment(key)));

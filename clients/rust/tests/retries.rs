@@ -119,6 +119,10 @@ async fn an_error_answer_is_typed_with_its_code_message_status_and_fields() {
     let api = error.api().unwrap();
     assert_eq!(api.message, "class CS has 10 shares left");
     assert_eq!(api.detail_u64("remaining"), Some(10));
+    assert_eq!(
+        error.to_string(),
+        "409 insufficient_shares: class CS has 10 shares left"
+    );
     assert_eq!(error.outcome(), Outcome::NothingWritten);
     // A 4xx is final.
     assert_eq!(error.attempts(), 1);
@@ -132,6 +136,7 @@ async fn an_answer_not_in_strata_shape_keeps_its_message() {
     let api = error.api().unwrap();
     assert_eq!((api.status, api.code.as_str()), (403, ""));
     assert_eq!(api.message, "Forbidden");
+    assert_eq!(error.to_string(), "403: Forbidden");
 }
 
 #[tokio::test]
@@ -416,10 +421,12 @@ async fn commands_of_only_gets_are_retried_and_writes_are_not() {
 }
 
 #[tokio::test]
-async fn a_token_with_a_line_break_is_refused_at_build() {
-    let error = Client::builder("http://127.0.0.1:9")
-        .jwt("a\nb")
-        .build()
-        .unwrap_err();
-    assert!(matches!(error, Error::Auth(_)), "{error:?}");
+async fn a_token_that_is_not_visible_ascii_is_refused_at_build() {
+    for token in ["a\nb", "has space", ""] {
+        let error = Client::builder("http://127.0.0.1:9")
+            .jwt(token)
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, Error::Auth(_)), "{token:?}: {error:?}");
+    }
 }
