@@ -23,6 +23,8 @@
 //!   and every invariant of the contract checked over everything acknowledged so far. The rounds are in
 //!   `crash/mod.rs`; each service's clients and their check in a file of their own (`kv`, `certificates`,
 //!   `widgets`, `counters`), beside the checking HTTP client (`http`) and the report (`report`).
+//! - [`sigv4`]: API Gateway's check of a SigV4 signature (`execute-api`), for the tests that play its part:
+//!   `strata connect`'s WebSocket upgrade, and `strata-client`'s signed requests.
 //! - [`template`]: `template.yaml`'s intrinsic functions (`!Ref`, `!GetAtt`, `!If`) read out of its YAML.
 //! - [`events`]: the recorded event files of `infra/events/`, one per function.
 //!
@@ -40,6 +42,7 @@ pub mod fault_proxy;
 pub mod fixture;
 pub mod recorder;
 pub mod server;
+pub mod sigv4;
 pub mod streams;
 pub mod template;
 

@@ -94,6 +94,17 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    /// `404 key_not_found: …`, or `403: …` for an answer without a code (API Gateway's own).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.code.is_empty() {
+            write!(f, "{}: {}", self.status, self.message)
+        } else {
+            write!(f, "{} {}: {}", self.status, self.code, self.message)
+        }
+    }
+}
+
 fn take_string(map: &mut Map<String, Value>, name: &str) -> String {
     match map.remove(name) {
         Some(Value::String(s)) => s,
@@ -105,7 +116,7 @@ fn take_string(map: &mut Map<String, Value>, name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// strata answered with an error.
-    #[error("{} {}: {}", .error.status, .error.code, .error.message)]
+    #[error("{error}")]
     Api {
         /// The answer (boxed: it is the largest variant by far).
         error: Box<ApiError>,
@@ -136,6 +147,10 @@ pub enum Error {
     /// The base URL or a header value cannot make a request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request could not be authenticated: SigV4 without credentials or without a region, or two
+    /// ways of authenticating at once. Nothing was sent.
+    #[error("cannot authenticate the request: {0}")]
+    Auth(String),
 }
 
 impl Error {
@@ -167,8 +182,14 @@ impl Error {
         match self {
             Self::Api { outcome, .. } | Self::Transport { outcome, .. } => *outcome,
             Self::UnexpectedAnswer { .. } => Outcome::Unknown,
-            Self::InvalidRequest(_) => Outcome::NothingWritten,
+            Self::InvalidRequest(_) | Self::Auth(_) => Outcome::NothingWritten,
         }
+    }
+
+    /// A commit's `409 conflict`: a key the transaction read changed since it read it; nothing was
+    /// written and the transaction is over.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409) && self.code() == Some("conflict")
     }
 
     /// How many requests the call sent (0 when none could be built).

@@ -119,6 +119,10 @@ async fn an_error_answer_is_typed_with_its_code_message_status_and_fields() {
     let api = error.api().unwrap();
     assert_eq!(api.message, "class CS has 10 shares left");
     assert_eq!(api.detail_u64("remaining"), Some(10));
+    assert_eq!(
+        error.to_string(),
+        "409 insufficient_shares: class CS has 10 shares left"
+    );
     assert_eq!(error.outcome(), Outcome::NothingWritten);
     // A 4xx is final.
     assert_eq!(error.attempts(), 1);
@@ -132,6 +136,7 @@ async fn an_answer_not_in_strata_shape_keeps_its_message() {
     let api = error.api().unwrap();
     assert_eq!((api.status, api.code.as_str()), (403, ""));
     assert_eq!(api.message, "Forbidden");
+    assert_eq!(error.to_string(), "403: Forbidden");
 }
 
 #[tokio::test]
@@ -283,4 +288,145 @@ async fn a_request_that_cannot_connect_wrote_nothing() {
     assert_eq!(error.outcome(), Outcome::NothingWritten);
     // Never sent, so retried even though `PUT` is not deduplicated.
     assert_eq!(error.attempts(), 2);
+}
+
+const BEGUN: &str =
+    r#"{"id":"0123456789abcdef0123456789abcdef","expires_at":"2026-11-23T05:00:00.123Z"}"#;
+const COMMITTED: &str = r#"{"id":"0123456789abcdef0123456789abcdef","committed":true,"writes":0}"#;
+const TX_PATH: &str = "/kv/transactions/0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn a_transaction_runs_again_after_a_conflict_and_its_commit_is_keyed() {
+    let (client, script) = server(&[
+        (201, None, BEGUN),
+        (
+            409,
+            None,
+            r#"{"error":{"code":"conflict","message":"key a changed","key":"a"}}"#,
+        ),
+        (201, None, BEGUN),
+        (200, None, COMMITTED),
+    ])
+    .await;
+    let mut runs = 0;
+    let value: Result<u32, Error> = client
+        .transaction(|_tx| {
+            runs += 1;
+            let run = runs;
+            async move { Ok(run) }
+        })
+        .await;
+    assert_eq!(value.unwrap(), 2);
+    let seen = seen(&script);
+    let paths: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str()))
+        .collect();
+    let commit = format!("{TX_PATH}/commit");
+    assert_eq!(
+        paths,
+        [
+            ("POST", "/kv/transactions"),
+            ("POST", commit.as_str()),
+            ("POST", "/kv/transactions"),
+            ("POST", commit.as_str()),
+        ]
+    );
+    assert!(seen.iter().all(|s| s.idempotency_key.is_some()));
+}
+
+#[tokio::test]
+async fn a_commit_whose_outcome_is_unknown_is_not_run_again() {
+    let (client, script) = server(&[
+        (201, None, BEGUN),
+        (503, Some("0"), UNAVAILABLE),
+        (
+            404,
+            None,
+            r#"{"error":{"code":"transaction_not_found","message":"no such transaction"}}"#,
+        ),
+    ])
+    .await;
+    let mut runs = 0;
+    let error = client
+        .transaction(|_tx| {
+            runs += 1;
+            async { Ok::<_, Error>(()) }
+        })
+        .await
+        .unwrap_err();
+    // The retried commit found the transaction gone: it may have committed the first time.
+    assert_eq!(error.code(), Some("transaction_not_found"));
+    assert_eq!(error.outcome(), Outcome::Unknown);
+    assert_eq!(runs, 1);
+    let seen = seen(&script);
+    assert_eq!(seen.len(), 3);
+    // The same commit, with the same key.
+    assert_eq!(seen[1].idempotency_key, seen[2].idempotency_key);
+}
+
+#[tokio::test]
+async fn a_closure_error_rolls_the_transaction_back() {
+    let (client, script) = server(&[
+        (201, None, BEGUN),
+        (
+            200,
+            None,
+            r#"{"id":"0123456789abcdef0123456789abcdef","rolled_back":true}"#,
+        ),
+    ])
+    .await;
+    let error = client
+        .transaction(|_tx| async { Err::<(), _>(Error::InvalidRequest("changed my mind".into())) })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
+    let seen = seen(&script);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].path, format!("{TX_PATH}/rollback"));
+}
+
+#[tokio::test]
+async fn a_buffered_transaction_write_is_retried() {
+    let (client, script) = server(&[
+        (503, Some("0"), UNAVAILABLE),
+        (200, None, r#"{"key":"a","value":"1"}"#),
+    ])
+    .await;
+    let tx = client.resume_transaction("0123456789abcdef0123456789abcdef");
+    assert_eq!(tx.put("a", "1").await.unwrap().value, "1");
+    let seen = seen(&script);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].path, format!("{TX_PATH}/keys/a"));
+    assert_eq!(seen[1].body, seen[0].body);
+}
+
+#[tokio::test]
+async fn commands_of_only_gets_are_retried_and_writes_are_not() {
+    let (client, script) = server(&[
+        (503, Some("0"), UNAVAILABLE),
+        (200, None, "{\"status\": \"Ok\", \"result\": \"1\"}\n"),
+    ])
+    .await;
+    let replies = client.commands("GET a\n\n  get b").await.unwrap();
+    assert_eq!(replies, "{\"status\": \"Ok\", \"result\": \"1\"}\n");
+    assert_eq!(seen(&script).len(), 2);
+
+    let (client, script) = server(&[(503, Some("0"), UNAVAILABLE)]).await;
+    let error = client.commands("GET a\nPUT a 2\n").await.unwrap_err();
+    assert_eq!(error.outcome(), Outcome::Unknown);
+    let seen = seen(&script);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, "GET a\nPUT a 2\n");
+}
+
+#[tokio::test]
+async fn a_token_that_is_not_visible_ascii_is_refused_at_build() {
+    for token in ["a\nb", "has space", ""] {
+        let error = Client::builder("http://127.0.0.1:9")
+            .jwt(token)
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, Error::Auth(_)), "{token:?}: {error:?}");
+    }
 }

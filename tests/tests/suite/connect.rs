@@ -9,10 +9,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strata_core::Stores;
 use strata_tests::fixture::Fixture;
 use strata_tests::server::Server;
+use strata_tests::sigv4::{self, ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -196,11 +197,6 @@ async fn connect_pipes_a_session_over_the_local_websocket_with_the_token() {
     assert_eq!(run.stdout, "", "{run:?}");
 }
 
-const ACCESS_KEY: &str = "AKIDCONNECTTEST";
-const SECRET_KEY: &str = "connect/test/secret/key";
-const SESSION_TOKEN: &str = "connect-test-session-token";
-const REGION: &str = "eu-west-3";
-
 /// The credentials `strata connect` finds in the standard chain (the environment first; nothing else is
 /// looked up).
 fn aws_env(secret: &str) -> Vec<(&str, &str)> {
@@ -217,107 +213,10 @@ fn aws_env(secret: &str) -> Vec<(&str, &str)> {
     ]
 }
 
-/// Seconds since the epoch of an `X-Amz-Date` (`YYYYMMDDTHHMMSSZ`).
-fn amz_date(text: &str) -> Option<SystemTime> {
-    let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    if text.len() != 16 || &text[8..9] != "T" || &text[15..] != "Z" {
-        return None;
-    }
-    let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
-    let (hh, mm, ss) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
-}
-
-/// What API Gateway checks of a signed `$connect`: the `Authorization` header is recomputed from the
-/// request received (its method, path, query and the headers it says it signed) with the secret of the
-/// access key it names, for its date, the region and `execute-api`, and must be the same.
+/// What API Gateway checks of a signed `$connect` (an upgrade has no body).
 fn verify_sigv4(request: &Request) -> Result<(), String> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(format!("no {name} header"))
-    };
-    let authorization = header("authorization")?;
-    let fields = authorization
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or("not AWS4-HMAC-SHA256")?;
-    let field = |name: &str| {
-        fields
-            .split(", ")
-            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-            .ok_or(format!("no {name} in the Authorization header"))
-    };
-    let scope: Vec<&str> = field("Credential")?.split('/').collect();
-    let [key, _day, region, service, "aws4_request"] = scope.as_slice() else {
-        return Err(format!("bad credential scope {scope:?}"));
-    };
-    if (*key, *region, *service) != (ACCESS_KEY, REGION, "execute-api") {
-        return Err(format!("wrong credential scope {scope:?}"));
-    }
-    let signed: Vec<&str> = field("SignedHeaders")?.split(';').collect();
-    if !signed.contains(&"host") {
-        return Err("the Host header is not signed".into());
-    }
-    let time = amz_date(header("x-amz-date")?).ok_or("bad x-amz-date")?;
-    if header("x-amz-security-token")? != SESSION_TOKEN {
-        return Err("wrong x-amz-security-token".into());
-    }
-    // The signer adds the date and the session token itself, from the time and the credentials.
-    let mut headers = Vec::new();
-    for name in signed {
-        if name != "x-amz-date" && name != "x-amz-security-token" {
-            headers.push((name, header(name)?));
-        }
-    }
-    let credentials = aws_credential_types::Credentials::new(
-        ACCESS_KEY,
-        SECRET_KEY,
-        Some(SESSION_TOKEN.to_owned()),
-        None,
-        "gateway",
-    );
-    let identity = credentials.into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(REGION)
-        .name("execute-api")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        request.uri().to_string(),
-        headers.into_iter(),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
-    let (expected, _) = instructions.into_parts();
-    let expected = expected
-        .iter()
-        .find(|h| h.name() == "authorization")
-        .map(|h| h.value().to_owned())
-        .ok_or("no signature computed")?;
-    if expected == authorization {
-        Ok(())
-    } else {
-        Err("The request signature we calculated does not match the signature you provided".into())
-    }
+    let uri = request.uri().to_string();
+    sigv4::verify(request.method().as_str(), &uri, request.headers(), &[])
 }
 
 /// An API Gateway WebSocket event of `function`'s file for this connection, with this message body.

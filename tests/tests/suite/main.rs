@@ -9,6 +9,7 @@ mod callers;
 mod certificates_contract;
 mod certificates_faults;
 mod client;
+mod client_auth;
 mod connect;
 mod contract;
 mod cost;
