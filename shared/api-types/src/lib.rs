@@ -1,0 +1,25 @@
+//! The bodies of strata's HTTP requests and answers, one type each, shared by the handlers (which read and
+//! write them), the OpenAPI document (built from their schemas) and the Rust client.
+//!
+//! # Layout
+//!
+//! - [`kv`]: the key/value bodies, with [`kv::tx`] those of the transactions.
+//! - [`certificates`]: share classes and certificates.
+//! - [`counters`]: increments and totals.
+//! - [`widgets`]: widgets and associations.
+//! - [`schema`]: the small schema builders the types' fields name, which the services' operations use too.
+//!
+//! Each type derives `Serialize`, `Deserialize` and utoipa's `ToSchema` (the counter total, whose one
+//! property is named by its key, writes all three by hand). Answer types deny unknown fields: their schemas
+//! say `additionalProperties: false`. The schema-only types (`KvKeyString`, `PortName`, …) are what a
+//! field's `value_type` names. The crate depends on serde and utoipa only, so a client builds without the
+//! server's stack; the limits the schemas state are copies of `strata_core`'s, which each service checks at
+//! compile time. Converting from the domain types is the services' business.
+
+#![warn(missing_docs)]
+
+pub mod certificates;
+pub mod counters;
+pub mod kv;
+pub mod schema;
+pub mod widgets;
