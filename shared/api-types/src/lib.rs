@@ -7,6 +7,7 @@
 //! - [`certificates`]: share classes and certificates.
 //! - [`counters`]: increments and totals.
 //! - [`widgets`]: widgets and associations.
+//! - [`error`]: the error JSON, `{"error": {"code", "message", ...}}`, which every operation may answer.
 //! - [`schema`]: the small schema builders the types' fields name, which the services' operations use too.
 //!
 //! Each type derives `Serialize`, `Deserialize` and utoipa's `ToSchema` (the counter total, whose one
@@ -20,6 +21,7 @@
 
 pub mod certificates;
 pub mod counters;
+pub mod error;
 pub mod kv;
 pub mod schema;
 pub mod widgets;

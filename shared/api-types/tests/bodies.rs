@@ -1,5 +1,8 @@
 //! Every body survives JSON both ways, and the answers the README shows are what the types write.
 
+// Test code: a failed `unwrap` is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -7,6 +10,7 @@ use strata_api_types::certificates::{
     Certificate, CertificateIssue, CertificatePage, ShareClass, ShareClassWrite,
 };
 use strata_api_types::counters::{CounterAccepted, CounterTotal, CounterTotalAfter, Increment};
+use strata_api_types::error::{Error, ErrorDetail};
 use strata_api_types::kv::tx::{
     TxBegin, TxBegun, TxCommitted, TxDeleted, TxItem, TxRolledBack, TxWritten,
 };
@@ -219,6 +223,24 @@ fn the_readme_examples_are_the_request_bodies() {
     let increment: Increment =
         serde_json::from_str(&spaced(r#"{"key": "hello world", "value": 20}"#)).unwrap();
     assert_eq!(increment.value, 20);
+}
+
+#[test]
+fn the_error_body_round_trips_with_its_extra_fields() {
+    let mut extra = serde_json::Map::new();
+    extra.insert("remaining".into(), 5.into());
+    round_trip(Error {
+        error: ErrorDetail {
+            code: "insufficient_shares".into(),
+            message: "only 5 shares are left".into(),
+            extra,
+        },
+    });
+    let shown: Error = readme_shows(
+        r#"{"error":{"code":"key_not_found","message":"no value is stored under key \"greeting\""}}"#,
+    );
+    assert_eq!(shown.error.code, "key_not_found");
+    assert!(shown.error.extra.is_empty());
 }
 
 #[test]
