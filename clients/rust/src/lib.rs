@@ -48,8 +48,8 @@ mod types;
 
 pub use error::{ApiError, Error, Outcome};
 pub use types::{
-    Association, Certificate, CertificateIssue, CertificatePage, Counted, KvDeleted, KvItem, Link,
-    NewWidget, ShareClass, Widget,
+    Association, Certificate, CertificateIssue, CertificatePage, Counted, FreeSlots, KvDeleted,
+    KvItem, Link, NewWidget, ShareClass, Widget,
 };
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -213,7 +213,9 @@ impl Client {
     /// [`Outcome::Unknown`], not retried.
     pub async fn put(&self, key: &str, value: &str) -> Result<KvItem, Error> {
         let path = format!("/kv/keys/{}", segment(key));
-        let body = json(&types::KvWrite { value })?;
+        let body = json(&types::KvWrite {
+            value: value.to_owned(),
+        })?;
         decode(
             self.call(Method::PUT, &path, Some(body), Kind::Unkeyed)
                 .await?,
@@ -245,7 +247,10 @@ impl Client {
         value: u64,
         idempotency_key: &IdempotencyKey,
     ) -> Result<Counted, Error> {
-        let body = json(&types::Increment { key, value })?;
+        let body = json(&types::Increment {
+            key: key.to_owned(),
+            value,
+        })?;
         let kind = Kind::Keyed(idempotency_key.clone());
         let answer = self
             .call(Method::POST, "/increment", Some(body), kind)
@@ -370,7 +375,10 @@ impl Client {
         port: &str,
     ) -> Result<Association, Error> {
         let path = format!("/widgets/{}/associations", segment(serial));
-        let body = json(&types::AssociationWrite { peer, port })?;
+        let body = json(&types::AssociationWrite {
+            peer: peer.to_owned(),
+            port: port.to_owned(),
+        })?;
         let kind = Kind::Keyed(IdempotencyKey::generate());
         decode(self.call(Method::POST, &path, Some(body), kind).await?)
     }
