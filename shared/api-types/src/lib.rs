@@ -10,12 +10,15 @@
 //! - [`error`]: the error JSON, `{"error": {"code", "message", ...}}`, which every operation may answer.
 //! - [`schema`]: the small schema builders the types' fields name, which the services' operations use too.
 //!
-//! Each type derives `Serialize`, `Deserialize` and utoipa's `ToSchema` (the counter total, whose one
-//! property is named by its key, writes all three by hand). Answer types deny unknown fields: their schemas
-//! say `additionalProperties: false`. The schema-only types (`KvKeyString`, `PortName`, …) are what a
-//! field's `value_type` names. The crate depends on serde and utoipa only, so a client builds without the
-//! server's stack; the limits the schemas state are copies of `strata_core`'s, which each service checks at
-//! compile time. Converting from the domain types is the services' business.
+//! Each type derives `Serialize`, `Deserialize` and utoipa's `ToSchema`; the counter total, whose one
+//! property is named by its key, writes all three by hand, and the error JSON its schema. Answer types deny
+//! unknown fields: their schemas say `additionalProperties: false`. The schema-only types (`KvKeyString`,
+//! `PortName`, …) are what a field's `value_type` names.
+//!
+//! The crate depends on serde, serde_json and utoipa only, so a client builds without the server's stack.
+//! The limits the schemas state are copies of `strata_core`'s, which each service checks against the
+//! core's (at compile time; the port names in a test). Converting from the domain types is the services'
+//! business.
 
 #![warn(missing_docs)]
 
