@@ -166,8 +166,8 @@ pub use aws_credential_types::Credentials as AwsCredentials;
 pub use error::{ApiError, Error, Outcome};
 pub use transaction::Transaction;
 pub use types::{
-    Association, Certificate, CertificateIssue, CertificatePage, Counted, KvDeleted, KvItem, Link,
-    NewWidget, ShareClass, Widget,
+    Association, Certificate, CertificateIssue, CertificatePage, Counted, FreeSlots, KvDeleted,
+    KvItem, Link, NewWidget, ShareClass, Widget,
 };
 
 use auth::Auth;
@@ -417,7 +417,9 @@ impl Client {
     /// [`Outcome::Unknown`], not retried.
     pub async fn put(&self, key: &str, value: &str) -> Result<KvItem, Error> {
         let path = format!("/kv/keys/{}", segment(key));
-        let body = json(&types::KvWrite { value })?;
+        let body = json(&types::KvWrite {
+            value: value.to_owned(),
+        })?;
         decode(
             self.call(Method::PUT, &path, Some(body), Kind::Unkeyed)
                 .await?,
@@ -478,7 +480,10 @@ impl Client {
         value: u64,
         idempotency_key: &IdempotencyKey,
     ) -> Result<Counted, Error> {
-        let body = json(&types::Increment { key, value })?;
+        let body = json(&types::Increment {
+            key: key.to_owned(),
+            value,
+        })?;
         let kind = Kind::Keyed(idempotency_key.clone());
         let answer = self
             .call(Method::POST, "/increment", Some(body), kind)
@@ -603,7 +608,10 @@ impl Client {
         port: &str,
     ) -> Result<Association, Error> {
         let path = format!("/widgets/{}/associations", segment(serial));
-        let body = json(&types::AssociationWrite { peer, port })?;
+        let body = json(&types::AssociationWrite {
+            peer: peer.to_owned(),
+            port: port.to_owned(),
+        })?;
         let kind = Kind::Keyed(IdempotencyKey::generate());
         decode(self.call(Method::POST, &path, Some(body), kind).await?)
     }

@@ -1,12 +1,14 @@
 //! The certificate handlers: HTTP in, ledger call, HTTP out.
 //!
-//! First the types of the bodies the handlers read and answer with (what a handler serializes is what the
-//! OpenAPI document's schema describes), then the handlers. Each operation's OpenAPI description, and the
-//! schema helpers the body types name, are in [`crate::openapi`].
+//! The bodies the handlers read and answer with are [`strata_api_types::certificates`]'s (what a handler
+//! serializes is what the OpenAPI document's schema describes); first the functions that build answers
+//! from the domain's types, then the handlers. Each operation's OpenAPI description is in
+//! [`crate::openapi`].
 
-use crate::openapi;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use strata_api_types::certificates::{
+    self as api, CertificateIssue, CertificatePage, ShareClassWrite,
+};
 use strata_core::certificates::{
     Certificate, CertificateId, ClassCode, DEFAULT_PAGE, IssueRequest, MAX_PAGE, ShareClass,
     class_not_found, validate_name,
@@ -16,95 +18,28 @@ use strata_core::{Error, Stores};
 use strata_http::request::{body, path_param, query_integer, query_string};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
-use utoipa::ToSchema;
 
-/// The body of `PUT /share-classes/{class}`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ShareClassWrite {
-    #[schema(schema_with = openapi::shares)]
-    pub authorized: u64,
-}
-
-/// A share class and its running totals.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ShareClass)]
-pub struct ShareClassBody {
-    #[schema(value_type = openapi::ClassCodeString)]
-    pub class: String,
-    #[schema(schema_with = openapi::shares)]
-    pub authorized: u64,
-    #[schema(schema_with = openapi::shares)]
-    pub issued: u64,
-    #[schema(schema_with = openapi::shares)]
-    pub remaining: u64,
-    #[schema(schema_with = openapi::next_number)]
-    pub next_number: u64,
-}
-
-impl From<&ShareClass> for ShareClassBody {
-    fn from(c: &ShareClass) -> Self {
-        Self {
-            class: c.class.as_str().to_owned(),
-            authorized: c.authorized,
-            issued: c.issued,
-            remaining: c.remaining(),
-            next_number: c.next_number,
-        }
+/// The API's view of a share class and its running totals.
+fn share_class_body(c: &ShareClass) -> api::ShareClass {
+    api::ShareClass {
+        class: c.class.as_str().to_owned(),
+        authorized: c.authorized,
+        issued: c.issued,
+        remaining: c.remaining(),
+        next_number: c.next_number,
     }
 }
 
-/// The body of `POST /certificates`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CertificateIssue {
-    #[schema(schema_with = openapi::holder_name)]
-    pub name: String,
-    #[schema(schema_with = openapi::amount)]
-    pub amount: u64,
-    #[schema(value_type = openapi::ClassCodeString)]
-    pub class: String,
-}
-
-/// A certificate.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = Certificate)]
-pub struct CertificateBody {
-    #[schema(schema_with = openapi::certificate_id)]
-    pub id: String,
-    #[schema(value_type = openapi::ClassCodeString)]
-    pub class: String,
-    #[schema(schema_with = openapi::number)]
-    pub number: u64,
-    #[schema(schema_with = openapi::holder_name)]
-    pub name: String,
-    #[schema(schema_with = openapi::amount)]
-    pub amount: u64,
-    #[schema(schema_with = openapi::date_time)]
-    pub issued_at: String,
-}
-
-impl From<&Certificate> for CertificateBody {
-    fn from(c: &Certificate) -> Self {
-        Self {
-            id: c.id(),
-            class: c.class.as_str().to_owned(),
-            number: c.number,
-            name: c.name.clone(),
-            amount: c.amount,
-            issued_at: rfc3339(c.issued_at),
-        }
+/// The API's view of a certificate.
+fn certificate_body(c: &Certificate) -> api::Certificate {
+    api::Certificate {
+        id: c.id(),
+        class: c.class.as_str().to_owned(),
+        number: c.number,
+        name: c.name.clone(),
+        amount: c.amount,
+        issued_at: rfc3339(c.issued_at),
     }
-}
-
-/// A page of certificates, in number order.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CertificatePage {
-    #[schema(schema_with = openapi::page_items)]
-    pub certificates: Vec<CertificateBody>,
-    #[schema(schema_with = openapi::next_after, required = true)]
-    pub next_after: Option<u64>,
 }
 
 fn path_class(req: &Request) -> Result<ClassCode, Error> {
@@ -121,7 +56,7 @@ pub async fn put_class(stores: &Stores, req: Request) -> Result<Response, Error>
     let class = path_class(&req)?;
     let authorized = body::<ShareClassWrite>(&req)?.authorized;
     let class = stores.ledger.put_class(&class, authorized).await?;
-    Ok(json(StatusCode::OK, &ShareClassBody::from(&class)))
+    Ok(json(StatusCode::OK, &share_class_body(&class)))
 }
 
 /// `GET /share-classes/{class}` → `200` the class; `404 class_not_found`.
@@ -132,7 +67,7 @@ pub async fn get_class(stores: &Stores, req: Request) -> Result<Response, Error>
         .get_class(&class)
         .await?
         .ok_or_else(|| class_not_found(&class))?;
-    Ok(json(StatusCode::OK, &ShareClassBody::from(&found)))
+    Ok(json(StatusCode::OK, &share_class_body(&found)))
 }
 
 /// `POST /certificates` with `{"name","amount","class"}` → `201` the certificate;
@@ -153,10 +88,7 @@ pub async fn issue(stores: &Stores, req: Request) -> Result<Response, Error> {
         .ledger
         .issue(&request, idempotency::key(&req))
         .await?;
-    Ok(json(
-        StatusCode::CREATED,
-        &CertificateBody::from(&certificate),
-    ))
+    Ok(json(StatusCode::CREATED, &certificate_body(&certificate)))
 }
 
 /// `GET /certificates/{id}` → `200` the certificate; `404 certificate_not_found`.
@@ -169,7 +101,7 @@ pub async fn get(stores: &Stores, req: Request) -> Result<Response, Error> {
             format!("no certificate {}", strata_core::error::quote(&raw)),
         )
     })?;
-    Ok(json(StatusCode::OK, &CertificateBody::from(&certificate)))
+    Ok(json(StatusCode::OK, &certificate_body(&certificate)))
 }
 
 /// `GET /certificates?class=CS&after=N&limit=M` → `200 {"certificates":[...],"next_after":n|null}`, in number
@@ -195,7 +127,7 @@ pub async fn list(stores: &Stores, req: Request) -> Result<Response, Error> {
     Ok(json(
         StatusCode::OK,
         &CertificatePage {
-            certificates: page.iter().map(CertificateBody::from).collect(),
+            certificates: page.iter().map(certificate_body).collect(),
             next_after,
         },
     ))

@@ -6,10 +6,10 @@
 //!   [`strata_core::certificates::Ledger`] port; the numbering rules live in `strata_core::certificates`.
 //!   Issuing and changing a class are served behind `Idempotency-Key` (declared on their routes), and an
 //!   issue hands the client's key to the ledger as its request id, so a retry yields the original
-//!   certificate even across a crash. Next to the handlers: the request and response body types they read
-//!   and write, and the small helpers they call.
-//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
-//!   helpers the body types name.
+//!   certificate even across a crash. Next to the handlers: the small helpers they call, and those that turn
+//!   the domain's types into the answers (the body types are `strata_api_types::certificates`'s).
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the parameters
+//!   they name.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 

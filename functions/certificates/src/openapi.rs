@@ -1,10 +1,11 @@
 //! The OpenAPI operations of the certificate handlers ([`crate::handlers`]), one per route of `ROUTES`, and
-//! the schemas their bodies' fields and parameters name.
+//! their parameters; the body types and their schemas are [`strata_api_types::certificates`]'s.
 
-use crate::handlers::{
-    CertificateBody, CertificateIssue, CertificatePage, ShareClassBody, ShareClassWrite,
-};
 use serde_json::json;
+use strata_api_types::certificates::{
+    CERTIFICATE_ID_PATTERN, CLASS_CODE_PATTERN, Certificate, CertificateIssue, CertificatePage,
+    ClassCodeString, ShareClass, ShareClassWrite,
+};
 use strata_core::certificates::{DEFAULT_PAGE, MAX_NAME_CHARS, MAX_PAGE, MAX_SHARES};
 use strata_http::openapi::{
     Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
@@ -12,98 +13,12 @@ use strata_http::openapi::{
     unknown,
 };
 use utoipa::openapi::schema::ObjectBuilder;
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
 
-/// What [`ClassCode::parse`](strata_core::certificates::ClassCode::parse) accepts.
-const CLASS_CODE_PATTERN: &str = "^[A-Z]{1,8}$";
-/// What [`CertificateId::parse`](strata_core::certificates::CertificateId::parse) accepts.
-const CERTIFICATE_ID_PATTERN: &str = "^[A-Z]{1,8}-[1-9][0-9]*$";
-
-/// The schema of a share class code.
-#[derive(Debug)]
-pub struct ClassCodeString;
-
-impl PartialSchema for ClassCodeString {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("1 to 8 letters A-Z."),
-            None,
-            None,
-            Some(CLASS_CODE_PATTERN),
-        )
-        .into()
-    }
-}
-
-impl ToSchema for ClassCodeString {}
-
-/// A number of shares: `0..=MAX_SHARES`.
-pub(crate) fn shares() -> utoipa::openapi::Object {
-    integer(0, Some(MAX_SHARES))
-}
-
-/// An amount of shares: `1..=MAX_SHARES`.
-pub(crate) fn amount() -> utoipa::openapi::Object {
-    integer(1, Some(MAX_SHARES))
-}
-
-/// A certificate number, or the next one: from 1.
-pub(crate) fn number() -> utoipa::openapi::Object {
-    integer(1, None)
-}
-
-/// The number the next certificate gets.
-pub(crate) fn next_number() -> utoipa::openapi::Object {
-    ObjectBuilder::from(number())
-        .description(Some("The number the next certificate gets."))
-        .build()
-}
-
-/// A holder's name: what [`validate_name`](strata_core::certificates::validate_name) accepts.
-pub(crate) fn holder_name() -> utoipa::openapi::Object {
-    strata_http::openapi::name(MAX_NAME_CHARS)
-}
-
-pub(crate) fn certificate_id() -> utoipa::openapi::Object {
-    string(
-        Some("`<class>-<number>`."),
-        None,
-        None,
-        Some(CERTIFICATE_ID_PATTERN),
-    )
-}
-
-pub(crate) fn date_time() -> utoipa::openapi::Object {
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-            utoipa::openapi::KnownFormat::DateTime,
-        )))
-        .build()
-}
-
-/// At most [`MAX_PAGE`] certificates.
-pub(crate) fn page_items() -> utoipa::openapi::schema::Array {
-    utoipa::openapi::schema::ArrayBuilder::new()
-        .items(schema_ref::<CertificateBody>())
-        .max_items(Some(MAX_PAGE as usize))
-        .build()
-}
-
-/// The `after` of the next page; `null` on the last one.
-pub(crate) fn next_after() -> utoipa::openapi::Object {
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            utoipa::openapi::schema::Type::Integer,
-            utoipa::openapi::schema::Type::Null,
-        ]))
-        .minimum(Some(1))
-        .description(Some(
-            "The `after` of the next page; `null` on the last one.",
-        ))
-        .build()
-}
+// The body types' schemas state the core's limits; their crate (which builds without the core) keeps
+// copies, which must not drift.
+const _: () = assert!(strata_api_types::certificates::MAX_SHARES == MAX_SHARES);
+const _: () = assert!(strata_api_types::certificates::MAX_NAME_CHARS == MAX_NAME_CHARS);
+const _: () = assert!(strata_api_types::certificates::MAX_PAGE == MAX_PAGE);
 
 fn class_parameter() -> utoipa::openapi::path::Parameter {
     path_parameter(
@@ -140,7 +55,7 @@ pub fn put_class() -> Operation {
     responses(op, [
         (
             "200",
-            ok::<ShareClassBody>("The class and its running totals.")
+            ok::<ShareClass>("The class and its running totals.")
                 .link("ReadClass", link("share-classes-get", "Read the class back.", &[("class", "$response.body#/class")]))
                 .link("ListCertificates", link("certificates-list", "List the class's certificates.", &[("class", "$response.body#/class")]))
                 .extensions(headers(&[Header::IdempotentReplayed], &[]))
@@ -174,7 +89,7 @@ pub fn get_class() -> Operation {
         [
             (
                 "200",
-                ok::<ShareClassBody>("The class and its running totals.")
+                ok::<ShareClass>("The class and its running totals.")
                     .build()
                     .into(),
             ),
@@ -206,7 +121,7 @@ pub fn issue() -> Operation {
     responses(op, [
         (
             "201",
-            ok::<CertificateBody>("The certificate.")
+            ok::<Certificate>("The certificate.")
                 .link("ReadCertificate", link("certificates-get", "Read the certificate back.", &[("id", "$response.body#/id")]))
                 .link("ListCertificates", link("certificates-list", "List the class's certificates.", &[("class", "$response.body#/class")]))
                 .link("ReadClass", link("share-classes-get", "Read the class's totals.", &[("class", "$response.body#/class")]))
@@ -287,10 +202,7 @@ pub fn get() -> Operation {
     responses(
         op,
         [
-            (
-                "200",
-                ok::<CertificateBody>("The certificate.").build().into(),
-            ),
+            ("200", ok::<Certificate>("The certificate.").build().into()),
             Shared::BadRequest.with("`invalid_path`."),
             Shared::Unauthorized.plain(),
             Shared::NotFound.with("`certificate_not_found`."),

@@ -1,63 +1,16 @@
 //! The counter handlers: HTTP in, counter port call, HTTP out.
 //!
-//! First the types of the bodies the handlers read and answer with (what a handler serializes is what the
-//! OpenAPI document's schema describes), then the handlers. Each operation's OpenAPI description, and the
-//! schema helpers the body types name, are in [`crate::openapi`].
+//! The bodies the handlers read and answer with are [`strata_api_types::counters`]'s (what a handler
+//! serializes is what the OpenAPI document's schema describes). Each operation's OpenAPI description is in
+//! [`crate::openapi`].
 
-use crate::openapi;
 use http::{HeaderValue, StatusCode};
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use strata_api_types::counters::{CounterAccepted, CounterTotal, CounterTotalAfter, Increment};
 use strata_core::counters::{CounterKey, Incremented, not_found};
 use strata_core::{Error, Stores};
 use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
-use utoipa::ToSchema;
-
-/// The body of `POST /increment`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct Increment {
-    #[schema(value_type = openapi::CounterKeyString)]
-    pub key: String,
-    #[schema(schema_with = openapi::increment_value)]
-    pub value: u64,
-}
-
-/// Strong mode's answer to an increment.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CounterTotalAfter {
-    #[schema(value_type = openapi::CounterKeyString)]
-    pub key: String,
-    #[schema(schema_with = openapi::new_total)]
-    pub value: u64,
-}
-
-/// Eventual mode's answer to an increment.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CounterAccepted {
-    #[schema(value_type = openapi::CounterKeyString)]
-    pub key: String,
-    #[schema(schema_with = openapi::total)]
-    pub accepted: u64,
-}
-
-/// The answer of `GET /increment/{key}`: `{"<key>": total}`, one property; its schema is in [`openapi`].
-#[derive(Debug)]
-pub struct CounterTotal {
-    pub key: String,
-    pub total: u64,
-}
-
-impl Serialize for CounterTotal {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry(&self.key, &self.total)?;
-        map.end()
-    }
-}
 
 /// `POST /increment` with `{"key","value"}` → strong `200 {"key","value": total}`, eventual
 /// `202 {"key","accepted": value}`; `409 overflow`.

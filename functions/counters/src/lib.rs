@@ -5,10 +5,10 @@
 //!
 //! - [`handlers`]: `POST /increment` (behind `Idempotency-Key`, declared on its route; the key also
 //!   reaches the store, so a retry counts once even across a crash) and `GET /increment/{key}`, on the
-//!   [`strata_core::counters::Counters`] port. Next to the handlers: the request and response body types
-//!   they read and write.
-//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
-//!   helpers the body types name.
+//!   [`strata_core::counters::Counters`] port. The request and response body types are
+//!   `strata_api_types::counters`'s.
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the parameter
+//!   they name.
 //! - [`stream`]: turns a DynamoDB stream event (`aws_lambda_events`) into log entries for
 //!   [`strata_dynamo::aggregator::Aggregator`] (`serde_dynamo`), and malformed records into batch failures.
 //! - [`aggregate`]: the `counters-aggregate` Lambda's handler: a stream batch, or the scheduled re-scan.

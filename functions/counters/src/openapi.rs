@@ -1,70 +1,21 @@
-//! The OpenAPI operations of the counter handlers ([`crate::handlers`]), one per route of `ROUTES`, and the
-//! schemas their bodies' fields and parameters name.
+//! The OpenAPI operations of the counter handlers ([`crate::handlers`]), one per route of `ROUTES`, and
+//! their parameter; the body types and their schemas are [`strata_api_types::counters`]'s.
 
-use crate::handlers::{
-    CounterAccepted, CounterTotal, CounterTotalAfter, Increment, REFUSED_HEADER,
-};
+use crate::handlers::REFUSED_HEADER;
 use serde_json::json;
-use strata_core::counters::{MAX_KEY_BYTES, MAX_TOTAL};
-use strata_http::openapi::{
-    Header, NO_CONTROL, Operation, OperationBuilder, Shared, headers, honours_idempotency_key,
-    idempotency_key, integer, json_body, link, ok, path_parameter, responses, schema_ref, string,
-    unknown,
+use strata_api_types::counters::{
+    CounterAccepted, CounterKeyString, CounterTotal, CounterTotalAfter, Increment,
 };
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use strata_http::openapi::{
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    json_body, link, ok, path_parameter, responses, schema_ref, unknown,
+};
 
-/// The schema of a counter key: what [`CounterKey::parse`](strata_core::counters::CounterKey::parse) accepts.
-#[derive(Debug)]
-pub struct CounterKeyString;
-
-impl PartialSchema for CounterKeyString {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("1 to 1024 bytes of UTF-8 without control characters (spaces are fine)."),
-            Some(1),
-            Some(MAX_KEY_BYTES),
-            Some(NO_CONTROL),
-        )
-        .into()
-    }
-}
-
-impl ToSchema for CounterKeyString {}
-
-/// An increment: any `u64` (the total is bounded, not the increment).
-pub(crate) fn increment_value() -> utoipa::openapi::Object {
-    integer(0, Some(u64::MAX))
-}
-
-/// A total, or an accepted increment that fits in one: `0..=MAX_TOTAL`.
-pub(crate) fn total() -> utoipa::openapi::Object {
-    integer(0, Some(MAX_TOTAL))
-}
-
-pub(crate) fn new_total() -> utoipa::openapi::Object {
-    ObjectBuilder::from(total())
-        .description(Some("The new total."))
-        .build()
-}
-
-/// `{"<key>": total}`: its serialization is written by hand, so is its schema.
-impl PartialSchema for CounterTotal {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "One property: the counter's key, whose value is its total.",
-            ))
-            .min_properties(Some(1))
-            .max_properties(Some(1))
-            .additional_properties(Some(AdditionalProperties::RefOr(total().into())))
-            .into()
-    }
-}
-
-impl ToSchema for CounterTotal {}
+// The body types' schemas state the core's limits; their crate (which builds without the core) keeps
+// copies, which must not drift.
+const _: () =
+    assert!(strata_api_types::counters::MAX_KEY_BYTES == strata_core::counters::MAX_KEY_BYTES);
+const _: () = assert!(strata_api_types::counters::MAX_TOTAL == strata_core::counters::MAX_TOTAL);
 
 fn key_parameter() -> utoipa::openapi::path::Parameter {
     path_parameter(

@@ -1,47 +1,16 @@
 //! The key/value handlers: HTTP in, port call, HTTP out.
 //!
-//! First the types of the bodies the handlers read and answer with (what a handler serializes is what the
-//! OpenAPI document's schema describes), then the handlers. Each operation's OpenAPI description, and the
-//! schema helpers the body types name, are in [`crate::openapi::keys`].
+//! The bodies the handlers read and answer with are [`strata_api_types::kv`]'s (what a handler serializes is
+//! what the OpenAPI document's schema describes). Each operation's OpenAPI description is in
+//! [`crate::openapi::keys`].
 
-use crate::openapi;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use strata_api_types::kv::{KvDeleted, KvItem, KvWrite};
 use strata_core::kv::{Key, Value};
 use strata_core::{Error, Stores};
 use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response};
-use utoipa::ToSchema;
-
-/// The body of `PUT /kv/keys/{key}` and of `PUT /kv/transactions/{id}/keys/{key}`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct KvWrite {
-    #[schema(value_type = openapi::keys::KvValue)]
-    pub value: String,
-}
-
-/// A key, its value and the version that wrote it.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KvItem {
-    #[schema(value_type = openapi::keys::KvKeyString)]
-    pub key: String,
-    #[schema(value_type = openapi::keys::KvValue)]
-    pub value: String,
-    #[schema(schema_with = openapi::keys::version_schema)]
-    pub version: u64,
-}
-
-/// The answer of `DELETE /kv/keys/{key}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KvDeleted {
-    #[schema(value_type = openapi::keys::KvKeyString)]
-    pub key: String,
-    /// `false` when the key was absent.
-    pub deleted: bool,
-}
 
 pub fn key(req: &Request) -> Result<Key, Error> {
     Key::parse(&path_param(req, "key")?)

@@ -4,14 +4,13 @@
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation. They
 //!   parse, call the [`strata_core::kv::KvStore`] port and shape the reply; validation rules live in
-//!   `strata_core::kv`. Next to the handlers: the request and response body types they read and write, and
-//!   the small helpers they call.
+//!   `strata_core::kv`. Next to the handlers: the small helpers they call. The request and response body
+//!   types are `strata_api_types::kv`'s.
 //! - [`line`](mod@line): the line-protocol session (one for TCP, `POST /kv/commands` and WebSocket) and
 //!   the `POST /kv/commands` handler.
-//! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port, and
-//!   their body types.
-//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
-//!   helpers the body types name: `keys`, `transactions` and `line`, one per handler module.
+//! - [`transactions`]: the transaction handlers, on the [`strata_core::kv::tx::KvTransactions`] port.
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the parameters
+//!   they name: `keys`, `transactions` and `line`, one per handler module.
 //! - [`websocket`]: the API Gateway WebSocket routes (`$connect`, `$disconnect`, `$default`) on the same
 //!   session, with the open transaction kept per connection id.
 //! - [`ROUTES`] and [`WEBSOCKET`]: this service's operations, each declared once with its deployment (see

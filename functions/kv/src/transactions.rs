@@ -1,15 +1,17 @@
 //! The key/value transaction handlers (CONTRACT.md §1): HTTP in, [`KvTransactions`] port call, HTTP out.
 //!
-//! First the types of the bodies the handlers read and answer with (what a handler serializes is what the
-//! OpenAPI document's schema describes), then the handlers. Each operation's OpenAPI description, and the
-//! schema helpers the body types name, are in [`crate::openapi::transactions`].
+//! The bodies the handlers read and answer with are [`strata_api_types::kv::tx`]'s (what a handler
+//! serializes is what the OpenAPI document's schema describes). Each operation's OpenAPI description is in
+//! [`crate::openapi::transactions`].
 //!
 //! [`KvTransactions`]: strata_core::kv::tx::KvTransactions
 
-use crate::handlers::{KvWrite, key, key_not_found};
-use crate::openapi;
+use crate::handlers::{key, key_not_found};
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use strata_api_types::kv::KvWrite;
+use strata_api_types::kv::tx::{
+    TxBegin, TxBegun, TxCommitted, TxDeleted, TxItem, TxRolledBack, TxWritten,
+};
 use strata_core::kv::Value;
 use strata_core::kv::tx::TxId;
 use strata_core::time::rfc3339;
@@ -17,70 +19,6 @@ use strata_core::{Error, Stores};
 use strata_http::request::{body, path_param};
 use strata_http::response::json;
 use strata_http::{Request, Response, idempotency};
-use utoipa::ToSchema;
-
-/// The body of `POST /kv/transactions`: an object whose fields are not read.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(description = "No fields are read.")]
-pub struct TxBegin {}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxBegun {
-    #[schema(value_type = openapi::transactions::TxIdString)]
-    pub id: String,
-    /// When the transaction expires if it stays idle (RFC 3339, UTC).
-    #[schema(format = DateTime)]
-    pub expires_at: String,
-}
-
-/// A key as the transaction sees it.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxItem {
-    #[schema(value_type = openapi::keys::KvKeyString)]
-    pub key: String,
-    #[schema(value_type = openapi::keys::KvValue)]
-    pub value: String,
-    #[schema(schema_with = openapi::transactions::tx_version_schema, required = true)]
-    pub version: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxWritten {
-    #[schema(value_type = openapi::keys::KvKeyString)]
-    pub key: String,
-    #[schema(value_type = openapi::keys::KvValue)]
-    pub value: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxDeleted {
-    #[schema(value_type = openapi::keys::KvKeyString)]
-    pub key: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxCommitted {
-    #[schema(value_type = openapi::transactions::TxIdString)]
-    pub id: String,
-    #[schema(schema_with = openapi::transactions::always_true)]
-    pub committed: bool,
-    #[schema(schema_with = openapi::transactions::writes_schema)]
-    pub writes: usize,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TxRolledBack {
-    #[schema(value_type = openapi::transactions::TxIdString)]
-    pub id: String,
-    #[schema(schema_with = openapi::transactions::always_true)]
-    pub rolled_back: bool,
-}
 
 /// A transaction as a request names it: the id the client holds, and the id the store keeps it under.
 /// A transaction belongs to the caller who began it (CONTRACT.md §1): for a caller with an identity the

@@ -4,9 +4,10 @@
 //!
 //! - [`handlers`]: one plain `async fn(&Stores, Request) -> Result<Response, Error>` per operation, on the
 //!   [`strata_core::widgets::Widgets`] port; the slot rules live in `strata_core::widgets`. Next to the
-//!   handlers: the request and response body types they read and write, and the small helpers they call.
-//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the schema
-//!   helpers the body types name.
+//!   handlers: the small helpers they call, and the one that turns a widget into its answer (the body types
+//!   are `strata_api_types::widgets`'s).
+//! - [`openapi`]: each operation's OpenAPI description (the function its route carries) and the parameters
+//!   they name.
 //! - [`ROUTES`]: this service's operations, each declared once with its deployment (see
 //!   `strata_http::route`); `strata-api` gathers every service's into the API.
 

@@ -1,84 +1,22 @@
-//! The OpenAPI operations of the widget handlers ([`crate::handlers`]), one per route of `ROUTES`, and the
-//! schemas their bodies' fields and parameters name.
+//! The OpenAPI operations of the widget handlers ([`crate::handlers`]), one per route of `ROUTES`, and
+//! their parameters; the body types and their schemas are [`strata_api_types::widgets`]'s.
 
-use crate::handlers::{
-    Association, AssociationCreate, WidgetAssociation, WidgetBody, WidgetCreate,
-};
 use serde_json::json;
-use strata_core::widgets::{MAX_NAME_CHARS, MAX_PORTS, MAX_SERIAL_BYTES, Port};
-use strata_http::openapi::{
-    Header, NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, headers,
-    honours_idempotency_key, idempotency_key, integer, json_body, link, ok, path_parameter,
-    responses, schema_ref, string, unknown,
+use strata_api_types::widgets::{
+    Association, AssociationCreate, PortName, SerialString, Widget, WidgetCreate,
 };
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder};
-use utoipa::openapi::{RefOr, ResponseBuilder, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use strata_core::widgets::{MAX_NAME_CHARS, MAX_PORTS, MAX_SERIAL_BYTES};
+use strata_http::openapi::{
+    Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
+    json_body, link, ok, path_parameter, responses, schema_ref, unknown,
+};
+use utoipa::openapi::ResponseBuilder;
 
-/// The schema of a port type: what [`Port::parse`] accepts.
-#[derive(Debug)]
-pub struct PortName;
-
-impl PartialSchema for PortName {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
-            .description(Some("A port type."))
-            .enum_values(Some(Port::ALL.map(Port::as_str)))
-            .into()
-    }
-}
-
-impl ToSchema for PortName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Port".into()
-    }
-}
-
-/// The schema of a serial number: what [`validate_serial`](strata_core::widgets::validate_serial) accepts.
-#[derive(Debug)]
-pub struct SerialString;
-
-impl PartialSchema for SerialString {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("1 to 128 bytes, no whitespace or control characters."),
-            Some(1),
-            Some(MAX_SERIAL_BYTES),
-            Some(NO_SPACE_OR_CONTROL),
-        )
-        .into()
-    }
-}
-
-impl ToSchema for SerialString {}
-
-/// A widget's name: what [`validate_name`](strata_core::widgets::validate_name) accepts.
-pub(crate) fn widget_name() -> utoipa::openapi::Object {
-    strata_http::openapi::name(MAX_NAME_CHARS)
-}
-
-/// A widget's ports: 1 to [`MAX_PORTS`].
-pub(crate) fn ports() -> utoipa::openapi::schema::Array {
-    ArrayBuilder::new()
-        .items(schema_ref::<PortName>())
-        .min_items(Some(1))
-        .max_items(Some(MAX_PORTS))
-        .build()
-}
-
-/// At most one association per slot.
-pub(crate) fn associations() -> utoipa::openapi::schema::Array {
-    ArrayBuilder::new()
-        .max_items(Some(MAX_PORTS))
-        .items(WidgetAssociation::schema())
-        .build()
-}
-
-/// Free slots of a port type: `0..=MAX_PORTS`.
-pub(crate) fn slots() -> utoipa::openapi::Object {
-    integer(0, Some(MAX_PORTS as u64))
-}
+// The body types' schemas state the core's limits; their crate (which builds without the core) keeps
+// copies, which must not drift (the port names: `tests::the_port_names_are_the_cores`).
+const _: () = assert!(strata_api_types::widgets::MAX_SERIAL_BYTES == MAX_SERIAL_BYTES);
+const _: () = assert!(strata_api_types::widgets::MAX_NAME_CHARS == MAX_NAME_CHARS);
+const _: () = assert!(strata_api_types::widgets::MAX_PORTS == MAX_PORTS);
 
 fn serial_parameter() -> utoipa::openapi::path::Parameter {
     path_parameter(
@@ -127,7 +65,7 @@ pub fn create() -> Operation {
     responses(op, [
         (
             "201",
-            ok::<WidgetBody>("The widget.")
+            ok::<Widget>("The widget.")
                 .link("ReadWidget", link("widgets-get", "Read the widget back.", &[("serial", "$response.body#/serial_number")]))
                 .link("DeleteWidget", link("widgets-delete", "Delete the widget.", &[("serial", "$response.body#/serial_number")]))
                 .link("Associate", link("widgets-associate", "Associate the widget with another.", &[("serial", "$response.body#/serial_number")]))
@@ -158,7 +96,7 @@ pub fn get() -> Operation {
     responses(
         op,
         [
-            ("200", ok::<WidgetBody>("The widget.").build().into()),
+            ("200", ok::<Widget>("The widget.").build().into()),
             Shared::BadRequest.with("`invalid_field` (`serial_number`) or `invalid_path`."),
             Shared::Unauthorized.plain(),
             Shared::NotFound.with("`widget_not_found`."),
@@ -267,4 +205,17 @@ pub fn dissociate() -> Operation {
         ],
     )
     .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_core::widgets::Port;
+
+    #[test]
+    fn the_port_names_are_the_cores() {
+        assert_eq!(
+            strata_api_types::widgets::PORTS,
+            Port::ALL.map(Port::as_str)
+        );
+    }
 }

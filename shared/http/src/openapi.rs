@@ -7,173 +7,26 @@
 //! written as JSON under the response's and the components' extensions, where they serialize exactly as
 //! OpenAPI has them.
 
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 use strata_core::idempotency::MAX_KEY_CHARS;
+use utoipa::ToSchema;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
-use utoipa::{PartialSchema, ToSchema};
 
+/// The error JSON's type and schema (built by [`crate::response::error`]).
+pub use strata_api_types::error::{EXTRA_FIELDS, Error, ErrorDetail, Extra};
+/// The schema builders the body types ([`strata_api_types`]) are written with.
+pub use strata_api_types::schema::{
+    NO_CONTROL, NO_SPACE_OR_CONTROL, constant, integer, name, string,
+};
 /// The OpenAPI library, for the services' schema types.
 pub use utoipa;
 /// An operation of the document, and its builder.
 pub use utoipa::openapi::path::{Operation, OperationBuilder};
-
-/// The error JSON of the contract: `{"error": {"code", "message", ...extra}}` (built by
-/// [`crate::response::error`]).
-#[derive(Debug, Serialize)]
-pub struct Error {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// The inside of the error JSON.
-#[derive(Debug, Serialize)]
-pub struct ErrorDetail {
-    /// Stable and snake_case: what a client matches on.
-    pub code: String,
-    /// A sentence for people.
-    pub message: String,
-    /// The fields some errors carry ([`strata_core::Error::extra`]); [`EXTRA_FIELDS`] documents them.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// The kind of value of an extra error field.
-#[derive(Debug, Clone, Copy)]
-pub enum Extra {
-    /// A string.
-    String,
-    /// An integer from 0.
-    Count,
-    /// Any integer.
-    Integer,
-    /// A port type (the `Port` schema).
-    Port,
-}
-
-/// The extra fields of errors, as documented: (name, kind, description).
-pub const EXTRA_FIELDS: &[(&str, Extra, &str)] = &[
-    (
-        "field",
-        Extra::String,
-        "The request field or parameter that is invalid.",
-    ),
-    (
-        "key",
-        Extra::String,
-        "`conflict`: the first key that changed.",
-    ),
-    (
-        "remaining",
-        Extra::Count,
-        "`insufficient_shares`: shares left.",
-    ),
-    (
-        "issued",
-        Extra::Count,
-        "`authorized_below_issued`: shares issued.",
-    ),
-    (
-        "room",
-        Extra::Count,
-        "`overflow`: what the counter can still take.",
-    ),
-    (
-        "serial_number",
-        Extra::String,
-        "The widget the error is about.",
-    ),
-    ("port", Extra::Port, ""),
-    ("max_keys", Extra::Integer, ""),
-    ("max_bytes", Extra::Integer, ""),
-    (
-        "commands",
-        Extra::Count,
-        "`too_many_commands`, `reply_too_large`: the commands the body holds.",
-    ),
-    (
-        "commands_run",
-        Extra::Count,
-        "`reply_too_large`: the commands that ran, the first of the body.",
-    ),
-    (
-        "limit",
-        Extra::Count,
-        "`too_many_commands`: the most commands a request may hold; `reply_too_large`: the most reply bytes.",
-    ),
-    (
-        "max_open_transactions",
-        Extra::Count,
-        "`too_many_transactions`: the most transactions the server holds open at once.",
-    ),
-    (
-        "max_transaction_memory",
-        Extra::Count,
-        "`transaction_memory_full`: the most bytes all open transactions may buffer together.",
-    ),
-];
-
-impl PartialSchema for Error {
-    // `example` (not 3.1's `examples`) is what the document has always had and what its tools read.
-    #[allow(deprecated)]
-    fn schema() -> RefOr<Schema> {
-        let mut detail = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property(
-                "code",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[a-z][a-z0-9_]*$")),
-            )
-            .required("code")
-            .property(
-                "message",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1)),
-            )
-            .required("message");
-        for (name, kind, description) in EXTRA_FIELDS {
-            let description = (!description.is_empty()).then_some(*description);
-            let field: RefOr<Schema> = match kind {
-                Extra::Port => Ref::from_schema_name("Port").into(),
-                Extra::String => ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(description)
-                    .into(),
-                Extra::Count => ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0))
-                    .description(description)
-                    .into(),
-                Extra::Integer => ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .description(description)
-                    .into(),
-            };
-            detail = detail.property(*name, field);
-        }
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "Every error: a stable snake_case `code`, a sentence for people, and the extra fields some errors carry.",
-            ))
-            .property("error", detail)
-            .required("error")
-            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-            .example(Some(json!({
-                "error": {"code": "invalid_field", "message": "`value` is required", "field": "value"}
-            })))
-            .into()
-    }
-}
-
-impl ToSchema for Error {}
 
 /// The schemas [`schema_ref`] named while [`collect_schemas`] runs, with the schemas they refer to.
 type Named = Vec<(String, RefOr<Schema>)>;
@@ -620,47 +473,3 @@ pub fn responses(
     }
     op
 }
-
-/// A string schema: `minLength`, `maxLength`, `pattern`, description.
-pub fn string(
-    description: Option<&str>,
-    min_length: Option<usize>,
-    max_length: Option<usize>,
-    pattern: Option<&str>,
-) -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(description)
-        .min_length(min_length)
-        .max_length(max_length)
-        .pattern(pattern)
-        .build()
-}
-
-/// An integer schema in `min..=max`.
-pub fn integer(min: u64, max: Option<u64>) -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(min))
-        .maximum(max)
-        .build()
-}
-
-/// Names (certificate holders, widgets): 1 to `max` characters, no control characters.
-pub fn name(max: usize) -> Object {
-    string(None, Some(1), Some(max), Some(NO_CONTROL))
-}
-
-/// Exactly `value` (JSON Schema's `const`, which utoipa 5's `Object` has no field for: it is written
-/// through the extensions, which serialize as the schema's own keys).
-pub fn constant(value: Value) -> Object {
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
-        .extensions(Some(Extensions::from_iter([("const", value)])))
-        .build()
-}
-
-/// No control characters (C0, DEL, C1), what every name and counter key allows.
-pub const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
-/// Neither whitespace nor control characters: keys and serial numbers.
-pub const NO_SPACE_OR_CONTROL: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$";

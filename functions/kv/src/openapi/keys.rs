@@ -1,56 +1,16 @@
-//! The OpenAPI operations of the key handlers ([`crate::handlers`]) and the schemas of keys and values,
-//! which the transaction routes name too.
+//! The OpenAPI operations of the key handlers ([`crate::handlers`]) and the `{key}` parameter, which the
+//! transaction routes name too.
 
-use crate::handlers::{KvDeleted, KvItem, KvWrite};
 use serde_json::json;
-use strata_core::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use strata_api_types::kv::{KvDeleted, KvItem, KvKeyString, KvWrite};
 use strata_http::openapi::{
-    NO_SPACE_OR_CONTROL, Operation, OperationBuilder, Shared, integer, json_body, link, ok,
-    path_parameter, responses, string,
+    Operation, OperationBuilder, Shared, json_body, link, ok, path_parameter, responses,
 };
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
 
-/// The schema of a key: what [`Key::parse`](strata_core::kv::Key::parse) accepts.
-#[derive(Debug)]
-pub struct KvKeyString;
-
-impl PartialSchema for KvKeyString {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("1 to 1024 bytes of UTF-8, no whitespace, no control characters."),
-            Some(1),
-            Some(MAX_KEY_BYTES),
-            Some(NO_SPACE_OR_CONTROL),
-        )
-        .into()
-    }
-}
-
-impl ToSchema for KvKeyString {}
-
-/// The schema of a value: what [`Value::parse`](strata_core::kv::Value::parse) accepts.
-#[derive(Debug)]
-pub struct KvValue;
-
-impl PartialSchema for KvValue {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("Any UTF-8 string up to 256 KiB, kept byte for byte."),
-            None,
-            Some(MAX_VALUE_BYTES),
-            None,
-        )
-        .into()
-    }
-}
-
-impl ToSchema for KvValue {}
-
-/// A version: a positive integer.
-pub fn version_schema() -> utoipa::openapi::Object {
-    integer(1, None)
-}
+// The body types' schemas state the core's limits; their crate (which builds without the core) keeps
+// copies, which must not drift.
+const _: () = assert!(strata_api_types::kv::MAX_KEY_BYTES == strata_core::kv::MAX_KEY_BYTES);
+const _: () = assert!(strata_api_types::kv::MAX_VALUE_BYTES == strata_core::kv::MAX_VALUE_BYTES);
 
 /// The `{key}` path parameter of the key/value routes.
 pub fn key_parameter() -> utoipa::openapi::path::Parameter {

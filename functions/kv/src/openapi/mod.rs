@@ -1,7 +1,7 @@
-//! Each operation's OpenAPI description (the function its route in `ROUTES` carries) and the schema
-//! helpers the body types name, one module per handler module.
+//! Each operation's OpenAPI description (the function its route in `ROUTES` carries), one module per
+//! handler module; the body types and their schemas are [`strata_api_types::kv`]'s.
 //!
-//! - [`keys`]: of [`crate::handlers`], and the key and value schemas every key/value body names.
+//! - [`keys`]: of [`crate::handlers`], and the `{key}` parameter every key/value route names.
 //! - [`transactions`]: of [`crate::transactions`].
 //! - [`line`](mod@line): of `POST /kv/commands` ([`crate::line`](mod@crate::line)).
 

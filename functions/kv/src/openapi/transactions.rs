@@ -1,59 +1,18 @@
-//! The OpenAPI operations of the transaction handlers ([`crate::transactions`]) and the schemas their
-//! bodies' fields and parameters name.
+//! The OpenAPI operations of the transaction handlers ([`crate::transactions`]) and their `{id}`
+//! parameter.
 
 use super::keys::key_parameter;
-use crate::handlers::KvWrite;
-use crate::transactions::{
-    TxBegin, TxBegun, TxCommitted, TxDeleted, TxItem, TxRolledBack, TxWritten,
-};
 use serde_json::json;
+use strata_api_types::kv::KvWrite;
+use strata_api_types::kv::tx::{
+    TxBegin, TxBegun, TxCommitted, TxDeleted, TxIdString, TxItem, TxRolledBack, TxWritten,
+};
 use strata_core::defaults::TX_IDLE_TIMEOUT;
 use strata_core::kv::tx::{MAX_TX_BYTES, MAX_TX_KEYS};
 use strata_http::openapi::{
     Header, Operation, OperationBuilder, Shared, headers, honours_idempotency_key, idempotency_key,
-    json_body, link, ok, path_parameter, responses, schema_ref, string, unknown,
+    json_body, link, ok, path_parameter, responses, schema_ref, unknown,
 };
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
-
-/// The schema of a transaction id: what [`TxId::parse`](strata_core::kv::tx::TxId::parse) accepts.
-#[derive(Debug)]
-pub struct TxIdString;
-
-impl PartialSchema for TxIdString {
-    fn schema() -> RefOr<Schema> {
-        string(
-            Some("32 lowercase hex digits."),
-            None,
-            None,
-            Some("^[0-9a-f]{32}$"),
-        )
-        .into()
-    }
-}
-
-impl ToSchema for TxIdString {}
-
-/// `null` for the transaction's own, not yet committed, write.
-pub(crate) fn tx_version_schema() -> utoipa::openapi::Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
-        .minimum(Some(1))
-        .description(Some(
-            "`null` for the transaction's own, not yet committed, write.",
-        ))
-        .build()
-}
-
-/// Exactly `true`.
-pub(crate) fn always_true() -> utoipa::openapi::Object {
-    strata_http::openapi::constant(true.into())
-}
-
-pub(crate) fn writes_schema() -> utoipa::openapi::Object {
-    strata_http::openapi::integer(0, None)
-}
 
 /// The `{id}` path parameter of the transaction routes.
 fn tx_id_parameter() -> utoipa::openapi::path::Parameter {
