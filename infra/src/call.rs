@@ -7,17 +7,16 @@
 //! requests sent, and exits with a status that says which ([`EXIT_STATUSES`]). A usage error exits 64, not
 //! clap's 2, so that a script tells it from a refused request ([`parse_failed`]).
 //!
-//! Where later client features go: an endpoint's credentials (a JWT, SigV4) in [`Endpoint`] and
-//! [`Endpoint::client`]; new operations (`health`, key/value transactions and commands) as variants of
-//! [`Service`] or of its services' enums, each with its arm in [`run`] that prints its answer as JSON.
+//! A deployed stack: `--auth-token` carries a JWT (`AuthMode=jwt`); an `execute-api` endpoint is signed
+//! with SigV4 from the AWS credential chain (`AuthMode=iam`), as is any endpoint with `--sigv4`.
 
 use clap::Subcommand;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::ffi::OsString;
 use std::process::ExitCode;
 use strata_client::{
-    Certificate, CertificateIssue, Client, Counted, Error, IdempotencyKey, NewWidget, Outcome,
-    RetryPolicy, Widget,
+    CertificateIssue, Client, Counted, Error, IdempotencyKey, NewWidget, Outcome, RetryPolicy,
 };
 
 /// `--help`'s table of exit statuses (README, "Calling the API").
@@ -28,7 +27,7 @@ Exit status:
   2   refused, nothing written: an error answer (a 4xx, a 429 or 503 that says nothing ran, a read's 5xx)
   3   outcome unknown: a write that may have run (any other 5xx or 429 of a write, or its answer lost)
   4   no answer, nothing written: the server could not be reached (or a read's answer was lost)
-  64  usage error: a wrong command, argument or option
+  64  usage error: a wrong command, argument or option, or no credentials for --sigv4
 
 On 1 to 4, stderr has one JSON line: {\"error\": {\"code\", \"message\", …, \"status\", \"outcome\", \"attempts\"}},
 with outcome \"nothing_written\" or \"unknown\"; code and status are null when there was no answer.";
@@ -63,10 +62,23 @@ struct Endpoint {
     /// Requests per call, the first included (1: never retry); retries stay within 30 s.
     #[arg(long, global = true, default_value_t = RetryPolicy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
+    /// Sign every request with SigV4 for `execute-api` (`AuthMode=iam`), credentials from the AWS chain.
+    /// The default for an `ID.execute-api.REGION.amazonaws.com` endpoint without `--auth-token`, which
+    /// is sent unsigned, with a warning, when the chain has no credentials.
+    #[arg(long, global = true, conflicts_with = "auth_token")]
+    sigv4: bool,
+    /// The region to sign for, when the endpoint is not an `execute-api` host (a custom domain).
+    #[arg(
+        long,
+        global = true,
+        value_name = "REGION",
+        conflicts_with = "auth_token"
+    )]
+    sigv4_region: Option<String>,
 }
 
 impl Endpoint {
-    fn client(&self) -> Result<Client, Error> {
+    async fn client(&self) -> Result<Client, Error> {
         let mut builder = Client::builder(&self.endpoint).retry(RetryPolicy {
             max_attempts: self.max_attempts,
             ..RetryPolicy::default()
@@ -74,12 +86,41 @@ impl Endpoint {
         if let Some(token) = &self.auth_token {
             builder = builder.token(token);
         }
+        let host = reqwest::Url::parse(&self.endpoint)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let asked = self.sigv4 || self.sigv4_region.is_some();
+        let region = self
+            .sigv4_region
+            .clone()
+            .or_else(|| strata_client::execute_api_region(&host));
+        match region {
+            Some(region) if asked || self.auth_token.is_none() => {
+                match crate::connect::aws_credentials(&region).await {
+                    Ok(credentials) => builder = builder.sigv4_credentials(credentials, region),
+                    Err(e) if asked => return Err(Error::Auth(e.to_string())),
+                    // A stack deployed with AuthMode=none takes it; one that needs the signature
+                    // answers 403, which is then the error.
+                    Err(e) => eprintln!("strata call: {e}; the request is sent unsigned"),
+                }
+            }
+            None if asked => {
+                return Err(Error::Auth(format!(
+                    "no SigV4 region: {host:?} is not an ID.execute-api.REGION.amazonaws.com host; \
+                     name it with --sigv4-region"
+                )));
+            }
+            _ => {}
+        }
         builder.build()
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Service {
+    /// GET /health: whether the API answers, and on which store.
+    Health,
     /// The key/value store: one key at a time.
     Kv {
         #[command(subcommand)]
@@ -115,6 +156,39 @@ enum Kv {
     },
     /// DELETE /kv/keys/KEY ("deleted": false when it was absent).
     Delete { key: String },
+    /// POST /kv/commands: line-protocol commands, one per line, in one session (`-` reads them from
+    /// stdin). Prints the reply lines as they come.
+    Commands {
+        /// The commands, e.g. "PUT a 1\nGET a"; `-` for stdin.
+        #[arg(allow_hyphen_values = true)]
+        commands: String,
+    },
+    /// A transaction: `tx begin` prints its id, which the other operations take.
+    Tx {
+        #[command(subcommand)]
+        operation: Tx,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Tx {
+    /// POST /kv/transactions: begin one.
+    Begin,
+    /// GET /kv/transactions/ID/keys/KEY: a key as the transaction sees it.
+    Get { id: String, key: String },
+    /// PUT /kv/transactions/ID/keys/KEY: a buffered write.
+    Put {
+        id: String,
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// DELETE /kv/transactions/ID/keys/KEY: a buffered delete.
+    Delete { id: String, key: String },
+    /// POST /kv/transactions/ID/commit: all its writes, or none (409 conflict).
+    Commit { id: String },
+    /// POST /kv/transactions/ID/rollback.
+    Rollback { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,10 +197,8 @@ enum Counters {
     Increment {
         key: String,
         value: u64,
-        /// The Idempotency-Key (1 to 255 visible ASCII characters): the same key again counts nothing
-        /// more and answers as the first did. Default: a new one.
-        #[arg(long, value_parser = idempotency_key)]
-        idempotency_key: Option<IdempotencyKey>,
+        #[command(flatten)]
+        idempotency: KeyArg,
     },
     /// GET /increment/KEY: the total, as {"KEY": total}.
     Get { key: String },
@@ -135,7 +207,12 @@ enum Counters {
 #[derive(Debug, Subcommand)]
 enum Certificates {
     /// PUT /share-classes/CLASS: create the class or change its authorized shares.
-    ClassSet { class: String, authorized: u64 },
+    ClassSet {
+        class: String,
+        authorized: u64,
+        #[command(flatten)]
+        key: KeyArg,
+    },
     /// GET /share-classes/CLASS.
     ClassGet { class: String },
     /// POST /certificates: issue a certificate of CLASS, exactly once.
@@ -148,10 +225,8 @@ enum Certificates {
         /// Shares.
         #[arg(long)]
         amount: u64,
-        /// The Idempotency-Key (1 to 255 visible ASCII characters): the same key again returns the same
-        /// certificate. Default: a new one.
-        #[arg(long, value_parser = idempotency_key)]
-        idempotency_key: Option<IdempotencyKey>,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// GET /certificates/ID, e.g. CS-1.
     Get { id: String },
@@ -176,6 +251,8 @@ enum Widgets {
         /// Its port slots, e.g. `P R` or `Q Q`.
         #[arg(required = true, value_name = "PORT")]
         ports: Vec<String>,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// GET /widgets/SERIAL.
     Get { serial: String },
@@ -187,6 +264,8 @@ enum Widgets {
         peer: String,
         /// P, R or Q.
         port: String,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// DELETE /widgets/SERIAL/associations/PORT/PEER (prints nothing).
     Dissociate {
@@ -194,6 +273,23 @@ enum Widgets {
         port: String,
         peer: String,
     },
+}
+
+/// A keyed write's `--idempotency-key`.
+#[derive(Debug, clap::Args)]
+struct KeyArg {
+    /// The Idempotency-Key (1 to 255 visible ASCII characters): the same key again, with the same
+    /// request, does nothing more and answers as the first did. Default: a new one. Every retry of this
+    /// call sends it.
+    #[arg(long, value_parser = idempotency_key)]
+    idempotency_key: Option<IdempotencyKey>,
+}
+
+impl KeyArg {
+    fn key(self) -> IdempotencyKey {
+        self.idempotency_key
+            .unwrap_or_else(IdempotencyKey::generate)
+    }
 }
 
 fn idempotency_key(raw: &str) -> Result<IdempotencyKey, String> {
@@ -218,8 +314,8 @@ pub fn main(args: CallArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
-        Err(Error::InvalidRequest(message)) => {
-            // The endpoint or an option cannot make a request: nothing was sent.
+        Err(Error::InvalidRequest(message) | Error::Auth(message)) => {
+            // The endpoint, an option or the credentials cannot make a request: nothing was sent.
             eprintln!("strata call: {message}");
             ExitCode::from(USAGE)
         }
@@ -232,89 +328,120 @@ pub fn main(args: CallArgs) -> ExitCode {
 
 /// The answer's JSON, or `None` for a `204`.
 async fn run(args: CallArgs) -> Result<Option<Value>, Error> {
-    let client = args.endpoint.client()?;
+    let client = args.endpoint.client().await?;
     let answer = match args.service {
+        Service::Health => answer(client.health().await?),
         Service::Kv { operation } => match operation {
-            Kv::Get { key } => kv(client.get(&key).await?),
-            Kv::Put { key, value } => kv(client.put(&key, &value).await?),
-            Kv::Delete { key } => {
-                let deleted = client.delete(&key).await?;
-                json!({"key": deleted.key, "deleted": deleted.deleted})
+            Kv::Get { key } => answer(client.get(&key).await?),
+            Kv::Put { key, value } => answer(client.put(&key, &value).await?),
+            Kv::Delete { key } => answer(client.delete(&key).await?),
+            Kv::Commands { commands } => {
+                let commands = if commands == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                        .map_err(|e| Error::InvalidRequest(format!("cannot read stdin: {e}")))?
+                } else {
+                    commands
+                };
+                // Text, not JSON: the reply lines as the line protocol writes them.
+                let replies = client.commands(&commands).await?;
+                print!("{replies}");
+                return Ok(None);
             }
+            Kv::Tx { operation } => match operation {
+                Tx::Begin => {
+                    let tx = client.begin().await?;
+                    json!({"id": tx.id(), "expires_at": tx.expires_at()})
+                }
+                Tx::Get { id, key } => answer(client.resume_transaction(id).get(&key).await?),
+                Tx::Put { id, key, value } => {
+                    answer(client.resume_transaction(id).put(&key, &value).await?)
+                }
+                Tx::Delete { id, key } => answer(client.resume_transaction(id).delete(&key).await?),
+                Tx::Commit { id } => answer(client.resume_transaction(id).commit().await?),
+                Tx::Rollback { id } => answer(client.resume_transaction(id).rollback().await?),
+            },
         },
         Service::Counters { operation } => match operation {
             Counters::Increment {
                 key,
                 value,
-                idempotency_key,
-            } => {
-                let key_sent = idempotency_key.unwrap_or_else(IdempotencyKey::generate);
-                match client.increment_with_key(&key, value, &key_sent).await? {
-                    Counted::Total { key, total } => json!({"key": key, "value": total}),
-                    Counted::Accepted { key, accepted } => {
-                        json!({"key": key, "accepted": accepted})
-                    }
-                }
-            }
+                idempotency,
+            } => match client
+                .increment_with_key(&key, value, &idempotency.key())
+                .await?
+            {
+                Counted::Total { key, total } => json!({"key": key, "value": total}),
+                Counted::Accepted { key, accepted } => json!({"key": key, "accepted": accepted}),
+            },
             Counters::Get { key } => {
                 let total = client.counter(&key).await?;
                 Value::Object(Map::from_iter([(key, total.into())]))
             }
         },
         Service::Certificates { operation } => match operation {
-            Certificates::ClassSet { class, authorized } => {
-                share_class(client.set_share_class(&class, authorized).await?)
-            }
-            Certificates::ClassGet { class } => share_class(client.share_class(&class).await?),
+            Certificates::ClassSet {
+                class,
+                authorized,
+                key,
+            } => answer(
+                client
+                    .set_share_class_with_key(&class, authorized, &key.key())
+                    .await?,
+            ),
+            Certificates::ClassGet { class } => answer(client.share_class(&class).await?),
             Certificates::Issue {
                 class,
                 name,
                 amount,
-                idempotency_key,
+                key,
             } => {
                 let issue = CertificateIssue {
                     name,
                     amount,
                     class,
                 };
-                let key_sent = idempotency_key.unwrap_or_else(IdempotencyKey::generate);
-                certificate(client.issue_certificate_with_key(&issue, &key_sent).await?)
+                answer(
+                    client
+                        .issue_certificate_with_key(&issue, &key.key())
+                        .await?,
+                )
             }
-            Certificates::Get { id } => certificate(client.certificate(&id).await?),
+            Certificates::Get { id } => answer(client.certificate(&id).await?),
             Certificates::List {
                 class,
                 after,
                 limit,
-            } => {
-                let page = client.certificates(&class, after, limit).await?;
-                json!({
-                    "certificates": page.certificates.into_iter().map(certificate).collect::<Vec<_>>(),
-                    "next_after": page.next_after,
-                })
-            }
+            } => answer(client.certificates(&class, after, limit).await?),
         },
         Service::Widgets { operation } => match operation {
             Widgets::Create {
                 serial,
                 name,
                 ports,
+                key,
             } => {
                 let new = NewWidget {
                     serial_number: serial,
                     name,
                     ports,
                 };
-                widget(client.create_widget(&new).await?)
+                answer(client.create_widget_with_key(&new, &key.key()).await?)
             }
-            Widgets::Get { serial } => widget(client.widget(&serial).await?),
+            Widgets::Get { serial } => answer(client.widget(&serial).await?),
             Widgets::Delete { serial } => {
                 client.delete_widget(&serial).await?;
                 return Ok(None);
             }
-            Widgets::Associate { serial, peer, port } => {
-                let a = client.associate(&serial, &peer, &port).await?;
-                json!({"serial_number": a.serial_number, "peer": a.peer, "port": a.port})
-            }
+            Widgets::Associate {
+                serial,
+                peer,
+                port,
+                key,
+            } => answer(
+                client
+                    .associate_with_key(&serial, &peer, &port, &key.key())
+                    .await?,
+            ),
             Widgets::Dissociate { serial, port, peer } => {
                 client.dissociate(&serial, &port, &peer).await?;
                 return Ok(None);
@@ -324,55 +451,9 @@ async fn run(args: CallArgs) -> Result<Option<Value>, Error> {
     Ok(Some(answer))
 }
 
-// The answers as the contract writes them, fields in its order.
-
-fn kv(item: strata_client::KvItem) -> Value {
-    json!({"key": item.key, "value": item.value, "version": item.version})
-}
-
-fn share_class(c: strata_client::ShareClass) -> Value {
-    json!({
-        "class": c.class,
-        "authorized": c.authorized,
-        "issued": c.issued,
-        "remaining": c.remaining,
-        "next_number": c.next_number,
-    })
-}
-
-fn certificate(c: Certificate) -> Value {
-    json!({
-        "id": c.id,
-        "class": c.class,
-        "number": c.number,
-        "name": c.name,
-        "amount": c.amount,
-        "issued_at": c.issued_at,
-    })
-}
-
-fn widget(w: Widget) -> Value {
-    let associations: Vec<Value> = w
-        .associations
-        .into_iter()
-        .map(|link| json!({"port": link.port, "peer": link.peer}))
-        .collect();
-    // P, R, Q as the server lists them; any other type after.
-    let mut free = w.free;
-    let mut ordered = Map::new();
-    for port in ["P", "R", "Q"] {
-        if let Some(n) = free.remove(port) {
-            ordered.insert(port.to_owned(), n.into());
-        }
-    }
-    ordered.extend(free.into_iter().map(|(port, n)| (port, n.into())));
-    json!({
-        "serial_number": w.serial_number,
-        "name": w.name,
-        "ports": w.ports,
-        "associations": associations,
-        "free": ordered,
-    })
+/// An answer as the contract writes it: the body types serialize in its field order.
+fn answer(body: impl Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or_else(|e| json!({"unprintable": e.to_string()}))
 }
 
 /// The exit status of a failed call ([`EXIT_STATUSES`]).
@@ -387,7 +468,7 @@ pub fn exit_status(error: &Error) -> u8 {
             Outcome::Unknown => 3,
         },
         Error::UnexpectedAnswer { .. } => 1,
-        Error::InvalidRequest(_) => USAGE,
+        Error::InvalidRequest(_) | Error::Auth(_) => USAGE,
     }
 }
 

@@ -113,13 +113,7 @@ impl Target {
 
 /// The region of an API Gateway host, `ID.execute-api.REGION.amazonaws.com` (with or without a port).
 fn execute_api_region(host: &str) -> Option<String> {
-    let host = host.split(':').next().unwrap_or_default();
-    let labels: Vec<&str> = host.split('.').collect();
-    match labels.as_slice() {
-        [_, "execute-api", region, "amazonaws", "com"]
-        | [_, "execute-api", region, "amazonaws", "com", "cn"] => Some((*region).to_owned()),
-        _ => None,
-    }
+    strata_client::execute_api_region(host.split(':').next().unwrap_or_default())
 }
 
 /// Signs a WebSocket upgrade for API Gateway: SigV4 over the method, path, query and `Host`, adding
@@ -297,7 +291,9 @@ impl Link {
 }
 
 /// Credentials from the standard AWS chain (environment, profile, SSO, container, instance).
-async fn aws_credentials(region: &str) -> Result<aws_credential_types::Credentials, Failure> {
+pub(crate) async fn aws_credentials(
+    region: &str,
+) -> Result<aws_credential_types::Credentials, Failure> {
     use aws_credential_types::provider::ProvideCredentials;
     let config = aws_config::from_env()
         .region(aws_config::Region::new(region.to_owned()))
@@ -309,7 +305,7 @@ async fn aws_credentials(region: &str) -> Result<aws_credential_types::Credentia
     Ok(provider
         .provide_credentials()
         .await
-        .map_err(|e| format!("no AWS credentials to sign the upgrade with: {e}"))?)
+        .map_err(|e| format!("no AWS credentials to sign with: {e}"))?)
 }
 
 /// TLS for `wss://` with the system's root certificates, on the crypto provider the AWS SDK builds (named,

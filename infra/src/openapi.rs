@@ -15,10 +15,14 @@ use serde_json::{Map, Value, json};
 use strata_http::openapi::{Header, Operation, OperationBuilder, Shared, responses};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, PathItem, PathsBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayItems, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
-use utoipa::openapi::{Components, ContentBuilder, InfoBuilder, OpenApiBuilder, ResponseBuilder};
+use utoipa::openapi::{
+    Components, ContentBuilder, InfoBuilder, OpenApiBuilder, RefOr, ResponseBuilder,
+};
 
 /// The document, as served: `infra/openapi.json`, the committed output of [`generate`].
 pub const DOCUMENT: &str = include_str!("../openapi.json");
@@ -187,6 +191,7 @@ pub fn generate() -> String {
             schemas.push((name, schema));
         }
     }
+    close_answers(&operations, &mut schemas);
     operations.push((
         "/openapi.json".to_owned(),
         HttpMethod::Get,
@@ -260,6 +265,72 @@ pub fn generate() -> String {
     let mut text = serde_json::to_string_pretty(&document).expect("the document serializes");
     text.push('\n');
     text
+}
+
+/// Answers are closed: every object an answer holds says `additionalProperties: false`, so a client can
+/// tell a field it does not know from a misspelt one. The body types (`strata_api_types`) do not deny
+/// unknown fields themselves: a client built on them keeps reading answers that gain a field.
+fn close_answers(
+    operations: &[(String, HttpMethod, Operation)],
+    schemas: &mut [(String, RefOr<Schema>)],
+) {
+    let mut answers: Vec<String> = operations
+        .iter()
+        .flat_map(|(_, _, op)| op.responses.responses.values())
+        .filter_map(|response| match response {
+            RefOr::T(response) => Some(response.content.values()),
+            RefOr::Ref(_) => None,
+        })
+        .flatten()
+        .filter_map(|content| content.schema.as_ref())
+        .filter_map(schema_name)
+        .collect();
+    let mut closed = Vec::new();
+    while let Some(name) = answers.pop() {
+        if closed.contains(&name) {
+            continue;
+        }
+        if let Some((_, schema)) = schemas.iter_mut().find(|(n, _)| *n == name) {
+            close(schema, &mut answers);
+        }
+        closed.push(name);
+    }
+}
+
+/// The component a `$ref` names.
+fn schema_name(schema: &RefOr<Schema>) -> Option<String> {
+    match schema {
+        RefOr::Ref(r) => r
+            .ref_location
+            .strip_prefix("#/components/schemas/")
+            .map(str::to_owned),
+        RefOr::T(_) => None,
+    }
+}
+
+/// Closes the objects of `schema` that say nothing of other properties; the components it refers to are
+/// added to `refs`.
+fn close(schema: &mut RefOr<Schema>, refs: &mut Vec<String>) {
+    match schema {
+        RefOr::Ref(_) => refs.extend(schema_name(schema)),
+        RefOr::T(Schema::Object(object)) => {
+            // utoipa writes a string or an integer as an `Object` of that type too.
+            let is_object = object.schema_type == SchemaType::Type(Type::Object);
+            if is_object && object.additional_properties.is_none() {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+            for property in object.properties.values_mut() {
+                close(property, refs);
+            }
+        }
+        RefOr::T(Schema::Array(array)) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                close(items, refs);
+            }
+        }
+        RefOr::T(_) => {}
+    }
 }
 
 #[cfg(test)]

@@ -1,54 +1,13 @@
-//! The answers of key/value transactions and of `GET /health` (CONTRACT.md §1 "Transactions", "Health").
+//! The answers of key/value transactions (`strata_api_types`', as the server writes them) and of
+//! `GET /health`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// `201` of `POST /kv/transactions`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct TxBegun {
-    pub id: String,
-    pub expires_at: String,
-}
-
-/// A key as a transaction sees it (`GET /kv/transactions/{id}/keys/{key}`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TxItem {
-    pub key: String,
-    pub value: String,
-    /// `None` for the transaction's own write, which gets its version at commit.
-    pub version: Option<u64>,
-}
-
-/// The answer of `PUT /kv/transactions/{id}/keys/{key}`: the write is buffered.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TxWritten {
-    pub key: String,
-    pub value: String,
-}
-
-/// The answer of `DELETE /kv/transactions/{id}/keys/{key}`: the delete is buffered.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TxDeleted {
-    pub key: String,
-}
-
-/// The answer of `POST /kv/transactions/{id}/commit`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TxCommitted {
-    pub id: String,
-    pub committed: bool,
-    /// The keys written (puts and deletes).
-    pub writes: u64,
-}
-
-/// The answer of `POST /kv/transactions/{id}/rollback`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TxRolledBack {
-    pub id: String,
-    pub rolled_back: bool,
-}
+pub(crate) use strata_api_types::kv::tx::TxBegun;
+pub use strata_api_types::kv::tx::{TxCommitted, TxDeleted, TxItem, TxRolledBack, TxWritten};
 
 /// The answer of `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// `ok`.
     pub status: String,

@@ -156,6 +156,8 @@ mod auth;
 mod error;
 #[cfg(feature = "sigv4")]
 mod sigv4;
+#[cfg(feature = "sigv4")]
+pub use sigv4::execute_api_region;
 mod transaction;
 mod types;
 
@@ -522,9 +524,20 @@ impl Client {
 
     /// `PUT /share-classes/{class}` with a new `Idempotency-Key`.
     pub async fn set_share_class(&self, class: &str, authorized: u64) -> Result<ShareClass, Error> {
+        self.set_share_class_with_key(class, authorized, &IdempotencyKey::generate())
+            .await
+    }
+
+    /// `PUT /share-classes/{class}` with the caller's key: a later call with it answers as the first did.
+    pub async fn set_share_class_with_key(
+        &self,
+        class: &str,
+        authorized: u64,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<ShareClass, Error> {
         let path = format!("/share-classes/{}", segment(class));
         let body = json(&types::ShareClassWrite { authorized })?;
-        let kind = Kind::Keyed(IdempotencyKey::generate());
+        let kind = Kind::Keyed(idempotency_key.clone());
         decode(self.call(Method::PUT, &path, Some(body), kind).await?)
     }
 
@@ -578,8 +591,18 @@ impl Client {
 
     /// `POST /widgets` with a new `Idempotency-Key`.
     pub async fn create_widget(&self, widget: &NewWidget) -> Result<Widget, Error> {
+        self.create_widget_with_key(widget, &IdempotencyKey::generate())
+            .await
+    }
+
+    /// `POST /widgets` with the caller's key: a later call with it answers as the first did.
+    pub async fn create_widget_with_key(
+        &self,
+        widget: &NewWidget,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Widget, Error> {
         let body = json(widget)?;
-        let kind = Kind::Keyed(IdempotencyKey::generate());
+        let kind = Kind::Keyed(idempotency_key.clone());
         decode(
             self.call(Method::POST, "/widgets", Some(body), kind)
                 .await?,
@@ -607,12 +630,25 @@ impl Client {
         peer: &str,
         port: &str,
     ) -> Result<Association, Error> {
+        self.associate_with_key(serial, peer, port, &IdempotencyKey::generate())
+            .await
+    }
+
+    /// `POST /widgets/{serial}/associations` with the caller's key: a later call with it answers as the
+    /// first did.
+    pub async fn associate_with_key(
+        &self,
+        serial: &str,
+        peer: &str,
+        port: &str,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Association, Error> {
         let path = format!("/widgets/{}/associations", segment(serial));
         let body = json(&types::AssociationWrite {
             peer: peer.to_owned(),
             port: port.to_owned(),
         })?;
-        let kind = Kind::Keyed(IdempotencyKey::generate());
+        let kind = Kind::Keyed(idempotency_key.clone());
         decode(self.call(Method::POST, &path, Some(body), kind).await?)
     }
 

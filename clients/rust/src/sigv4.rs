@@ -190,7 +190,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The region of an API Gateway host, `ID.execute-api.REGION.amazonaws.com` (or `.com.cn`).
-pub(crate) fn execute_api_region(host: &str) -> Option<String> {
+pub fn execute_api_region(host: &str) -> Option<String> {
     let labels: Vec<&str> = host.split('.').collect();
     match labels.as_slice() {
         [_, "execute-api", region, "amazonaws", "com"]

@@ -51,7 +51,9 @@ impl Transaction {
     /// `PUT /kv/transactions/{id}/keys/{key}`: buffers the write.
     pub async fn put(&self, key: &str, value: &str) -> Result<TxWritten, Error> {
         let path = self.path(&format!("/keys/{}", segment(key)));
-        let body = json(&types::KvWrite { value })?;
+        let body = json(&types::KvWrite {
+            value: value.to_owned(),
+        })?;
         let answer = self
             .client
             .call(Method::PUT, &path, Some(body), Kind::Repeatable)

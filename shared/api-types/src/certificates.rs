@@ -97,7 +97,6 @@ pub struct ShareClassWrite {
 
 /// A share class and its running totals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -138,7 +137,6 @@ pub struct CertificateIssue {
 
 /// A certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -165,7 +163,6 @@ pub struct Certificate {
 
 /// A page of certificates, in number order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"

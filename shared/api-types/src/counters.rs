@@ -65,7 +65,6 @@ pub struct Increment {
 
 /// Strong mode's answer to an increment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -80,7 +79,6 @@ pub struct CounterTotalAfter {
 
 /// Eventual mode's answer to an increment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"

@@ -66,7 +66,6 @@ pub struct KvWrite {
 
 /// A key, its value and the version that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -83,7 +82,6 @@ pub struct KvItem {
 
 /// The answer of `DELETE /kv/keys/{key}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"

@@ -11,8 +11,9 @@
 //! - [`schema`]: the small schema builders the types' fields name, which the services' operations use too.
 //!
 //! Each type derives `Serialize`, `Deserialize` and utoipa's `ToSchema`; the counter total, whose one
-//! property is named by its key, writes all three by hand, and the error JSON its schema. Answer types deny
-//! unknown fields: their schemas say `additionalProperties: false`. The schema-only types (`KvKeyString`,
+//! property is named by its key, writes all three by hand, and the error JSON its schema. Answer types read
+//! unknown fields without complaint, so a client keeps working when an answer gains a field; the document
+//! still says `additionalProperties: false` for answers (`strata::openapi` closes them). The schema-only types (`KvKeyString`,
 //! `PortName`, …) are what a field's `value_type` names.
 //!
 //! The crate depends on serde, serde_json and utoipa only, so a client builds without the server's stack.

@@ -86,7 +86,6 @@ pub struct WidgetCreate {
 
 /// One association: the port type and the other widget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -100,7 +99,6 @@ pub struct WidgetAssociation {
 
 /// The free slots per port type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct FreeSlots {
     /// Free `P` slots.
     #[serde(rename = "P")]
@@ -118,7 +116,6 @@ pub struct FreeSlots {
 
 /// The widget as the API shows it; associations in a stable order (port P, R, Q, then peer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -152,7 +149,6 @@ pub struct AssociationCreate {
 
 /// A new association.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"

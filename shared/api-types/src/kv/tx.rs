@@ -49,7 +49,6 @@ pub struct TxBegin {}
 // Without doc comments: each would become part of the schema.
 #[allow(missing_docs, reason = "a doc comment would become part of the schema")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TxBegun {
     #[schema(value_type = TxIdString)]
     pub id: String,
@@ -60,7 +59,6 @@ pub struct TxBegun {
 
 /// A key as the transaction sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(
     missing_docs,
     reason = "a field's doc comment would become part of its schema"
@@ -77,7 +75,6 @@ pub struct TxItem {
 
 #[allow(missing_docs, reason = "a doc comment would become part of the schema")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TxWritten {
     #[schema(value_type = KvKeyString)]
     pub key: String,
@@ -87,7 +84,6 @@ pub struct TxWritten {
 
 #[allow(missing_docs, reason = "a doc comment would become part of the schema")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TxDeleted {
     #[schema(value_type = KvKeyString)]
     pub key: String,
@@ -95,7 +91,6 @@ pub struct TxDeleted {
 
 #[allow(missing_docs, reason = "a doc comment would become part of the schema")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TxCommitted {
     #[schema(value_type = TxIdString)]
     pub id: String,
@@ -109,7 +104,6 @@ pub struct TxCommitted {
 
 #[allow(missing_docs, reason = "a doc comment would become part of the schema")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TxRolledBack {
     #[schema(value_type = TxIdString)]
     pub id: String,
