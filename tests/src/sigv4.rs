@@ -3,6 +3,8 @@
 //! path, query, the headers it says it signed and the SHA-256 of its body) with the secret of the access
 //! key it names, for its date and region, and must be the same.
 
+pub mod gateway;
+
 use std::time::{Duration, SystemTime};
 
 /// The credentials the tests sign with, and the region.

@@ -1,7 +1,9 @@
 //! `strata call` (README, "Calling the API"): the real binary against a real `strata serve`. Every operation
-//! prints its answer's JSON on one line; each exit status of `strata call --help` is reached: a refusal
+//! prints its answer's JSON on one line (transactions across calls, the line protocol's reply lines, every
+//! keyed write with its `--idempotency-key`); each exit status of `strata call --help` is reached: a refusal
 //! (2), a write whose answer is lost after it ran (3, through a proxy that drops the answer), no server
-//! (4), an answer that is not strata's (1), a usage error (64).
+//! (4), an answer that is not strata's (1), a usage error or no credentials (64). A stack closed with IAM
+//! is played by a gateway that checks SigV4 as API Gateway does.
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -47,12 +49,12 @@ impl Run {
     }
 }
 
-/// `strata call ARGS` with `env` and no `STRATA_*` variable of the test's own environment.
+/// `strata call ARGS` with `env` and no `STRATA_*` or `AWS_*` variable of the test's own environment.
 fn call_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(crate::STRATA);
     command.arg("call").args(args);
     for (name, _) in std::env::vars() {
-        if name.starts_with("STRATA_") {
+        if name.starts_with("STRATA_") || name.starts_with("AWS_") {
             command.env_remove(name);
         }
     }
@@ -277,6 +279,230 @@ fn call_with_one_idempotency_key_issues_once() {
     let unkeyed = ["counters", "increment", "visits", "3"];
     assert_eq!(call(base, &unkeyed).answer()["value"], 6);
     assert_eq!(call(base, &unkeyed).answer()["value"], 9);
+}
+
+#[test]
+fn call_runs_transactions_commands_and_health() {
+    let (server, _dir) = server(&[]);
+    let base = server.base.as_str();
+    assert_eq!(
+        call(base, &["health"]).answer(),
+        json!({"status": "ok", "store": "embedded"})
+    );
+
+    // A transaction across calls: its id is what the other operations take.
+    call(base, &["kv", "put", "balance", "10"]).answer();
+    let begun = call(base, &["kv", "tx", "begin"]).answer();
+    let id = begun["id"].as_str().unwrap().to_owned();
+    assert!(begun["expires_at"].is_string(), "{begun}");
+    let seen = call(base, &["kv", "tx", "get", &id, "balance"]).answer();
+    assert_eq!(
+        (&seen["value"], &seen["version"]),
+        (&json!("10"), &json!(1))
+    );
+    assert_eq!(
+        call(base, &["kv", "tx", "put", &id, "balance", "-7"]).answer(),
+        json!({"key": "balance", "value": "-7"})
+    );
+    assert_eq!(
+        call(base, &["kv", "tx", "delete", &id, "other"]).answer(),
+        json!({"key": "other"})
+    );
+    // Invisible to others until it commits.
+    assert_eq!(
+        call(base, &["kv", "get", "balance"]).answer()["value"],
+        "10"
+    );
+    assert_eq!(
+        call(base, &["kv", "tx", "commit", &id]).answer(),
+        json!({"id": id, "committed": true, "writes": 2})
+    );
+    assert_eq!(
+        call(base, &["kv", "get", "balance"]).answer()["value"],
+        "-7"
+    );
+
+    // A conflict: another write between the read and the commit.
+    let loser = call(base, &["kv", "tx", "begin"]).answer()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(base, &["kv", "tx", "get", &loser, "balance"]).answer();
+    call(base, &["kv", "tx", "put", &loser, "balance", "0"]).answer();
+    call(base, &["kv", "put", "balance", "1"]).answer();
+    let conflict = call(base, &["kv", "tx", "commit", &loser]).error(2);
+    assert_eq!(conflict["code"], "conflict", "{conflict}");
+    assert_eq!(call(base, &["kv", "get", "balance"]).answer()["value"], "1");
+
+    // A rollback.
+    let dropped = call(base, &["kv", "tx", "begin"]).answer()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(base, &["kv", "tx", "put", &dropped, "balance", "99"]).answer();
+    assert_eq!(
+        call(base, &["kv", "tx", "rollback", &dropped]).answer(),
+        json!({"id": dropped, "rolled_back": true})
+    );
+    assert_eq!(call(base, &["kv", "get", "balance"]).answer()["value"], "1");
+
+    // The line protocol over HTTP: the reply lines as they are, from an argument or from stdin.
+    let commands = call(base, &["kv", "commands", "PUT a 3 * 3 = 9\nGET a"]);
+    assert_eq!(commands.status, Some(0), "{commands:?}");
+    assert_eq!(
+        commands.stdout,
+        "{\"status\": \"Ok\"}\n{\"status\": \"Ok\", \"result\": \"3 * 3 = 9\"}\n"
+    );
+    let mut piped = Command::new(crate::STRATA)
+        .args(["call", "kv", "commands", "-", "--endpoint", base])
+        .env_remove("STRATA_AUTH_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"DEL a\nGET a\n")
+        .unwrap();
+    let output = piped.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "{\"status\": \"Ok\"}\n{\"status\": \"Error\", \"mesg\": \"Key not found!\"}\n"
+    );
+}
+
+/// Every keyed write takes `--idempotency-key`: the same key again answers as the first did, and does
+/// nothing more.
+#[test]
+fn call_takes_an_idempotency_key_on_every_keyed_write() {
+    let (server, _dir) = server(&[]);
+    let base = server.base.as_str();
+    let keyed = |args: &[&str], key: &str| {
+        call(base, &[args, &["--idempotency-key", key]].concat()).answer()
+    };
+    let class = keyed(&["certificates", "class-set", "CS", "100"], "class-1");
+    assert_eq!(
+        keyed(&["certificates", "class-set", "CS", "100"], "class-1"),
+        class
+    );
+    let widget = keyed(&["widgets", "create", "A", "alpha", "P", "R"], "widget-a");
+    // A second create without the key is `409 duplicate_serial_number`; with it, the first answer.
+    assert_eq!(
+        keyed(&["widgets", "create", "A", "alpha", "P", "R"], "widget-a"),
+        widget
+    );
+    let exists = call(base, &["widgets", "create", "A", "alpha", "P", "R"]).error(2);
+    assert_eq!(exists["code"], "duplicate_serial_number", "{exists}");
+    keyed(&["widgets", "create", "B", "beta", "P"], "widget-b");
+    let linked = keyed(&["widgets", "associate", "A", "B", "P"], "link-ab");
+    assert_eq!(
+        keyed(&["widgets", "associate", "A", "B", "P"], "link-ab"),
+        linked
+    );
+    let a = call(base, &["widgets", "get", "A"]).answer();
+    assert_eq!(
+        a["associations"],
+        json!([{"port": "P", "peer": "B"}]),
+        "{a}"
+    );
+}
+
+/// A stack deployed with `AuthMode=iam`, played by a gateway that checks SigV4 as API Gateway does in
+/// front of `strata serve`: `strata call` signs with the credentials of the AWS chain (here the
+/// environment) for the region given; without credentials, `--sigv4` stops before sending anything.
+#[test]
+fn call_signs_for_an_iam_stack() {
+    use strata_tests::sigv4::{ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN};
+    let (server, _dir) = server(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (gateway, state) = runtime.block_on(strata_tests::sigv4::gateway::gateway(&server.base));
+    let aws = |secret: &'static str| {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+            ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws/credentials",
+            ),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+    };
+    let signed = |args: &[&str], secret: &'static str| {
+        call_env(
+            &[args, &["--endpoint", &gateway, "--sigv4-region", REGION]].concat(),
+            &aws(secret),
+        )
+    };
+    assert_eq!(
+        signed(&["kv", "put", "greeting", "signed"], SECRET_KEY).answer()["value"],
+        "signed"
+    );
+    let issued = signed(
+        &[
+            "certificates",
+            "issue",
+            "--class",
+            "CS",
+            "--name",
+            "N",
+            "--amount",
+            "1",
+        ],
+        SECRET_KEY,
+    )
+    .answer();
+    assert_eq!(issued["id"], "CS-1");
+    assert_eq!(signed(&["health"], SECRET_KEY).answer()["status"], "ok");
+
+    // A wrong secret: API Gateway's 403, nothing written.
+    let refused = signed(&["kv", "put", "greeting", "forged"], "not/the/secret").error(2);
+    assert_eq!(refused["status"], 403, "{refused}");
+    assert_eq!(refused["code"], Value::Null);
+    assert_eq!(
+        signed(&["kv", "get", "greeting"], SECRET_KEY).answer()["value"],
+        "signed"
+    );
+    // Unsigned, the gateway refuses it too.
+    let unsigned = call(&gateway, &["kv", "get", "greeting"]).error(2);
+    assert_eq!(unsigned["status"], 403, "{unsigned}");
+
+    // --sigv4 with no credentials anywhere: nothing is sent.
+    let before = state.lock().unwrap().received.len();
+    let none = call_env(
+        &[
+            "kv",
+            "get",
+            "greeting",
+            "--endpoint",
+            &gateway,
+            "--sigv4",
+            "--sigv4-region",
+            REGION,
+        ],
+        &[
+            ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws/credentials",
+            ),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert_eq!(none.status, Some(64), "{none:?}");
+    assert!(none.stderr.contains("no AWS credentials"), "{none:?}");
+    assert_eq!(state.lock().unwrap().received.len(), before);
+    // A region is needed where the host does not name one.
+    let no_region = call_env(
+        &["kv", "get", "greeting", "--endpoint", &gateway, "--sigv4"],
+        &aws(SECRET_KEY),
+    );
+    assert_eq!(no_region.status, Some(64), "{no_region:?}");
+    assert!(no_region.stderr.contains("--sigv4-region"), "{no_region:?}");
 }
 
 #[test]
