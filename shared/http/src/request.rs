@@ -29,7 +29,7 @@ pub fn path_param(req: &Request, name: &str) -> Result<String, Error> {
 }
 
 /// The request body as a JSON object. Over 1 MiB → 413; not JSON, or not an object → 400 `invalid_json`.
-pub fn json_object(req: &Request) -> Result<Object, Error> {
+fn json_object(req: &Request) -> Result<Object, Error> {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(body_too_large());
@@ -230,9 +230,9 @@ pub fn query_string(req: &Request, name: &str) -> Result<String, Error> {
         .ok_or_else(|| Error::invalid_field(name, format!("query parameter `{name}` is required")))
 }
 
-/// A JSON object from a request body, with typed accessors whose errors name the field.
+/// A JSON object from a request body, with the field checks of [`body`], whose errors name the field.
 #[derive(Debug, Clone)]
-pub struct Object(pub Map<String, Value>);
+struct Object(Map<String, Value>);
 
 impl Object {
     /// Checks `field` as its schema says (see [`body`]).
@@ -244,11 +244,6 @@ impl Object {
             Expect::Strings => self.strs(field).map(drop),
             Expect::Other => Ok(()),
         }
-    }
-
-    /// A required array of strings.
-    pub fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
-        Ok(self.strs(field)?.into_iter().map(str::to_owned).collect())
     }
 
     fn strs(&self, field: &str) -> Result<Vec<&str>, Error> {
@@ -265,11 +260,6 @@ impl Object {
         }
     }
 
-    /// A required string field.
-    pub fn string(&self, field: &str) -> Result<String, Error> {
-        self.str(field).map(str::to_owned)
-    }
-
     fn str(&self, field: &str) -> Result<&str, Error> {
         match self.0.get(field) {
             Some(Value::String(s)) => Ok(s),
@@ -281,13 +271,8 @@ impl Object {
         }
     }
 
-    /// A required integer field in `1..=max`. Floats, strings and out-of-range numbers are refused.
-    pub fn positive_integer(&self, field: &str, max: u64) -> Result<u64, Error> {
-        self.integer(field, 1, max)
-    }
-
     /// A required integer field in `min..=max`. Floats, strings and out-of-range numbers are refused.
-    pub fn integer(&self, field: &str, min: u64, max: u64) -> Result<u64, Error> {
+    fn integer(&self, field: &str, min: u64, max: u64) -> Result<u64, Error> {
         let value = self.0.get(field).ok_or_else(|| missing(field))?;
         match value.as_u64() {
             Some(n) if (min..=max).contains(&n) => Ok(n),
@@ -369,20 +354,20 @@ mod tests {
             r#"{"s":"x","n":5,"f":1.5,"neg":-1,"big":9007199254740992}"#,
         ))
         .unwrap();
-        assert_eq!(o.string("s").unwrap(), "x");
-        let e = o.string("n").unwrap_err();
+        assert_eq!(o.str("s").unwrap(), "x");
+        let e = o.str("n").unwrap_err();
         assert_eq!(e.extra["field"], "n");
         assert!(e.message.contains("not a number"), "{}", e.message);
-        assert_eq!(o.string("missing").unwrap_err().extra["field"], "missing");
-        assert_eq!(o.positive_integer("n", 10).unwrap(), 5);
+        assert_eq!(o.str("missing").unwrap_err().extra["field"], "missing");
+        assert_eq!(o.integer("n", 1, 10).unwrap(), 5);
         for bad in ["f", "neg", "s", "missing"] {
             assert_eq!(
-                o.positive_integer(bad, u64::MAX).unwrap_err().code,
+                o.integer(bad, 1, u64::MAX).unwrap_err().code,
                 "invalid_field"
             );
         }
-        assert!(o.positive_integer("big", (1 << 53) - 1).is_err());
-        assert!(o.positive_integer("n", 4).is_err());
+        assert!(o.integer("big", 1, (1 << 53) - 1).is_err());
+        assert!(o.integer("n", 1, 4).is_err());
     }
 
     fn one_to_ten() -> utoipa::openapi::Object {
