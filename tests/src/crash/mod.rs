@@ -23,12 +23,14 @@
 //!
 //! On both stores, `429` and `503` answers mean "outcome unknown" (as a lost answer), never "nothing
 //! written": keyed requests (certificate issues, the first counter client's increments) are sent again with
-//! the same key until they get a definite answer (by strata-client within its budget, then by a new call with
-//! the same key), and must then count exactly once; unkeyed ones widen what the checks allow. Nothing may be applied more often than it was sent (a strong counter's total ≤ the
-//! increments sent to it; certificates per class ≤ the issues sent; a KV PUT's version exactly one more than
-//! the version before it, give one more per earlier write of unknown outcome), and every error answer must
-//! be the contract's error JSON with a documented status (`retry-after` on `429`/`503`). Violations carry a
-//! `[tag]` naming the invariant, which [`Report::summary`] counts.
+//! the same key until they get a definite answer (by strata-client within its budget, then by a new call
+//! with the same key), and must then count exactly once; unkeyed ones widen what the checks allow. Nothing
+//! may be applied more often than it was sent (a strong counter's total ≤ the increments sent to it;
+//! certificates per class ≤ the issues sent; a KV PUT's version exactly one more than the version before
+//! it, give one more per earlier write of unknown outcome), and every error answer must be the contract's
+//! error JSON with a documented status (`retry-after` on `429`/`503`): of a strata-client call, the one it
+//! ended with (the answers it retried past are not seen). Violations carry a `[tag]` naming the invariant,
+//! which [`Report::summary`] counts.
 //!
 //! The schedule (operations, values, load times, counter modes) comes from one seed, printed by the caller;
 //! thread timing still varies between runs, so a replay repeats the schedule, not every interleaving.
