@@ -169,8 +169,8 @@ pub(super) async fn widgets(
                 http.check_client_error(e);
             }
             match answer {
-                // 404: the peer was deleted by its owner, which released the association.
                 Ok(()) => c.acked += 1,
+                // The peer was deleted by its owner, which released the association.
                 Err(e) if e.status() == Some(404) => c.acked += 1,
                 // Not retried by strata-client (a `503` of an unkeyed write may have applied).
                 Err(e) if busy(&e) => {
