@@ -1,4 +1,5 @@
-//! The generator's clients: one HTTP/1.1 keep-alive connection, one line-protocol connection, and how an answer is classified.
+//! The generator's clients for the measured loop: one HTTP/1.1 keep-alive connection, one line-protocol
+//! connection, and how an answer is classified.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -46,6 +47,10 @@ pub(super) async fn call(
 /// the worker's own task rather than a spawned one (one wake-up per reply, not two): the generator shares
 /// the machine's cores with the server, so what it spends per request is taken from the server. A
 /// transport error drops the connection; the next request opens another.
+///
+/// The measured requests do not go through strata-client: its retries would turn the errors this report
+/// counts into slower successes, and its pooled reqwest connections, URL building and typed bodies would
+/// add the generator's own cost to every latency. Set-up (`prepare`) uses it.
 pub(super) struct Http {
     /// `host[:port]` as given, for the `Host` header.
     pub(super) host: String,

@@ -1,10 +1,12 @@
-//! The workloads: their operations and mixes, what they prepare, and one operation of each over HTTP.
+//! The workloads: their operations and mixes, what they prepare (through strata-client), and one operation
+//! of each over the generator's own HTTP client.
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use strata_client::{Client, NewWidget};
 
 use super::client::{Http, LineClient, Outcome, call};
 use super::*;
@@ -154,50 +156,35 @@ pub(super) async fn prepare(
         || has(Op::WidgetLink)
         || has(Op::WidgetGet)
     {
-        if (has(Op::WidgetLink) || has(Op::WidgetGet)) && widgets_present(context).await {
+        // Set-up is not measured: strata-client sends it, retrying what the contract lets it retry.
+        let client = Client::builder(o.target.as_str()).build()?;
+        if (has(Op::WidgetLink) || has(Op::WidgetGet)) && widgets_present(&client, o.keys).await {
             return Ok(());
         }
         for part in 0..parallel {
-            let context = context.clone();
+            let (context, client) = (context.clone(), client.clone());
             jobs.spawn(async move {
                 let o = &context.options;
-                let mut http = Http::new(&o.target)?;
                 for k in (part..o.keys).step_by(parallel) {
-                    let (method, path, body) = match o.workload {
-                        Workload::Counters => (
-                            Method::POST,
-                            "/increment".to_owned(),
-                            json!({"key": format!("bench-{k}"), "value": 1}),
-                        ),
-                        Workload::Widgets => (
-                            Method::POST,
-                            "/widgets".to_owned(),
-                            json!({
-                                "serial_number": crate::widgets_load::serial(1, k as u64),
-                                "name": format!("widget {k}"),
-                                "ports": ["P", "R", "Q"],
-                            }),
-                        ),
-                        _ => (
-                            Method::PUT,
-                            format!("/kv/keys/bench-{k}"),
-                            json!({"value": "0"}),
-                        ),
-                    };
-                    match call(
-                        &mut http,
-                        method,
-                        &path,
-                        Some(&body),
-                        &["duplicate_serial_number"],
-                    )
-                    .await
-                    {
-                        (Outcome::Done | Outcome::Refused(_), _) => {}
-                        (Outcome::Failed(kind), _) => {
-                            return Err(format!("preparing {} failed: {kind}", o.workload.name()));
+                    let seeded = match o.workload {
+                        Workload::Counters => {
+                            client.increment(&format!("bench-{k}"), 1).await.map(drop)
                         }
-                    }
+                        Workload::Widgets => {
+                            let widget = NewWidget {
+                                serial_number: crate::widgets_load::serial(1, k as u64),
+                                name: format!("widget {k}"),
+                                ports: ["P", "R", "Q"].map(str::to_owned).to_vec(),
+                            };
+                            match client.create_widget(&widget).await {
+                                // Made by an earlier run or `strata widgets load --seed 1`.
+                                Err(e) if e.code() == Some("duplicate_serial_number") => Ok(()),
+                                other => other.map(drop),
+                            }
+                        }
+                        _ => client.put(&format!("bench-{k}"), "0").await.map(drop),
+                    };
+                    seeded.map_err(|e| format!("preparing {} failed: {e}", o.workload.name()))?;
                 }
                 Ok(())
             });
@@ -229,16 +216,11 @@ pub(super) async fn prepare(
 
 /// Whether the first and last of the widgets the mix uses exist already (loaded by `strata widgets load
 /// --seed 1`, or by an earlier run), so that a large loaded store is not walked again.
-pub(super) async fn widgets_present(context: &Context) -> bool {
-    let o = &context.options;
-    let Ok(mut http) = Http::new(&o.target) else {
-        return false;
-    };
-    for i in [0, o.keys - 1] {
-        let path = format!("/widgets/{}", crate::widgets_load::serial(1, i as u64));
-        match http.request(Method::GET, &path, None).await {
-            Ok((200, _)) => {}
-            _ => return false,
+pub(super) async fn widgets_present(client: &Client, keys: usize) -> bool {
+    for i in [0, keys - 1] {
+        let serial = crate::widgets_load::serial(1, i as u64);
+        if client.widget(&serial).await.is_err() {
+            return false;
         }
     }
     true

@@ -3,16 +3,17 @@
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use strata_client::{Client, Counted, Error, IdempotencyKey};
 
-use super::http::{Http, Outcome, RETRY_PAUSE, encode, get_json, outcome_unknown};
+use super::http::{Http, Outcome, RETRY_PAUSE, outcome_unknown, retry_later};
 use super::report::Report;
 use super::rng::Rng;
 
 pub(super) struct CounterClient {
     pub(super) id: usize,
     pub(super) seed: u64,
-    /// Every increment carries an `Idempotency-Key` and is sent again with it until it gets a definite
-    /// answer, so its counters are exact whenever nothing is pending.
+    /// Every increment goes through strata-client with an `Idempotency-Key` and is called again with it
+    /// until it gets a definite answer, so its counters are exact whenever nothing is pending.
     pub(super) keyed: bool,
     pub(super) keys: Vec<String>,
     /// Per counter: the total is at least `lo` (acknowledged) and at most `hi` (sent: acknowledged,
@@ -20,9 +21,10 @@ pub(super) struct CounterClient {
     pub(super) lo: Vec<u64>,
     pub(super) hi: Vec<u64>,
     /// The keyed increment not settled yet: counter index, value, key; carried into the next round.
-    pub(super) pending: Option<(usize, u64, String)>,
+    pub(super) pending: Option<(usize, u64, IdempotencyKey)>,
     pub(super) pending_at_kill: bool,
-    pub(super) attempts: u32,
+    /// Calls of strata-client for `pending` so far.
+    pub(super) calls: u32,
     pub(super) retried: u64,
     pub(super) seq: u64,
     pub(super) acked: u64,
@@ -43,7 +45,7 @@ impl CounterClient {
             keys,
             pending: None,
             pending_at_kill: false,
-            attempts: 0,
+            calls: 0,
             retried: 0,
             seq: 0,
             acked: 0,
@@ -54,42 +56,46 @@ impl CounterClient {
     }
 }
 
-/// Sends the keyed client's pending increment until it gets a definite answer; true if it did.
+/// Sends the keyed client's pending increment through strata-client until it gets a definite answer; true
+/// if it did. Within a call the client retries `429`, `503`, `409 request_in_progress` and lost answers with
+/// the key; a call that spent its budget on them leaves the increment pending, and it is called again.
 pub(super) async fn settle_increment(
     c: &mut CounterClient,
+    api: &Client,
     http: &Http,
-    base: &str,
     deadline: Instant,
 ) -> bool {
     let Some((i, value, key)) = c.pending.clone() else {
         return true;
     };
-    let body = json!({"key": c.keys[i], "value": value});
+    let counter = c.keys[i].clone();
     loop {
-        if c.attempts > 0 {
-            http.retried();
+        if c.calls > 0 {
+            http.retried(1);
         }
-        c.attempts += 1;
-        let r = http
-            .post(format!("{base}/increment"))
-            .header("idempotency-key", &key)
-            .json(&body);
-        let outcome = http.send(r).await;
+        c.calls += 1;
+        let answer = api.increment_with_key(&counter, value, &key).await;
+        if let Err(e) = &answer {
+            http.check_client_error(e);
+        }
         let exact = c.hi[i];
-        match outcome {
-            Outcome::Answered(status @ (StatusCode::OK | StatusCode::ACCEPTED), answer) => {
-                // Exactly once: every earlier increment of this client was settled, so the total (in a
-                // strong answer; a replay gives the first answer's) is everything sent.
-                if status == StatusCode::OK && answer["value"].as_u64() != Some(exact) {
-                    c.violations.push(format!(
-                        "[exactly-once] counter {:?}: keyed +{value} (key {key}) answered total {}, \
-                         exactly {exact} expected",
-                        c.keys[i], answer["value"]
-                    ));
-                }
-                if status == StatusCode::ACCEPTED && answer["accepted"] != value {
-                    c.violations
-                        .push(format!("increment {body}: {status} {answer}"));
+        match answer {
+            Ok(counted) => {
+                match &counted {
+                    // Exactly once: every earlier increment of this client was settled, so the total (in a
+                    // strong answer; a replay gives the first answer's) is everything sent.
+                    Counted::Total { total, .. } if *total != exact => {
+                        c.violations.push(format!(
+                            "[exactly-once] counter {counter:?}: keyed +{value} (key {}) answered total \
+                             {total}, exactly {exact} expected",
+                            key.as_str()
+                        ));
+                    }
+                    Counted::Accepted { accepted, .. } if *accepted != value => {
+                        c.violations
+                            .push(format!("increment {counter:?} +{value}: {counted:?}"));
+                    }
+                    _ => {}
                 }
                 if c.pending_at_kill {
                     c.retried += 1;
@@ -98,49 +104,40 @@ pub(super) async fn settle_increment(
                 c.lo[i] = exact;
                 c.pending = None;
                 c.pending_at_kill = false;
-                c.attempts = 0;
+                c.calls = 0;
                 return true;
             }
-            Outcome::Answered(status, e)
-                if outcome_unknown(status)
-                    || (status == StatusCode::CONFLICT
-                        && e["error"]["code"] == "request_in_progress") =>
-            {
-                if status == StatusCode::CONFLICT && c.attempts == 1 {
-                    c.violations.push(format!(
-                        "[in-progress-first-try] increment {body} (key {key}): {status} {e} on its first \
-                         attempt, with no other request under its key"
-                    ));
-                }
-                if outcome_unknown(status) {
+            Err(Error::Api { error, .. }) if retry_later(&error) => {
+                if matches!(error.status, 429 | 503) {
                     c.unknown += 1;
                 }
                 if Instant::now() > deadline {
                     c.violations.push(format!(
-                        "increment {body} (key {key}): still {status} {e} after {} attempts",
-                        c.attempts
+                        "increment {counter:?} +{value} (key {}): still {} {} after {} calls",
+                        key.as_str(),
+                        error.status,
+                        error.code,
+                        c.calls
                     ));
                     return false;
                 }
-                let conflict = status == StatusCode::CONFLICT;
-                tokio::time::sleep(if conflict {
-                    Duration::from_secs(1)
-                } else {
-                    RETRY_PAUSE
-                })
-                .await;
+                // The call waited `retry-after` between its attempts; so does the next call.
+                tokio::time::sleep(error.retry_after.unwrap_or(RETRY_PAUSE)).await;
             }
-            Outcome::Answered(status, e) => {
-                c.violations.push(format!(
-                    "increment {body} (key {key}, attempt {}): {status} {e}",
-                    c.attempts
-                ));
-                return false;
-            }
-            Outcome::NotSent => return false,
-            Outcome::Unanswered => {
+            // No answer: the server died with the increment in flight (and the client's retries found it
+            // gone). The error's outcome is its last attempt's, a refused connection, not the call's: an
+            // earlier attempt may have counted it, so it stays pending, to be settled with its key.
+            Err(Error::Transport { .. }) => {
                 c.unanswered += 1;
                 c.pending_at_kill = true;
+                return false;
+            }
+            Err(e) => {
+                c.violations.push(format!(
+                    "increment {counter:?} +{value} (key {}, call {}): {e}",
+                    key.as_str(),
+                    c.calls
+                ));
                 return false;
             }
         }
@@ -149,28 +146,32 @@ pub(super) async fn settle_increment(
 
 pub(super) async fn counters(
     mut c: CounterClient,
+    api: Client,
     http: Http,
     base: String,
     mut rng: Rng,
 ) -> CounterClient {
     let far = Instant::now() + Duration::from_secs(3600);
-    if !settle_increment(&mut c, &http, &base, far).await {
+    if !settle_increment(&mut c, &api, &http, far).await {
         return c;
     }
     loop {
         c.seq += 1;
         let i = rng.below(c.keys.len() as u64) as usize;
         let value = 1 + rng.below(100);
-        let body = json!({"key": c.keys[i], "value": value});
-        let key = format!("crash-{}-c{}-n{}", c.seed, c.id, c.seq);
         c.hi[i] += value;
         if c.keyed {
+            let key = IdempotencyKey::new(format!("crash-{}-c{}-n{}", c.seed, c.id, c.seq))
+                .expect("visible ASCII");
             c.pending = Some((i, value, key));
-            if !settle_increment(&mut c, &http, &base, far).await {
+            if !settle_increment(&mut c, &api, &http, far).await {
                 return c;
             }
             continue;
         }
+        // Unkeyed, so by hand: strata-client sends every increment with a key, and these clients are the
+        // campaign's check that an increment without one is never applied more often than sent.
+        let body = json!({"key": c.keys[i], "value": value});
         let r = http.post(format!("{base}/increment")).json(&body);
         match http.send(r).await {
             // strong: the total is in the answer, and only this client adds to this counter
@@ -215,24 +216,26 @@ pub(super) async fn counters(
     }
 }
 
-pub(super) async fn counter_total(http: &Http, base: &str, key: &str) -> Option<u64> {
-    match get_json(http, format!("{base}/increment/{}", encode(key))).await? {
-        (StatusCode::OK, body) => body[key].as_u64(),
-        (StatusCode::NOT_FOUND, _) => Some(0),
-        _ => None,
+pub(super) async fn counter_total(api: &Client, http: &Http, key: &str) -> Option<u64> {
+    match api.counter(key).await {
+        Ok(total) => Some(total),
+        Err(e) => {
+            http.check_client_error(&e);
+            (e.code() == Some("counter_not_found")).then_some(0)
+        }
     }
 }
 
 /// Reads a counter until `until` holds for it or `deadline` passes (at least once).
 pub(super) async fn settle(
+    api: &Client,
     http: &Http,
-    base: &str,
     key: &str,
     deadline: Instant,
     until: impl Fn(u64) -> bool,
 ) -> Option<u64> {
     loop {
-        let total = counter_total(http, base, key).await;
+        let total = counter_total(api, http, key).await;
         if total.is_some_and(&until) || Instant::now() > deadline {
             return total;
         }
@@ -245,14 +248,14 @@ pub(super) async fn settle(
 /// turn.
 pub(super) async fn check_counters(
     c: &mut CounterClient,
+    api: &Client,
     http: &Http,
-    base: &str,
     deadline: Instant,
     report: &mut Report,
 ) {
     for i in 0..c.keys.len() {
         let (lo, hi) = (c.lo[i], c.hi[i]);
-        let Some(total) = settle(http, base, &c.keys[i], deadline, |t| t >= lo).await else {
+        let Some(total) = settle(api, http, &c.keys[i], deadline, |t| t >= lo).await else {
             report.violation(format!("counter {:?} unreadable after restart", c.keys[i]));
             continue;
         };

@@ -10,6 +10,12 @@
 //! the restart: certificate issues and keyed increments are retried with their `Idempotency-Key` (and must
 //! then count exactly once), the rest are observed and must be one of the two allowed outcomes.
 //!
+//! The keyed writes (certificate issues, the first counter client's increments, widget creates and
+//! associations) and the widget deletes go through `strata-client`, so its retry rules are what runs under
+//! the kills; the checks read through it too. What stays hand-written, and why: the key/value clients (no
+//! key, transactions the client does not have, and each answer's version), the unkeyed counter clients
+//! (the client keys every increment), and `/health`.
+//!
 //! The same rounds run on `strata serve --store dynamodb` ([`Store::DynamoDb`]): DynamoDB Local keeps running,
 //! only the server is killed (a Lambda instance dying mid-request), and a [`FaultProxy`] between them faults
 //! a share of the writes (answers lost or delayed past the SDK's attempt timeout, 500s before and after
@@ -17,12 +23,14 @@
 //!
 //! On both stores, `429` and `503` answers mean "outcome unknown" (as a lost answer), never "nothing
 //! written": keyed requests (certificate issues, the first counter client's increments) are sent again with
-//! the same key until they get a definite answer, and must then count exactly once; unkeyed ones widen what
-//! the checks allow. Nothing may be applied more often than it was sent (a strong counter's total ≤ the
-//! increments sent to it; certificates per class ≤ the issues sent; a KV PUT's version exactly one more than
-//! the version before it, give one more per earlier write of unknown outcome), and every error answer must
-//! be the contract's error JSON with a documented status (`retry-after` on `429`/`503`). Violations carry a
-//! `[tag]` naming the invariant, which [`Report::summary`] counts.
+//! the same key until they get a definite answer (by strata-client within its budget, then by a new call
+//! with the same key), and must then count exactly once; unkeyed ones widen what the checks allow. Nothing
+//! may be applied more often than it was sent (a strong counter's total ≤ the increments sent to it;
+//! certificates per class ≤ the issues sent; a KV PUT's version exactly one more than the version before
+//! it, give one more per earlier write of unknown outcome), and every error answer must be the contract's
+//! error JSON with a documented status (`retry-after` on `429`/`503`): of a strata-client call, the one it
+//! ended with (the answers it retried past are not seen). Violations carry a `[tag]` naming the invariant,
+//! which [`Report::summary`] counts.
 //!
 //! The schedule (operations, values, load times, counter modes) comes from one seed, printed by the caller;
 //! thread timing still varies between runs, so a replay repeats the schedule, not every interleaving.
@@ -41,11 +49,11 @@ pub use rng::Rng;
 use crate::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 use crate::server::Server;
 use reqwest::StatusCode;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_client::Client;
 
 use certificates::{
     CertClient, Ledger, Settled, XR_AUTHORIZED, certificates, check_certificates, settle_issue,
@@ -138,7 +146,7 @@ fn mode_args(eventual: bool) -> [&'static str; 2] {
     ]
 }
 
-/// Waits for the first `200` on `/health`.
+/// Waits for the first `200` on `/health` (by hand: strata-client has no call for it).
 async fn healthy(http: &Http, base: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -169,6 +177,12 @@ fn snapshot(server: &Server, to: &Path) {
         .unwrap();
     signal("-CONT");
     assert!(status.success(), "copy of the data directory");
+}
+
+/// A strata-client for the server at `base` (a new one after each restart: the port changes), with its
+/// default retry budget.
+fn api(base: &str) -> Client {
+    Client::builder(base).build().expect("an http:// base")
 }
 
 /// Runs the rounds and reports; the caller decides what fails.
@@ -228,13 +242,10 @@ pub async fn run(options: &Options) -> Report {
     // for the log to be folded before a switch, so each round starts from exact totals.
     let mut eventual = false;
     let mut server = start(eventual);
-    let r = http
-        .put(server.url("/share-classes/XR"))
-        .json(&json!({"authorized": XR_AUTHORIZED}))
-        .send()
+    api(&server.base)
+        .set_share_class("XR", XR_AUTHORIZED)
         .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "share class XR created");
+        .expect("share class XR created");
     if let Some(proxy) = &proxy {
         proxy.set(faults.clone());
     }
@@ -265,6 +276,7 @@ pub async fn run(options: &Options) -> Report {
             report.eventual_rounds += 1;
         }
         let base = server.base.clone();
+        let client = api(&base);
         let kv_tasks: Vec<_> = std::mem::take(&mut kv)
             .into_iter()
             .map(|c| tokio::spawn(kv_http(c, http.clone(), base.clone(), rng.fork(), round)))
@@ -278,8 +290,8 @@ pub async fn run(options: &Options) -> Report {
             .map(|c| {
                 tokio::spawn(certificates(
                     c,
+                    client.clone(),
                     http.clone(),
-                    base.clone(),
                     rng.fork(),
                     round,
                 ))
@@ -288,13 +300,16 @@ pub async fn run(options: &Options) -> Report {
         let widget_tasks: Vec<_> = std::mem::take(&mut widget_clients)
             .into_iter()
             .map(|c| {
-                let (registry, http, base) = (registry.clone(), http.clone(), base.clone());
-                tokio::spawn(widgets(c, registry, http, base, rng.fork(), round))
+                let (registry, client, http) = (registry.clone(), client.clone(), http.clone());
+                tokio::spawn(widgets(c, registry, client, http, rng.fork(), round))
             })
             .collect();
         let counter_tasks: Vec<_> = std::mem::take(&mut counter_clients)
             .into_iter()
-            .map(|c| tokio::spawn(counters(c, http.clone(), base.clone(), rng.fork())))
+            .map(|c| {
+                let (client, http, base) = (client.clone(), http.clone(), base.clone());
+                tokio::spawn(counters(c, client, http, base, rng.fork()))
+            })
             .collect();
 
         let (low, high) = options.load_ms;
@@ -340,6 +355,7 @@ pub async fn run(options: &Options) -> Report {
 
         let checking = Instant::now();
         let base = server.base.clone();
+        let client = api(&base);
         check_round(
             &mut kv,
             &mut line,
@@ -349,6 +365,7 @@ pub async fn run(options: &Options) -> Report {
             &registry,
             &mut counter_clients,
             eventual,
+            &client,
             &http,
             &base,
             &mut report,
@@ -376,12 +393,13 @@ pub async fn run(options: &Options) -> Report {
     if unsettled {
         let deadline = Instant::now() + Duration::from_secs(45);
         let base = server.base.clone();
+        let client = api(&base);
         let cert_tasks: Vec<_> = std::mem::take(&mut certs)
             .into_iter()
             .map(|mut c| {
-                let (http, base) = (http.clone(), base.clone());
+                let (client, http) = (client.clone(), http.clone());
                 tokio::spawn(async move {
-                    if let Settled::Gone = settle_issue(&mut c, &http, &base, deadline).await {
+                    if let Settled::Gone = settle_issue(&mut c, &client, &http, deadline).await {
                         c.violations
                             .push("a certificate issue never got an answer at the end".into());
                     }
@@ -392,9 +410,9 @@ pub async fn run(options: &Options) -> Report {
         let counter_tasks: Vec<_> = std::mem::take(&mut counter_clients)
             .into_iter()
             .map(|mut c| {
-                let (http, base) = (http.clone(), base.clone());
+                let (client, http) = (client.clone(), http.clone());
                 tokio::spawn(async move {
-                    settle_increment(&mut c, &http, &base, deadline).await;
+                    settle_increment(&mut c, &client, &http, deadline).await;
                     c
                 })
             })
@@ -414,6 +432,7 @@ pub async fn run(options: &Options) -> Report {
             &registry,
             &mut counter_clients,
             eventual,
+            &client,
             &http,
             &base,
             &mut report,
@@ -443,6 +462,7 @@ async fn check_round(
     registry: &Registry,
     counter_clients: &mut [CounterClient],
     eventual: bool,
+    client: &Client,
     http: &Http,
     base: &str,
     report: &mut Report,
@@ -473,21 +493,21 @@ async fn check_round(
             ledger.record(cert, report);
         }
         report.violations.append(&mut c.violations);
-        if let Some((_, body)) = &c.pending {
-            pending.insert(body["name"].as_str().unwrap_or_default().to_owned());
+        if let Some((_, issue)) = &c.pending {
+            pending.insert(issue.name.clone());
         }
         for (class, n) in &c.sent {
             *sent.entry(class).or_default() += n;
         }
     }
-    check_certificates(ledger, &pending, &sent, http, base, report).await;
+    check_certificates(ledger, &pending, &sent, client, http, report).await;
     for c in widget_clients.iter_mut() {
         report.acked.widgets += std::mem::take(&mut c.acked);
         report.unanswered.widgets += std::mem::take(&mut c.unanswered);
         report.unknown.widgets += std::mem::take(&mut c.unknown);
         report.violations.append(&mut c.violations);
     }
-    check_widgets(widget_clients, registry, http, base, report).await;
+    check_widgets(widget_clients, registry, client, http, report).await;
     // Strong totals are final when read; eventual ones may wait for the fold loop (within a second, and more
     // on a loaded machine: the wait ends as soon as the expected total is there).
     let deadline = Instant::now() + Duration::from_secs(if eventual { 10 } else { 0 });
@@ -497,6 +517,6 @@ async fn check_round(
         report.unknown.counters += std::mem::take(&mut c.unknown);
         report.retried += std::mem::take(&mut c.retried);
         report.violations.append(&mut c.violations);
-        check_counters(c, http, base, deadline, report).await;
+        check_counters(c, client, http, deadline, report).await;
     }
 }

@@ -44,9 +44,12 @@ pub struct Report {
     /// Requests answered with the outcome they asked for (or a refusal the contract allows, such as
     /// `insufficient_shares`), whose effect the checks then hold the server to.
     pub acked: PerService,
-    /// Requests sent whose answer never came: in flight at the kill.
+    /// Requests sent whose answer never came: in flight at the kill. For a strata-client call: the call
+    /// ended without an answer (its retries found the server gone).
     pub unanswered: PerService,
-    /// Requests answered `429`/`503`: applied or not, nobody knows (the keyed ones are sent again).
+    /// Requests answered `429`/`503` (a strata-client call: ended with one, its retries spent), or a
+    /// widget create or association refused after retries, an earlier attempt of which may have applied:
+    /// applied or not, nobody knows (the keyed ones are sent again).
     pub unknown: PerService,
     /// Error answers by status and code, error-contract violations, client retries.
     pub tally: Tally,
@@ -139,7 +142,7 @@ impl Report {
             self.unknown
         ));
         out.push_str(&format!(
-            "  client retries  {} (after 429, 503 or 409 request_in_progress, same Idempotency-Key)\n",
+            "  client retries  {} (after 429, 503, 409 request_in_progress or no answer, same Idempotency-Key)\n",
             self.tally.retries
         ));
         let errors: Vec<String> = self
@@ -224,7 +227,7 @@ impl Report {
 }
 
 /// What the answers looked like, over a whole run: error answers by status and code, and the ones that
-/// broke the error contract.
+/// broke the error contract. Of a strata-client call, only the answer it ended with is seen.
 #[derive(Debug, Default)]
 pub struct Tally {
     /// `"503 store_unavailable"` → answers.
@@ -234,7 +237,9 @@ pub struct Tally {
     pub contract_violations: u64,
     /// The first few of them, per status and code.
     pub examples: Vec<String>,
-    /// Requests a client sent again after an answer that asked for it (`429`, `503`,
-    /// `409 request_in_progress`), with the same `Idempotency-Key`.
+    /// Requests a client sent again with the same `Idempotency-Key` after an answer that asked for it
+    /// (`429`, `503`, `409 request_in_progress`) or none: each new strata-client call of a pending keyed
+    /// write, and the retries within a call that failed (strata-client does not report those of a call
+    /// that succeeded).
     pub retries: u64,
 }

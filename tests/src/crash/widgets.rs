@@ -1,11 +1,10 @@
 //! Widget clients (widgets and their associations) and their check.
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use strata_client::{Client, Error, NewWidget, Outcome, Widget};
 
-use super::http::{Http, Outcome, RETRY_PAUSE, encode, get_json, outcome_unknown};
+use super::http::{Http, RETRY_PAUSE};
 use super::report::Report;
 use super::rng::Rng;
 
@@ -24,7 +23,8 @@ pub(super) struct WidgetClient {
     pub(super) links: BTreeSet<(String, String, String)>,
     pub(super) acked: u64,
     pub(super) unanswered: u64,
-    /// Answered `429`/`503`: maybe applied, maybe not.
+    /// Ended with `429`/`503` (for a create or an association, after strata-client's retries), or with a
+    /// refusal after retries an earlier attempt of which may have applied: maybe applied, maybe not.
     pub(super) unknown: u64,
     pub(super) violations: Vec<String>,
 }
@@ -50,11 +50,19 @@ impl WidgetClient {
 /// Serials of live widgets of every client: the peers to link to.
 pub(super) type Registry = Arc<Mutex<BTreeSet<String>>>;
 
+/// Whether an error answer is `429`/`503`.
+fn busy(e: &Error) -> bool {
+    matches!(e.status(), Some(429 | 503))
+}
+
+/// A widget client's load, through strata-client: creates and associations with a key of their own per
+/// call (the client retries `429`, `503`, `409 request_in_progress` and lost answers with it), deletes and
+/// dissociations without one (retried only when nothing ran).
 pub(super) async fn widgets(
     mut c: WidgetClient,
     registry: Registry,
+    api: Client,
     http: Http,
-    base: String,
     mut rng: Rng,
     round: u32,
 ) -> WidgetClient {
@@ -66,31 +74,40 @@ pub(super) async fn widgets(
             let ports: Vec<String> = (0..1 + rng.below(3))
                 .map(|_| rng.pick(&PORTS).to_string())
                 .collect();
-            let body =
-                json!({"serial_number": serial, "name": format!("round {round}"), "ports": ports});
-            match http
-                .send(http.post(format!("{base}/widgets")).json(&body))
-                .await
-            {
-                Outcome::Answered(StatusCode::CREATED, w) if w["ports"] == json!(ports) => {
+            let widget = NewWidget {
+                serial_number: serial.clone(),
+                name: format!("round {round}"),
+                ports: ports.clone(),
+            };
+            let answer = api.create_widget(&widget).await;
+            if let Err(e) = &answer {
+                http.check_client_error(e);
+            }
+            match answer {
+                Ok(w) if w.ports == ports => {
                     c.acked += 1;
                     c.live.insert(serial.clone(), ports);
                     registry.lock().unwrap().insert(serial);
                 }
-                Outcome::Answered(status, _) if outcome_unknown(status) => {
+                // A `5xx` or `429` frees the key (CONTRACT.md, "Idempotency-Key"), so the retry of a create
+                // that an attempt applied runs again and finds the serial, unique to this request, taken.
+                Err(e)
+                    if busy(&e)
+                        || (e.code() == Some("duplicate_serial_number") && e.attempts() > 1) =>
+                {
                     c.maybe_created.insert(serial, ports);
                     c.unknown += 1;
-                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Outcome::Answered(status, e) => {
-                    c.violations
-                        .push(format!("widget create {body}: {status} {e}"));
-                    return c;
-                }
-                Outcome::NotSent => return c,
-                Outcome::Unanswered => {
+                // No answer: the server died. The error's outcome is its last attempt's, not the call's (an
+                // earlier attempt may have been in flight at the kill): maybe created.
+                Err(Error::Transport { .. }) => {
                     c.unanswered += 1;
                     c.maybe_created.insert(serial, ports);
+                    return c;
+                }
+                other => {
+                    c.violations
+                        .push(format!("widget create {widget:?}: {}", answered(other)));
                     return c;
                 }
             }
@@ -109,11 +126,12 @@ pub(super) async fn widgets(
                 continue;
             }
             let b = rng.pick(&peers).clone();
-            let r = http
-                .post(format!("{base}/widgets/{a}/associations"))
-                .json(&json!({"peer": b, "port": port}));
-            match http.send(r).await {
-                Outcome::Answered(StatusCode::CREATED, _) => {
+            let answer = api.associate(&a, &b, &port).await;
+            if let Err(e) = &answer {
+                http.check_client_error(e);
+            }
+            match answer {
+                Ok(_) => {
                     c.acked += 1;
                     if !c.links.insert((a.clone(), b.clone(), port.clone())) {
                         c.violations.push(format!(
@@ -122,21 +140,20 @@ pub(super) async fn widgets(
                     }
                 }
                 // The peer's owner deleted it, or a slot is taken: the contract's refusals, nothing changed.
-                Outcome::Answered(StatusCode::NOT_FOUND | StatusCode::CONFLICT, _) => c.acked += 1,
-                // Not tracked either way, as an unanswered one.
-                Outcome::Answered(status, _) if outcome_unknown(status) => {
-                    c.unknown += 1;
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                // After retries (a `5xx` or `429` frees the key) an earlier attempt may have made the
+                // association the last one is refused for: not tracked either way, as a `503`.
+                Err(e) if matches!(e.status(), Some(404 | 409)) && e.attempts() == 1 => {
+                    c.acked += 1
                 }
-                Outcome::Answered(status, e) => {
-                    c.violations
-                        .push(format!("associate {a}–{b} on {port}: {status} {e}"));
+                Err(e) if busy(&e) || matches!(e.status(), Some(404 | 409)) => c.unknown += 1,
+                // Not tracked: nobody relies on it, and the checks still hold it to every invariant.
+                Err(Error::Transport { .. }) => {
+                    c.unanswered += 1;
                     return c;
                 }
-                Outcome::NotSent => return c,
-                // Not tracked: nobody relies on it, and the checks still hold it to every invariant.
-                Outcome::Unanswered => {
-                    c.unanswered += 1;
+                other => {
+                    c.violations
+                        .push(format!("associate {a}–{b} on {port}: {}", answered(other)));
                     return c;
                 }
             }
@@ -147,26 +164,29 @@ pub(super) async fn widgets(
             }
             let (a, b, port) = rng.pick(&links).clone();
             c.links.remove(&(a.clone(), b.clone(), port.clone()));
-            match http
-                .send(http.delete(format!("{base}/widgets/{a}/associations/{port}/{b}")))
-                .await
-            {
-                // 404: the peer was deleted by its owner, which released the association.
-                Outcome::Answered(StatusCode::NO_CONTENT | StatusCode::NOT_FOUND, _) => {
-                    c.acked += 1
-                }
-                Outcome::Answered(status, _) if outcome_unknown(status) => {
+            let answer = api.dissociate(&a, &port, &b).await;
+            if let Err(e) = &answer {
+                http.check_client_error(e);
+            }
+            match answer {
+                Ok(()) => c.acked += 1,
+                // The peer was deleted by its owner, which released the association.
+                Err(e) if e.status() == Some(404) => c.acked += 1,
+                // Not retried by strata-client (a `503` of an unkeyed write may have applied).
+                Err(e) if busy(&e) => {
                     c.unknown += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Outcome::Answered(status, e) => {
-                    c.violations
-                        .push(format!("dissociate {a}–{b} on {port}: {status} {e}"));
+                // Unkeyed, so never sent again once sent: the outcome is exact.
+                Err(e @ Error::Transport { .. }) => {
+                    if e.outcome() == Outcome::Unknown {
+                        c.unanswered += 1;
+                    }
                     return c;
                 }
-                Outcome::NotSent => return c,
-                Outcome::Unanswered => {
-                    c.unanswered += 1;
+                other => {
+                    c.violations
+                        .push(format!("dissociate {a}–{b} on {port}: {}", answered(other)));
                     return c;
                 }
             }
@@ -176,27 +196,34 @@ pub(super) async fn widgets(
             let ports = c.live.remove(&a).unwrap();
             registry.lock().unwrap().remove(&a);
             c.links.retain(|(x, _, _)| *x != a);
-            match http.send(http.delete(format!("{base}/widgets/{a}"))).await {
-                Outcome::Answered(StatusCode::NO_CONTENT, _) => {
+            let answer = api.delete_widget(&a).await;
+            if let Err(e) = &answer {
+                http.check_client_error(e);
+            }
+            match answer {
+                Ok(()) => {
                     c.acked += 1;
                     c.deleted.insert(a);
                 }
-                Outcome::Answered(status, _) if outcome_unknown(status) => {
+                // Not retried by strata-client (a `503` of an unkeyed write may have applied).
+                Err(e) if busy(&e) => {
                     c.maybe_deleted.insert(a, ports);
                     c.unknown += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Outcome::Answered(status, e) => {
-                    c.violations.push(format!("delete {a}: {status} {e}"));
+                // Unkeyed, so never sent again once sent: the outcome is exact.
+                Err(e @ Error::Transport { .. }) => {
+                    if e.outcome() == Outcome::Unknown {
+                        c.unanswered += 1;
+                        c.maybe_deleted.insert(a, ports);
+                    } else {
+                        c.live.insert(a, ports);
+                    }
                     return c;
                 }
-                Outcome::NotSent => {
-                    c.live.insert(a, ports);
-                    return c;
-                }
-                Outcome::Unanswered => {
-                    c.unanswered += 1;
-                    c.maybe_deleted.insert(a, ports);
+                other => {
+                    c.violations
+                        .push(format!("delete {a}: {}", answered(other)));
                     return c;
                 }
             }
@@ -204,31 +231,19 @@ pub(super) async fn widgets(
     }
 }
 
-pub(super) fn ports_of(w: &Value) -> Vec<String> {
-    w["ports"]
-        .as_array()
-        .map(|p| {
-            p.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+/// What a call answered, for a violation.
+fn answered<T: std::fmt::Debug>(answer: Result<T, Error>) -> String {
+    match answer {
+        Ok(value) => format!("answered {value:?}"),
+        Err(e) => e.to_string(),
+    }
 }
 
-pub(super) fn links_of(w: &Value) -> Vec<(String, String)> {
-    w["associations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|l| {
-                    (
-                        l["port"].as_str().unwrap_or_default().to_owned(),
-                        l["peer"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+pub(super) fn links_of(w: &Widget) -> Vec<(String, String)> {
+    w.associations
+        .iter()
+        .map(|l| (l.port.clone(), l.peer.clone()))
+        .collect()
 }
 
 /// Every acknowledged widget there with its ports, every deleted one gone, every acknowledged association
@@ -236,11 +251,11 @@ pub(super) fn links_of(w: &Value) -> Vec<(String, String)> {
 pub(super) async fn check_widgets(
     clients: &mut [WidgetClient],
     registry: &Registry,
+    api: &Client,
     http: &Http,
-    base: &str,
     report: &mut Report,
 ) {
-    let mut fetched: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    let mut fetched: BTreeMap<String, Option<Widget>> = BTreeMap::new();
     let mut queue: Vec<String> = Vec::new();
     for c in clients.iter() {
         queue.extend(c.live.keys().cloned());
@@ -252,11 +267,13 @@ pub(super) async fn check_widgets(
         if fetched.contains_key(&serial) {
             continue;
         }
-        let w = match get_json(http, format!("{base}/widgets/{}", encode(&serial))).await {
-            Some((StatusCode::OK, w)) => Some(w),
-            Some((StatusCode::NOT_FOUND, _)) => None,
-            other => {
-                report.violation(format!("GET widget {serial}: {other:?}"));
+        let w = match api.widget(&serial).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                http.check_client_error(&e);
+                if e.code() != Some("widget_not_found") {
+                    report.violation(format!("GET widget {serial}: {e}"));
+                }
                 None
             }
         };
@@ -268,27 +285,28 @@ pub(super) async fn check_widgets(
     // the invariants, over everything reachable
     for (serial, w) in &fetched {
         let Some(w) = w else { continue };
-        let ports = ports_of(w);
         let links = links_of(w);
         let unique: BTreeSet<&(String, String)> = links.iter().collect();
         if unique.len() != links.len() {
-            report.violation(format!("{serial}: associated twice on one port type: {w}"));
+            report.violation(format!(
+                "{serial}: associated twice on one port type: {w:?}"
+            ));
         }
         for port in PORTS {
-            let slots = ports.iter().filter(|p| *p == port).count() as i64;
-            let used = links.iter().filter(|(p, _)| p == port).count() as i64;
-            if used > slots || w["free"][port] != slots - used {
+            let slots = w.ports.iter().filter(|p| *p == port).count() as u64;
+            let used = links.iter().filter(|(p, _)| p == port).count() as u64;
+            if used > slots || w.free.get(port) != Some(&(slots - used)) {
                 report.violation(format!(
-                    "{serial}: {used} of {slots} {port} slots used: {w}"
+                    "{serial}: {used} of {slots} {port} slots used: {w:?}"
                 ));
             }
         }
         for (port, peer) in &links {
             match fetched.get(peer) {
                 Some(Some(p)) if links_of(p).contains(&(port.clone(), serial.clone())) => {}
-                Some(Some(p)) => {
-                    report.violation(format!("{serial}–{peer} on {port} is one-sided: {w} / {p}"))
-                }
+                Some(Some(p)) => report.violation(format!(
+                    "{serial}–{peer} on {port} is one-sided: {w:?} / {p:?}"
+                )),
                 _ => report.violation(format!(
                     "{serial} is associated with {peer}, which does not exist"
                 )),
@@ -300,7 +318,7 @@ pub(super) async fn check_widgets(
     for c in clients.iter_mut() {
         for (serial, ports) in &c.live {
             match fetched.get(serial) {
-                Some(Some(w)) if ports_of(w) == *ports => {}
+                Some(Some(w)) if w.ports == *ports => {}
                 other => report.lost(
                     "widgets",
                     format!(
@@ -332,7 +350,7 @@ pub(super) async fn check_widgets(
                 if !links_of(w).contains(&(port.clone(), b.clone())) {
                     report.lost(
                         "widgets",
-                        format!("association {a}–{b} on {port} acknowledged, now {w}"),
+                        format!("association {a}–{b} on {port} acknowledged, now {w:?}"),
                     );
                 }
             }
