@@ -114,6 +114,18 @@ pub struct FreeSlots {
     pub q: usize,
 }
 
+impl FreeSlots {
+    /// The free slots of a port type, by its name (`P`, `R` or `Q`).
+    pub fn get(&self, port: &str) -> Option<usize> {
+        match port {
+            "P" => Some(self.p),
+            "R" => Some(self.r),
+            "Q" => Some(self.q),
+            _ => None,
+        }
+    }
+}
+
 /// The widget as the API shows it; associations in a stable order (port P, R, Q, then peer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[allow(

@@ -295,7 +295,7 @@ pub(super) async fn check_widgets(
         for port in PORTS {
             let slots = w.ports.iter().filter(|p| *p == port).count() as u64;
             let used = links.iter().filter(|(p, _)| p == port).count() as u64;
-            if used > slots || w.free.get(port) != Some(&(slots - used)) {
+            if used > slots || w.free.get(port).map(|n| n as u64) != Some(slots - used) {
                 report.violation(format!(
                     "{serial}: {used} of {slots} {port} slots used: {w:?}"
                 ));
