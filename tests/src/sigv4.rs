@@ -21,6 +21,29 @@ pub const MISMATCH: &str = "The request signature we calculated does not match t
 /// How far `X-Amz-Date` may be from the gateway's clock, as API Gateway allows.
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
+/// Files and services the AWS credential chain would also look at, switched off: a program run with these
+/// finds no credentials but the ones its environment gives it.
+pub const NO_OTHER_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/aws/credentials",
+    ),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// The environment a program finds the tests' credentials in (with `secret`, right or wrong), and no
+/// other credentials.
+pub fn environment(secret: &str) -> Vec<(&'static str, &str)> {
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+    ];
+    env.extend(NO_OTHER_CREDENTIALS);
+    env
+}
+
 /// The tests' credentials, with the session token of temporary ones.
 pub fn credentials() -> aws_credential_types::Credentials {
     aws_credential_types::Credentials::new(

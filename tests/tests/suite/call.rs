@@ -415,27 +415,14 @@ fn call_takes_an_idempotency_key_on_every_keyed_write() {
 /// environment) for the region given; without credentials, `--sigv4` stops before sending anything.
 #[test]
 fn call_signs_for_an_iam_stack() {
-    use strata_tests::sigv4::{ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN};
+    use strata_tests::sigv4::{REGION, SECRET_KEY};
     let (server, _dir) = server(&[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (gateway, state) = runtime.block_on(strata_tests::sigv4::gateway::gateway(&server.base));
-    let aws = |secret: &'static str| {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
-            ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/aws/credentials",
-            ),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-    };
     let signed = |args: &[&str], secret: &'static str| {
         call_env(
             &[args, &["--endpoint", &gateway, "--sigv4-region", REGION]].concat(),
-            &aws(secret),
+            &strata_tests::sigv4::environment(secret),
         )
     };
     assert_eq!(
@@ -484,14 +471,7 @@ fn call_signs_for_an_iam_stack() {
             "--sigv4-region",
             REGION,
         ],
-        &[
-            ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/aws/credentials",
-            ),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &strata_tests::sigv4::NO_OTHER_CREDENTIALS,
     );
     assert_eq!(none.status, Some(64), "{none:?}");
     assert!(none.stderr.contains("no AWS credentials"), "{none:?}");
@@ -499,7 +479,7 @@ fn call_signs_for_an_iam_stack() {
     // A region is needed where the host does not name one.
     let no_region = call_env(
         &["kv", "get", "greeting", "--endpoint", &gateway, "--sigv4"],
-        &aws(SECRET_KEY),
+        &strata_tests::sigv4::environment(SECRET_KEY),
     );
     assert_eq!(no_region.status, Some(64), "{no_region:?}");
     assert!(no_region.stderr.contains("--sigv4-region"), "{no_region:?}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use strata_core::Stores;
 use strata_tests::fixture::Fixture;
 use strata_tests::server::Server;
-use strata_tests::sigv4::{self, ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN};
+use strata_tests::sigv4::{self, REGION, SECRET_KEY};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -197,22 +197,6 @@ async fn connect_pipes_a_session_over_the_local_websocket_with_the_token() {
     assert_eq!(run.stdout, "", "{run:?}");
 }
 
-/// The credentials `strata connect` finds in the standard chain (the environment first; nothing else is
-/// looked up).
-fn aws_env(secret: &str) -> Vec<(&str, &str)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", secret),
-        ("AWS_SESSION_TOKEN", SESSION_TOKEN),
-        ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
-        (
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws/credentials",
-        ),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-}
-
 /// What API Gateway checks of a signed `$connect` (an upgrade has no body).
 fn verify_sigv4(request: &Request) -> Result<(), String> {
     let uri = request.uri().to_string();
@@ -285,7 +269,7 @@ async fn connect_signs_the_websocket_upgrade_for_the_lambda_handlers() {
 
     // On DynamoDB too, the store of the deployed handlers: the transaction lives in its table between
     // messages.
-    let env = aws_env(SECRET_KEY);
+    let env = sigv4::environment(SECRET_KEY);
     for f in [Fixture::dynamodb().await, Fixture::embedded().await] {
         let (served, run) = tokio::join!(
             gateway(&listener, &f.stores, &seen),
@@ -299,7 +283,7 @@ async fn connect_signs_the_websocket_upgrade_for_the_lambda_handlers() {
     let f = Fixture::embedded().await;
 
     // Signed with another secret: refused, and `strata connect` says so.
-    let env = aws_env("not/the/secret");
+    let env = sigv4::environment("not/the/secret");
     let (served, run) = tokio::join!(
         gateway(&listener, &f.stores, &seen),
         connect(&args, &env, "GET a\n")
