@@ -137,3 +137,33 @@ fn spawn(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Serves HTTP/1 on `listener` with `handle` (a proxy or gateway the test plays): one task per connection,
+/// until the runtime ends. A connection that ends in an error (an answer dropped on purpose) is let go.
+pub fn serve_http1<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<
+                hyper::Response<http_body_util::Full<hyper::body::Bytes>>,
+                std::io::Error,
+            >,
+        > + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener
+                .accept()
+                .await
+                .expect("the test's listener accepts");
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(handle);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}

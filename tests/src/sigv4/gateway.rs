@@ -5,9 +5,6 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
@@ -54,17 +51,8 @@ pub async fn gateway(upstream: &str) -> (String, Arc<Mutex<Gateway>>) {
     }));
     let http = reqwest::Client::new();
     let shared = state.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (state, http) = (shared.clone(), http.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| check(state.clone(), http.clone(), req));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    crate::server::serve_http1(listener, move |req| {
+        check(shared.clone(), http.clone(), req)
     });
     (base, state)
 }

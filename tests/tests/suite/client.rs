@@ -5,9 +5,6 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use strata_client::{CertificateIssue, Client, Counted, Error, Outcome};
@@ -50,18 +47,9 @@ async fn proxy(upstream: &str) -> (String, Arc<Mutex<Proxy>>) {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let http = reqwest::Client::new();
     let shared = state.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (state, http) = (shared.clone(), http.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| forward(state.clone(), http.clone(), req));
-                // A dropped answer ends the connection with an error: that is the point.
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    // A dropped answer ends the connection with an error: that is the point.
+    strata_tests::server::serve_http1(listener, move |req| {
+        forward(shared.clone(), http.clone(), req)
     });
     (base, state)
 }
