@@ -256,6 +256,12 @@ pub trait Ledger: Send + Sync {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Certificate>, Error>;
+    /// The HTTP layer's word on a request this store ran with `request_id`: its answer is now recorded
+    /// for its key (`recorded`), or never will be (released after a `5xx`, or the record's write failed).
+    /// A store that keeps a request's memory in the item it wrote, so that a retry after a crash finds it,
+    /// may let that memory go once the answer is recorded: a retry then gets the recorded answer. Never
+    /// fails: a memory kept too long costs bytes, not correctness.
+    async fn settled(&self, _request_id: &str, _recorded: bool) {}
 }
 
 #[cfg(test)]

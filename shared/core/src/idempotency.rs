@@ -94,13 +94,14 @@ pub trait Idempotency: Send + Sync {
     /// [`in_progress`] (the same request is running elsewhere).
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error>;
     /// Stores the response of a claimed request, if `owner` still holds the claim (else nothing changes).
+    /// `Ok(false)`: the claim had expired and another request holds the key; the answer is not kept.
     async fn complete(
         &self,
         key: &str,
         owner: &Owner,
         fingerprint: &str,
         response: &Stored,
-    ) -> Result<(), Error>;
+    ) -> Result<bool, Error>;
     /// Gives the key up after a failure that should not be replayed (a `5xx`), so a retry runs again; only
     /// if `owner` still holds the claim.
     async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error>;

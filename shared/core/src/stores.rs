@@ -53,6 +53,14 @@ pub struct Stores {
     pub connections: Arc<dyn Connections>,
 }
 
+impl Stores {
+    /// Tells the stores that take an idempotency key how its request ended (see [`Ledger::settled`]).
+    pub async fn settled(&self, request_id: &str, recorded: bool) {
+        self.ledger.settled(request_id, recorded).await;
+        self.counters.settled(request_id, recorded).await;
+    }
+}
+
 // The ports are trait objects without `Debug`; the backend says which they are.
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -129,7 +129,7 @@ impl Idempotency for DynamoIdempotency {
         owner: &Owner,
         _fingerprint: &str,
         response: &Stored,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let until = holds_until(SystemTime::now(), self.retention);
         let mut expression =
             "SET #st = :completed, #until = :until, #ttl = :ttl, #status = :status, #body = :body"
@@ -168,7 +168,7 @@ impl Idempotency for DynamoIdempotency {
             .within_deadline()
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(e) if is_condition_failed(&e) => e,
             Err(e) => return Err(store_error("UpdateItem", e)),
         };
@@ -180,13 +180,13 @@ impl Idempotency for DynamoIdempotency {
             old.text_opt(STATE) == Some(COMPLETED) && old.text_opt(OWNER) == Some(owner.as_str())
         }) {
             // The SDK's retry of this write after its answer was lost: it applied.
-            return Ok(());
+            return Ok(true);
         }
         tracing::warn!(
             "an idempotency claim expired before its request ended, and another request holds the key: \
              this request's answer is not kept"
         );
-        Ok(())
+        Ok(false)
     }
 
     async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error> {

@@ -200,7 +200,7 @@ impl Idempotency for EmbeddedIdempotency {
         owner: &Owner,
         fingerprint: &str,
         response: &Stored,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         // Checked here and the record written after: between the two only a claim past its expiry could be
         // taken over, and a request outlives its 30 s claim only if it outlives its deadline by far.
         if !self
@@ -213,7 +213,7 @@ impl Idempotency for EmbeddedIdempotency {
                 "an idempotency claim expired before its request ended, and another request holds the \
                  key: this request's answer is not kept"
             );
-            return Ok(());
+            return Ok(false);
         }
         let record = Record {
             expires_ms: crate::retention::expiry_from_now(self.retention),
@@ -229,7 +229,7 @@ impl Idempotency for EmbeddedIdempotency {
             })
             .await;
         self.release(key, owner).await?;
-        result
+        result.map(|()| true)
     }
 
     async fn release(&self, key: &str, owner: &Owner) -> Result<(), Error> {
@@ -289,16 +289,18 @@ mod tests {
 
         idempotency.release("op:k", &stale).await.unwrap();
         assert_eq!(in_progress().await, "request_in_progress");
-        idempotency
+        let kept = idempotency
             .complete("op:k", &stale, "fp", &stored("stale"))
             .await
             .unwrap();
+        assert!(!kept, "the stale owner's answer is not kept");
         assert_eq!(in_progress().await, "request_in_progress");
 
-        idempotency
+        let kept = idempotency
             .complete("op:k", &fresh, "fp", &stored("fresh"))
             .await
             .unwrap();
+        assert!(kept);
         assert_eq!(
             idempotency.claim("op:k", "fp").await.unwrap(),
             Claim::Replay(stored("fresh"))

@@ -187,6 +187,7 @@ where
         if let Err(e) = stores.idempotency.release(&key, &owner).await {
             tracing::warn!(error = %e, "cannot release an idempotency key");
         }
+        stores.settled(&key, false).await;
         return response;
     }
     let content_type = response
@@ -199,17 +200,22 @@ where
         body: String::from_utf8_lossy(response.body().as_ref()).into_owned(),
         content_type: content_type.map(str::to_owned),
     };
-    if let Err(e) = stores
+    let recorded = match stores
         .idempotency
         .complete(&key, &owner, &fingerprint, &stored)
         .await
     {
-        // The operation happened; only the record of its answer is missing. The client gets the answer:
-        // an error here would make it retry an operation that took effect. The claim expires on its own;
-        // a retry after that runs the operation again, which stores that take the key dedupe (certificates,
-        // keyed increments).
-        tracing::error!(error = %e, "cannot store an idempotent response");
-    }
+        Ok(kept) => kept,
+        Err(e) => {
+            // The operation happened; only the record of its answer is missing. The client gets the
+            // answer: an error here would make it retry an operation that took effect. The claim expires
+            // on its own; a retry after that runs the operation again, which stores that take the key
+            // dedupe (certificates, keyed increments).
+            tracing::error!(error = %e, "cannot store an idempotent response");
+            false
+        }
+    };
+    stores.settled(&key, recorded).await;
     response
 }
 

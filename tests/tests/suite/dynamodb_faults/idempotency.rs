@@ -135,18 +135,23 @@ async fn a_stale_claimant_neither_releases_nor_completes_the_claim_of_the_reques
     held().await;
 
     t.proxy.set(lost_answer("UpdateItem"));
-    idempotency
+    let kept = idempotency
         .complete("op:k", &stale, "fp", &stored("stale"))
         .await
         .unwrap();
+    assert!(!kept, "the stale owner's answer is not kept");
     assert_eq!(t.proxy.stats().faults_of(FaultKind::AppliedThen500), 2);
     held().await;
 
     t.proxy.set(lost_answer("UpdateItem"));
-    idempotency
+    let kept = idempotency
         .complete("op:k", &fresh, "fp", &stored("fresh"))
         .await
         .unwrap();
+    assert!(
+        kept,
+        "a retry of the owner's completion after a lost answer keeps it"
+    );
     assert_eq!(t.proxy.stats().faults_of(FaultKind::AppliedThen500), 3);
     t.proxy.set(FaultConfig::healthy());
     assert_eq!(
