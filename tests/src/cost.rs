@@ -37,10 +37,21 @@ pub enum Case {
     Increment,
     IncrementKeyed,
     Associate,
+    /// Every other operation that takes an `Idempotency-Key`, without and with one.
+    ClassPut,
+    ClassPutKeyed,
+    /// Begin and commit with keys (the only keyed requests of a transaction measured).
+    KvTxKeyed,
+    WidgetCreate,
+    WidgetCreateKeyed,
+    AssociateKeyed,
+    /// Eventual mode: the increment writes the log entry only; the fold is background work.
+    IncrementEventual,
+    IncrementEventualKeyed,
 }
 
 impl Case {
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 16] = [
         Case::KvPut,
         Case::KvGet,
         Case::KvTx,
@@ -49,6 +60,26 @@ impl Case {
         Case::Increment,
         Case::IncrementKeyed,
         Case::Associate,
+        Case::ClassPut,
+        Case::ClassPutKeyed,
+        Case::KvTxKeyed,
+        Case::WidgetCreate,
+        Case::WidgetCreateKeyed,
+        Case::AssociateKeyed,
+        Case::IncrementEventual,
+        Case::IncrementEventualKeyed,
+    ];
+
+    /// Each operation that takes an `Idempotency-Key`: the case without a key, the case with one, and how
+    /// many of its requests carry the key.
+    pub const KEYED: [(Case, Case, u32); 7] = [
+        (Case::ClassPut, Case::ClassPutKeyed, 1),
+        (Case::Issue, Case::IssueKeyed, 1),
+        (Case::Increment, Case::IncrementKeyed, 1),
+        (Case::IncrementEventual, Case::IncrementEventualKeyed, 1),
+        (Case::KvTx, Case::KvTxKeyed, 2),
+        (Case::WidgetCreate, Case::WidgetCreateKeyed, 1),
+        (Case::Associate, Case::AssociateKeyed, 1),
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,22 +92,45 @@ impl Case {
             Case::Increment => "strong increment",
             Case::IncrementKeyed => "strong increment, `Idempotency-Key`",
             Case::Associate => "widget associate",
+            Case::ClassPut => "share class set",
+            Case::ClassPutKeyed => "share class set, `Idempotency-Key`",
+            Case::KvTxKeyed => "KV transaction, `Idempotency-Key` on begin and commit",
+            Case::WidgetCreate => "widget create",
+            Case::WidgetCreateKeyed => "widget create, `Idempotency-Key`",
+            Case::AssociateKeyed => "widget associate, `Idempotency-Key`",
+            Case::IncrementEventual => "eventual increment",
+            Case::IncrementEventualKeyed => "eventual increment, `Idempotency-Key`",
         }
     }
 
     /// HTTP requests one operation takes (each an API Gateway request and a Lambda invocation on AWS).
     pub fn requests(self) -> u32 {
         match self {
-            Case::KvTx => 5,
+            Case::KvTx | Case::KvTxKeyed => 5,
             _ => 1,
         }
+    }
+
+    /// The settings the case runs under.
+    pub fn settings(self) -> Settings {
+        let mut settings = Settings::default();
+        if matches!(self, Case::IncrementEventual | Case::IncrementEventualKeyed) {
+            settings.counter_mode = strata_core::counters::Mode::Eventual;
+        }
+        settings
     }
 
     /// Whether every operation of the case writes one shared item (its hot item).
     pub fn shared_item(self) -> bool {
         matches!(
             self,
-            Case::KvPut | Case::Issue | Case::IssueKeyed | Case::Increment | Case::IncrementKeyed
+            Case::KvPut
+                | Case::Issue
+                | Case::IssueKeyed
+                | Case::Increment
+                | Case::IncrementKeyed
+                | Case::ClassPut
+                | Case::ClassPutKeyed
         )
     }
 }
@@ -163,7 +217,7 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
         Case::KvGet => {
             send(app, Method::PUT, "/kv/keys/hot", value, None).await;
         }
-        Case::KvTx => {
+        Case::KvTx | Case::KvTxKeyed => {
             for c in 0..clients {
                 send(
                     app,
@@ -189,7 +243,7 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
             )
             .await;
         }
-        Case::Associate => {
+        Case::Associate | Case::AssociateKeyed => {
             for i in 0..ops {
                 for side in ["a", "b"] {
                     let widget = json!({"serial_number": format!("w{i}{side}"), "name": "w", "ports": ["P"]});
@@ -197,7 +251,13 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
                 }
             }
         }
-        Case::KvPut => {}
+        Case::KvPut
+        | Case::ClassPut
+        | Case::ClassPutKeyed
+        | Case::WidgetCreate
+        | Case::WidgetCreateKeyed
+        | Case::IncrementEventual
+        | Case::IncrementEventualKeyed => {}
     }
 }
 
@@ -216,8 +276,10 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
         Case::KvGet => {
             send(app, Method::GET, "/kv/keys/hot", Value::Null, None).await;
         }
-        Case::KvTx => {
-            let id = tx(app).await;
+        Case::KvTx | Case::KvTxKeyed => {
+            let keyed = case == Case::KvTxKeyed;
+            let begin_key = format!("{key}-begin");
+            let id = tx(app, keyed.then_some(begin_key.as_str())).await;
             let base = format!("/kv/transactions/{id}/keys");
             send(app, Method::GET, &format!("{base}/r{c}"), Value::Null, None).await;
             send(
@@ -234,7 +296,7 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
                 Method::POST,
                 &format!("/kv/transactions/{id}/commit"),
                 json!({}),
-                None,
+                keyed.then_some(key.as_str()),
             )
             .await;
         }
@@ -258,22 +320,34 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
             let body = json!({"key": "hot", "value": 1});
             send(app, Method::POST, "/increment", body, Some(&key)).await;
         }
-        Case::Associate => {
+        Case::Associate | Case::AssociateKeyed => {
             let body = json!({"peer": format!("w{i}b"), "port": "P"});
-            send(
-                app,
-                Method::POST,
-                &format!("/widgets/w{i}a/associations"),
-                body,
-                None,
-            )
-            .await;
+            let key = (case == Case::AssociateKeyed).then_some(key.as_str());
+            let path = format!("/widgets/w{i}a/associations");
+            send(app, Method::POST, &path, body, key).await;
+        }
+        Case::ClassPut | Case::ClassPutKeyed => {
+            // Raising the authorization of one class: every such request writes the class item.
+            let body = json!({"authorized": 1_000_000 + i});
+            let key = (case == Case::ClassPutKeyed).then_some(key.as_str());
+            send(app, Method::PUT, "/share-classes/CS", body, key).await;
+        }
+        Case::WidgetCreate | Case::WidgetCreateKeyed => {
+            let widget =
+                json!({"serial_number": format!("w{i}"), "name": "w", "ports": ["P", "R"]});
+            let key = (case == Case::WidgetCreateKeyed).then_some(key.as_str());
+            send(app, Method::POST, "/widgets", widget, key).await;
+        }
+        Case::IncrementEventual | Case::IncrementEventualKeyed => {
+            let body = json!({"key": "hot", "value": 1});
+            let key = (case == Case::IncrementEventualKeyed).then_some(key.as_str());
+            send(app, Method::POST, "/increment", body, key).await;
         }
     }
 }
 
-async fn tx(app: &App) -> String {
-    send(app, Method::POST, "/kv/transactions", json!({}), None).await["id"]
+async fn tx(app: &App, key: Option<&str>) -> String {
+    send(app, Method::POST, "/kv/transactions", json!({}), key).await["id"]
         .as_str()
         .expect("a transaction id")
         .to_owned()
@@ -281,7 +355,7 @@ async fn tx(app: &App) -> String {
 
 /// Runs `ops` operations of `case` on fresh tables, by `clients` concurrent clients, and meters them.
 pub async fn measure(case: Case, ops: usize, clients: usize) -> Row {
-    let meter = Meter::start(Settings::default()).await;
+    let meter = Meter::start(case.settings()).await;
     prepare(&meter.app, case, ops, clients).await;
     meter.proxy.reset_stats();
     let mut tasks = Vec::new();

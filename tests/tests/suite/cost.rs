@@ -241,3 +241,22 @@ fn the_cost_command_prints_the_table() {
         "{stdout}"
     );
 }
+
+/// An `Idempotency-Key` costs at most 2 calls and 2 WRU more per keyed request than the same operation
+/// without one (Powertools' price: the claim and the record of the answer), for every operation that takes
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_costs_at_most_two_calls_and_two_wru_more() {
+    let mut rows = Vec::new();
+    let mut over = Vec::new();
+    for (plain, keyed, requests) in Case::KEYED {
+        let (a, b) = (measure(plain, 10, 1).await, measure(keyed, 10, 1).await);
+        let most = 2.0 * f64::from(requests) + 1e-9;
+        if b.calls - a.calls > most || b.wru - a.wru > most || b.rru > a.rru + 1e-9 {
+            over.push(keyed.label());
+        }
+        rows.extend([a, b]);
+    }
+    let table = strata_tests::cost::table(&rows);
+    assert!(over.is_empty(), "{over:?} cost too much more:\n{table}");
+}
