@@ -37,10 +37,13 @@ pub enum Case {
     Increment,
     IncrementKeyed,
     Associate,
+    /// Eventual mode: logged, then folded by one re-scan at the end of the run (its share per increment).
+    IncrementEventual,
+    IncrementEventualKeyed,
 }
 
 impl Case {
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 10] = [
         Case::KvPut,
         Case::KvGet,
         Case::KvTx,
@@ -49,6 +52,8 @@ impl Case {
         Case::Increment,
         Case::IncrementKeyed,
         Case::Associate,
+        Case::IncrementEventual,
+        Case::IncrementEventualKeyed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +66,20 @@ impl Case {
             Case::Increment => "strong increment",
             Case::IncrementKeyed => "strong increment, `Idempotency-Key`",
             Case::Associate => "widget associate",
+            Case::IncrementEventual => "eventual increment, logged and folded",
+            Case::IncrementEventualKeyed => {
+                "eventual increment, `Idempotency-Key`, logged and folded"
+            }
+        }
+    }
+
+    /// The counter mode the case runs in.
+    pub fn counter_mode(self) -> strata_core::counters::Mode {
+        match self {
+            Case::IncrementEventual | Case::IncrementEventualKeyed => {
+                strata_core::counters::Mode::Eventual
+            }
+            _ => strata_core::counters::Mode::Strong,
         }
     }
 
@@ -179,7 +198,10 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
             // The default class's item is written by its first issue.
             send(app, Method::POST, "/certificates", issue_body(), None).await;
         }
-        Case::Increment | Case::IncrementKeyed => {
+        Case::Increment
+        | Case::IncrementKeyed
+        | Case::IncrementEventual
+        | Case::IncrementEventualKeyed => {
             send(
                 app,
                 Method::POST,
@@ -244,7 +266,7 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
         Case::IssueKeyed => {
             send(app, Method::POST, "/certificates", issue_body(), Some(&key)).await;
         }
-        Case::Increment => {
+        Case::Increment | Case::IncrementEventual => {
             send(
                 app,
                 Method::POST,
@@ -254,7 +276,7 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
             )
             .await;
         }
-        Case::IncrementKeyed => {
+        Case::IncrementKeyed | Case::IncrementEventualKeyed => {
             let body = json!({"key": "hot", "value": 1});
             send(app, Method::POST, "/increment", body, Some(&key)).await;
         }
@@ -281,8 +303,21 @@ async fn tx(app: &App) -> String {
 
 /// Runs `ops` operations of `case` on fresh tables, by `clients` concurrent clients, and meters them.
 pub async fn measure(case: Case, ops: usize, clients: usize) -> Row {
-    let meter = Meter::start(Settings::default()).await;
+    let meter = Meter::start(Settings {
+        counter_mode: case.counter_mode(),
+        ..Settings::default()
+    })
+    .await;
+    let aggregator = strata_dynamo::aggregator::Aggregator::new(
+        strata_dynamo::config::client(&crate::dynamodb::sdk_config(&meter.proxy.url).await),
+        &meter.through.tables,
+    );
     prepare(&meter.app, case, ops, clients).await;
+    // What the preparation logged is folded before the run.
+    aggregator
+        .rescan(Duration::ZERO)
+        .await
+        .expect("the log folds");
     meter.proxy.reset_stats();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -295,6 +330,13 @@ pub async fn measure(case: Case, ops: usize, clients: usize) -> Row {
     }
     for task in tasks {
         task.await.expect("a client finished");
+    }
+    if case.counter_mode() == strata_core::counters::Mode::Eventual {
+        let folded = aggregator
+            .rescan(Duration::ZERO)
+            .await
+            .expect("the log folds");
+        assert_eq!(folded.folded, ops, "every increment of the run is folded");
     }
     let stats = meter.proxy.stats();
     row(case, ops, clients, stats)
