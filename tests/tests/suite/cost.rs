@@ -20,7 +20,7 @@ const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 10] = [
     (Case::IncrementKeyed, 4.0, 6.0, 1.0, Some(2.0)),
     (Case::Associate, 1.0, 4.0, 0.0, None),
     (Case::IncrementEventual, 1.2, 4.2, 0.1, None),
-    (Case::IncrementEventualKeyed, 4.2, 12.2, 1.1, None),
+    (Case::IncrementEventualKeyed, 3.2, 10.2, 0.1, None),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
