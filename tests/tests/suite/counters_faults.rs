@@ -735,3 +735,56 @@ async fn a_fold_applied_then_500_counts_once() {
 async fn a_fold_applied_then_delayed_counts_once() {
     a_fold_with_a_lost_answer_counts_once(FaultKind::AppliedThenDelayed).await
 }
+
+/// An export carries every live marker, from the marker table and any left in the log, once per request;
+/// an entry not yet folded whose request is marked already counts nothing, as the fold would consume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_carries_the_markers_of_both_tables_and_counts_each_request_once() {
+    use strata_core::transfer::{Record, Service, Transfer};
+    let s = eventual_dynamodb().await;
+    let key = CounterKey::parse("exported").unwrap();
+    put_old_marker(&s, "increment:old").await;
+    s.counters
+        .increment(&key, 2, Some("increment:folded"))
+        .await
+        .unwrap();
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 1);
+    // A request logged before markers moved and retried since: in the log under both ids, unfolded.
+    s.client
+        .put_item()
+        .table_name(&s.tables.counter_log)
+        .item("id", AttributeValue::S("r#increment:twice".into()))
+        .item("key", AttributeValue::S(key.as_str().into()))
+        .item("value", AttributeValue::N("3".into()))
+        .item("at", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    s.counters
+        .increment(&key, 3, Some("increment:twice"))
+        .await
+        .unwrap();
+    let transfer = strata_dynamo::transfer::DynamoTransfer::new(
+        s.client.clone(),
+        s.tables.clone(),
+        strata_core::defaults::RETENTION,
+    );
+    let records = transfer.export(&[Service::Counters]).await.unwrap();
+    let mut requests: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::CounterRequest { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    requests.sort();
+    assert_eq!(
+        requests,
+        ["increment:folded", "increment:old", "increment:twice"]
+    );
+    let total = records.iter().find_map(|r| match r {
+        Record::Counter { key: k, total, .. } if k == key.as_str() => Some(*total),
+        _ => None,
+    });
+    assert_eq!(total, Some(5), "{records:?}");
+}
