@@ -488,26 +488,25 @@ async fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
                 )),
                 "dynamodb",
             ));
-            {
-                let aggregator = Arc::new(strata_dynamo::aggregator::Aggregator::new(
-                    client.clone(),
-                    tables.counters.clone(),
-                    tables.counter_log.clone(),
-                ));
-                fold_counter_log = Some(match settings.counter_mode {
-                    strata_core::counters::Mode::Eventual => {
-                        aggregator.spawn_fold_loop(strata_dynamo::aggregator::LOCAL_FOLD_EVERY)
+            let aggregator = Arc::new(
+                strata_dynamo::aggregator::Aggregator::new(client.clone(), &tables)
+                    .with_retention(settings.retention),
+            );
+            let logged = aggregator.logged();
+            fold_counter_log = Some(match settings.counter_mode {
+                // At once when this server logged an entry, and slowly for those of other processes.
+                strata_core::counters::Mode::Eventual => {
+                    aggregator.spawn_fold_loop(strata_dynamo::aggregator::LOCAL_RESCAN_IDLE)
+                }
+                // Strong mode logs nothing: one scan at start folds what an eventual-mode server left,
+                // and then no background call at all (a scan is billed, empty or not).
+                strata_core::counters::Mode::Strong => tokio::spawn(async move {
+                    if let Err(e) = aggregator.rescan(std::time::Duration::ZERO).await {
+                        tracing::warn!(error = %e, "folding the counter log left by eventual mode failed");
                     }
-                    // Strong mode logs nothing: one scan at start folds what an eventual-mode server left,
-                    // and then no background call at all (a scan is billed, empty or not).
-                    strata_core::counters::Mode::Strong => tokio::spawn(async move {
-                        if let Err(e) = aggregator.rescan(std::time::Duration::ZERO).await {
-                            tracing::warn!(error = %e, "folding the counter log left by eventual mode failed");
-                        }
-                    }),
-                });
-            }
-            strata_dynamo::stores(client, tables, &settings)
+                }),
+            });
+            strata_dynamo::stores_waking(client, tables, &settings, Some(logged))
         }
     };
     let listener = bind(args.listen, "HTTP").await?;

@@ -45,7 +45,7 @@ pub enum Case {
     WidgetCreate,
     WidgetCreateKeyed,
     AssociateKeyed,
-    /// Eventual mode: the increment writes the log entry only; the fold is background work.
+    /// Eventual mode: logged, then folded by one re-scan at the end of the run (its share per increment).
     IncrementEventual,
     IncrementEventualKeyed,
 }
@@ -98,8 +98,20 @@ impl Case {
             Case::WidgetCreate => "widget create",
             Case::WidgetCreateKeyed => "widget create, `Idempotency-Key`",
             Case::AssociateKeyed => "widget associate, `Idempotency-Key`",
-            Case::IncrementEventual => "eventual increment",
-            Case::IncrementEventualKeyed => "eventual increment, `Idempotency-Key`",
+            Case::IncrementEventual => "eventual increment, logged and folded",
+            Case::IncrementEventualKeyed => {
+                "eventual increment, `Idempotency-Key`, logged and folded"
+            }
+        }
+    }
+
+    /// The counter mode the case runs in.
+    pub fn counter_mode(self) -> strata_core::counters::Mode {
+        match self {
+            Case::IncrementEventual | Case::IncrementEventualKeyed => {
+                strata_core::counters::Mode::Eventual
+            }
+            _ => strata_core::counters::Mode::Strong,
         }
     }
 
@@ -109,15 +121,6 @@ impl Case {
             Case::KvTx | Case::KvTxKeyed => 5,
             _ => 1,
         }
-    }
-
-    /// The settings the case runs under.
-    pub fn settings(self) -> Settings {
-        let mut settings = Settings::default();
-        if matches!(self, Case::IncrementEventual | Case::IncrementEventualKeyed) {
-            settings.counter_mode = strata_core::counters::Mode::Eventual;
-        }
-        settings
     }
 
     /// Whether every operation of the case writes one shared item (its hot item).
@@ -233,7 +236,10 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
             // The default class's item is written by its first issue.
             send(app, Method::POST, "/certificates", issue_body(), None).await;
         }
-        Case::Increment | Case::IncrementKeyed => {
+        Case::Increment
+        | Case::IncrementKeyed
+        | Case::IncrementEventual
+        | Case::IncrementEventualKeyed => {
             send(
                 app,
                 Method::POST,
@@ -255,9 +261,7 @@ async fn prepare(app: &App, case: Case, ops: usize, clients: usize) {
         | Case::ClassPut
         | Case::ClassPutKeyed
         | Case::WidgetCreate
-        | Case::WidgetCreateKeyed
-        | Case::IncrementEventual
-        | Case::IncrementEventualKeyed => {}
+        | Case::WidgetCreateKeyed => {}
     }
 }
 
@@ -306,7 +310,7 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
         Case::IssueKeyed => {
             send(app, Method::POST, "/certificates", issue_body(), Some(&key)).await;
         }
-        Case::Increment => {
+        Case::Increment | Case::IncrementEventual => {
             send(
                 app,
                 Method::POST,
@@ -316,7 +320,7 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
             )
             .await;
         }
-        Case::IncrementKeyed => {
+        Case::IncrementKeyed | Case::IncrementEventualKeyed => {
             let body = json!({"key": "hot", "value": 1});
             send(app, Method::POST, "/increment", body, Some(&key)).await;
         }
@@ -338,11 +342,6 @@ async fn operation(app: &App, case: Case, i: usize, c: usize) {
             let key = (case == Case::WidgetCreateKeyed).then_some(key.as_str());
             send(app, Method::POST, "/widgets", widget, key).await;
         }
-        Case::IncrementEventual | Case::IncrementEventualKeyed => {
-            let body = json!({"key": "hot", "value": 1});
-            let key = (case == Case::IncrementEventualKeyed).then_some(key.as_str());
-            send(app, Method::POST, "/increment", body, key).await;
-        }
     }
 }
 
@@ -355,8 +354,21 @@ async fn tx(app: &App, key: Option<&str>) -> String {
 
 /// Runs `ops` operations of `case` on fresh tables, by `clients` concurrent clients, and meters them.
 pub async fn measure(case: Case, ops: usize, clients: usize) -> Row {
-    let meter = Meter::start(case.settings()).await;
+    let meter = Meter::start(Settings {
+        counter_mode: case.counter_mode(),
+        ..Settings::default()
+    })
+    .await;
+    let aggregator = strata_dynamo::aggregator::Aggregator::new(
+        strata_dynamo::config::client(&crate::dynamodb::sdk_config(&meter.proxy.url).await),
+        &meter.through.tables,
+    );
     prepare(&meter.app, case, ops, clients).await;
+    // What the preparation logged is folded before the run.
+    aggregator
+        .rescan(Duration::ZERO)
+        .await
+        .expect("the log folds");
     meter.proxy.reset_stats();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -369,6 +381,13 @@ pub async fn measure(case: Case, ops: usize, clients: usize) -> Row {
     }
     for task in tasks {
         task.await.expect("a client finished");
+    }
+    if case.counter_mode() == strata_core::counters::Mode::Eventual {
+        let folded = aggregator
+            .rescan(Duration::ZERO)
+            .await
+            .expect("the log folds");
+        assert_eq!(folded.folded, ops, "every increment of the run is folded");
     }
     let stats = meter.proxy.stats();
     row(case, ops, clients, stats)

@@ -41,12 +41,8 @@ impl Fixture {
         let (client, tables) = crate::dynamodb::fresh_tables().await;
         if settings.counter_mode == strata_core::counters::Mode::Eventual {
             // What the counters-aggregate Lambda does on AWS: fold every batch its stream delivers.
-            let aggregator = strata_dynamo::aggregator::Aggregator::new(
-                client.clone(),
-                tables.counters.clone(),
-                tables.counter_log.clone(),
-            )
-            .with_retention(settings.retention);
+            let aggregator = strata_dynamo::aggregator::Aggregator::new(client.clone(), &tables)
+                .with_retention(settings.retention);
             let mut reader = crate::streams::StreamReader::open(
                 crate::dynamodb::endpoint(),
                 &tables.counter_log,

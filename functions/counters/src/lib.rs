@@ -40,7 +40,11 @@ pub const ROUTES: &[Route] = &[
                 },
                 Grant {
                     table: "CounterLogTable",
-                    actions: &["PutItem", "ConditionCheckItem"],
+                    actions: &["PutItem"],
+                },
+                Grant {
+                    table: "CounterMarkerTable",
+                    actions: &["ConditionCheckItem"],
                 },
                 IDEMPOTENCY,
             ],
@@ -77,7 +81,11 @@ pub const AGGREGATOR: Function = Function {
         &[
             Grant {
                 table: "CounterLogTable",
-                actions: &["DeleteItem", "PutItem", "Scan"],
+                actions: &["DeleteItem", "Scan"],
+            },
+            Grant {
+                table: "CounterMarkerTable",
+                actions: &["PutItem"],
             },
             Grant {
                 table: "CounterTable",

@@ -35,12 +35,15 @@ impl Decoded {
     }
 }
 
-/// The increments a stream event carries: new log entries only. Markers (`done#…`), the deletes the
-/// aggregator itself makes (`REMOVE`) and rewrites of markers (`MODIFY`) are not increments.
+/// The increments a stream event carries: new log entries only. Markers (`done#…` with a `ttl`, from
+/// before markers moved to their own table, or from strong mode), the deletes the aggregator itself makes
+/// and TTL's (`REMOVE`) and rewrites of markers are not increments. An entry that took the place of an
+/// expired marker not yet deleted is a `MODIFY`.
 pub fn decode(event: &Event) -> Decoded {
     let mut decoded = Decoded::default();
     for record in &event.records {
-        if record.event_name != "INSERT" || !is_increment(record) {
+        let written = record.event_name == "INSERT" || record.event_name == "MODIFY";
+        if !written || !is_increment(record) {
             continue;
         }
         match serde_dynamo::from_item::<_, Entry>(record.change.new_image.clone()) {
@@ -64,12 +67,14 @@ pub fn entries(event: &Event) -> Vec<Entry> {
     decode(event).entries
 }
 
-/// An increment by its id (in the keys, which every view type carries; `r#…` or `u#…`).
+/// An increment by its id (in the keys, which every view type carries) and its new image (markers have a
+/// `ttl`, entries never).
 fn is_increment(record: &EventRecord) -> bool {
     let id = record
         .change
         .keys
         .get("id")
         .or_else(|| record.change.new_image.get("id"));
-    matches!(id, Some(serde_dynamo::AttributeValue::S(id)) if Entry::is_increment_id(id))
+    let has_ttl = record.change.new_image.contains_key(strata_dynamo::TTL);
+    matches!(id, Some(serde_dynamo::AttributeValue::S(id)) if Entry::is_entry(id, has_ttl))
 }

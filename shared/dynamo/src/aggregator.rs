@@ -1,16 +1,27 @@
 //! The eventual-mode fold loop on DynamoDB: folds counter log entries into the totals, exactly once. On AWS the
 //! log table's stream delivers them (the `counters-aggregate` Lambda calls [`Aggregator::fold`]) and a
 //! schedule re-scans the log for whatever the stream did not fold ([`Aggregator::rescan`]); `strata serve
-//! --store dynamodb`, which has no stream Lambda, re-scans every 200 ms in eventual mode
-//! ([`Aggregator::spawn_fold_loop`]; once at start in strong mode, which logs nothing).
+//! --store dynamodb`, which has no stream Lambda, re-scans when it has logged an entry itself and otherwise
+//! every [`LOCAL_RESCAN_IDLE`] in eventual mode ([`Aggregator::spawn_fold_loop`]; once at start in strong
+//! mode, which logs nothing).
+//!
+//! Markers of counted requests (`done#<request key>`, kept for the retention) live in the marker table, not
+//! in the log: the log holds only the entries not yet folded, so a re-scan (a `Scan`, billed for every item
+//! it reads) costs what is left to fold, not a day of markers. Moving the marker's write adds none: the
+//! fold puts it in the marker table instead of the log. Markers written in the log table before they moved
+//! (and by strong mode) are still honoured, at no cost: a keyed entry's id is its request's marker id
+//! (`done#<key>`, see [`crate::counters`]), so logging a request whose marker is still there fails its
+//! `attribute_not_exists`. Entries never have `ttl`, markers always do: that tells them apart.
 //!
 //! A batch is folded in chunks, each one `TransactWriteItems` of at most 100 actions: delete every entry of
-//! the chunk (only if it is still there), put the marker of each entry that carried an idempotency key (so a
-//! late retry of that request is recognised), and one update per counter that adds the chunk's sum for it
-//! under the counter's room. One write to a counter's item per chunk, not per increment: a hot counter takes
-//! as many increments as the log table takes entries. Either all of a chunk happens or none of it. A batch
-//! delivered again, a re-scan that races the stream, or a retry after a crash between chunks finds the
-//! folded entries gone: their deletes fail their condition, and the chunk is retried without them.
+//! the chunk (only if it is still there), put the marker of each entry that carried an idempotency key (only
+//! if absent, so a request logged twice across the upgrade, as `r#<key>` and as `done#<key>`, counts once),
+//! and one update per counter that adds the chunk's sum for it under the counter's room. One write to a
+//! counter's item per chunk, not per increment: a hot counter takes as many increments as the log table
+//! takes entries. Either all of a chunk happens or none of it. A batch delivered again, a re-scan that races
+//! the stream, or a retry after a crash between chunks finds the folded entries gone: their deletes fail
+//! their condition, and the chunk is retried without them. An entry whose marker is there already is
+//! deleted without being counted.
 //!
 //! Overflow: the update adds under `room >= :sum`. When that fails, the counter's room comes back with the
 //! cancellation, and the chunk is folded again with [`strata_core::counters::fold`] deciding which of the
@@ -18,7 +29,10 @@
 //! `refused` attribute counts them.
 
 use crate::attr::{Item, ItemExt, n, s};
-use crate::counters::{AT, ID, KEY, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, room_of};
+use crate::counters::{
+    AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, now_seconds,
+    room_of,
+};
 use crate::error::store_error;
 use crate::send::WithinDeadline;
 use aws_sdk_dynamodb::Client;
@@ -33,12 +47,17 @@ use std::time::Duration;
 use strata_core::Error;
 use strata_core::counters::{MAX_TOTAL, fold as fold_values};
 use strata_core::time::now_millis;
+use tokio::sync::Notify;
 
 /// DynamoDB's limit of actions in one `TransactWriteItems`.
 const MAX_ACTIONS: usize = 100;
 const ATTEMPTS: usize = 8;
-/// How often `strata serve --store dynamodb` folds the log: well within the contract's "within 1 second".
+/// The least time between two re-scans of `strata serve --store dynamodb` while it logs entries: the
+/// entries logged meanwhile fold together, well within the contract's "within 1 second".
 pub const LOCAL_FOLD_EVERY: Duration = Duration::from_millis(200);
+/// How often `strata serve --store dynamodb` re-scans the log when it logged nothing itself: for entries
+/// another process logged and left (a `Scan` is billed even when it finds nothing).
+pub const LOCAL_RESCAN_IDLE: Duration = Duration::from_secs(5);
 /// The age past which the scheduled re-scan folds an entry on AWS: the stream normally folds it within
 /// seconds, so anything older was skipped, failed past its retries or expired from the stream.
 pub const RESCAN_AGE: Duration = Duration::from_secs(180);
@@ -47,7 +66,7 @@ pub const RESCAN_AGE: Duration = Duration::from_secs(180);
 /// with `serde_dynamo`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Entry {
-    /// `r#<request key>` or `u#<random>`.
+    /// `done#<request key>` (`r#<request key>` when logged before markers moved) or `u#<random>`.
     pub id: String,
     pub key: String,
     pub value: u64,
@@ -57,9 +76,17 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Whether a log item with this id is an increment (the others are markers of counted requests).
-    pub fn is_increment_id(id: &str) -> bool {
-        id.starts_with("r#") || id.starts_with("u#")
+    /// Whether a log item is an increment: by its id, and, for `done#…`, by having no `ttl` (markers
+    /// of counted requests, written there before markers moved or by strong mode, always have one).
+    pub fn is_entry(id: &str, has_ttl: bool) -> bool {
+        id.starts_with("r#") || id.starts_with("u#") || (id.starts_with("done#") && !has_ttl)
+    }
+
+    /// The idempotency key of the request it logged, if any.
+    pub fn request(&self) -> Option<&str> {
+        self.id
+            .strip_prefix("done#")
+            .or_else(|| self.id.strip_prefix("r#"))
     }
 }
 
@@ -77,6 +104,9 @@ pub struct Aggregator {
     client: Client,
     table: String,
     log_table: String,
+    marker_table: String,
+    /// Notified when this process has logged an entry: the fold loop re-scans then.
+    logged: Arc<Notify>,
     /// How long the marker of a folded request with an idempotency key is kept.
     retention: Duration,
     /// Fault injection for tests: fail (as a crashed invocation would) after this many chunks.
@@ -85,11 +115,14 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(client: Client, table: String, log_table: String) -> Self {
+    /// On the deployment's counter, log and marker tables.
+    pub fn new(client: Client, tables: &crate::Tables) -> Self {
         Self {
             client,
-            table,
-            log_table,
+            table: tables.counters.clone(),
+            log_table: tables.counter_log.clone(),
+            marker_table: tables.counter_markers.clone(),
+            logged: Arc::new(Notify::new()),
             retention: strata_core::defaults::RETENTION,
             #[cfg(feature = "faults")]
             fail_after_chunks: AtomicUsize::new(usize::MAX),
@@ -102,17 +135,19 @@ impl Aggregator {
         self
     }
 
-    /// From the environment the template sets (`COUNTER_TABLE`, `COUNTER_LOG_TABLE`, `RETENTION_SECONDS`).
+    /// From the environment the template sets (`COUNTER_TABLE`, `COUNTER_LOG_TABLE`,
+    /// `COUNTER_MARKER_TABLE`, `RETENTION_SECONDS`).
     pub async fn from_env() -> Result<Self, Error> {
         let config = aws_config::load_from_env().await;
         let tables = crate::Tables::from_env()?;
         let retention = strata_core::Settings::from_env()?.retention;
-        Ok(Self::new(
-            crate::config::client(&config),
-            tables.counters,
-            tables.counter_log,
-        )
-        .with_retention(retention))
+        Ok(Self::new(crate::config::client(&config), &tables).with_retention(retention))
+    }
+
+    /// What the counters of this process notify when they log an entry (see
+    /// [`crate::config::stores_waking`]), so the fold loop folds it at once.
+    pub fn logged(&self) -> Arc<Notify> {
+        self.logged.clone()
     }
 
     /// Test hook: the next fold stops with an error after `chunks` chunks.
@@ -147,10 +182,21 @@ impl Aggregator {
         // per chunk), and a full counter refuses the later ones.
         let mut entries: Vec<Entry> = unique.into_values().collect();
         entries.sort_by(|a, b| (&a.key, a.at, &a.id).cmp(&(&b.key, b.at, &b.id)));
+        let mut index = 0;
         let mut folded = 0;
-        for (index, chunk) in chunks(entries).into_iter().enumerate() {
-            self.injected_failure(index)?;
-            folded += self.fold_chunk(chunk).await?;
+        // One request logged under both its ids (`r#` before the upgrade, `done#` after): one transaction
+        // may not put its marker twice, so the second goes in a later pass, which finds the marker.
+        while !entries.is_empty() {
+            let mut requests = BTreeSet::new();
+            let (now, later): (Vec<Entry>, Vec<Entry>) = entries
+                .into_iter()
+                .partition(|e| e.request().is_none_or(|r| requests.insert(r.to_owned())));
+            for chunk in chunks(now) {
+                self.injected_failure(index)?;
+                index += 1;
+                folded += self.fold_chunk(chunk).await?;
+            }
+            entries = later;
         }
         Ok(folded)
     }
@@ -168,15 +214,19 @@ impl Aggregator {
                 .scan()
                 .table_name(&self.log_table)
                 .consistent_read(true)
-                // Markers (`done#…`) are not increments; an entry without `at` predates it and is old.
+                // Markers (`done#…` with `ttl`, from before they moved) are not increments; an entry without
+                // `at` predates it and is old.
                 .filter_expression(
-                    "(begins_with(#id, :r) OR begins_with(#id, :u)) \
+                    "(begins_with(#id, :r) OR begins_with(#id, :u) \
+                      OR (begins_with(#id, :done) AND attribute_not_exists(#ttl))) \
                      AND (attribute_not_exists(#at) OR #at <= :cutoff)",
                 )
                 .expression_attribute_names("#id", ID)
                 .expression_attribute_names("#at", AT)
+                .expression_attribute_names("#ttl", TTL)
                 .expression_attribute_values(":r", s("r#"))
                 .expression_attribute_values(":u", s("u#"))
+                .expression_attribute_values(":done", s("done#"))
                 .expression_attribute_values(":cutoff", n(cutoff))
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -202,9 +252,10 @@ impl Aggregator {
         }
     }
 
-    /// Re-scans the whole log every `every`, until the returned task is aborted: the fold loop of a process
-    /// that serves eventual counters on DynamoDB without a stream Lambda.
-    pub fn spawn_fold_loop(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Re-scans the log when this process has logged an entry ([`Self::logged`]), at most once per
+    /// [`LOCAL_FOLD_EVERY`], and otherwise every `idle`, until the returned task is aborted: the fold loop
+    /// of a process that serves eventual counters on DynamoDB without a stream Lambda.
+    pub fn spawn_fold_loop(self: Arc<Self>, idle: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 match self.rescan(Duration::ZERO).await {
@@ -216,7 +267,13 @@ impl Aggregator {
                         tracing::warn!(error = %e, "folding the counter log failed; will retry")
                     }
                 }
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(LOCAL_FOLD_EVERY).await;
+                // An entry logged during the re-scan left its notification: it wakes this at once.
+                let _ = tokio::time::timeout(
+                    idle.saturating_sub(LOCAL_FOLD_EVERY),
+                    self.logged.notified(),
+                )
+                .await;
             }
         })
     }
@@ -224,35 +281,52 @@ impl Aggregator {
     async fn fold_chunk(&self, mut chunk: Vec<Entry>) -> Result<usize, Error> {
         // Counters whose room the chunk found too small, with the room DynamoDB reported.
         let mut rooms: BTreeMap<String, u64> = BTreeMap::new();
+        // Entries whose request's marker is there already: deleted, not counted.
+        let mut counted: BTreeSet<String> = BTreeSet::new();
         for attempt in 0..ATTEMPTS {
             if chunk.is_empty() {
                 return Ok(0);
             }
             let mut actions = Vec::new();
             for entry in &chunk {
+                // An entry, never a marker left under the same id (`done#…` with `ttl`).
                 let delete = Delete::builder()
                     .table_name(&self.log_table)
                     .key(ID, s(&entry.id))
-                    .condition_expression("attribute_exists(#id)")
+                    .condition_expression("attribute_exists(#id) AND attribute_not_exists(#ttl)")
                     .expression_attribute_names("#id", ID)
+                    .expression_attribute_names("#ttl", TTL)
                     .build()
                     .expect("delete is complete");
                 actions.push(TransactWriteItem::builder().delete(delete).build());
             }
-            for entry in &chunk {
-                if let Some(request) = entry.id.strip_prefix("r#") {
-                    let marker = Put::builder()
-                        .table_name(&self.log_table)
-                        .item(ID, s(&marker_id(request)))
-                        .item(TTL, n(marker_ttl(self.retention)))
-                        .build()
-                        .expect("put is complete");
-                    actions.push(TransactWriteItem::builder().put(marker).build());
+            // Action index of each marker put, with its entry's index.
+            let mut markers: Vec<(usize, usize)> = Vec::new();
+            for (i, entry) in chunk.iter().enumerate() {
+                let Some(request) = entry.request() else {
+                    continue;
+                };
+                if counted.contains(&entry.id) {
+                    continue;
                 }
+                let marker = Put::builder()
+                    .table_name(&self.marker_table)
+                    .item(ID, s(&marker_id(request)))
+                    .item(TTL, n(marker_ttl(self.retention)))
+                    .condition_expression(MARKER_ABSENT)
+                    .expression_attribute_names("#id", ID)
+                    .expression_attribute_names("#ttl", TTL)
+                    .expression_attribute_values(":now", now_seconds())
+                    .build()
+                    .expect("put is complete");
+                markers.push((actions.len(), i));
+                actions.push(TransactWriteItem::builder().put(marker).build());
             }
             let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
             for entry in &chunk {
-                by_key.entry(&entry.key).or_default().push(entry.value);
+                if !counted.contains(&entry.id) {
+                    by_key.entry(&entry.key).or_default().push(entry.value);
+                }
             }
             // Action index of each counter's update, to read its cancellation reason.
             let mut updates: Vec<(usize, &str)> = Vec::new();
@@ -300,15 +374,22 @@ impl Aggregator {
             // Entries whose delete failed were folded already (a redelivery, or the stream and a re-scan
             // at once): drop them.
             let gone: BTreeSet<usize> = (0..chunk.len()).filter(|&i| failed(i)).collect();
+            // Requests counted already (their marker is there): consume their entries without counting.
+            let mut again = false;
+            for (index, entry) in &markers {
+                if failed(*index) && !gone.contains(entry) {
+                    again = true;
+                    counted.insert(chunk[*entry].id.clone());
+                }
+            }
             // Counters without room for their sum: go again deciding entry by entry.
-            let mut full = false;
             for (index, key) in &updates {
                 if failed(*index) {
-                    full = true;
+                    again = true;
                     rooms.insert((*key).to_owned(), room_of(reasons[*index].item()));
                 }
             }
-            if gone.is_empty() && !full {
+            if gone.is_empty() && !again {
                 // A concurrent transaction on the same items: back off and retry.
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
             }
@@ -358,7 +439,7 @@ fn chunks(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     let mut chunk: Vec<Entry> = Vec::new();
     let mut actions = 0;
     for entry in entries {
-        let marker = usize::from(entry.id.starts_with("r#"));
+        let marker = usize::from(entry.request().is_some());
         let same_counter = chunk.last().is_some_and(|last| last.key == entry.key);
         let needs = 1 + marker + usize::from(!same_counter);
         if actions + needs > MAX_ACTIONS {
@@ -401,7 +482,7 @@ mod tests {
         let mut mixed: Vec<Entry> = (0..60).map(|i| entry(&format!("r#{i:02}"), "a")).collect();
         mixed.extend((0..60).map(|i| entry(&format!("u#{i:02}"), &format!("k{i:02}"))));
         for chunk in chunks(mixed) {
-            let mut actions = chunk.len() + chunk.iter().filter(|e| e.id.starts_with("r#")).count();
+            let mut actions = chunk.len() + chunk.iter().filter(|e| e.request().is_some()).count();
             actions += chunk.iter().map(|e| &e.key).collect::<BTreeSet<_>>().len();
             assert!(actions <= MAX_ACTIONS, "{actions}");
         }

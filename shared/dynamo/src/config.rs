@@ -54,6 +54,8 @@ pub struct Tables {
     pub ledger: String,
     pub counters: String,
     pub counter_log: String,
+    /// Markers of the keyed eventual increments folded (see [`crate::aggregator`]).
+    pub counter_markers: String,
     pub idempotency: String,
     pub ws_sessions: String,
     pub widgets: String,
@@ -77,6 +79,7 @@ impl Tables {
             ledger: var("LEDGER_TABLE")?,
             counters: var("COUNTER_TABLE")?,
             counter_log: var("COUNTER_LOG_TABLE")?,
+            counter_markers: var("COUNTER_MARKER_TABLE")?,
             idempotency: var("IDEMPOTENCY_TABLE")?,
             ws_sessions: var("WS_SESSION_TABLE")?,
             widgets: var("WIDGET_TABLE")?,
@@ -86,6 +89,28 @@ impl Tables {
 
 /// The ports on DynamoDB, sharing one client.
 pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
+    stores_waking(client, tables, settings, None)
+}
+
+/// [`stores`] whose eventual counters notify `logged` after each entry they log (the local fold loop's
+/// [`crate::aggregator::Aggregator::logged`]).
+pub fn stores_waking(
+    client: Client,
+    tables: Tables,
+    settings: &Settings,
+    logged: Option<Arc<tokio::sync::Notify>>,
+) -> Stores {
+    let mut counters = crate::counters::DynamoCounters::new(
+        client.clone(),
+        tables.counters,
+        tables.counter_log,
+        tables.counter_markers,
+        settings.counter_mode,
+        settings.retention,
+    );
+    if let Some(logged) = logged {
+        counters = counters.waking(logged);
+    }
     let client_for_connections = client.clone();
     let widgets = Arc::new(crate::widgets::DynamoWidgets::new(
         client.clone(),
@@ -106,13 +131,7 @@ pub fn stores(client: Client, tables: Tables, settings: &Settings) -> Stores {
             settings.default_classes.clone(),
             settings.retention,
         )),
-        counters: Arc::new(crate::counters::DynamoCounters::new(
-            client.clone(),
-            tables.counters,
-            tables.counter_log,
-            settings.counter_mode,
-            settings.retention,
-        )),
+        counters: Arc::new(counters),
         idempotency: Arc::new(crate::idempotency::DynamoIdempotency::new(
             client,
             tables.idempotency,

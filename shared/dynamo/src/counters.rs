@@ -11,9 +11,13 @@
 //! an idempotency key, one `TransactWriteItems`
 //! that also puts the request's marker (`done#<key>` in the log table), so a retry counts nothing more.
 //!
-//! Eventual: one `TransactWriteItems` per increment that writes the log entry only (`r#<key>` or
-//! `u#<random>`, only if absent; with a key, plus a check that the request was not folded already): the
-//! counter's own item is neither read nor written, so a hot counter is not held to one item's write rate.
+//! Eventual: one `TransactWriteItems` per increment that writes the log entry only (`done#<key>` or
+//! `u#<random>`, only if absent; with a key, plus a check in `CounterMarkerTable` that the request was not
+//! folded already): the counter's own item is neither read nor written, so a hot counter is not held to one
+//! item's write rate. A keyed entry's id is the id its request's marker had in the log table before markers
+//! moved to their own table (entries logged before that are `r#<key>`): a marker still there, or one strong
+//! mode wrote, fails the entry's `attribute_not_exists` as an entry logged already does, so it is honoured
+//! without another action (see [`crate::aggregator`]).
 //! The log's partition key is the entry id, a request key or a random id, so one counter's entries spread
 //! over all of the log table's partitions. A transaction even for one put, because its
 //! `ClientRequestToken` makes the SDK's retries apply it once: a plain put retried after its entry was
@@ -34,6 +38,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strata_core::Error;
 use strata_core::counters::{
@@ -41,6 +46,7 @@ use strata_core::counters::{
 };
 use strata_core::retention::{holds_until, ttl_seconds};
 use strata_core::time::now_millis;
+use tokio::sync::Notify;
 
 pub(crate) const KEY: &str = "key";
 pub(crate) const TOTAL: &str = "total";
@@ -54,15 +60,20 @@ pub(crate) const VALUE: &str = "value";
 pub(crate) const AT: &str = "at";
 pub(crate) const TTL: &str = crate::attr::TTL;
 /// A request's marker (`done#<key>`) counts only until its `ttl`: past it the key is free and the request
-/// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily).
-const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
+/// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily). Log entries have
+/// no `ttl`: for them it is `attribute_not_exists(#id)`.
+pub(crate) const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
 
 #[derive(Debug)]
 pub struct DynamoCounters {
     client: Client,
     table: String,
     log_table: String,
+    /// `CounterMarkerTable`: the markers of requests eventual mode has folded.
+    marker_table: String,
     mode: Mode,
+    /// Notified when an entry is logged (the local fold loop's wake-up), if any.
+    logged: Option<Arc<Notify>>,
     /// How long a counted request's marker is kept.
     retention: Duration,
 }
@@ -78,7 +89,7 @@ pub(crate) fn marker_ttl(retention: Duration) -> u64 {
 }
 
 /// `:now` for [`MARKER_ABSENT`]: whole seconds, rounded down, as the `ttl` values it is compared with.
-fn now_seconds() -> AttributeValue {
+pub(crate) fn now_seconds() -> AttributeValue {
     n(strata_core::time::epoch_seconds(SystemTime::now()))
 }
 
@@ -91,6 +102,7 @@ impl DynamoCounters {
         client: Client,
         table: String,
         log_table: String,
+        marker_table: String,
         mode: Mode,
         retention: Duration,
     ) -> Self {
@@ -98,9 +110,17 @@ impl DynamoCounters {
             client,
             table,
             log_table,
+            marker_table,
             mode,
+            logged: None,
             retention,
         }
+    }
+
+    /// Notifies `logged` after each entry it logs.
+    pub fn waking(mut self, logged: Arc<Notify>) -> Self {
+        self.logged = Some(logged);
+        self
     }
 
     /// The update that adds `value` to a counter's total under its room.
@@ -276,23 +296,26 @@ impl Counters for DynamoCounters {
             }
             (Mode::Eventual, request) => {
                 let id = match request {
-                    Some(r) => format!("r#{r}"),
+                    Some(r) => marker_id(r),
                     None => format!("u#{}", strata_core::kv::tx::TxId::generate().as_str()),
                 };
+                // Absent, or an expired marker left in the log (its key is free again).
                 let entry = Put::builder()
                     .table_name(&self.log_table)
                     .item(ID, s(&id))
                     .item(KEY, s(key.as_str()))
                     .item(VALUE, n(value))
                     .item(AT, n(now_millis()))
-                    .condition_expression("attribute_not_exists(#id)")
+                    .condition_expression(MARKER_ABSENT)
                     .expression_attribute_names("#id", ID)
+                    .expression_attribute_names("#ttl", TTL)
+                    .expression_attribute_values(":now", now_seconds())
                     .build()
                     .expect("put is complete");
                 let mut actions = vec![TransactWriteItem::builder().put(entry).build()];
                 if let Some(r) = request {
                     let folded = ConditionCheck::builder()
-                        .table_name(&self.log_table)
+                        .table_name(&self.marker_table)
                         .key(ID, s(&marker_id(r)))
                         .condition_expression(MARKER_ABSENT)
                         .expression_attribute_names("#id", ID)
@@ -302,8 +325,12 @@ impl Counters for DynamoCounters {
                         .expect("check is complete");
                     actions.push(TransactWriteItem::builder().condition_check(folded).build());
                 }
-                // Logged now, or by an earlier attempt of this request: accepted either way.
-                self.transact(key, value, actions, None).await?;
+                // Logged now, or by an earlier attempt of this request, or counted already: accepted.
+                if self.transact(key, value, actions, None).await?
+                    && let Some(logged) = &self.logged
+                {
+                    logged.notify_one();
+                }
                 Ok(Incremented::Accepted)
             }
         }

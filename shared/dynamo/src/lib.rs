@@ -18,8 +18,8 @@
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
 //! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters.
 //! - [`aggregator`]: folds the counter log into the totals exactly once: batches its stream delivers, a
-//!   re-scan of the log (scheduled on AWS; every 200 ms in `strata serve --store dynamodb`
-//!   in eventual mode).
+//!   re-scan of the log (scheduled on AWS; in `strata serve --store dynamodb` in eventual mode, when it
+//!   logged an entry and otherwise every 5 s); the markers of folded requests go to a table of their own.
 //! - [`widgets`]: port-slot claims as one `TransactWriteItems` over both widgets.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, complete, release) with TTL.
 //! - [`transfer`]: export (consistent scans; each class read with exactly its certificates) and import
@@ -43,4 +43,4 @@ pub mod transfer;
 pub mod widgets;
 
 pub use attr::TTL;
-pub use config::{Tables, stores, stores_from_env};
+pub use config::{Tables, stores, stores_from_env, stores_waking};

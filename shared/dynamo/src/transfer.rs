@@ -286,36 +286,47 @@ impl DynamoTransfer {
                 );
             }
             let mut entries = Vec::new();
-            for item in self.scan(&self.tables.counter_log, None).await? {
+            // Markers in their table, and any the log still holds from before they moved there (or from
+            // strong mode): `done#…` with a `ttl`; the log's other items are entries. A request marked in
+            // both places is one record, until the later of the two.
+            let mut markers: BTreeMap<String, u64> = BTreeMap::new();
+            let mut items = self.scan(&self.tables.counter_markers, None).await?;
+            items.extend(self.scan(&self.tables.counter_log, None).await?);
+            for item in items {
                 let id = item.attrs(ATTR).text(crate::counters::ID)?;
-                if let Some(request) = id.strip_prefix("done#") {
+                let marker = item.contains_key(crate::TTL);
+                if let Some(request) = id.strip_prefix("done#")
+                    && marker
+                {
                     let until_ms = item.attrs(ATTR).num(crate::TTL)?.saturating_mul(1000);
                     if until_ms > now {
-                        out.push(Record::CounterRequest {
-                            id: request.to_owned(),
-                            until_ms,
-                        });
+                        let until = markers.entry(request.to_owned()).or_default();
+                        *until = (*until).max(until_ms);
                     }
-                } else if crate::aggregator::Entry::is_increment_id(id) {
+                } else if crate::aggregator::Entry::is_entry(id, marker) {
                     let entry: crate::aggregator::Entry = serde_dynamo::from_item(item)
                         .map_err(|e| Error::internal(format!("a counter log entry: {e}")))?;
                     entries.push(entry);
                 }
             }
-            // In the order the fold loop folds them; each keyed one leaves its request's marker.
+            // In the order the fold loop folds them; each keyed one leaves its request's marker, and one
+            // whose request is marked already counts nothing (as the fold consumes it).
             entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            let until = std::time::SystemTime::now() + self.retention + CLOCK_SKEW_MARGIN;
             for entry in entries {
+                if let Some(request) = entry.request() {
+                    if markers.contains_key(request) {
+                        continue;
+                    }
+                    markers.insert(request.to_owned(), ttl_seconds(until) * 1000);
+                }
                 let counter = counters.entry(entry.key.clone()).or_default();
                 let folded = fold(counter.0, &[entry.value]);
                 counter.0 = folded.total;
                 counter.1 += folded.refused();
-                if let Some(request) = entry.id.strip_prefix("r#") {
-                    let until = std::time::SystemTime::now() + self.retention + CLOCK_SKEW_MARGIN;
-                    out.push(Record::CounterRequest {
-                        id: request.to_owned(),
-                        until_ms: ttl_seconds(until) * 1000,
-                    });
-                }
+            }
+            for (id, until_ms) in markers {
+                out.push(Record::CounterRequest { id, until_ms });
             }
             for (key, (total, refused)) in counters {
                 out.push(Record::Counter {
@@ -498,6 +509,9 @@ impl DynamoTransfer {
                 ]),
                 &[crate::counters::KEY],
             ),
+            // Into the log table, where both modes honour a marker: strong mode reads markers only there,
+            // and eventual mode's entry for the request would take the marker's id (see
+            // `crate::counters`). It expires from there as any marker left from before they moved.
             Record::CounterRequest { id, until_ms } => (
                 self.tables.counter_log.clone(),
                 Item::from([
@@ -650,7 +664,11 @@ impl Transfer for DynamoTransfer {
                 Service::Kv => vec![&self.tables.kv],
                 Service::Certificates => vec![&self.tables.ledger],
                 Service::Widgets => vec![&self.tables.widgets],
-                Service::Counters => vec![&self.tables.counters, &self.tables.counter_log],
+                Service::Counters => vec![
+                    &self.tables.counters,
+                    &self.tables.counter_log,
+                    &self.tables.counter_markers,
+                ],
             };
             for table in tables {
                 if !self.scan(table, Some(1)).await?.is_empty() {

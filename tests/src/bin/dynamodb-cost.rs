@@ -1,7 +1,8 @@
 //! `dynamodb-cost [--ops N] [--clients N] [--strata PATH] [--idle-seconds S] [--verbose]`: what each
 //! operation costs on DynamoDB, metered on DynamoDB Local (`strata_tests::cost`): the table, sequential and
 //! with `--clients` concurrent clients (20 by default; `--verbose`: each row by DynamoDB operation), then the DynamoDB calls per second an idle `strata serve --store
-//! dynamodb` makes in each counter mode (with `--strata`, the binary to run). Units do not depend on the
+//! dynamodb` makes in each counter mode over `--idle-seconds` (20 by default; eventual mode re-scans every
+//! 5 s when idle) (with `--strata`, the binary to run). Units do not depend on the
 //! build profile, so a debug build measures what a release one would.
 
 // Test code: a failed `unwrap` is a failed test.
@@ -19,7 +20,7 @@ fn usage(problem: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
-    let (mut ops, mut clients, mut strata, mut idle) = (100usize, 20usize, None, 5u64);
+    let (mut ops, mut clients, mut strata, mut idle) = (100usize, 20usize, None, 20u64);
     let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

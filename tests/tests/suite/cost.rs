@@ -10,7 +10,7 @@ use strata_tests::fault_proxy::{FaultConfig, FaultProxy, metered_of};
 /// on its hot item (the class, the counter, the key every such operation writes). Units are deterministic
 /// for a payload, so these are exact figures: an operation that gets dearer fails here, one that gets
 /// cheaper should lower its line.
-const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 8] = [
+const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 10] = [
     (Case::KvPut, 1.0, 1.0, 0.0, Some(1.0)),
     (Case::KvGet, 1.0, 0.0, 1.0, None),
     (Case::KvTx, 7.0, 12.0, 2.0, None),
@@ -19,6 +19,8 @@ const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 8] = [
     (Case::Increment, 1.0, 1.0, 0.0, Some(1.0)),
     (Case::IncrementKeyed, 4.0, 6.0, 1.0, Some(2.0)),
     (Case::Associate, 1.0, 4.0, 0.0, None),
+    (Case::IncrementEventual, 1.2, 4.2, 0.1, None),
+    (Case::IncrementEventualKeyed, 3.2, 10.2, 0.1, None),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,8 +199,8 @@ fn the_meter_sizes_items_and_transactions_as_dynamodb_bills_them() {
 }
 
 /// An idle `strata serve --store dynamodb` in strong mode makes no DynamoDB call (strong mode logs
-/// nothing, so there is nothing to fold): one scan at start, then nothing. In eventual mode it folds the
-/// log every 200 ms.
+/// nothing, so there is nothing to fold): one scan at start, then nothing. In eventual mode, having logged
+/// nothing itself, it re-scans the log once per `LOCAL_RESCAN_IDLE` (for entries other processes left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_server_in_strong_mode_makes_no_dynamodb_call() {
     let strata = env!("CARGO_BIN_EXE_strata-under-test");
@@ -207,10 +209,76 @@ async fn an_idle_server_in_strong_mode_makes_no_dynamodb_call() {
         strata_tests::cost::idle_calls_per_second(strata, &["--counter-mode", "strong"], window)
             .await;
     assert_eq!(strong, 0.0, "{stats}");
-    let (eventual, _) =
+    let idle = strata_dynamo::aggregator::LOCAL_RESCAN_IDLE;
+    let window = idle + std::time::Duration::from_secs(1);
+    let (eventual, stats) =
         strata_tests::cost::idle_calls_per_second(strata, &["--counter-mode", "eventual"], window)
             .await;
-    assert!(eventual > 0.0, "the eventual fold loop scans the log");
+    let scans = stats.by_operation.get("Scan").copied().unwrap_or(0);
+    eprintln!("eventual, idle: {eventual:.2} calls/s; {stats}");
+    // The window holds one or two re-scan times, never the 30 re-scans of one every 200 ms.
+    assert!((1..=2).contains(&scans), "{stats}");
+    assert_eq!(
+        stats.total_requests(),
+        scans,
+        "nothing but re-scans: {stats}"
+    );
+}
+
+/// After `n` keyed eventual increments, all folded, one idle re-scan: what it costs. The folds leave `n`
+/// markers for the retention, in the marker table, which the re-scan does not read.
+async fn idle_rescan_after(n: usize) -> strata_tests::fault_proxy::Metered {
+    use strata_core::counters::{CounterKey, Mode};
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        1,
+        FaultConfig::healthy().metered(),
+    )
+    .await;
+    let (_, tables) = strata_tests::dynamodb::fresh_tables().await;
+    let client =
+        strata_dynamo::config::client(&strata_tests::dynamodb::sdk_config(&proxy.url).await);
+    let settings = Settings {
+        counter_mode: Mode::Eventual,
+        ..Settings::default()
+    };
+    let stores = strata_dynamo::stores(client.clone(), tables.clone(), &settings);
+    let key = CounterKey::parse("idle").unwrap();
+    let aggregator = strata_dynamo::aggregator::Aggregator::new(client, &tables);
+    for i in 0..n {
+        stores
+            .counters
+            .increment(&key, 1, Some(&format!("request-{i}")))
+            .await
+            .unwrap();
+    }
+    let folded = aggregator.rescan(std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(folded.folded, n, "the first re-scan folds every entry");
+    let total = stores
+        .counters
+        .read(&key)
+        .await
+        .unwrap()
+        .map_or(0, |r| r.total);
+    assert_eq!(total, n as u64);
+    proxy.reset_stats();
+    let again = aggregator.rescan(std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(again.folded, 0, "nothing is left to fold");
+    proxy.stats().metered_total()
+}
+
+/// The re-scan reads what is left to fold, not the markers kept for the retention: with everything
+/// folded, it costs the same after 200 keyed increments as after none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rescan_costs_the_same_after_200_folded_keyed_increments_as_after_none() {
+    let none = idle_rescan_after(0).await;
+    let many = idle_rescan_after(200).await;
+    eprintln!("idle re-scan after 0: {none:?}; after 200: {many:?}");
+    assert_eq!(many.calls, 1, "{many:?}");
+    assert!(
+        many.rru <= none.rru + 1e-9,
+        "after 0: {none:?}; after 200: {many:?}"
+    );
 }
 
 /// `dynamodb-cost`, which `infra/bench/cost` runs, prints the table: each operation one after the other and

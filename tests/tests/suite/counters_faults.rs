@@ -25,11 +25,7 @@ struct Setup {
 
 async fn eventual_dynamodb() -> Setup {
     let (client, tables) = strata_tests::dynamodb::fresh_tables().await;
-    let aggregator = Aggregator::new(
-        client.clone(),
-        tables.counters.clone(),
-        tables.counter_log.clone(),
-    );
+    let aggregator = Aggregator::new(client.clone(), &tables);
     let reader = StreamReader::open(strata_tests::dynamodb::endpoint(), &tables.counter_log).await;
     let settings = Settings {
         counter_mode: Mode::Eventual,
@@ -52,11 +48,7 @@ async fn aggregator_on(s: &Setup, endpoint: Option<&str>) -> Aggregator {
         None => s.client.clone(),
         Some(url) => strata_dynamo::config::client(&strata_tests::dynamodb::sdk_config(url).await),
     };
-    Aggregator::new(
-        client,
-        s.tables.counters.clone(),
-        s.tables.counter_log.clone(),
-    )
+    Aggregator::new(client, &s.tables)
 }
 
 /// `count` increments of `i + 1` over `keys` counters, every third one with an idempotency key; returns the
@@ -396,11 +388,7 @@ async fn the_aggregate_event_file_drives_the_aggregator() {
             .await
             .unwrap();
     }
-    let aggregator = Aggregator::new(
-        client.clone(),
-        tables.counters.clone(),
-        tables.counter_log.clone(),
-    );
+    let aggregator = Aggregator::new(client.clone(), &tables);
     assert_eq!(aggregator.fold(entries.clone()).await.unwrap(), 2);
     assert_eq!(aggregator.fold(entries).await.unwrap(), 0);
     let stores = strata_dynamo::stores(client, tables, &Settings::default());
@@ -536,4 +524,267 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// A marker of a counted request, as the fold wrote it in the log table before markers moved to their own
+/// table (and as strong mode still writes it there): `done#<request key>` and its `ttl`, an hour ahead.
+async fn put_old_marker(s: &Setup, request: &str) {
+    let ttl = strata_core::time::epoch_seconds(std::time::SystemTime::now()) + 3600;
+    s.client
+        .put_item()
+        .table_name(&s.tables.counter_log)
+        .item("id", AttributeValue::S(format!("done#{request}")))
+        .item("ttl", AttributeValue::N(ttl.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every item of `table`.
+async fn scanned(s: &Setup, table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    s.client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+}
+
+/// The upgrade: a request counted before markers moved has its marker in the log table, and one logged
+/// before then but not folded yet has its entry there as `r#<request key>`. Retried now, neither counts
+/// again: the first's new entry would take its marker's id, which is there; the second's is logged as
+/// `done#<request key>`, and the fold, finding the request's marker put by the other entry, consumes it
+/// without counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_marked_or_logged_before_markers_moved_count_once_when_retried() {
+    let s = eventual_dynamodb().await;
+    let key = CounterKey::parse("upgraded").unwrap();
+    put_old_marker(&s, "increment:counted").await;
+    s.client
+        .put_item()
+        .table_name(&s.tables.counter_log)
+        .item("id", AttributeValue::S("r#increment:pending".into()))
+        .item("key", AttributeValue::S(key.as_str().into()))
+        .item("value", AttributeValue::N("5".into()))
+        .item(
+            "at",
+            AttributeValue::N(strata_core::time::now_millis().to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    for request in ["increment:counted", "increment:pending"] {
+        let answer = s.counters.increment(&key, 5, Some(request)).await.unwrap();
+        assert_eq!(answer, strata_core::counters::Incremented::Accepted);
+    }
+    // The pending request is in the log twice, under its old id and its new one; both are folded.
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 2);
+    assert_eq!(s.counters.get(&key).await.unwrap(), Some(5), "counted once");
+    // Left: the old marker in the log (until it expires), the new one in the marker table.
+    let log: Vec<_> = scanned(&s, &s.tables.counter_log).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        log[0]["id"],
+        AttributeValue::S("done#increment:counted".into())
+    );
+    let markers = scanned(&s, &s.tables.counter_markers).await;
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    assert_eq!(
+        markers[0]["id"],
+        AttributeValue::S("done#increment:pending".into())
+    );
+    // Retried again, after everything was folded: nothing is logged, nothing counted.
+    for request in ["increment:counted", "increment:pending"] {
+        s.counters.increment(&key, 5, Some(request)).await.unwrap();
+    }
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(s.counters.get(&key).await.unwrap(), Some(5));
+}
+
+/// The stream of the log: an old marker's record is not an increment; an entry is, whatever its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_tells_entries_from_markers_left_in_the_log() {
+    let mut s = eventual_dynamodb().await;
+    let key = CounterKey::parse("streamed").unwrap();
+    put_old_marker(&s, "increment:old").await;
+    s.counters
+        .increment(&key, 3, Some("increment:new"))
+        .await
+        .unwrap();
+    s.counters.increment(&key, 4, None).await.unwrap();
+    let event = delivered(&mut s.reader, 2).await;
+    let mut ids: Vec<String> = strata_counters::stream::entries(&event)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "done#increment:new");
+    assert!(ids[1].starts_with("u#"), "{ids:?}");
+}
+
+/// A keyed eventual increment whose transaction applied but whose answer was lost (`kind`), folded while
+/// the SDK waits to retry it: the retry, and the client's own retry after that, count nothing more.
+async fn a_keyed_eventual_increment_with_a_lost_answer_counts_once(kind: FaultKind) {
+    let s = eventual_dynamodb().await;
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        7,
+        FaultConfig::only(kind, 1.0)
+            .on(&["TransactWriteItems"])
+            .at_most(1)
+            .with_delay(Duration::from_millis(3200)),
+    )
+    .await;
+    let client =
+        strata_dynamo::config::client(&strata_tests::dynamodb::sdk_config(&proxy.url).await);
+    let settings = Settings {
+        counter_mode: Mode::Eventual,
+        ..Settings::default()
+    };
+    let through = strata_dynamo::stores(client, s.tables.clone(), &settings).counters;
+    let key = CounterKey::parse("lost").unwrap();
+    // The stream's fold, as soon as the entry is in the log.
+    let folder = {
+        let aggregator = aggregator_on(&s, None).await;
+        tokio::spawn(async move {
+            loop {
+                if aggregator.rescan(Duration::ZERO).await.unwrap().folded > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let answer = through.increment(&key, 9, Some("increment:lost")).await;
+    eprintln!("{kind}: {answer:?}; {}", proxy.stats());
+    assert_eq!(proxy.stats().faults_of(kind), 1, "the fault was injected");
+    folder.await.unwrap();
+    // The client retries (whatever it was answered), later.
+    assert_eq!(
+        through
+            .increment(&key, 9, Some("increment:lost"))
+            .await
+            .unwrap(),
+        strata_core::counters::Incremented::Accepted
+    );
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(s.counters.get(&key).await.unwrap(), Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_eventual_increment_applied_then_500_counts_once() {
+    a_keyed_eventual_increment_with_a_lost_answer_counts_once(FaultKind::AppliedThen500).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_eventual_increment_applied_then_delayed_counts_once() {
+    a_keyed_eventual_increment_with_a_lost_answer_counts_once(FaultKind::AppliedThenDelayed).await
+}
+
+/// A fold whose transaction (entries deleted, markers put in the marker table, counters updated) applied
+/// but whose answer was lost (`kind`): delivered again, and re-scanned, it counts nothing more; the
+/// markers are in the marker table, and the keyed requests retried count nothing.
+async fn a_fold_with_a_lost_answer_counts_once(kind: FaultKind) {
+    let mut s = eventual_dynamodb().await;
+    let keys = keys("refolded", 2);
+    let expected = log_increments(&s, &keys, 12).await;
+    let event = delivered(&mut s.reader, 12).await;
+    let entries = strata_counters::stream::entries(&event);
+    let proxy = FaultProxy::start(
+        strata_tests::dynamodb::endpoint(),
+        11,
+        FaultConfig::only(kind, 1.0)
+            .on(&["TransactWriteItems"])
+            .at_most(1)
+            .with_delay(Duration::from_millis(3200)),
+    )
+    .await;
+    let faulted = aggregator_on(&s, Some(&proxy.url)).await;
+    let first = faulted.fold(entries.clone()).await;
+    eprintln!("{kind}: {first:?}; {}", proxy.stats());
+    assert_eq!(proxy.stats().faults_of(kind), 1, "the fault was injected");
+    // Lambda delivers the batch again (after a failure, or twice anyway), and the schedule re-scans.
+    faulted.fold(entries.clone()).await.unwrap();
+    assert_eq!(s.aggregator.fold(entries.clone()).await.unwrap(), 0);
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(totals(&s, &keys).await, expected);
+    // Every third increment was keyed: 0, 3, 6, 9.
+    assert_eq!(scanned(&s, &s.tables.counter_markers).await.len(), 4);
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
+    for entry in entries.iter().filter(|e| e.request().is_some()) {
+        let key = CounterKey::parse(&entry.key).unwrap();
+        s.counters
+            .increment(&key, entry.value, entry.request())
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(totals(&s, &keys).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_applied_then_500_counts_once() {
+    a_fold_with_a_lost_answer_counts_once(FaultKind::AppliedThen500).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_applied_then_delayed_counts_once() {
+    a_fold_with_a_lost_answer_counts_once(FaultKind::AppliedThenDelayed).await
+}
+
+/// An export carries every live marker, from the marker table and any left in the log, once per request;
+/// an entry not yet folded whose request is marked already counts nothing, as the fold would consume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_carries_the_markers_of_both_tables_and_counts_each_request_once() {
+    use strata_core::transfer::{Record, Service, Transfer};
+    let s = eventual_dynamodb().await;
+    let key = CounterKey::parse("exported").unwrap();
+    put_old_marker(&s, "increment:old").await;
+    s.counters
+        .increment(&key, 2, Some("increment:folded"))
+        .await
+        .unwrap();
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 1);
+    // A request logged before markers moved and retried since: in the log under both ids, unfolded.
+    s.client
+        .put_item()
+        .table_name(&s.tables.counter_log)
+        .item("id", AttributeValue::S("r#increment:twice".into()))
+        .item("key", AttributeValue::S(key.as_str().into()))
+        .item("value", AttributeValue::N("3".into()))
+        .item("at", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    s.counters
+        .increment(&key, 3, Some("increment:twice"))
+        .await
+        .unwrap();
+    let transfer = strata_dynamo::transfer::DynamoTransfer::new(
+        s.client.clone(),
+        s.tables.clone(),
+        strata_core::defaults::RETENTION,
+    );
+    let records = transfer.export(&[Service::Counters]).await.unwrap();
+    let mut requests: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::CounterRequest { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    requests.sort();
+    assert_eq!(
+        requests,
+        ["increment:folded", "increment:old", "increment:twice"]
+    );
+    let total = records.iter().find_map(|r| match r {
+        Record::Counter { key: k, total, .. } if k == key.as_str() => Some(*total),
+        _ => None,
+    });
+    assert_eq!(total, Some(5), "{records:?}");
 }

@@ -347,16 +347,11 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
 async fn an_eventual_increment_key_reused_after_its_folded_marker_expired_counts_again() {
     let t = dynamodb_with_lazy_ttl(Mode::Eventual).await;
     let counters = &t.fixture.stores.counters;
-    let aggregator = Aggregator::new(
-        t.direct.clone(),
-        t.tables.counters.clone(),
-        t.tables.counter_log.clone(),
-    )
-    .with_retention(RETENTION);
+    let aggregator = Aggregator::new(t.direct.clone(), &t.tables).with_retention(RETENTION);
     let key = CounterKey::parse("eventual").unwrap();
-    // What the stream delivers for a keyed increment: its log entry, `r#<request key>`.
+    // What the stream delivers for a keyed increment: its log entry, `done#<request key>`.
     let entry = || Entry {
-        id: "r#port-key".to_owned(),
+        id: "done#port-key".to_owned(),
         key: key.as_str().to_owned(),
         value: 4,
         at: 0,
@@ -368,8 +363,10 @@ async fn an_eventual_increment_key_reused_after_its_folded_marker_expired_counts
     let before = now();
     assert_eq!(aggregator.fold(vec![entry()]).await.unwrap(), 1);
     let after = now();
-    let markers = items_with(&t.direct, &t.tables.counter_log, "id", "done#").await;
+    // The marker is in the marker table; the log is empty.
+    let markers = items_with(&t.direct, &t.tables.counter_markers, "id", "done#").await;
     assert_eq!(markers.len(), 1, "{markers:?}");
+    assert!(items(&t.direct, &t.tables.counter_log).await.is_empty());
     assert_ttl_after_retention(&markers[0], before, after);
     assert_eq!(counters.get(&key).await.unwrap(), Some(4));
 

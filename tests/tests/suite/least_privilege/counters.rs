@@ -71,11 +71,7 @@ pub(super) async fn drive_counters(d: &Driver) {
     }
     // What the event source mapping delivers (read here with the test's own client), folded by the
     // function's code.
-    let aggregator = strata_dynamo::aggregator::Aggregator::new(
-        d.client.clone(),
-        d.tables.counters.clone(),
-        d.tables.counter_log.clone(),
-    );
+    let aggregator = strata_dynamo::aggregator::Aggregator::new(d.client.clone(), &d.tables);
     d.driven.lock().unwrap().insert("counters-aggregate");
     let mut folded = 0;
     for _ in 0..100 {
