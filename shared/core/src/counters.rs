@@ -190,6 +190,9 @@ pub trait Counters: Send + Sync {
     /// may let that memory go once the answer is recorded: a retry then gets the recorded answer. Never
     /// fails: a memory kept too long costs bytes, not correctness.
     async fn settled(&self, _request_id: &str, _recorded: bool) {}
+    /// Waits until the writes this store queued to send on its own after a request (the removal of a
+    /// settled request's memory) are sent, so a meter counts them before it reads its figures.
+    async fn idle(&self) {}
 }
 
 #[cfg(test)]
