@@ -832,6 +832,7 @@ impl Counters for DynamoCounters {
         if !recorded {
             return;
         }
+        let removal = Removal::new(removal.attr, removal.value);
         if self.on_lambda {
             let mut removals = self.cleanup.take(&key, Some(&removal.attr));
             removals.push(removal);
