@@ -430,8 +430,16 @@ impl DynamoCounters {
         }
     }
 
+    /// Whether a settled request's token is removed before its answer returns, as on Lambda (the default
+    /// there: `AWS_LAMBDA_RUNTIME_API` is set), whose instance may be frozen or reaped before a later
+    /// write or a delayed removal comes.
+    pub fn removing_before_the_answer(mut self, at_once: bool) -> Self {
+        self.on_lambda = at_once;
+        self
+    }
+
     /// How long a settled request's token waits for a write of its counter before it is removed alone
-    /// ([`REMOVAL_DELAY`] unless set here; a process with this store only).
+    /// ([`REMOVAL_DELAY`] unless set here).
     pub fn with_removal_delay(mut self, delay: Duration) -> Self {
         if let Some(cleanup) = Arc::get_mut(&mut self.cleanup) {
             cleanup.delay = delay;

@@ -313,6 +313,24 @@ async fn a_settled_token_is_removed_by_the_next_write_or_alone() {
     assert_eq!(counters.get(&c).await.unwrap(), Some(4));
 }
 
+/// On Lambda the removal goes alone before the answer returns: a frozen or reaped instance would never
+/// send it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_a_settled_token_is_removed_before_the_answer_returns() {
+    let t = setup().await;
+    let table = t.through.tables.counters.clone();
+    let c = counter("c");
+    let counters = store(&t, DAY)
+        .await
+        .with_removal_delay(Duration::from_secs(3600))
+        .removing_before_the_answer(true);
+    t.proxy.reset_stats();
+    counters.increment(&c, 1, Some("r-1")).await.unwrap();
+    counters.settled("r-1", true).await;
+    assert_eq!(tokens(&t, "c").await, Vec::<String>::new());
+    assert_eq!(t.proxy.stats().requests_on("UpdateItem", &table), 2);
+}
+
 /// The token of a request that died is removed by a later write that sees it, only once the retention
 /// (and the clock-skew margin) has passed: its key is free then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
