@@ -675,8 +675,8 @@ impl DynamoCounters {
                 self.cleanup.put_back(key.as_str(), removals, Some(&old));
                 return Ok(Incremented::Total(old.num_opt(TOTAL).unwrap_or(0)));
             }
-            // An unkeyed write marks an item it did not create with a time to come (see `add_once`):
-            // tokens begin now.
+            // Tokens begin now, or when the item says they began (an unkeyed write leaves a copy of the
+            // room, never negative, on an item it did not create: see `add_once`).
             predates = Some(began(&old).map_or(written, |at| at.min(written)));
         }
     }
