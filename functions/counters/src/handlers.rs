@@ -30,15 +30,26 @@ pub async fn increment(stores: &Stores, req: Request) -> Result<Response, Error>
                     value: total,
                 },
             ),
-            Incremented::Accepted => json(
-                StatusCode::ACCEPTED,
-                &CounterAccepted {
-                    key: key.as_str().to_owned(),
-                    accepted: value,
-                },
-            ),
+            Incremented::Accepted => accepted(&key, value),
+            Incremented::AcceptedBefore => idempotency::replayed(accepted(&key, value)),
         },
     )
+}
+
+fn accepted(key: &CounterKey, value: u64) -> Response {
+    json(
+        StatusCode::ACCEPTED,
+        &CounterAccepted {
+            key: key.as_str().to_owned(),
+            accepted: value,
+        },
+    )
+}
+
+/// Whether the counters store keeps an increment's `Idempotency-Key` itself (eventual mode on DynamoDB:
+/// the log entry is the key's record), so that the HTTP layer writes no record of its own.
+pub fn store_keeps_keys(stores: &Stores) -> bool {
+    stores.counters.keeps_keys()
 }
 
 /// `GET /increment/{key}` → `200 {"<key>": total}`, with `counter-refused: n` if folding refused n

@@ -28,7 +28,11 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/increment",
         function: "counters-increment",
-        handler: handler!(handlers::increment, idempotency = "increment"),
+        handler: handler!(
+            handlers::increment,
+            idempotency = "increment",
+            kept_by = handlers::store_keeps_keys
+        ),
         deploy: Deploy::new(
             "CounterIncrement",
             Access::Write,

@@ -90,6 +90,9 @@ pub enum Incremented {
     Total(u64),
     /// Eventual mode: the increment is durably in the log.
     Accepted,
+    /// Eventual mode, where the store keeps the `Idempotency-Key` itself ([`Counters::keeps_keys`]): an
+    /// earlier attempt of this request was accepted, and this one adds nothing.
+    AcceptedBefore,
 }
 
 /// `409 overflow`: the increment would take the total past [`MAX_TOTAL`]; `room` is what it can still take.
@@ -184,12 +187,22 @@ pub trait Counters: Send + Sync {
     async fn get(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
         Ok(self.read(key).await?.map(|r| r.total))
     }
+    /// Whether this store keeps an increment's `Idempotency-Key` itself, in the one write that logs it:
+    /// then the HTTP layer writes no record of its own. The store answers a retry with
+    /// [`Incremented::AcceptedBefore`] and the same key with another counter or value with
+    /// [`crate::idempotency::mismatch`].
+    fn keeps_keys(&self) -> bool {
+        false
+    }
     /// The HTTP layer's word on a request this store ran with `request_id`: its answer is now recorded
     /// for its key (`recorded`), or never will be (released after a `5xx`, or the record's write failed).
     /// A store that keeps a request's memory in the item it wrote, so that a retry after a crash finds it,
     /// may let that memory go once the answer is recorded: a retry then gets the recorded answer. Never
     /// fails: a memory kept too long costs bytes, not correctness.
     async fn settled(&self, _request_id: &str, _recorded: bool) {}
+    /// Waits until the writes this store queued to send on its own after a request (the removal of a
+    /// settled request's memory) are sent, so a meter counts them before it reads its figures.
+    async fn idle(&self) {}
 }
 
 #[cfg(test)]

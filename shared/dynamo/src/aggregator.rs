@@ -30,8 +30,8 @@
 
 use crate::attr::{Item, ItemExt, n, s};
 use crate::counters::{
-    AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, TOTAL, TTL, marker_id, marker_ttl, now_seconds,
-    room_of,
+    AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, TOTAL, TTL, VALUE, marker_id, marker_ttl,
+    now_seconds, room_of,
 };
 use crate::error::store_error;
 use crate::send::WithinDeadline;
@@ -309,9 +309,13 @@ impl Aggregator {
                 if counted.contains(&entry.id) {
                     continue;
                 }
+                // With what it counted: a later request under the key with another counter or value is
+                // told so (`422`, see `crate::counters`).
                 let marker = Put::builder()
                     .table_name(&self.marker_table)
                     .item(ID, s(&marker_id(request)))
+                    .item(KEY, s(&entry.key))
+                    .item(VALUE, n(entry.value))
                     .item(TTL, n(marker_ttl(self.retention)))
                     .condition_expression(MARKER_ABSENT)
                     .expression_attribute_names("#id", ID)

@@ -7,9 +7,16 @@
 //! counter. (Items written before eventual increments stopped reserving room may also hold `pending`.)
 //!
 //! Strong: one `UpdateItem` (`ADD total`) per increment, which records its token in the counter's
-//! [`history`](crate::history) and is never retried blindly, so a lost answer cannot count it twice; with
-//! an idempotency key, one `TransactWriteItems`
-//! that also puts the request's marker (`done#<key>` in the log table), so a retry counts nothing more.
+//! [`history`](crate::history) and is never retried blindly, so a lost answer cannot count it twice. With
+//! an idempotency key, one `UpdateItem` too, that also sets the request's token (`t` and 22 base64url
+//! characters of its key's SHA-256; the value: when, in ms) only if absent: a retry (the SDK's, or the
+//! client's after a crash or a `5xx`) fails that condition, counts nothing and answers the total the item
+//! holds. The token stays until the HTTP layer has recorded the answer ([`Counters::settled`]); its
+//! removal then rides on this process's next write of the counter, or goes alone after
+//! [`REMOVAL_DELAY`] (on Lambda, whose instance may be frozen or reaped, at once). The token of a request
+//! that died is removed by a later write that sees it past the retention. Keyed increments of an older
+//! version left a marker (`done#<key>`) in the log table instead: a counter that predates tokens checks it
+//! for one retention (see [`SINCE`]).
 //!
 //! Eventual: one `TransactWriteItems` per increment that writes the log entry only (`done#<key>` or
 //! `u#<random>`, only if absent; with a key, plus a check in `CounterMarkerTable` that the request was not
@@ -35,16 +42,19 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 use strata_core::Error;
 use strata_core::counters::{
     CounterKey, Counters, Incremented, MAX_TOTAL, Mode, Reading, overflow,
 };
-use strata_core::retention::{holds_until, ttl_seconds};
+use strata_core::retention::{CLOCK_SKEW_MARGIN, holds_until, ttl_seconds};
 use strata_core::time::now_millis;
 use tokio::sync::Notify;
 
@@ -63,6 +73,27 @@ pub(crate) const TTL: &str = crate::attr::TTL;
 /// counts again, whether DynamoDB has deleted the marker yet or not (it deletes lazily). Log entries have
 /// no `ttl`: for them it is `attribute_not_exists(#id)`.
 pub(crate) const MARKER_ABSENT: &str = "attribute_not_exists(#id) OR #ttl < :now";
+/// When the counter's keyed increments began to keep tokens, negated (`-ms` since the epoch; `-1` for a
+/// counter created by a version that keeps them), so that it is never taken for the copy of `room` an
+/// unkeyed increment leaves on a counter without it (DynamoDB can tell "the item is new" only as
+/// `if_not_exists(room, …)`). Until one retention (and the clock-skew margin, and [`OLD_VERSION_DRAIN`])
+/// has passed since, or if the counter has no such time, a keyed increment looks for the request's marker
+/// (`done#<key>`) that an older version, the eventual mode's fold or an import may have left, and counts
+/// nothing if it is there.
+pub(crate) const SINCE: &str = "k";
+/// How long instances of an older version may still write after this one first ran (a deployment's
+/// traffic shift).
+pub const OLD_VERSION_DRAIN: Duration = Duration::from_secs(3600);
+/// How long a settled request's token waits for a write of its counter to carry its removal, before it
+/// is sent alone.
+pub const REMOVAL_DELAY: Duration = Duration::from_secs(1);
+/// Most removals one write carries (each adds a few bytes to the expressions, never to the item).
+const MAX_CARRIED: usize = 16;
+/// Lone removals tried this often before the token is left for a later write to drop (past the retention).
+const REMOVAL_ATTEMPTS: u32 = 3;
+/// Requests waiting for `settled` are forgotten after this long (a request that never reaches the HTTP
+/// layer's end, e.g. the store called directly).
+const SETTLE_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 pub struct DynamoCounters {
@@ -76,6 +107,275 @@ pub struct DynamoCounters {
     logged: Option<Arc<Notify>>,
     /// How long a counted request's marker is kept.
     retention: Duration,
+    /// Tokens waiting to be removed.
+    cleanup: Arc<Cleanup>,
+    /// On Lambda a settled request's token is removed before its answer returns.
+    on_lambda: bool,
+}
+
+/// The token attribute of a keyed increment: `t` and 22 base64url characters of the first 16 bytes of its
+/// scoped key's SHA-256 (23 bytes, so 20 of them with their values stay near 600 bytes).
+pub(crate) fn token_attr(request_id: &str) -> String {
+    let digest = Sha256::digest(request_id.as_bytes());
+    format!("t{}", URL_SAFE_NO_PAD.encode(&digest[..16]))
+}
+
+fn is_token(name: &str) -> bool {
+    name.len() == 23 && name.starts_with('t')
+}
+
+/// A token to remove, with the value it was seen with: it is removed only if it still holds that value,
+/// so a token a later request wrote under the same key (past the retention) stays.
+#[derive(Debug, Clone)]
+struct Removal {
+    attr: String,
+    value: String,
+    queued: Instant,
+    attempts: u32,
+}
+
+impl Removal {
+    fn new(attr: String, value: String) -> Self {
+        Self {
+            attr,
+            value,
+            queued: Instant::now(),
+            attempts: 0,
+        }
+    }
+}
+
+/// `REMOVE` clauses and their conditions for a write carrying `removals`.
+struct Carried {
+    remove: String,
+    condition: String,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+fn carried(removals: &[Removal]) -> Carried {
+    let mut c = Carried {
+        remove: String::new(),
+        condition: String::new(),
+        names: HashMap::new(),
+        values: Item::new(),
+    };
+    for (i, r) in removals.iter().enumerate() {
+        c.remove.push_str(if i == 0 { " REMOVE " } else { ", " });
+        c.remove.push_str(&format!("#r{i}"));
+        c.condition.push_str(&format!(
+            " AND (attribute_not_exists(#r{i}) OR #r{i} = :r{i})"
+        ));
+        c.names.insert(format!("#r{i}"), r.attr.clone());
+        c.values
+            .insert(format!(":r{i}"), AttributeValue::N(r.value.clone()));
+    }
+    c
+}
+
+/// The removals another token's write replaced (a request under the same key, past the retention).
+fn mismatched(removals: &[Removal], old: Option<&Item>) -> Vec<usize> {
+    let value = |attr: &str| old.and_then(|o| o.get(attr)).and_then(|v| v.as_n().ok());
+    (0..removals.len())
+        .filter(|&i| value(&removals[i].attr).is_some_and(|v| *v != removals[i].value))
+        .collect()
+}
+
+/// Token removals waiting for a write of their counter, and the requests waiting for `settled`.
+#[derive(Debug)]
+struct Cleanup {
+    client: Client,
+    table: String,
+    queue: Mutex<Queue>,
+    /// Told whenever the queue may have emptied.
+    changed: Notify,
+    /// How long a removal waits for a write to carry it.
+    delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// By counter key.
+    removals: HashMap<String, Vec<Removal>>,
+    /// By request id: the counter and the token the request wrote or found.
+    settling: HashMap<String, (String, Removal)>,
+    /// Lone removals being sent.
+    sending: usize,
+    /// Whether the task that sends lone removals runs.
+    timer: bool,
+}
+
+impl Cleanup {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The removals a write of `key` carries (not `except`, the token it sets).
+    fn take(&self, key: &str, except: Option<&str>) -> Vec<Removal> {
+        let mut q = self.lock();
+        let Some(queued) = q.removals.get_mut(key) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        queued.retain(|r| {
+            if taken.len() < MAX_CARRIED && Some(r.attr.as_str()) != except {
+                taken.push(r.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if queued.is_empty() {
+            q.removals.remove(key);
+        }
+        taken
+    }
+
+    /// Queues removals again (a write that did not carry them out); those the item no longer holds are
+    /// done.
+    fn put_back(self: &Arc<Self>, key: &str, removals: Vec<Removal>, item: Option<&Item>) {
+        let left: Vec<Removal> = match item {
+            Some(item) => removals
+                .into_iter()
+                .filter(|r| item.contains_key(&r.attr))
+                .collect(),
+            None => removals,
+        };
+        for r in left {
+            self.queue(key, r);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn queue(self: &Arc<Self>, key: &str, removal: Removal) {
+        let start = {
+            let mut q = self.lock();
+            let queued = q.removals.entry(key.to_owned()).or_default();
+            if !queued.iter().any(|r| r.attr == removal.attr) {
+                queued.push(removal);
+            }
+            !std::mem::replace(&mut q.timer, true)
+        };
+        if start {
+            let cleanup = self.clone();
+            tokio::spawn(async move { cleanup.send_due().await });
+        }
+    }
+
+    /// After a write of `key` answered with the item: queues the removal of tokens past `cutoff` (their
+    /// requests died before `settled`; their keys are free).
+    fn drop_expired(self: &Arc<Self>, key: &str, item: &Item, cutoff: u64) {
+        for (name, value) in item {
+            let Ok(value) = value.as_n() else { continue };
+            if is_token(name) && value.parse::<u64>().is_ok_and(|v| v < cutoff) {
+                self.queue(key, Removal::new(name.clone(), value.clone()));
+            }
+        }
+    }
+
+    /// The task that sends removals no write carried within [`REMOVAL_DELAY`]; ends when none is left.
+    async fn send_due(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.delay).await;
+            let due: Vec<(String, Vec<Removal>)> = {
+                let mut q = self.lock();
+                if q.removals.is_empty() {
+                    q.timer = false;
+                    drop(q);
+                    self.changed.notify_waiters();
+                    return;
+                }
+                let mut due = Vec::new();
+                for (key, queued) in q.removals.iter_mut() {
+                    let (now, later) = queued
+                        .drain(..)
+                        .partition(|r| r.queued.elapsed() >= self.delay);
+                    *queued = later;
+                    if !now.is_empty() {
+                        due.push((key.clone(), now));
+                    }
+                }
+                q.removals.retain(|_, queued| !queued.is_empty());
+                q.sending += 1;
+                due
+            };
+            for (key, removals) in due {
+                for chunk in removals.chunks(MAX_CARRIED) {
+                    self.send_alone(&key, chunk.to_vec()).await;
+                }
+            }
+            self.lock().sending -= 1;
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// One `UpdateItem` that removes `removals` from the counter `key` and nothing else; a failure queues
+    /// them again (up to [`REMOVAL_ATTEMPTS`]).
+    async fn send_alone(self: &Arc<Self>, key: &str, mut removals: Vec<Removal>) {
+        while !removals.is_empty() {
+            let c = carried(&removals);
+            let mut names = c.names;
+            names.insert("#key".to_owned(), KEY.to_owned());
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(key))
+                .update_expression(c.remove.trim_start())
+                .condition_expression(format!("attribute_exists(#key){}", c.condition))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(c.values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .within_deadline()
+                .await;
+            let e = match result {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            if let Some(UpdateItemError::ConditionalCheckFailedException(c)) = e.as_service_error()
+            {
+                let Some(old) = c.item.as_ref() else { return };
+                let stale = mismatched(&removals, Some(old));
+                removals = removals
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, r)| !stale.contains(i) && old.contains_key(&r.attr))
+                    .map(|(_, r)| r)
+                    .collect();
+                continue;
+            }
+            tracing::warn!(error = %DisplayErrorContext(&e), "cannot remove a counter's request tokens");
+            for mut r in removals {
+                r.attempts += 1;
+                r.queued = Instant::now();
+                if r.attempts < REMOVAL_ATTEMPTS {
+                    self.queue(key, r);
+                }
+            }
+            return;
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        let q = self.lock();
+        q.removals.is_empty() && q.sending == 0 && !q.timer
+    }
+}
+
+/// What an earlier attempt of a keyed eventual increment left under its id (its entry, or its marker): the
+/// same counter and value is this request again; another is another request under the same key. A marker
+/// an older version wrote says neither, and counts as this request.
+fn earlier(item: Option<&Item>, key: &CounterKey, value: u64) -> Result<Incremented, Error> {
+    let item = item.ok_or_else(|| Error::unavailable("the counter log is busy; retry"))?;
+    match (item.text_opt(KEY), item.num_opt(VALUE)) {
+        (Some(k), Some(v)) if k != key.as_str() || v != value => {
+            Err(strata_core::idempotency::mismatch())
+        }
+        _ => Ok(Incremented::AcceptedBefore),
+    }
 }
 
 pub(crate) fn marker_id(request_id: &str) -> String {
@@ -97,6 +397,34 @@ pub(crate) fn room_of(item: Option<&Item>) -> u64 {
     item.and_then(|i| i.num_opt(ROOM)).unwrap_or(MAX_TOTAL)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `-ms` as a number attribute (see [`SINCE`]).
+fn negative(ms: u64) -> AttributeValue {
+    AttributeValue::N(format!("-{ms}"))
+}
+
+/// When the counter's tokens began (ms), if its [`SINCE`] says.
+fn began(item: &Item) -> Option<u64> {
+    item.get(SINCE)?
+        .as_n()
+        .ok()?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+fn keep_unless(removals: Vec<Removal>, drop: &[usize]) -> Vec<Removal> {
+    removals
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, r)| r)
+        .collect()
+}
+
 impl DynamoCounters {
     pub fn new(
         client: Client,
@@ -107,6 +435,13 @@ impl DynamoCounters {
         retention: Duration,
     ) -> Self {
         Self {
+            cleanup: Arc::new(Cleanup {
+                client: client.clone(),
+                table: table.clone(),
+                queue: Mutex::new(Queue::default()),
+                changed: Notify::new(),
+                delay: REMOVAL_DELAY,
+            }),
             client,
             table,
             log_table,
@@ -114,6 +449,8 @@ impl DynamoCounters {
             mode,
             logged: None,
             retention,
+            // The Lambda runtime's own variable: set in every Lambda execution environment.
+            on_lambda: std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
         }
     }
 
@@ -123,74 +460,284 @@ impl DynamoCounters {
         self
     }
 
-    /// The update that adds `value` to a counter's total under its room.
-    fn reserve(&self, key: &CounterKey, value: u64) -> Update {
-        Update::builder()
-            .table_name(&self.table)
-            .key(KEY, s(key.as_str()))
-            .update_expression("ADD #total :v SET #room = if_not_exists(#room, :max) - :v")
-            .condition_expression("attribute_not_exists(#room) OR #room >= :v")
-            .expression_attribute_names("#total", TOTAL)
-            .expression_attribute_names("#room", ROOM)
-            .expression_attribute_values(":v", n(value))
-            .expression_attribute_values(":max", n(MAX_TOTAL))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .expect("update is complete")
+    /// Whether a settled request's token is removed before its answer returns, as on Lambda (the default
+    /// there: `AWS_LAMBDA_RUNTIME_API` is set), whose instance may be frozen or reaped before a later
+    /// write or a delayed removal comes.
+    pub fn removing_before_the_answer(mut self, at_once: bool) -> Self {
+        self.on_lambda = at_once;
+        self
+    }
+
+    /// How long a settled request's token waits for a write of its counter before it is removed alone
+    /// ([`REMOVAL_DELAY`] unless set here).
+    pub fn with_removal_delay(mut self, delay: Duration) -> Self {
+        if let Some(cleanup) = Arc::get_mut(&mut self.cleanup) {
+            cleanup.delay = delay;
+        }
+        self
+    }
+
+    /// Tokens written before this (ms) are past the retention and the clock-skew margin: their keys are free.
+    fn token_cutoff(&self) -> u64 {
+        now_millis().saturating_sub(millis(self.retention + CLOCK_SKEW_MARGIN))
+    }
+
+    /// Waits until no removal is queued or being sent (see [`Counters::idle`]).
+    pub async fn idle(&self) {
+        loop {
+            let changed = self.cleanup.changed.notified();
+            if self.cleanup.is_idle() {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// A strong increment without an idempotency key: one `UpdateItem` that adds under the room guard and
     /// records its token in the counter's [`history`], never retried blindly (see [`crate::send`]): after a
-    /// lost answer, one read tells whether it was counted, or the answer is "outcome unknown".
+    /// lost answer, one read tells whether it was counted, or the answer is "outcome unknown". It carries
+    /// the counter's queued token removals.
     async fn add_once(&self, key: &CounterKey, value: u64) -> Result<Incremented, Error> {
         let token = history::token();
-        let expression = format!(
-            "ADD #total :v SET #room = if_not_exists(#room, :max) - :v, {}",
-            history::push("if_not_exists(#total, :hzero) + :v")
-        );
-        let mut names = history::names();
-        names.insert("#total".to_owned(), TOTAL.to_owned());
-        names.insert("#room".to_owned(), ROOM.to_owned());
-        let mut values = history::values(&token);
-        values.insert(":v".to_owned(), n(value));
-        values.insert(":max".to_owned(), n(MAX_TOTAL));
-        let sent = unrepeatable(|| {
-            self.client
+        let mut removals = self.cleanup.take(key.as_str(), None);
+        loop {
+            let c = carried(&removals);
+            // `#since` (see [`SINCE`]): -1 when this write creates the counter; on an older counter a copy
+            // of its room, never negative, so the first keyed increment takes it as "tokens begin now".
+            let expression = format!(
+                "ADD #total :v SET #room = if_not_exists(#room, :max) - :v, \
+                 #since = if_not_exists(#since, if_not_exists(#room, :created)), {}{}",
+                history::push("if_not_exists(#total, :hzero) + :v"),
+                c.remove
+            );
+            let mut names = history::names();
+            names.insert("#total".to_owned(), TOTAL.to_owned());
+            names.insert("#room".to_owned(), ROOM.to_owned());
+            names.insert("#since".to_owned(), SINCE.to_owned());
+            names.extend(c.names);
+            let mut values = history::values(&token);
+            values.insert(":v".to_owned(), n(value));
+            values.insert(":max".to_owned(), n(MAX_TOTAL));
+            values.insert(":created".to_owned(), negative(1));
+            values.extend(c.values);
+            let condition = format!(
+                "(attribute_not_exists(#room) OR #room >= :v){}",
+                c.condition
+            );
+            let sent = unrepeatable(|| {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(KEY, s(key.as_str()))
+                    .update_expression(&expression)
+                    .condition_expression(&condition)
+                    .set_expression_attribute_names(Some(names.clone()))
+                    .set_expression_attribute_values(Some(values.clone()))
+                    .return_values(ReturnValue::AllNew)
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .customize()
+                    .config_override(no_retries())
+                    .send()
+            })
+            .await;
+            match sent {
+                Sent::Answered(Ok(out)) => {
+                    let item = out.attributes.unwrap_or_default();
+                    self.cleanup
+                        .drop_expired(key.as_str(), &item, self.token_cutoff());
+                    return Ok(Incremented::Total(item.num_opt(TOTAL).unwrap_or(value)));
+                }
+                Sent::Answered(Err(e)) => match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        let old = c.item.as_ref();
+                        let stale = mismatched(&removals, old);
+                        if !stale.is_empty() {
+                            // Not applied: go again without the tokens a later request rewrote.
+                            removals = keep_unless(removals, &stale);
+                            continue;
+                        }
+                        self.cleanup.put_back(key.as_str(), removals, old);
+                        return Err(overflow(key, room_of(old), value));
+                    }
+                    _ => {
+                        self.cleanup.put_back(key.as_str(), removals, None);
+                        return Err(store_error("UpdateItem", e));
+                    }
+                },
+                Sent::Unknown(e) => {
+                    self.cleanup.put_back(key.as_str(), removals, None);
+                    tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
+                    let total =
+                        history::read_back(&self.client, &self.table, (KEY, key.as_str()), &token)
+                            .await?;
+                    return Ok(Incremented::Total(total));
+                }
+            }
+        }
+    }
+
+    /// A strong increment with an idempotency key: one `UpdateItem` that adds under the room guard and
+    /// sets the request's token only if absent (or past the retention), so the SDK may retry it. A failed
+    /// condition whose item holds the token means an earlier attempt of the request counted: its answer is
+    /// the total that item holds. On a counter that predates tokens (see [`SINCE`]) the write is refused
+    /// once, the request's old marker is read, and the write goes again without that condition.
+    async fn add_keyed(
+        &self,
+        key: &CounterKey,
+        value: u64,
+        request: &str,
+    ) -> Result<Incremented, Error> {
+        let token = token_attr(request);
+        let written = now_millis();
+        let cutoff = self.token_cutoff();
+        let since_cutoff = cutoff.saturating_sub(millis(OLD_VERSION_DRAIN));
+        // Once the counter is known to predate tokens: when its tokens begin (the item's, or now).
+        let mut predates: Option<u64> = None;
+        let mut removals = self.cleanup.take(key.as_str(), Some(&token));
+        loop {
+            let c = carried(&removals);
+            let since = match predates {
+                // A counter this write creates never had markers.
+                None => "if_not_exists(#since, :since)",
+                Some(_) => ":since",
+            };
+            // Tokens began long enough ago: `-began > -cutoff`.
+            let began_before =
+                " AND (attribute_not_exists(#key) OR (#since < :zero AND #since > :sincecut))";
+            let expression = format!(
+                "ADD #total :v SET #room = if_not_exists(#room, :max) - :v, #tok = :now, \
+                 #since = {since}{}",
+                c.remove
+            );
+            let mut condition = "(attribute_not_exists(#room) OR #room >= :v) \
+                 AND (attribute_not_exists(#tok) OR #tok < :cutoff)"
+                .to_owned();
+            if predates.is_none() {
+                condition.push_str(began_before);
+            }
+            condition.push_str(&c.condition);
+            let mut names = HashMap::from([
+                ("#total".to_owned(), TOTAL.to_owned()),
+                ("#room".to_owned(), ROOM.to_owned()),
+                ("#tok".to_owned(), token.clone()),
+                ("#since".to_owned(), SINCE.to_owned()),
+            ]);
+            let mut values = HashMap::from([
+                (":v".to_owned(), n(value)),
+                (":max".to_owned(), n(MAX_TOTAL)),
+                (":now".to_owned(), n(written)),
+                (":cutoff".to_owned(), n(cutoff)),
+                (":since".to_owned(), negative(predates.unwrap_or(1))),
+            ]);
+            if predates.is_none() {
+                names.insert("#key".to_owned(), KEY.to_owned());
+                values.insert(":zero".to_owned(), n(0));
+                values.insert(":sincecut".to_owned(), negative(since_cutoff));
+            }
+            names.extend(c.names);
+            values.extend(c.values);
+            let result = self
+                .client
                 .update_item()
                 .table_name(&self.table)
                 .key(KEY, s(key.as_str()))
                 .update_expression(&expression)
-                .condition_expression("attribute_not_exists(#room) OR #room >= :v")
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .return_values(ReturnValue::UpdatedNew)
+                .condition_expression(&condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
-                .customize()
-                .config_override(no_retries())
                 .send()
-        })
-        .await;
-        match sent {
-            Sent::Answered(Ok(out)) => {
-                let total = out.attributes.as_ref().and_then(|a| a.num_opt(TOTAL));
-                Ok(Incremented::Total(total.unwrap_or(value)))
-            }
-            Sent::Answered(Err(e)) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Err(overflow(key, room_of(c.item.as_ref()), value))
+                .within_deadline()
+                .await;
+            let e = match result {
+                Ok(out) => {
+                    let item = out.attributes.unwrap_or_default();
+                    self.cleanup.drop_expired(key.as_str(), &item, cutoff);
+                    self.ran(request, key, Removal::new(token, written.to_string()));
+                    return Ok(Incremented::Total(item.num_opt(TOTAL).unwrap_or(value)));
                 }
-                _ => Err(store_error("UpdateItem", e)),
-            },
-            Sent::Unknown(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "UpdateItem may have applied");
-                let total =
-                    history::read_back(&self.client, &self.table, (KEY, key.as_str()), &token)
-                        .await?;
-                Ok(Incremented::Total(total))
+                Err(e) => e,
+            };
+            let old = match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item.clone().unwrap_or_default()
+                }
+                _ => {
+                    self.cleanup.put_back(key.as_str(), removals, None);
+                    return Err(store_error("UpdateItem", e));
+                }
+            };
+            let stale = mismatched(&removals, Some(&old));
+            if !stale.is_empty() {
+                // Not applied: go again without the tokens a later request rewrote.
+                removals = keep_unless(removals, &stale);
+                continue;
             }
+            if let Some(at) = old.get(&token).and_then(|v| v.as_n().ok())
+                && at.parse::<u64>().is_ok_and(|at| at >= cutoff)
+            {
+                // An earlier attempt of this request counted (the SDK's retry after a lost answer, or a
+                // retry after a crash or a `5xx`).
+                let at = at.clone();
+                self.cleanup.put_back(key.as_str(), removals, Some(&old));
+                self.cleanup.drop_expired(key.as_str(), &old, cutoff);
+                self.ran(request, key, Removal::new(token, at));
+                return Ok(Incremented::Total(old.num_opt(TOTAL).unwrap_or(0)));
+            }
+            if room_of(Some(&old)) < value {
+                self.cleanup.put_back(key.as_str(), removals, Some(&old));
+                return Err(overflow(key, room_of(Some(&old)), value));
+            }
+            if predates.is_some() {
+                self.cleanup.put_back(key.as_str(), removals, Some(&old));
+                return Err(Error::internal(
+                    "a counter's keyed increment was refused for no reason its item shows",
+                ));
+            }
+            // The counter predates tokens (or its tokens began less than a retention ago): an older
+            // version, the eventual fold or an import may have counted this request under its marker.
+            if self.old_marker_holds(request).await? {
+                self.cleanup.put_back(key.as_str(), removals, Some(&old));
+                return Ok(Incremented::Total(old.num_opt(TOTAL).unwrap_or(0)));
+            }
+            // Tokens begin now, or when the item says they began (an unkeyed write leaves a copy of the
+            // room, never negative, on an item it did not create: see `add_once`).
+            predates = Some(began(&old).map_or(written, |at| at.min(written)));
         }
+    }
+
+    /// Whether the request's marker (`done#<key>`) is in the log table and within its retention.
+    async fn old_marker_holds(&self, request: &str) -> Result<bool, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.log_table)
+            .key(ID, s(&marker_id(request)))
+            .consistent_read(true)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        let now = strata_core::time::epoch_seconds(SystemTime::now());
+        Ok(out
+            .item
+            .is_some_and(|m| m.num_opt(TTL).is_none_or(|ttl| ttl >= now)))
+    }
+
+    /// Notes the token a keyed request wrote or found, for [`Counters::settled`].
+    fn ran(&self, request: &str, key: &CounterKey, removal: Removal) {
+        let mut q = self.cleanup.lock();
+        if q.settling.len() >= 256 {
+            q.settling
+                .retain(|_, (_, r)| r.queued.elapsed() < SETTLE_WAIT);
+        }
+        q.settling
+            .insert(request.to_owned(), (key.as_str().to_owned(), removal));
     }
 
     async fn reading(&self, key: &CounterKey) -> Result<Option<Reading>, Error> {
@@ -212,6 +759,85 @@ impl DynamoCounters {
 
     async fn total(&self, key: &CounterKey) -> Result<Option<u64>, Error> {
         Ok(self.reading(key).await?.map(|r| r.total))
+    }
+
+    /// The put of an eventual increment's log entry: only if absent, or an expired marker left in the log
+    /// (its key is free again).
+    fn entry(&self, id: &str, key: &CounterKey, value: u64) -> Put {
+        Put::builder()
+            .table_name(&self.log_table)
+            .item(ID, s(id))
+            .item(KEY, s(key.as_str()))
+            .item(VALUE, n(value))
+            .item(AT, n(now_millis()))
+            .condition_expression(MARKER_ABSENT)
+            .expression_attribute_names("#id", ID)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":now", now_seconds())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("put is complete")
+    }
+
+    fn wake(&self) {
+        if let Some(logged) = &self.logged {
+            logged.notify_one();
+        }
+    }
+
+    /// An eventual increment with an idempotency key, which the log keeps itself (see
+    /// [`Counters::keeps_keys`]): the entry's id is the request's (`done#<key>`), and the fold leaves a
+    /// marker of that id, with the counter and value it counted, for the retention. One transaction puts
+    /// the entry (its `ClientRequestToken` makes the SDK's retries apply it once); if the id is taken, by
+    /// this request's entry or an older version's marker, the answer is a replay, or `422` for another
+    /// counter or value. Once logged, one consistent read of the marker: a request counted before (a retry
+    /// after its entry was folded) is a replay too, and the fold drops the entry it just logged.
+    async fn log_keyed(
+        &self,
+        key: &CounterKey,
+        value: u64,
+        request: &str,
+    ) -> Result<Incremented, Error> {
+        let id = marker_id(request);
+        let put = TransactWriteItem::builder()
+            .put(self.entry(&id, key, value))
+            .build();
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put)
+            .send()
+            .within_deadline()
+            .await;
+        if let Err(e) = result {
+            if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
+                e.as_service_error()
+                && let Some(reason) = c.cancellation_reasons().first()
+                && reason.code() == Some("ConditionalCheckFailed")
+            {
+                return earlier(reason.item(), key, value);
+            }
+            return Err(store_error("TransactWriteItems", e));
+        }
+        self.wake();
+        let marker = self
+            .client
+            .get_item()
+            .table_name(&self.marker_table)
+            .key(ID, s(&id))
+            .consistent_read(true)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        let now = strata_core::time::epoch_seconds(SystemTime::now());
+        match marker
+            .item
+            .filter(|m| m.num_opt(TTL).is_some_and(|ttl| ttl >= now))
+        {
+            Some(marker) => earlier(Some(&marker), key, value),
+            None => Ok(Incremented::Accepted),
+        }
     }
 
     /// Runs a transaction; with `reservation` (the index of the action that adds under the room), a failed
@@ -261,6 +887,12 @@ impl Counters for DynamoCounters {
         self.mode
     }
 
+    /// Eventual mode keeps the key in the log entry and the fold's marker: the HTTP layer's record would
+    /// be two more writes for what they hold already.
+    fn keeps_keys(&self) -> bool {
+        self.mode == Mode::Eventual
+    }
+
     async fn increment(
         &self,
         key: &CounterKey,
@@ -274,69 +906,47 @@ impl Counters for DynamoCounters {
         }
         match (self.mode, request_id) {
             (Mode::Strong, None) => self.add_once(key, value).await,
-            (Mode::Strong, Some(request)) => {
-                let marker = Put::builder()
-                    .table_name(&self.log_table)
-                    .item(ID, s(&marker_id(request)))
-                    .item(TTL, n(marker_ttl(self.retention)))
-                    .condition_expression(MARKER_ABSENT)
-                    .expression_attribute_names("#id", ID)
-                    .expression_attribute_names("#ttl", TTL)
-                    .expression_attribute_values(":now", now_seconds())
-                    .build()
-                    .expect("put is complete");
+            (Mode::Strong, Some(request)) => self.add_keyed(key, value, request).await,
+            (Mode::Eventual, None) => {
+                let id = format!("u#{}", strata_core::kv::tx::TxId::generate().as_str());
                 let actions = vec![
-                    TransactWriteItem::builder().put(marker).build(),
                     TransactWriteItem::builder()
-                        .update(self.reserve(key, value))
+                        .put(self.entry(&id, key, value))
                         .build(),
                 ];
-                self.transact(key, value, actions, Some(1)).await?;
-                Ok(Incremented::Total(self.total(key).await?.unwrap_or(0)))
-            }
-            (Mode::Eventual, request) => {
-                let id = match request {
-                    Some(r) => marker_id(r),
-                    None => format!("u#{}", strata_core::kv::tx::TxId::generate().as_str()),
-                };
-                // Absent, or an expired marker left in the log (its key is free again).
-                let entry = Put::builder()
-                    .table_name(&self.log_table)
-                    .item(ID, s(&id))
-                    .item(KEY, s(key.as_str()))
-                    .item(VALUE, n(value))
-                    .item(AT, n(now_millis()))
-                    .condition_expression(MARKER_ABSENT)
-                    .expression_attribute_names("#id", ID)
-                    .expression_attribute_names("#ttl", TTL)
-                    .expression_attribute_values(":now", now_seconds())
-                    .build()
-                    .expect("put is complete");
-                let mut actions = vec![TransactWriteItem::builder().put(entry).build()];
-                if let Some(r) = request {
-                    let folded = ConditionCheck::builder()
-                        .table_name(&self.marker_table)
-                        .key(ID, s(&marker_id(r)))
-                        .condition_expression(MARKER_ABSENT)
-                        .expression_attribute_names("#id", ID)
-                        .expression_attribute_names("#ttl", TTL)
-                        .expression_attribute_values(":now", now_seconds())
-                        .build()
-                        .expect("check is complete");
-                    actions.push(TransactWriteItem::builder().condition_check(folded).build());
-                }
-                // Logged now, or by an earlier attempt of this request, or counted already: accepted.
-                if self.transact(key, value, actions, None).await?
-                    && let Some(logged) = &self.logged
-                {
-                    logged.notify_one();
+                if self.transact(key, value, actions, None).await? {
+                    self.wake();
                 }
                 Ok(Incremented::Accepted)
             }
+            (Mode::Eventual, Some(request)) => self.log_keyed(key, value, request).await,
         }
     }
 
     async fn read(&self, key: &CounterKey) -> Result<Option<Reading>, Error> {
         self.reading(key).await
+    }
+
+    /// A recorded request's token may go: queued for the counter's next write (or sent alone after
+    /// [`REMOVAL_DELAY`]); on Lambda sent now. Not recorded: the token stays, so a retry counts nothing.
+    async fn settled(&self, request_id: &str, recorded: bool) {
+        let Some((key, removal)) = self.cleanup.lock().settling.remove(request_id) else {
+            return;
+        };
+        if !recorded {
+            return;
+        }
+        let removal = Removal::new(removal.attr, removal.value);
+        if self.on_lambda {
+            let mut removals = self.cleanup.take(&key, Some(&removal.attr));
+            removals.push(removal);
+            self.cleanup.send_alone(&key, removals).await;
+        } else {
+            self.cleanup.queue(&key, removal);
+        }
+    }
+
+    async fn idle(&self) {
+        DynamoCounters::idle(self).await
     }
 }

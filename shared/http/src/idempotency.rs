@@ -155,6 +155,46 @@ where
     .await
 }
 
+/// [`serve`], unless `keeps(stores)`: then the store keeps the key itself, in the write the operation makes
+/// anyway, and no record is claimed or written here (what `handler!(f, idempotency = "scope", kept_by =
+/// keeps)` expands to). The key is checked and scoped the same way; the handler answers a retry and marks
+/// the answer with [`replayed`].
+pub async fn serve_kept<'a, F, Fut>(
+    stores: &'a Stores,
+    req: Request,
+    scope: &str,
+    keeps: fn(&Stores) -> bool,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(&'a Stores, Request) -> Fut,
+    Fut: Future<Output = Result<Response, strata_core::Error>>,
+{
+    if !keeps(stores) {
+        return serve(stores, req, scope, handler).await;
+    }
+    let mut req = req;
+    match scoped_key(&req, scope) {
+        Ok(Some(key)) => {
+            req.extensions_mut().insert(ScopedKey(key));
+        }
+        Ok(None) => {}
+        Err(e) => return error(&e),
+    }
+    crate::response::from_result(handler(stores, req).await)
+}
+
+/// Marks an answer as the replay of an earlier attempt's, as a replayed record is
+/// (`idempotent-replayed: true`).
+pub fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(REPLAYED, http::HeaderValue::from_static("true"));
+    response
+}
+
+const REPLAYED: &str = "idempotent-replayed";
+
 /// Runs `handler` at most once per idempotency key. The handler gets the scoped key (or `None`), which a
 /// store can use to make the operation itself idempotent across crashes.
 pub async fn run<F, Fut>(stores: &Stores, req: Request, scope: &str, handler: F) -> Response
@@ -240,7 +280,7 @@ fn replay(stored: Stored) -> Response {
             http::header::CONTENT_TYPE,
             stored.content_type.as_deref().unwrap_or(JSON),
         )
-        .header("idempotent-replayed", "true")
+        .header(REPLAYED, "true")
         .body(if stored.body.is_empty() {
             Body::Empty
         } else {

@@ -200,6 +200,17 @@ macro_rules! handler {
         }
         boxed as $crate::route::Handler
     }};
+    ($f:path, idempotency = $scope:expr, kept_by = $keeps:expr) => {{
+        fn boxed<'a>(
+            stores: &'a $crate::route::__Stores,
+            req: $crate::Request,
+        ) -> $crate::route::HandlerFuture<'a> {
+            ::std::boxed::Box::pin($crate::idempotency::serve_kept(
+                stores, req, $scope, $keeps, $f,
+            ))
+        }
+        boxed as $crate::route::Handler
+    }};
 }
 
 #[doc(hidden)]

@@ -305,7 +305,8 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
     let first = post_keyed(app, "/increment", "same", five.clone()).await;
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     assert_eq!(first.body["value"], 5);
-    // The counter's own marker, at the port (no HTTP record in front of it).
+    // The counter's own memory of the request, at the port (no HTTP record in front of it, and no word
+    // that its answer was recorded): a token in the counter's item, holding when it was written.
     let counters = &t.fixture.stores.counters;
     let port = CounterKey::parse("port").unwrap();
     assert_eq!(
@@ -316,19 +317,29 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
         Incremented::Total(3)
     );
     let after = now();
-    let markers = items_with(&t.direct, &t.tables.counter_log, "id", "done#").await;
-    assert_eq!(markers.len(), 2, "{markers:?}");
-    for marker in &markers {
-        assert_ttl_after_retention(marker, before, after);
-    }
+    counters.idle().await;
+    let tokens = |item: &Item| -> Vec<u64> {
+        item.iter()
+            .filter(|(name, _)| name.len() == 23 && name.starts_with('t'))
+            .map(|(_, v)| v.as_n().unwrap().parse().unwrap())
+            .collect()
+    };
+    let counter = |key: &'static str| {
+        let direct = t.direct.clone();
+        let table = t.tables.counters.clone();
+        async move { items_with(&direct, &table, "key", key).await.remove(0) }
+    };
+    assert_eq!(
+        tokens(&counter("hits").await),
+        Vec::<u64>::new(),
+        "the HTTP request's token went once its answer was recorded"
+    );
+    let kept = tokens(&counter("port").await);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!((before * 1000..=(after + 1) * 1000).contains(&kept[0]));
 
     outlive_the_retention().await;
-    assert_eq!(
-        items_with(&t.direct, &t.tables.counter_log, "id", "done#")
-            .await
-            .len(),
-        2
-    );
+    assert_eq!(tokens(&counter("port").await), kept, "nothing removed it");
     let again = post_keyed(app, "/increment", "same", five).await;
     assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
     assert_eq!(again.body["value"], 10, "counted again");
@@ -395,7 +406,7 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
     let t = dynamodb(Mode::Strong).await;
     let app = &t.fixture.app;
     let stores = &t.fixture.stores;
-    // One of each record that expires: idempotency records, a ledger request record, a counter marker,
+    // One of each record that expires: idempotency records, a ledger request record, a folded counter marker,
     // an open transaction with a buffered write, a WebSocket session's transaction.
     let issued = post_keyed(
         app,
@@ -407,6 +418,30 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
     assert_eq!(issued.status, StatusCode::CREATED, "{:?}", issued.body);
     let counted = post_keyed(app, "/increment", "k2", json!({"key": "c", "value": 1})).await;
     assert_eq!(counted.status, StatusCode::OK, "{:?}", counted.body);
+    // Strong increments keep their memory in the counter's item; the eventual fold leaves markers.
+    let eventual = strata_dynamo::counters::DynamoCounters::new(
+        t.direct.clone(),
+        t.tables.counters.clone(),
+        t.tables.counter_log.clone(),
+        t.tables.counter_markers.clone(),
+        Mode::Eventual,
+        RETENTION,
+    );
+    let e = CounterKey::parse("e").unwrap();
+    strata_core::counters::Counters::increment(&eventual, &e, 1, Some("k4"))
+        .await
+        .unwrap();
+    let folded = Aggregator::new(t.direct.clone(), &t.tables)
+        .with_retention(RETENTION)
+        .fold(vec![Entry {
+            id: "done#k4".to_owned(),
+            key: "e".to_owned(),
+            value: 1,
+            at: 0,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(folded, 1);
     let began = post_keyed(app, "/kv/transactions", "k3", json!({})).await;
     assert_eq!(began.status, StatusCode::CREATED, "{:?}", began.body);
     let tx = began.body["id"].as_str().unwrap().to_owned();
@@ -431,6 +466,7 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
         &t.tables.ledger,
         &t.tables.counters,
         &t.tables.counter_log,
+        &t.tables.counter_markers,
         &t.tables.idempotency,
         &t.tables.ws_sessions,
         &t.tables.widgets,
@@ -459,7 +495,7 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
     assert_eq!(
         expiring,
         [
-            "CounterLogTable",
+            "CounterMarkerTable",
             "IdempotencyTable",
             "KvTxTable",
             "LedgerTable",

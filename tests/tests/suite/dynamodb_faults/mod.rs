@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use strata_core::Settings;
+use strata_core::counters::{CounterKey, Counters, Incremented, Mode};
+use strata_core::retention::CLOCK_SKEW_MARGIN;
+use strata_dynamo::counters::DynamoCounters;
 use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 use strata_tests::fixture::{App, Fixture, Reply, Through};
 
