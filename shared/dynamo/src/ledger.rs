@@ -8,9 +8,10 @@
 //! - each issue's intent, written before its number is allocated: the class, name, amount and time, so that
 //!   anyone can write the certificate of a number whose request died. For an issue with an idempotency key
 //!   it is also the ledger's record of the key, `pk = "req#<slot>", n = 0`, which gets the certificate's
-//!   number once it is written and holds for the retention of [`strata_core::Settings`] from the issue
-//!   (`until`; past it the record is ignored whether DynamoDB has deleted it or not, and an issue under the
-//!   key is a new one); without a key it is `pk = "int#<slot>", n = 0`. Intents carry `ttl`, 30 days past
+//!   number unless the HTTP layer recorded the answer (see below), and holds for the retention of
+//!   [`strata_core::Settings`] from the issue (`until`; past it the record is ignored whether DynamoDB has
+//!   deleted it or not, and an issue under the key is a new one); without a key it is
+//!   `pk = "int#<slot>", n = 0`. Intents carry `ttl`, 30 days past
 //!   `until`: a number whose request died is written by the next issue, read or listing of its class (see
 //!   below), long before that.
 //!
@@ -19,8 +20,12 @@
 //! `remaining >= :amount AND attribute_not_exists(pnum.<slot>)`, so there is no read-then-write race and
 //! nothing to retry under contention, and a retry of an attempt that applied, the SDK's after a lost answer,
 //! finds its own slot instead of taking a second number), the certificate (`PutItem`, only if absent), and
-//! the slot's removal from the class item. With a key, the intent gets the number in between. So an issue
-//! writes the class item twice, 1 WRU each: the class item holds counters and at most [`MAX_PENDING`]
+//! the slot's removal from the class item. A slot is removed only once its number is durable elsewhere: in
+//! the certificate and, with a key, where a retry under the key finds it. With a key the slot waits for the
+//! HTTP layer's word on the request ([`Ledger::settled`], see `settle`): its answer recorded, the record
+//! holds the number for longer than the intent would and answers every retry, so the slot goes at once
+//! (still four writes, the HTTP layer's two on top); otherwise the intent gets the number first. So an
+//! issue writes the class item twice, 1 WRU each: the class item holds counters and at most [`MAX_PENDING`]
 //! slots of about 30 bytes, under 1 KB however many issues run at once, whatever the names (names live in
 //! the intents). That is 500 issues/s per class, the ceiling of the best public gapless counter on DynamoDB
 //! (a read, then a transaction over the counter and the item: 2 WRU on the counter), with exactly-once after
@@ -28,11 +33,13 @@
 //! certificate's write in one call, and DynamoDB cannot write the number an update computes into another
 //! item; a transaction over both items costs 2 WRU on the class item by itself.
 //!
-//! If the process dies between allocating and writing, the slot stays, and whoever sees it next (a later
-//! issue of the class, a read of the missing number, a listing, a retry with the same key) writes the
-//! certificate from the intent: a number is never lost and never used twice. Only the request that made a
-//! slot removes it at once; anyone else who writes its certificate leaves the slot for [`GRACE`], longer
-//! than any request's deadline, so that the owner's retries still find it; after that anyone may remove it.
+//! If the process dies between allocating and writing (or, with a key, before the request is settled), the
+//! slot stays, and whoever sees it next (a later issue of the class, a read of the missing number, a
+//! listing, a retry with the same key) writes the certificate from the intent, and gives a keyed intent its
+//! number before it removes the slot: a number is never lost and never used twice. Only the request that
+//! made a slot removes it at once; anyone else who writes its certificate leaves the slot for [`GRACE`],
+//! longer than any request's deadline, so that the owner's retries still find it; after that anyone may
+//! remove it.
 //! At most [`MAX_PENDING`] slots are kept: past that, issues of the class answer `503` (with nothing
 //! allocated) until the certificates are written.
 //!
@@ -50,6 +57,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
+use std::sync::Mutex;
 #[cfg(feature = "faults")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
@@ -102,10 +110,12 @@ const LEDGER: &str = "ledger item attribute";
 mod issue;
 mod item;
 mod recovery;
+mod settle;
 
 use issue::Pending;
 pub(crate) use item::{Intent, intent_item, slots};
 use item::{Slot, certificate_key, class_key, decode_certificate, decode_class};
+use settle::Unsettled;
 
 #[derive(Debug)]
 pub struct DynamoLedger {
@@ -118,6 +128,8 @@ pub struct DynamoLedger {
     /// the Lambda died there.
     #[cfg(feature = "faults")]
     fail_after_allocation: AtomicBool,
+    /// This process's keyed issues whose slot waits for the HTTP layer's word (see `settle`).
+    unsettled: Mutex<Unsettled>,
 }
 
 impl DynamoLedger {
@@ -134,6 +146,7 @@ impl DynamoLedger {
             retention,
             #[cfg(feature = "faults")]
             fail_after_allocation: AtomicBool::new(false),
+            unsettled: Mutex::new(Unsettled::new()),
         }
     }
 
@@ -249,7 +262,8 @@ impl Ledger for DynamoLedger {
         request_id: Option<&str>,
     ) -> Result<Certificate, Error> {
         // Slots and intents are keyed by request: the client's key, or a fresh id.
-        let request_id = match request_id {
+        let key = request_id;
+        let request_id = match key {
             Some(id) => format!("r{id}"),
             None => format!("u{}", uuid_like()),
         };
@@ -317,7 +331,7 @@ impl Ledger for DynamoLedger {
                 Ok(Err(Some(item))) => {
                     if let Some(number) = own_number(&item) {
                         // An earlier attempt of this very request allocated (its answer was lost).
-                        return self.finish_own(request, mine(number)).await;
+                        return self.finish_own(request, mine(number), key).await;
                     }
                     if item.attrs(LEDGER).num(REMAINING)? < request.amount {
                         return Err(insufficient(
@@ -343,7 +357,7 @@ impl Ledger for DynamoLedger {
                         .await
                         .map_err(|_| unknown())?;
                     return match class.as_ref().and_then(own_number) {
-                        Some(number) => self.finish_own(request, mine(number)).await,
+                        Some(number) => self.finish_own(request, mine(number), key).await,
                         None if failure.kind == strata_core::Kind::Internal => Err(failure),
                         None => Err(unknown()),
                     };
@@ -356,7 +370,7 @@ impl Ledger for DynamoLedger {
                     "injected failure after allocating a certificate number",
                 ));
             }
-            let certificate = self.finish_own(request, mine(number)).await?;
+            let certificate = self.finish_own(request, mine(number), key).await?;
             // Finish what dead requests left behind, so their numbers show up without waiting for a read.
             self.finish_others(&request.class, &item, ABANDONED, true)
                 .await?;
@@ -416,6 +430,10 @@ impl Ledger for DynamoLedger {
                 .await?;
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    async fn settled(&self, request_id: &str, recorded: bool) {
+        self.settle(request_id, recorded).await;
     }
 }
 

@@ -13,8 +13,9 @@
 //!   it applied.
 //! - [`kv`]: the key/value port: one `GetItem` or one `UpdateItem` per operation.
 //! - [`ledger`]: stock certificates: the share-class item serializes numbering; four writes per issue,
-//!   two of them (1 WRU each) on the class item. The issue's writes are in `ledger::issue`, the finishing
-//!   of numbers whose request died in `ledger::recovery`, the items' keys and decoding in `ledger::item`.
+//!   two of them (1 WRU each) on the class item. The issue's writes are in `ledger::issue`, a keyed
+//!   issue's wait for the HTTP layer's word in `ledger::settle`, the finishing of numbers whose request
+//!   died in `ledger::recovery`, the items' keys and decoding in `ledger::item`.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
 //! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters.
 //! - [`aggregator`]: folds the counter log into the totals exactly once: batches its stream delivers, a

@@ -253,8 +253,9 @@ impl DynamoTransfer {
                         }
                     }
                 } else if pk.starts_with("req#") {
-                    // A keyed issue's intent: the record of its key once it has its number (until then
-                    // its certificate is pending, exported above).
+                    // A keyed issue's intent: the record of its key once it has its number. Without one,
+                    // its certificate is pending (exported above), or the key's idempotency answer,
+                    // exported too, holds it.
                     let intent = l::Intent::decode(&item)?;
                     if let (Some(id), Some(number)) = (intent.id.strip_prefix('r'), intent.number)
                         && intent.until_ms > now

@@ -15,7 +15,7 @@ const BUDGETS: [(Case, f64, f64, f64, Option<f64>); 10] = [
     (Case::KvGet, 1.0, 0.0, 1.0, None),
     (Case::KvTx, 7.0, 12.0, 2.0, None),
     (Case::Issue, 4.0, 4.0, 0.0, Some(2.0)),
-    (Case::IssueKeyed, 7.0, 7.0, 0.0, Some(2.0)),
+    (Case::IssueKeyed, 6.0, 6.0, 0.0, Some(2.0)),
     (Case::Increment, 1.0, 1.0, 0.0, Some(1.0)),
     (Case::IncrementKeyed, 3.1, 3.1, 0.0, Some(1.1)),
     (Case::Associate, 1.0, 4.0, 0.0, None),
@@ -51,7 +51,7 @@ async fn concurrent_issues_write_the_class_item_twice_at_1_wru() {
         let row = measure(case, 60, 20).await;
         let table = strata_tests::cost::table(std::slice::from_ref(&row));
         assert!(row.hot.unwrap() <= 2.0 + 1e-9, "{table}");
-        let most = if case == Case::Issue { 4.0 } else { 7.0 };
+        let most = if case == Case::Issue { 4.0 } else { 6.0 };
         assert!(row.wru <= most + 1e-9 && row.refused == 0.0, "{table}");
     }
 }

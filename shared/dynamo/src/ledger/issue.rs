@@ -14,11 +14,12 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_core::Error;
 use strata_core::certificates::{Certificate, CertificateId, IssueRequest, Ledger, replay_of};
 
 /// A number allocated to an intent.
+#[derive(Debug)]
 pub(super) struct Pending {
     pub(super) slot: Slot,
     pub(super) intent: Intent,
@@ -68,6 +69,19 @@ impl DynamoLedger {
     /// slot (`remove`: its own request, or anyone past [`GRACE`]). Safe to run any number of times, by
     /// anyone: each write is idempotent.
     pub(super) async fn finish(&self, pending: &Pending, remove: bool) -> Result<(), Error> {
+        self.write_certificate(pending).await?;
+        if pending.slot.keyed() {
+            self.give_number(pending).await?;
+        }
+        if remove {
+            self.remove_slot(&pending.certificate.class, &pending.slot.name())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a pending certificate, if not written yet.
+    async fn write_certificate(&self, pending: &Pending) -> Result<(), Error> {
         let certificate = &pending.certificate;
         let mut item = certificate_key(&certificate.class, certificate.number);
         item.insert(NAME.into(), s(&certificate.name));
@@ -84,48 +98,35 @@ impl DynamoLedger {
             .within_deadline()
             .await;
         match put {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             // Written already: by an earlier attempt, or by someone who found the slot.
-            Err(e) if is_condition_failed(&e) => {}
-            Err(e) => return Err(store_error("PutItem", e)),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(store_error("PutItem", e)),
         }
-        if pending.slot.keyed() {
-            // The record of the key gets its number (only if it is still this issue's: a key reused past
-            // its retention replaces the intent, and the new one is not this).
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(pending.slot.intent_key()))
-                .update_expression("SET #number = :number")
-                .condition_expression("#at = :at")
-                .expression_attribute_names("#number", NUMBER)
-                .expression_attribute_names("#at", AT)
-                .expression_attribute_values(":number", n(certificate.number))
-                .expression_attribute_values(":at", n(pending.intent.at_ms))
-                .send()
-                .within_deadline()
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if is_condition_failed(&e) => {}
-                Err(e) => return Err(store_error("UpdateItem", e)),
-            }
+    }
+
+    /// The record of the key (a keyed intent) gets its certificate's number, only if it is still this
+    /// issue's: a key reused past its retention replaces the intent, and the new one is not this.
+    pub(super) async fn give_number(&self, pending: &Pending) -> Result<(), Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(pending.slot.intent_key()))
+            .update_expression("SET #number = :number")
+            .condition_expression("#at = :at")
+            .expression_attribute_names("#number", NUMBER)
+            .expression_attribute_names("#at", AT)
+            .expression_attribute_values(":number", n(pending.certificate.number))
+            .expression_attribute_values(":at", n(pending.intent.at_ms))
+            .send()
+            .within_deadline()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(store_error("UpdateItem", e)),
         }
-        if remove {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(class_key(&certificate.class)))
-                .update_expression("REMOVE #pnum.#slot")
-                .expression_attribute_names("#pnum", PENDING_NUMBERS)
-                .expression_attribute_names("#slot", pending.slot.name())
-                .send()
-                .within_deadline()
-                .await
-                .map_err(|e| store_error("UpdateItem", e))?;
-        }
-        Ok(())
     }
 
     /// Allocates a number for `request` under `slot` (retried by the SDK: a retry of an attempt that
@@ -169,20 +170,32 @@ impl DynamoLedger {
 
     /// Finishes this request's own pending certificate; once the number is allocated the certificate is
     /// issued, so a failure to write it now is logged and left to the next reader or issue (see the module
-    /// docs).
+    /// docs). `own_key`: the request id of a keyed issue whose number this request allocated; its slot
+    /// then waits for the HTTP layer's word (see `settle`).
     pub(super) async fn finish_own(
         &self,
         request: &IssueRequest,
         pending: Pending,
+        own_key: Option<&str>,
     ) -> Result<Certificate, Error> {
         let c = &pending.certificate;
         if c.class != request.class || c.name != request.name || c.amount != request.amount {
             return Err(strata_core::idempotency::mismatch());
         }
-        if let Err(e) = self.finish(&pending, true).await {
-            tracing::warn!(certificate = %pending.certificate.id(), error = %e, "certificate allocated but not written yet; it stays pending");
+        let certificate = pending.certificate.clone();
+        let result = match own_key {
+            Some(request_id) => self.write_certificate(&pending).await.map(|()| {
+                self.unsettled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(request_id, pending, Instant::now());
+            }),
+            None => self.finish(&pending, true).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(certificate = %certificate.id(), error = %e, "certificate allocated but not written yet; it stays pending");
         }
-        Ok(pending.certificate)
+        Ok(certificate)
     }
 
     /// A keyed issue whose key has an intent from an earlier request: its certificate if it has one (or
@@ -197,8 +210,10 @@ impl DynamoLedger {
     ) -> Result<Option<Certificate>, Error> {
         let mut earlier = earlier;
         if earlier.number.is_none() {
-            // Allocated and not finished, or not allocated. The slot is removed only after the intent has
-            // its number, so reading the class item and then the intent again cannot miss both.
+            // Allocated and not finished, or not allocated. A slot is removed only once its number is durable
+            // elsewhere: in the intent, or in the HTTP layer's record of the answer, which answers every
+            // retry under the key while it holds (so none gets here). Reading the class item and then the
+            // intent again cannot miss both.
             let slot = Slot::new(request_id, earlier.at_ms);
             if let Some(class) = self.get(class_key(&earlier.class)).await?
                 && let Some((_, number)) = slots(&class)
@@ -212,7 +227,7 @@ impl DynamoLedger {
                     certificate,
                 };
                 if !earlier.expired() {
-                    return self.finish_own(request, pending).await.map(Some);
+                    return self.finish_own(request, pending, None).await.map(Some);
                 }
                 // Issued under this key past its retention (writing it kept failing): write it; this request
                 // is a new one under a free key.

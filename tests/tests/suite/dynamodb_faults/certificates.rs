@@ -2,6 +2,10 @@
 //! pending entries, expired idempotency records, long listings.
 
 use super::*;
+use std::collections::HashMap;
+use strata_core::certificates::{ClassCode, IssueRequest, Ledger};
+use strata_core::idempotency::Claim;
+use strata_dynamo::ledger::DynamoLedger;
 
 async fn put_class(app: &App, class: &str, authorized: u64) {
     let r = app
@@ -31,30 +35,27 @@ fn assert_gapless(certificates: &[Value], what: &str) {
     assert_eq!(numbers, expected, "{what}: gapless from 1");
 }
 
-/// Each of an issue's writes (intent, allocation, certificate, the key's record, the slot's removal) with
-/// its answer lost after it applied, as a `500` and as an answer held past the attempt's timeout: the SDK's
-/// retry finds the write done, and the issue makes exactly one certificate; the numbering stays gapless,
-/// the class item keeps no slot, and the same key at the ledger gets the same certificate.
+/// Each of an issue's writes (intent, allocation, certificate, the slot's removal, which a keyed issue makes
+/// once its answer is recorded) with its answer lost after it applied, as a `500` and as an answer held past
+/// the attempt's timeout: the SDK's retry finds the write done, and the issue makes exactly one
+/// certificate; the numbering stays gapless, the class item keeps no slot, and a retry with the same key
+/// gets the same certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn certificate_issue_with_a_lost_answer_on_each_of_its_writes_makes_one_certificate() {
     let t = setup().await;
     put_class(t.app(), "CS", 1000).await;
     let ledger_table = t.through.tables.ledger.clone();
-    // (write, operation, text only its request body holds, keyed issues only)
+    // (write, operation, text only its request body holds)
     let writes = [
-        ("intent", "PutItem", "#", false),
-        ("allocation", "UpdateItem", ":cap", false),
-        ("certificate", "PutItem", "cert#CS", false),
-        ("record", "UpdateItem", ":number", true),
-        ("removal", "UpdateItem", "REMOVE #pnum", false),
+        ("intent", "PutItem", "#"),
+        ("allocation", "UpdateItem", ":cap"),
+        ("certificate", "PutItem", "cert#CS"),
+        ("removal", "UpdateItem", "REMOVE #pnum"),
     ];
     let mut issued = Vec::new();
-    for (write, operation, text, keyed_only) in writes {
+    for (write, operation, text) in writes {
         for kind in [FaultKind::AppliedThen500, FaultKind::AppliedThenDelayed] {
             for keyed in [false, true] {
-                if keyed_only && !keyed {
-                    continue;
-                }
                 // The intent's key is `int#…` or `req#…`: its body is told apart by that.
                 let text = match (write, keyed) {
                     ("intent", false) => "int#",
@@ -87,23 +88,15 @@ async fn certificate_issue_with_a_lost_answer_on_each_of_its_writes_makes_one_ce
                 assert_eq!(r.body["name"], name.as_str());
                 let number = r.body["number"].as_u64().unwrap();
                 if keyed {
-                    // The ledger's own record of the key (no HTTP record in front of it).
                     let again = t
-                        .through
-                        .fixture
-                        .stores
-                        .ledger
-                        .issue(
-                            &strata_core::certificates::IssueRequest {
-                                class: strata_core::certificates::ClassCode::parse("CS").unwrap(),
-                                name: name.clone(),
-                                amount: 1,
-                            },
-                            Some(&format!("certificates-issue:{key}")),
-                        )
-                        .await
-                        .unwrap();
-                    assert_eq!(again.number, number, "{name}: the same certificate again");
+                        .app()
+                        .send(request(Method::POST, "/certificates", Some(&key), &body))
+                        .await;
+                    assert_eq!(
+                        (again.status, &again.body["number"]),
+                        (StatusCode::CREATED, &json!(number)),
+                        "{name}: the same certificate again"
+                    );
                 }
                 issued.push((number, name));
             }
@@ -332,8 +325,8 @@ async fn certificate_pending_entries_are_capped_while_certificate_writes_fail() 
     assert!(all.len() <= cap, "{} numbers allocated", all.len());
 }
 
-/// Deletes every idempotency record, as the table's TTL does when they expire: what remains is the
-/// ledger's own record of the key.
+/// Deletes every idempotency record: claims still held expire so (a claim past its expiry is taken over as
+/// if it were absent).
 async fn expire_idempotency_records(t: &Setup) {
     let direct = &t.through.direct;
     let table = &t.through.tables.idempotency;
@@ -357,25 +350,104 @@ async fn expire_idempotency_records(t: &Setup) {
     }
 }
 
-/// A keyed issue, then its idempotency record gone.
-async fn issued_with_key_then_record_expired(t: &Setup, body: &Value) {
-    let r = t
-        .app()
-        .send(request(Method::POST, "/certificates", Some("k-1"), body))
-        .await;
-    assert_eq!(
-        (r.status, &r.body["id"]),
-        (StatusCode::CREATED, &json!("CS-1"))
-    );
-    expire_idempotency_records(t).await;
+/// The key the HTTP layer hands the ledger for an `Idempotency-Key` of `POST /certificates` (the local
+/// server has no caller to scope it to).
+fn scoped(key: &str) -> String {
+    format!("certificates-issue:{key}")
+}
+
+fn issue_request(body: &Value) -> IssueRequest {
+    IssueRequest {
+        class: ClassCode::parse(body["class"].as_str().unwrap()).unwrap(),
+        name: body["name"].as_str().unwrap().to_owned(),
+        amount: body["amount"].as_u64().unwrap(),
+    }
+}
+
+/// A keyed issue whose request died after the ledger issued its certificate and before its answer was
+/// recorded: what the HTTP layer does up to there (the claim, the ledger's issue), without the ledger ever
+/// hearing how the request ended. Its number.
+async fn issued_by_a_request_that_died(
+    t: &Setup,
+    ledger: &dyn Ledger,
+    key: &str,
+    body: &Value,
+) -> u64 {
+    let claim = t
+        .through
+        .fixture
+        .stores
+        .idempotency
+        .claim(&scoped(key), "fingerprint")
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Proceed(_)), "{claim:?}");
+    ledger
+        .issue(&issue_request(body), Some(&scoped(key)))
+        .await
+        .unwrap()
+        .number
+}
+
+/// The class item as DynamoDB holds it.
+async fn class_item(t: &Setup, class: &str) -> HashMap<String, AttributeValue> {
+    t.through
+        .direct
+        .get_item()
+        .table_name(&t.through.tables.ledger)
+        .key("pk", AttributeValue::S(format!("class#{class}")))
+        .key("n", AttributeValue::N("0".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the class item")
+}
+
+/// The numbers allocated whose slot is still in the class item.
+async fn slotted(t: &Setup, class: &str) -> BTreeSet<u64> {
+    class_item(t, class).await["pnum"]
+        .as_m()
+        .unwrap()
+        .values()
+        .map(|v| v.as_n().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The number the ledger's record of `key` (the keyed issue's intent) holds, if any.
+async fn number_in_the_record(t: &Setup, key: &str) -> Option<u64> {
+    let items = t
+        .through
+        .direct
+        .scan()
+        .table_name(&t.through.tables.ledger)
+        .filter_expression("#id = :id")
+        .expression_attribute_names("#id", "id")
+        .expression_attribute_values(":id", AttributeValue::S(format!("r{}", scoped(key))))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 1, "one record of the key: {items:?}");
+    items[0]
+        .get("number")
+        .map(|n| n.as_n().unwrap().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_key_reused_with_another_body_is_422_after_its_idempotency_record_expired() {
+async fn certificate_key_reused_with_another_body_is_422_after_the_request_died_unrecorded() {
     let t = setup().await;
     let app = t.app();
-    issued_with_key_then_record_expired(&t, &json!({"name": "first", "amount": 3, "class": "CS"}))
-        .await;
+    let first = json!({"name": "first", "amount": 3, "class": "CS"});
+    let ledger = t.through.fixture.stores.ledger.as_ref();
+    assert_eq!(
+        issued_by_a_request_that_died(&t, ledger, "k-1", &first).await,
+        1
+    );
+    expire_idempotency_records(&t).await;
     let other = json!({"name": "second", "amount": 4, "class": "CS"});
     let r = app
         .send(request(Method::POST, "/certificates", Some("k-1"), &other))
@@ -391,14 +463,41 @@ async fn certificate_key_reused_with_another_body_is_422_after_its_idempotency_r
     assert_eq!(app.get("/share-classes/CS").await.body["issued"], 3);
 }
 
+/// A keyed issue whose request died after its certificate was written and before its answer was recorded:
+/// the ledger never heard how it ended, so its slot stays. Once the claim on the key expired, a retry with
+/// the key gets the same certificate and takes no second number, both while the slot is there and after
+/// recovery gave the intent its number and removed the slot. One request died in this process (its future
+/// dropped), the other with its process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_keyed_retry_after_its_idempotency_record_expired_gets_the_same_certificate() {
+async fn certificate_keyed_retry_after_the_request_died_unrecorded_gets_the_same_certificate() {
     let t = setup().await;
     let app = t.app();
-    let body = json!({"name": "first", "amount": 3, "class": "CS"});
-    issued_with_key_then_record_expired(&t, &body).await;
+    let first = json!({"name": "first", "amount": 3, "class": "CS"});
+    let second = json!({"name": "second", "amount": 4, "class": "CS"});
+    let here = t.through.fixture.stores.ledger.as_ref();
+    let settings = Settings::default();
+    let elsewhere = DynamoLedger::new(
+        t.through.direct.clone(),
+        t.through.tables.ledger.clone(),
+        settings.default_classes.clone(),
+        settings.retention,
+    );
+    assert_eq!(
+        issued_by_a_request_that_died(&t, here, "k-1", &first).await,
+        1
+    );
+    assert_eq!(
+        issued_by_a_request_that_died(&t, &elsewhere, "k-2", &second).await,
+        2
+    );
+    assert_eq!(slotted(&t, "CS").await, BTreeSet::from([1, 2]));
+    assert_eq!(number_in_the_record(&t, "k-1").await, None);
+    assert_eq!(number_in_the_record(&t, "k-2").await, None);
+    expire_idempotency_records(&t).await;
+
+    // The slot is there.
     let r = app
-        .send(request(Method::POST, "/certificates", Some("k-1"), &body))
+        .send(request(Method::POST, "/certificates", Some("k-1"), &first))
         .await;
     assert_eq!(
         (r.status, &r.body["id"], &r.body["name"]),
@@ -406,9 +505,120 @@ async fn certificate_keyed_retry_after_its_idempotency_record_expired_gets_the_s
         "{:?}",
         r.body
     );
+
+    // Past the grace, the next issue of the class finishes the slot it finds: the certificate (written
+    // already), the intent's number, then the slot's removal.
+    tokio::time::sleep(strata_dynamo::ledger::GRACE + Duration::from_millis(500)).await;
+    let r = app
+        .post(
+            "/certificates",
+            json!({"name": "third", "amount": 1, "class": "CS"}),
+        )
+        .await;
+    assert_eq!(r.body["id"], "CS-3", "{:?}", r.body);
+    assert_eq!(slotted(&t, "CS").await, BTreeSet::new());
+    assert_eq!(number_in_the_record(&t, "k-2").await, Some(2));
+    let r = app
+        .send(request(Method::POST, "/certificates", Some("k-2"), &second))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["id"], &r.body["name"]),
+        (StatusCode::CREATED, &json!("CS-2"), &json!("second")),
+        "{:?}",
+        r.body
+    );
     let all = listing(app, "CS").await;
-    assert_eq!(all.len(), 1, "one certificate for one key: {all:?}");
-    assert_eq!(app.get("/share-classes/CS").await.body["issued"], 3);
+    assert_gapless(&all, "CS");
+    assert_eq!(all.len(), 3, "one certificate per key: {all:?}");
+    assert_eq!(app.get("/share-classes/CS").await.body["issued"], 3 + 4 + 1);
+}
+
+/// A keyed issue whose answer is not recorded (the HTTP layer released the key, or could not write the
+/// record): the ledger gives the intent its number, then removes the slot. Each of those writes with its
+/// answer lost after it applied, as a `500` and as an answer held past the attempt's timeout: the SDK's
+/// retry finds it done, the slot goes, the intent holds the number, and a retry with the key at the ledger
+/// (what runs once the claim expired) gets the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_unrecorded_answer_with_a_lost_answer_on_each_write_keeps_the_number() {
+    let t = setup().await;
+    let ledger = t.through.fixture.stores.ledger.as_ref();
+    let ledger_table = t.through.tables.ledger.clone();
+    let mut issued = 0;
+    for (write, text) in [("number", ":number"), ("removal", "REMOVE #pnum")] {
+        for kind in [FaultKind::AppliedThen500, FaultKind::AppliedThenDelayed] {
+            let name = format!("{write} {kind}");
+            let key = format!("k-{write}-{kind}");
+            let body = json!({"name": name, "amount": 1, "class": "CS"});
+            let number = issued_by_a_request_that_died(&t, ledger, &key, &body).await;
+            issued += 1;
+            assert_eq!(number, issued, "{name}");
+            t.proxy.reset_stats();
+            t.proxy.set(
+                FaultConfig::only(kind, 1.0)
+                    .on(&["UpdateItem"])
+                    .on_tables(&[&ledger_table])
+                    .matching(text)
+                    .at_most(1),
+            );
+            ledger.settled(&scoped(&key), false).await;
+            t.proxy.set(FaultConfig::healthy());
+            assert_eq!(t.proxy.stats().faults_of(kind), 1, "{name}: the fault hit");
+            assert_eq!(slotted(&t, "CS").await, BTreeSet::new(), "{name}");
+            assert_eq!(number_in_the_record(&t, &key).await, Some(number), "{name}");
+            expire_idempotency_records(&t).await;
+            let again = ledger
+                .issue(&issue_request(&body), Some(&scoped(&key)))
+                .await
+                .unwrap();
+            assert_eq!(again.number, number, "{name}: the same certificate again");
+        }
+    }
+    let all = listing(t.app(), "CS").await;
+    assert_gapless(&all, "CS");
+    assert_eq!(all.len() as u64, issued, "{all:?}");
+}
+
+/// A keyed issue whose answer's record cannot be written: the client still gets its certificate, and the
+/// ledger, told the answer is not recorded, gives the intent its number before it removes the slot, so a
+/// retry once the claim expired gets the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_keyed_issue_whose_answer_is_not_recorded_keeps_its_number_for_a_retry() {
+    let t = setup().await;
+    let app = t.app();
+    let body = json!({"name": "unrecorded", "amount": 2, "class": "CS"});
+    // The record's write (`complete`) fails on every attempt.
+    t.proxy.set(
+        FaultConfig::only(FaultKind::Before500, 1.0)
+            .on(&["UpdateItem"])
+            .on_tables(&[&t.through.tables.idempotency])
+            .matching(":completed"),
+    );
+    let r = app
+        .send(request(Method::POST, "/certificates", Some("k-1"), &body))
+        .await;
+    t.proxy.set(FaultConfig::healthy());
+    assert!(t.proxy.stats().faults_of(FaultKind::Before500) >= 1);
+    assert_eq!(
+        (r.status, &r.body["id"]),
+        (StatusCode::CREATED, &json!("CS-1")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(slotted(&t, "CS").await, BTreeSet::new());
+    assert_eq!(number_in_the_record(&t, "k-1").await, Some(1));
+    // The claim is still held, until it expires.
+    expire_idempotency_records(&t).await;
+    let r = app
+        .send(request(Method::POST, "/certificates", Some("k-1"), &body))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["id"]),
+        (StatusCode::CREATED, &json!("CS-1")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(listing(app, "CS").await.len(), 1);
+    assert_eq!(app.get("/share-classes/CS").await.body["issued"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
