@@ -44,11 +44,11 @@ pub const ROUTES: &[Route] = &[
                 },
                 Grant {
                     table: "CounterLogTable",
-                    actions: &["PutItem"],
+                    actions: &["PutItem", "GetItem"],
                 },
                 Grant {
                     table: "CounterMarkerTable",
-                    actions: &["ConditionCheckItem"],
+                    actions: &["GetItem"],
                 },
                 IDEMPOTENCY,
             ],

@@ -365,16 +365,13 @@ impl Cleanup {
     }
 }
 
-/// What an earlier attempt of a keyed eventual increment left under its id (its entry, or its marker): the
-/// same counter and value is this request again; another is another request under the same key. A marker
-/// an older version wrote says neither, and counts as this request.
-fn earlier(item: Option<&Item>, key: &CounterKey, value: u64) -> Result<Incremented, Error> {
-    let item = item.ok_or_else(|| Error::unavailable("the counter log is busy; retry"))?;
+/// Whether what an earlier attempt of a keyed eventual increment left under its id (its entry, or its
+/// marker) is this request: the same counter and value. A marker an older version wrote says neither, and
+/// counts as this request.
+fn same_request(item: &Item, key: &CounterKey, value: u64) -> bool {
     match (item.text_opt(KEY), item.num_opt(VALUE)) {
-        (Some(k), Some(v)) if k != key.as_str() || v != value => {
-            Err(strata_core::idempotency::mismatch())
-        }
-        _ => Ok(Incremented::AcceptedBefore),
+        (Some(k), Some(v)) => k == key.as_str() && v == value,
+        _ => true,
     }
 }
 
@@ -788,10 +785,10 @@ impl DynamoCounters {
     /// An eventual increment with an idempotency key, which the log keeps itself (see
     /// [`Counters::keeps_keys`]): the entry's id is the request's (`done#<key>`), and the fold leaves a
     /// marker of that id, with the counter and value it counted, for the retention. One transaction puts
-    /// the entry (its `ClientRequestToken` makes the SDK's retries apply it once); if the id is taken, by
-    /// this request's entry or an older version's marker, the answer is a replay, or `422` for another
-    /// counter or value. Once logged, one consistent read of the marker: a request counted before (a retry
-    /// after its entry was folded) is a replay too, and the fold drops the entry it just logged.
+    /// the entry (its `ClientRequestToken` makes the SDK's retries apply it once). Then, unless the id
+    /// holds this request's entry (a replay), one consistent read of the marker: a request counted before
+    /// (a retry after its entry was folded) is a replay too, and the fold consumes the entry just logged
+    /// without counting it; another counter or value under the key is `422`.
     async fn log_keyed(
         &self,
         key: &CounterKey,
@@ -809,17 +806,31 @@ impl DynamoCounters {
             .send()
             .within_deadline()
             .await;
-        if let Err(e) = result {
-            if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
-                e.as_service_error()
-                && let Some(reason) = c.cancellation_reasons().first()
-                && reason.code() == Some("ConditionalCheckFailed")
-            {
-                return earlier(reason.item(), key, value);
+        // `None`: logged now. Else what holds the id: this request's entry, or an older version's marker
+        // (a replay), or the entry of another request under the key.
+        let found = match result {
+            Ok(_) => {
+                self.wake();
+                None
             }
-            return Err(store_error("TransactWriteItems", e));
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c))
+                    if c.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    let item = c.cancellation_reasons()[0].item().cloned();
+                    Some(item.ok_or_else(|| Error::unavailable("the counter log is busy; retry"))?)
+                }
+                _ => return Err(store_error("TransactWriteItems", e)),
+            },
+        };
+        if let Some(item) = &found
+            && same_request(item, key, value)
+        {
+            return Ok(Incremented::AcceptedBefore);
         }
-        self.wake();
+        // The request that counted under the key, if one was folded, says what the key is: its marker
+        // outranks an entry logged since (which the fold will consume without counting).
         let marker = self
             .client
             .get_item()
@@ -831,12 +842,15 @@ impl DynamoCounters {
             .await
             .map_err(|e| store_error("GetItem", e))?;
         let now = strata_core::time::epoch_seconds(SystemTime::now());
-        match marker
+        let marker = marker
             .item
-            .filter(|m| m.num_opt(TTL).is_some_and(|ttl| ttl >= now))
-        {
-            Some(marker) => earlier(Some(&marker), key, value),
-            None => Ok(Incremented::Accepted),
+            .filter(|m| m.num_opt(TTL).is_some_and(|ttl| ttl >= now));
+        match (marker, found) {
+            (Some(marker), _) if same_request(&marker, key, value) => {
+                Ok(Incremented::AcceptedBefore)
+            }
+            (None, None) => Ok(Incremented::Accepted),
+            _ => Err(strata_core::idempotency::mismatch()),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use strata_core::Settings;
-use strata_core::counters::{CounterKey, Counters, Mode};
+use strata_core::counters::{CounterKey, Counters, Incremented, Mode};
 use strata_dynamo::aggregator::Aggregator;
 use strata_tests::fault_proxy::{FaultConfig, FaultKind, FaultProxy};
 use strata_tests::server::Server;
@@ -121,15 +121,20 @@ async fn a_batch_delivered_twice_counts_once() {
     // the same batch again (Lambda retries, or delivers twice): nothing more is counted
     assert_eq!(s.aggregator.fold(entries).await.unwrap(), 0);
     assert_eq!(s.counters.get(&key).await.unwrap(), Some(115));
-    // and a late retry of the keyed request, after its entry was folded and deleted, is recognised
-    s.counters
-        .increment(&key, 100, Some("increment:k1"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = strata_counters::stream::entries(&s.reader.next_event().await);
-    assert!(later.is_empty(), "the retry appended nothing: {later:?}");
+    // and a late retry of the keyed request, after its entry was folded and deleted, is recognised: it
+    // is answered as a replay, and the entry it logged again is consumed by the fold, not counted
+    assert_eq!(
+        s.counters
+            .increment(&key, 100, Some("increment:k1"))
+            .await
+            .unwrap(),
+        Incremented::AcceptedBefore
+    );
+    let later = strata_counters::stream::entries(&delivered(&mut s.reader, 1).await);
+    assert_eq!(later.len(), 1, "{later:?}");
+    s.aggregator.fold(later).await.unwrap();
     assert_eq!(s.counters.get(&key).await.unwrap(), Some(115));
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,9 +581,13 @@ async fn requests_marked_or_logged_before_markers_moved_count_once_when_retried(
         .send()
         .await
         .unwrap();
-    for request in ["increment:counted", "increment:pending"] {
-        let answer = s.counters.increment(&key, 5, Some(request)).await.unwrap();
-        assert_eq!(answer, strata_core::counters::Incremented::Accepted);
+    // The counted one meets its old marker (a replay); the pending one is logged under its new id.
+    for (request, answer) in [
+        ("increment:counted", Incremented::AcceptedBefore),
+        ("increment:pending", Incremented::Accepted),
+    ] {
+        let got = s.counters.increment(&key, 5, Some(request)).await.unwrap();
+        assert_eq!(got, answer, "{request}");
     }
     // The pending request is in the log twice, under its old id and its new one; both are folded.
     assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 2);
@@ -596,12 +605,19 @@ async fn requests_marked_or_logged_before_markers_moved_count_once_when_retried(
         markers[0]["id"],
         AttributeValue::S("done#increment:pending".into())
     );
-    // Retried again, after everything was folded: nothing is logged, nothing counted.
+    // Retried again, after everything was folded: both are replays; the pending one's entry, logged
+    // again, is consumed by the next fold without being counted.
     for request in ["increment:counted", "increment:pending"] {
-        s.counters.increment(&key, 5, Some(request)).await.unwrap();
+        let got = s.counters.increment(&key, 5, Some(request)).await.unwrap();
+        assert_eq!(got, Incremented::AcceptedBefore, "{request}");
     }
-    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 1);
     assert_eq!(s.counters.get(&key).await.unwrap(), Some(5));
+    assert_eq!(
+        scanned(&s, &s.tables.counter_log).await.len(),
+        1,
+        "the old marker only"
+    );
 }
 
 /// The stream of the log: an old marker's record is not an increment; an entry is, whatever its id.
@@ -663,16 +679,18 @@ async fn a_keyed_eventual_increment_with_a_lost_answer_counts_once(kind: FaultKi
     eprintln!("{kind}: {answer:?}; {}", proxy.stats());
     assert_eq!(proxy.stats().faults_of(kind), 1, "the fault was injected");
     folder.await.unwrap();
-    // The client retries (whatever it was answered), later.
+    // The client retries (whatever it was answered), later: a replay, and the entry it logs again is
+    // consumed by the next fold without being counted.
     assert_eq!(
         through
             .increment(&key, 9, Some("increment:lost"))
             .await
             .unwrap(),
-        strata_core::counters::Incremented::Accepted
+        Incremented::AcceptedBefore
     );
-    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    s.aggregator.rescan(Duration::ZERO).await.unwrap();
     assert_eq!(s.counters.get(&key).await.unwrap(), Some(9));
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,13 +735,17 @@ async fn a_fold_with_a_lost_answer_counts_once(kind: FaultKind) {
     assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
     for entry in entries.iter().filter(|e| e.request().is_some()) {
         let key = CounterKey::parse(&entry.key).unwrap();
-        s.counters
+        let answer = s
+            .counters
             .increment(&key, entry.value, entry.request())
             .await
             .unwrap();
+        assert_eq!(answer, Incremented::AcceptedBefore);
     }
-    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 0);
+    // Their entries, logged again, are consumed without being counted.
+    assert_eq!(s.aggregator.rescan(Duration::ZERO).await.unwrap().folded, 4);
     assert_eq!(totals(&s, &keys).await, expected);
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -787,4 +809,77 @@ async fn an_export_carries_the_markers_of_both_tables_and_counts_each_request_on
         _ => None,
     });
     assert_eq!(total, Some(5), "{records:?}");
+}
+
+/// A keyed eventual increment through the HTTP layer, whose key the log keeps itself: no idempotency record
+/// is written; a retry is a replay (`idempotent-replayed: true`) and another counter or value under the key
+/// is `422`, both before the entry is folded and after; it counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_eventual_increment_is_replayed_or_refused_by_the_log_itself() {
+    use http::{Method, Request, StatusCode};
+    let s = eventual_dynamodb().await;
+    let settings = Settings {
+        counter_mode: Mode::Eventual,
+        ..Settings::default()
+    };
+    let stores = strata_dynamo::stores(s.client.clone(), s.tables.clone(), &settings);
+    let app = strata_tests::fixture::App::new(stores);
+    let send = |body: Value| {
+        let app = app.clone();
+        async move {
+            app.send(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/increment")
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", "k1")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let replayed = |r: &strata_tests::fixture::Reply| {
+        r.headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true")
+    };
+    let first = send(json!({"key": "kept", "value": 7})).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    assert!(!replayed(&first));
+    for folded in [false, true] {
+        if folded {
+            s.aggregator.rescan(Duration::ZERO).await.unwrap();
+        }
+        let again = send(json!({"key": "kept", "value": 7})).await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
+        assert_eq!(again.body, first.body);
+        assert!(replayed(&again), "folded: {folded}");
+        for other in [
+            json!({"key": "kept", "value": 8}),
+            json!({"key": "other", "value": 7}),
+        ] {
+            let refused = send(other).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "folded: {folded}"
+            );
+            assert_eq!(refused.code(), "idempotency_key_reused");
+        }
+        // The request again, after another one under its key was logged: still its replay.
+        let again = send(json!({"key": "kept", "value": 7})).await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
+        assert!(replayed(&again), "folded: {folded}");
+    }
+    s.aggregator.rescan(Duration::ZERO).await.unwrap();
+    let key = CounterKey::parse("kept").unwrap();
+    assert_eq!(s.counters.get(&key).await.unwrap(), Some(7), "counted once");
+    let other = CounterKey::parse("other").unwrap();
+    assert_eq!(s.counters.get(&other).await.unwrap(), None);
+    assert!(
+        scanned(&s, &s.tables.idempotency).await.is_empty(),
+        "the HTTP layer wrote no record"
+    );
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
 }

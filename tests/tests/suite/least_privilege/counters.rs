@@ -33,6 +33,40 @@ pub(super) async fn drive_counters(d: &Driver) {
     );
     let keyed = d.call("counters-increment", |e| key(e, "inc-1")).await;
     assert_status(&keyed, StatusCode::OK, "keyed strong increment");
+    // A counter an older version wrote (no time its tokens began): a keyed increment looks for the
+    // request's marker that version left in the log.
+    strata::dynamodb_local::local_client(strata_tests::dynamodb::endpoint())
+        .await
+        .put_item()
+        .table_name(&d.tables.counters)
+        .item(
+            "key",
+            aws_sdk_dynamodb::types::AttributeValue::S("older".into()),
+        )
+        .item(
+            "total",
+            aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+        )
+        .item(
+            "room",
+            aws_sdk_dynamodb::types::AttributeValue::N(
+                (strata_core::counters::MAX_TOTAL - 1).to_string(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    let older = d
+        .call("counters-increment", |e| {
+            increment(e, "older", 1);
+            key(e, "inc-older");
+        })
+        .await;
+    assert_status(
+        &older,
+        StatusCode::OK,
+        "keyed increment of an older counter",
+    );
     d.recorder
         .refuse_next("dynamodb:UpdateItem", "CounterTable", 1);
     let refused = d.call("counters-increment", |e| key(e, "inc-2")).await;
