@@ -50,7 +50,12 @@ pub const ROUTES: &[Route] = &[
                     table: "CounterMarkerTable",
                     actions: &["GetItem"],
                 },
-                IDEMPOTENCY,
+                // The records of keyed requests, and in eventual mode the look for one an earlier request
+                // left (see `strata_http::idempotency::serve_kept`).
+                Grant {
+                    table: IDEMPOTENCY.table,
+                    actions: &["PutItem", "UpdateItem", "DeleteItem", "GetItem"],
+                },
             ],
         ),
         openapi: openapi::increment,

@@ -93,6 +93,10 @@ pub trait Idempotency: Send + Sync {
     /// Claims the key for this request. Errors: [`mismatch`] (another request used the key),
     /// [`in_progress`] (the same request is running elsewhere).
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error>;
+    /// What a claim would find, without claiming: the answer to replay, or `None` when nothing holds the
+    /// key. The same errors as [`Idempotency::claim`]. For an operation whose store keeps the key itself,
+    /// to honour a record an earlier request wrote (see `strata_http::idempotency::serve_kept`).
+    async fn look(&self, key: &str, fingerprint: &str) -> Result<Option<Stored>, Error>;
     /// Stores the response of a claimed request, if `owner` still holds the claim (else nothing changes).
     /// `Ok(false)`: the claim had expired and another request holds the key; the answer is not kept.
     async fn complete(

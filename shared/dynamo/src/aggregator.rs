@@ -30,8 +30,8 @@
 
 use crate::attr::{Item, ItemExt, n, s};
 use crate::counters::{
-    AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, TOTAL, TTL, VALUE, marker_id, marker_ttl,
-    now_seconds, room_of,
+    AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, SINCE, TOTAL, TTL, VALUE, marker_id, marker_ttl,
+    n_negative, now_seconds, room_of, token_attr, token_held,
 };
 use crate::error::store_error;
 use crate::send::WithinDeadline;
@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::Error;
 use strata_core::counters::{MAX_TOTAL, fold as fold_values};
+use strata_core::retention::CLOCK_SKEW_MARGIN;
 use strata_core::time::now_millis;
 use tokio::sync::Notify;
 
@@ -327,11 +328,22 @@ impl Aggregator {
                 actions.push(TransactWriteItem::builder().put(marker).build());
             }
             let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-            for entry in &chunk {
+            // The tokens of the keyed requests each counter is to count (see `add`).
+            let mut tokens: BTreeMap<&str, Vec<(String, usize)>> = BTreeMap::new();
+            for (i, entry) in chunk.iter().enumerate() {
                 if !counted.contains(&entry.id) {
                     by_key.entry(&entry.key).or_default().push(entry.value);
+                    if let Some(request) = entry.request() {
+                        tokens
+                            .entry(&entry.key)
+                            .or_default()
+                            .push((token_attr(request), i));
+                    }
                 }
             }
+            let cutoff = now_millis().saturating_sub(
+                u64::try_from((self.retention + CLOCK_SKEW_MARGIN).as_millis()).unwrap_or(u64::MAX),
+            );
             // Action index of each counter's update, to read its cancellation reason.
             let mut updates: Vec<(usize, &str)> = Vec::new();
             for (key, values) in &by_key {
@@ -350,9 +362,10 @@ impl Aggregator {
                     );
                 }
                 updates.push((actions.len(), key));
+                let tokens = tokens.get(*key).map(Vec::as_slice).unwrap_or_default();
                 actions.push(
                     TransactWriteItem::builder()
-                        .update(self.add(key, sum, refused))
+                        .update(self.add(key, sum, refused, tokens, cutoff))
                         .build(),
                 );
             }
@@ -386,11 +399,27 @@ impl Aggregator {
                     counted.insert(chunk[*entry].id.clone());
                 }
             }
-            // Counters without room for their sum: go again deciding entry by entry.
+            // Counters that counted some of these requests in strong mode (their tokens are there): consume
+            // those entries without counting. Else, counters without room for their sum: go again
+            // deciding entry by entry.
             for (index, key) in &updates {
-                if failed(*index) {
-                    again = true;
-                    rooms.insert((*key).to_owned(), room_of(reasons[*index].item()));
+                if !failed(*index) {
+                    continue;
+                }
+                again = true;
+                let item = reasons[*index].item();
+                let held: Vec<usize> = tokens
+                    .get(*key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(token, _)| token_held(item, token, cutoff))
+                    .map(|(_, i)| *i)
+                    .collect();
+                if held.is_empty() {
+                    rooms.insert((*key).to_owned(), room_of(item));
+                }
+                for i in held {
+                    counted.insert(chunk[i].id.clone());
                 }
             }
             if gone.is_empty() && !again {
@@ -409,17 +438,45 @@ impl Aggregator {
         ))
     }
 
-    /// The update that adds `sum` to a counter under its room and counts `refused` increments.
-    fn add(&self, key: &str, sum: u64, refused: u64) -> Update {
-        let mut update = Update::builder()
+    /// The update that adds `sum` to a counter under its room and counts `refused` increments. With the
+    /// `tokens` of the keyed requests it counts: only if strong mode has not counted them (a request
+    /// counted by a strong-mode server and retried after a switch to eventual mode holds its token in the
+    /// counter, see [`crate::counters`]), and the counter notes when it last counted a keyed request here
+    /// (`k`), so that strong mode looks for these requests' markers for a retention.
+    fn add(
+        &self,
+        key: &str,
+        sum: u64,
+        refused: u64,
+        tokens: &[(String, usize)],
+        cutoff: u64,
+    ) -> Update {
+        let mut expression = if refused > 0 {
+            "ADD #total :sum, #refused :refused SET #room = if_not_exists(#room, :max) - :sum"
+        } else {
+            "ADD #total :sum SET #room = if_not_exists(#room, :max) - :sum"
+        }
+        .to_owned();
+        let mut condition = "(attribute_not_exists(#room) OR #room >= :sum)".to_owned();
+        let mut update = Update::builder();
+        if !tokens.is_empty() {
+            expression.push_str(", #since = :since");
+            update = update
+                .expression_attribute_names("#since", SINCE)
+                .expression_attribute_values(":since", n_negative(now_millis()))
+                .expression_attribute_values(":cutoff", n(cutoff));
+            for (i, (token, _)) in tokens.iter().enumerate() {
+                condition.push_str(&format!(
+                    " AND (attribute_not_exists(#t{i}) OR #t{i} < :cutoff)"
+                ));
+                update = update.expression_attribute_names(format!("#t{i}"), token);
+            }
+        }
+        let mut update = update
             .table_name(&self.table)
             .key(KEY, s(key))
-            .update_expression(if refused > 0 {
-                "ADD #total :sum, #refused :refused SET #room = if_not_exists(#room, :max) - :sum"
-            } else {
-                "ADD #total :sum SET #room = if_not_exists(#room, :max) - :sum"
-            })
-            .condition_expression("attribute_not_exists(#room) OR #room >= :sum")
+            .update_expression(expression)
+            .condition_expression(condition)
             .expression_attribute_names("#total", TOTAL)
             .expression_attribute_names("#room", ROOM)
             .expression_attribute_values(":sum", n(sum))

@@ -15,16 +15,20 @@
 //! removal then rides on this process's next write of the counter, or goes alone after
 //! [`REMOVAL_DELAY`] (on Lambda, whose instance may be frozen or reaped, at once). The token of a request
 //! that died is removed by a later write that sees it past the retention. Keyed increments of an older
-//! version left a marker (`done#<key>`) in the log table instead: a counter that predates tokens checks it
-//! for one retention (see [`SINCE`]).
+//! version left a marker (`done#<key>`) in the log table instead, and eventual mode leaves one in the
+//! marker table: a counter that predates tokens, or that the eventual fold counted a keyed request into
+//! less than a retention ago, checks both (see [`SINCE`]).
 //!
 //! Eventual: one `TransactWriteItems` per increment that writes the log entry only (`done#<key>` or
-//! `u#<random>`, only if absent; with a key, plus a check in `CounterMarkerTable` that the request was not
-//! folded already): the counter's own item is neither read nor written, so a hot counter is not held to one
-//! item's write rate. A keyed entry's id is the id its request's marker had in the log table before markers
-//! moved to their own table (entries logged before that are `r#<key>`): a marker still there, or one strong
-//! mode wrote, fails the entry's `attribute_not_exists` as an entry logged already does, so it is honoured
-//! without another action (see [`crate::aggregator`]).
+//! `u#<random>`, only if absent): the counter's own item is neither read nor written, so a hot counter is
+//! not held to one item's write rate. With a key the log keeps the key itself ([`Counters::keeps_keys`]):
+//! the entry, then the fold's marker, which holds the counter and value it counted, are the key's record,
+//! and the HTTP layer writes none (it only looks for one an earlier request wrote, e.g. in strong mode).
+//! A keyed entry's id is the id its request's marker had in the log table before markers moved to their
+//! own table (entries logged before that are `r#<key>`): a marker still there fails the entry's
+//! `attribute_not_exists` as an entry logged already does, so it is honoured without another action. A
+//! request logged again after its fold, or counted by strong mode first (its token is in the counter), is
+//! consumed by the fold without being counted (see [`crate::aggregator`]).
 //! The log's partition key is the entry id, a request key or a random id, so one counter's entries spread
 //! over all of the log table's partitions. A transaction even for one put, because its
 //! `ClientRequestToken` makes the SDK's retries apply it once: a plain put retried after its entry was
@@ -399,8 +403,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `-ms` as a number attribute (see [`SINCE`]).
-fn negative(ms: u64) -> AttributeValue {
+pub(crate) fn n_negative(ms: u64) -> AttributeValue {
     AttributeValue::N(format!("-{ms}"))
+}
+
+/// Whether a counter's item holds the token `attr` of a request counted within the retention (written at
+/// or after `cutoff`, ms).
+pub(crate) fn token_held(item: Option<&Item>, attr: &str, cutoff: u64) -> bool {
+    item.and_then(|i| i.get(attr))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|at| at.parse::<u64>().ok())
+        .is_some_and(|at| at >= cutoff)
 }
 
 /// When the counter's tokens began (ms), if its [`SINCE`] says.
@@ -515,7 +528,7 @@ impl DynamoCounters {
             let mut values = history::values(&token);
             values.insert(":v".to_owned(), n(value));
             values.insert(":max".to_owned(), n(MAX_TOTAL));
-            values.insert(":created".to_owned(), negative(1));
+            values.insert(":created".to_owned(), n_negative(1));
             values.extend(c.values);
             let condition = format!(
                 "(attribute_not_exists(#room) OR #room >= :v){}",
@@ -626,12 +639,12 @@ impl DynamoCounters {
                 (":max".to_owned(), n(MAX_TOTAL)),
                 (":now".to_owned(), n(written)),
                 (":cutoff".to_owned(), n(cutoff)),
-                (":since".to_owned(), negative(predates.unwrap_or(1))),
+                (":since".to_owned(), n_negative(predates.unwrap_or(1))),
             ]);
             if predates.is_none() {
                 names.insert("#key".to_owned(), KEY.to_owned());
                 values.insert(":zero".to_owned(), n(0));
-                values.insert(":sincecut".to_owned(), negative(since_cutoff));
+                values.insert(":sincecut".to_owned(), n_negative(since_cutoff));
             }
             names.extend(c.names);
             values.extend(c.values);
@@ -708,22 +721,30 @@ impl DynamoCounters {
         }
     }
 
-    /// Whether the request's marker (`done#<key>`) is in the log table and within its retention.
+    /// Whether the request was counted or logged under its marker id (`done#<key>`) within its retention:
+    /// its entry or an older version's marker in the log table, or the eventual fold's marker in the
+    /// marker table (a request logged or counted before a switch from eventual mode).
     async fn old_marker_holds(&self, request: &str) -> Result<bool, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.log_table)
-            .key(ID, s(&marker_id(request)))
-            .consistent_read(true)
-            .send()
-            .within_deadline()
-            .await
-            .map_err(|e| store_error("GetItem", e))?;
         let now = strata_core::time::epoch_seconds(SystemTime::now());
-        Ok(out
-            .item
-            .is_some_and(|m| m.num_opt(TTL).is_none_or(|ttl| ttl >= now)))
+        for table in [&self.log_table, &self.marker_table] {
+            let out = self
+                .client
+                .get_item()
+                .table_name(table)
+                .key(ID, s(&marker_id(request)))
+                .consistent_read(true)
+                .send()
+                .within_deadline()
+                .await
+                .map_err(|e| store_error("GetItem", e))?;
+            if out
+                .item
+                .is_some_and(|m| m.num_opt(TTL).is_none_or(|ttl| ttl >= now))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Notes the token a keyed request wrote or found, for [`Counters::settled`].

@@ -11,7 +11,7 @@
 //! records; an in-progress claim holds [`IN_PROGRESS_TTL`], which already outlasts any request by far more
 //! than any skew.
 
-use crate::attr::{ItemExt, TTL, n, s};
+use crate::attr::{Item, ItemExt, TTL, n, s};
 use crate::error::{is_condition_failed, store_error};
 use crate::send::WithinDeadline;
 use async_trait::async_trait;
@@ -63,8 +63,53 @@ impl DynamoIdempotency {
     }
 }
 
+/// A live record of another request: its answer to replay, `422` for another request under the key, `409`
+/// while it runs.
+fn found(record: &Item, fingerprint: &str) -> Result<Stored, Error> {
+    if record.text_opt(FINGERPRINT) != Some(fingerprint) {
+        return Err(mismatch());
+    }
+    if record.text_opt(STATE) != Some(COMPLETED) {
+        return Err(in_progress());
+    }
+    let status = record.num_opt(STATUS).and_then(|v| u16::try_from(v).ok());
+    match (status, record.text_opt(BODY)) {
+        (Some(status), Some(body)) => Ok(Stored {
+            status,
+            body: body.to_owned(),
+            content_type: record.text_opt(CONTENT_TYPE).map(str::to_owned),
+        }),
+        _ => Err(Error::internal(
+            "completed idempotency record without a response",
+        )),
+    }
+}
+
 #[async_trait]
 impl Idempotency for DynamoIdempotency {
+    async fn look(&self, key: &str, fingerprint: &str) -> Result<Option<Stored>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(ID, s(key))
+            .consistent_read(true)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        match out.item {
+            Some(item)
+                if item
+                    .num_opt(UNTIL)
+                    .is_some_and(|until| until >= now_millis()) =>
+            {
+                found(&item, fingerprint).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
         let now = now_millis();
         let until = now + IN_PROGRESS_TTL.as_millis() as u64;
@@ -104,23 +149,7 @@ impl Idempotency for DynamoIdempotency {
         if old.text_opt(STATE) == Some(IN_PROGRESS) && old.text_opt(OWNER) == Some(owner.as_str()) {
             return Ok(Claim::Proceed(owner));
         }
-        if old.text_opt(FINGERPRINT) != Some(fingerprint) {
-            return Err(mismatch());
-        }
-        if old.text_opt(STATE) != Some(COMPLETED) {
-            return Err(in_progress());
-        }
-        let status = old.num_opt(STATUS).and_then(|v| u16::try_from(v).ok());
-        match (status, old.text_opt(BODY)) {
-            (Some(status), Some(body)) => Ok(Claim::Replay(Stored {
-                status,
-                body: body.to_owned(),
-                content_type: old.text_opt(CONTENT_TYPE).map(str::to_owned),
-            })),
-            _ => Err(Error::internal(
-                "completed idempotency record without a response",
-            )),
-        }
+        found(&old, fingerprint).map(Claim::Replay)
     }
 
     async fn complete(

@@ -165,6 +165,33 @@ impl EmbeddedIdempotency {
 
 #[async_trait]
 impl Idempotency for EmbeddedIdempotency {
+    async fn look(&self, key: &str, fingerprint: &str) -> Result<Option<Stored>, Error> {
+        let running = self
+            .running
+            .lock()
+            .expect("no panics while holding the lock");
+        if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
+            let record = Record::decode(&bytes)?;
+            if record.expires_ms > now_millis() {
+                return if record.fingerprint == fingerprint {
+                    Ok(Some(record.stored))
+                } else {
+                    Err(mismatch())
+                };
+            }
+        }
+        match running.claims.get(key) {
+            Some(claim) if claim.until > Instant::now() => {
+                Err(if claim.fingerprint == fingerprint {
+                    in_progress()
+                } else {
+                    mismatch()
+                })
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
         // Decided under the lock: `complete` makes the record durable and visible before it drops the
         // running claim (also under the lock), so a claim sees either the running claim or the record, never

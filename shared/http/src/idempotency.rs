@@ -176,6 +176,13 @@ where
     let mut req = req;
     match scoped_key(&req, scope) {
         Ok(Some(key)) => {
+            // A record an earlier request wrote under the key (the operation ran before the store kept
+            // its keys, e.g. under another counter mode) still answers.
+            match stores.idempotency.look(&key, &fingerprint(&req)).await {
+                Ok(Some(stored)) => return replay(stored),
+                Ok(None) => {}
+                Err(e) => return error(&e),
+            }
             req.extensions_mut().insert(ScopedKey(key));
         }
         Ok(None) => {}

@@ -883,3 +883,98 @@ async fn a_keyed_eventual_increment_is_replayed_or_refused_by_the_log_itself() {
     );
     assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
 }
+
+/// A keyed increment retried after the deployment switched counter modes (a restart with the other
+/// `--counter-mode` on the same tables) counts once, whichever mode counted or logged it first: a strong
+/// answer's record answers in eventual mode; a strong request that died holds its token, which the fold
+/// honours; a request logged or folded in eventual mode is found by strong mode (its entry or its marker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_increment_counts_once_across_a_switch_of_counter_mode() {
+    use http::{Method, Request, StatusCode};
+    let s = eventual_dynamodb().await;
+    let on = |mode: Mode| {
+        let settings = Settings {
+            counter_mode: mode,
+            ..Settings::default()
+        };
+        strata_dynamo::stores(s.client.clone(), s.tables.clone(), &settings)
+    };
+    let (strong, eventual) = (on(Mode::Strong), on(Mode::Eventual));
+    let total = |key: &str| {
+        let counters = s.counters.clone();
+        let key = CounterKey::parse(key).unwrap();
+        async move { counters.get(&key).await.unwrap() }
+    };
+    let post = |stores: &strata_core::Stores, body: Value| {
+        let app = strata_tests::fixture::App::new(stores.clone());
+        async move {
+            app.send(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/increment")
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", "switched")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+
+    // Counted in strong mode and recorded; retried in eventual mode: the record answers.
+    let first = post(&strong, json!({"key": "a", "value": 5})).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    strong.counters.idle().await;
+    let again = post(&eventual, json!({"key": "a", "value": 5})).await;
+    assert_eq!((again.status, &again.body), (StatusCode::OK, &first.body));
+    assert_eq!(
+        again.headers.get("idempotent-replayed").unwrap(),
+        "true",
+        "a replay"
+    );
+
+    // Counted in strong mode by a request that died before its answer was recorded; retried in eventual
+    // mode: logged, and the fold finds the request's token in the counter.
+    let b = CounterKey::parse("b").unwrap();
+    strong
+        .counters
+        .increment(&b, 3, Some("increment:died"))
+        .await
+        .unwrap();
+    eventual
+        .counters
+        .increment(&b, 3, Some("increment:died"))
+        .await
+        .unwrap();
+
+    // Logged in eventual mode: retried in strong mode before the fold, and after it.
+    let c = CounterKey::parse("c").unwrap();
+    let d = CounterKey::parse("d").unwrap();
+    for key in [&c, &d] {
+        eventual
+            .counters
+            .increment(key, 4, Some(&format!("increment:{}", key.as_str())))
+            .await
+            .unwrap();
+    }
+    s.aggregator.rescan(Duration::ZERO).await.unwrap();
+    eventual
+        .counters
+        .increment(&d, 4, Some("increment:d2"))
+        .await
+        .unwrap();
+    for (key, request) in [(&c, "increment:c"), (&d, "increment:d2")] {
+        strong
+            .counters
+            .increment(key, 4, Some(request))
+            .await
+            .unwrap();
+    }
+    s.aggregator.rescan(Duration::ZERO).await.unwrap();
+
+    assert_eq!(total("a").await, Some(5));
+    assert_eq!(total("b").await, Some(3));
+    assert_eq!(total("c").await, Some(4));
+    assert_eq!(total("d").await, Some(8));
+    assert!(scanned(&s, &s.tables.counter_log).await.is_empty());
+}
