@@ -150,26 +150,14 @@ impl Record {
 }
 
 impl EmbeddedIdempotency {
-    /// Completed responses are kept for `retention`.
-    pub fn new(store: Store, retention: Duration) -> Self {
-        Self {
-            store,
-            retention,
-            running: Mutex::new(Running {
-                claims: HashMap::new(),
-                next_trim: Instant::now(),
-            }),
-        }
-    }
-}
-
-#[async_trait]
-impl Idempotency for EmbeddedIdempotency {
-    async fn look(&self, key: &str, fingerprint: &str) -> Result<Option<Stored>, Error> {
-        let running = self
-            .running
-            .lock()
-            .expect("no panics while holding the lock");
+    /// What holds `key` (call under the `running` lock): a live record's answer to replay, `422` for
+    /// another request under the key, `409` while its claim runs; `None` when nothing does.
+    fn held(
+        &self,
+        running: &Running,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Stored>, Error> {
         if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
             let record = Record::decode(&bytes)?;
             if record.expires_ms > now_millis() {
@@ -192,6 +180,29 @@ impl Idempotency for EmbeddedIdempotency {
         }
     }
 
+    /// Completed responses are kept for `retention`.
+    pub fn new(store: Store, retention: Duration) -> Self {
+        Self {
+            store,
+            retention,
+            running: Mutex::new(Running {
+                claims: HashMap::new(),
+                next_trim: Instant::now(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Idempotency for EmbeddedIdempotency {
+    async fn look(&self, key: &str, fingerprint: &str) -> Result<Option<Stored>, Error> {
+        let running = self
+            .running
+            .lock()
+            .expect("no panics while holding the lock");
+        self.held(&running, key, fingerprint)
+    }
+
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, Error> {
         // Decided under the lock: `complete` makes the record durable and visible before it drops the
         // running claim (also under the lock), so a claim sees either the running claim or the record, never
@@ -200,25 +211,14 @@ impl Idempotency for EmbeddedIdempotency {
             .running
             .lock()
             .expect("no panics while holding the lock");
-        if let Some(bytes) = self.store.read(Space::Idempotency, key.as_bytes())? {
-            let record = Record::decode(&bytes)?;
-            if record.expires_ms > now_millis() {
-                return if record.fingerprint == fingerprint {
-                    Ok(Claim::Replay(record.stored))
-                } else {
-                    Err(mismatch())
-                };
-            }
+        if let Some(stored) = self.held(&running, key, fingerprint)? {
+            return Ok(Claim::Replay(stored));
         }
-        let now = Instant::now();
-        match running.claims.get(key) {
-            Some(claim) if claim.until > now => Err(if claim.fingerprint == fingerprint {
-                in_progress()
-            } else {
-                mismatch()
-            }),
-            _ => Ok(Claim::Proceed(running.insert(key, fingerprint, now))),
-        }
+        Ok(Claim::Proceed(running.insert(
+            key,
+            fingerprint,
+            Instant::now(),
+        )))
     }
 
     async fn complete(
@@ -281,6 +281,41 @@ mod tests {
             body: body.into(),
             content_type: None,
         }
+    }
+
+    /// A look finds what a claim would, and claims nothing.
+    #[tokio::test]
+    async fn a_look_finds_what_a_claim_would_and_claims_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let idempotency =
+            EmbeddedIdempotency::new(Store::open(dir.path()).unwrap(), Duration::from_secs(3600));
+        let code = |r: Result<Option<Stored>, Error>| r.unwrap_err().code.clone();
+        assert_eq!(idempotency.look("op:k", "fp").await.unwrap(), None);
+        let Claim::Proceed(owner) = idempotency.claim("op:k", "fp").await.unwrap() else {
+            panic!("a look claims nothing: the key is new")
+        };
+        assert_eq!(
+            code(idempotency.look("op:k", "fp").await),
+            "request_in_progress"
+        );
+        assert_eq!(
+            code(idempotency.look("op:k", "other").await),
+            "idempotency_key_reused"
+        );
+        assert!(
+            idempotency
+                .complete("op:k", &owner, "fp", &stored("answer"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            idempotency.look("op:k", "fp").await.unwrap(),
+            Some(stored("answer"))
+        );
+        assert_eq!(
+            code(idempotency.look("op:k", "other").await),
+            "idempotency_key_reused"
+        );
     }
 
     /// A request that outlived its claim, whose key another request then claimed, neither releases nor
