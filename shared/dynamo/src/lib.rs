@@ -17,7 +17,9 @@
 //!   issue's wait for the HTTP layer's word in `ledger::settle`, the finishing of numbers whose request
 //!   died in `ledger::recovery`, the items' keys and decoding in `ledger::item`.
 //! - [`connections`]: WebSocket sessions' open transactions, with a TTL.
-//! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters.
+//! - [`counters`]: strong (`ADD` under a room guard) and eventual (log append only) counters; a keyed
+//!   strong increment's token in the counter, and its removal once the answer is recorded, in
+//!   `counters::tokens`; a keyed eventual increment's key kept by the log entry and the fold's marker.
 //! - [`aggregator`]: folds the counter log into the totals exactly once: batches its stream delivers, a
 //!   re-scan of the log (scheduled on AWS; in `strata serve --store dynamodb` in eventual mode, when it
 //!   logged an entry and otherwise every 5 s); the markers of folded requests go to a table of their own.
