@@ -31,7 +31,7 @@
 use crate::attr::{Item, ItemExt, n, s};
 use crate::counters::{
     AT, ID, KEY, MARKER_ABSENT, REFUSED, ROOM, SINCE, TOTAL, TTL, VALUE, marker_id, marker_ttl,
-    n_negative, now_seconds, room_of, token_attr, token_held,
+    n_negative, now_seconds, room_of, token_attr, token_cutoff, token_held,
 };
 use crate::error::store_error;
 use crate::send::WithinDeadline;
@@ -46,7 +46,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::Error;
 use strata_core::counters::{MAX_TOTAL, fold as fold_values};
-use strata_core::retention::CLOCK_SKEW_MARGIN;
 use strata_core::time::now_millis;
 use tokio::sync::Notify;
 
@@ -341,9 +340,7 @@ impl Aggregator {
                     }
                 }
             }
-            let cutoff = now_millis().saturating_sub(
-                u64::try_from((self.retention + CLOCK_SKEW_MARGIN).as_millis()).unwrap_or(u64::MAX),
-            );
+            let cutoff = token_cutoff(self.retention);
             // Action index of each counter's update, to read its cancellation reason.
             let mut updates: Vec<(usize, &str)> = Vec::new();
             for (key, values) in &by_key {

@@ -155,6 +155,12 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Tokens written before this (ms, now) are past `retention` and the clock-skew margin: their keys are
+/// free, whoever looks (a keyed write, the eventual fold).
+pub(crate) fn token_cutoff(retention: Duration) -> u64 {
+    now_millis().saturating_sub(millis(retention + CLOCK_SKEW_MARGIN))
+}
+
 /// `-ms` as a number attribute (see [`SINCE`]).
 pub(crate) fn n_negative(ms: u64) -> AttributeValue {
     AttributeValue::N(format!("-{ms}"))
@@ -224,7 +230,7 @@ impl DynamoCounters {
 
     /// Tokens written before this (ms) are past the retention and the clock-skew margin: their keys are free.
     fn token_cutoff(&self) -> u64 {
-        now_millis().saturating_sub(millis(self.retention + CLOCK_SKEW_MARGIN))
+        token_cutoff(self.retention)
     }
 
     /// Waits until no removal is queued or being sent (see [`Counters::idle`]).
@@ -460,26 +466,32 @@ impl DynamoCounters {
     /// its entry or an older version's marker in the log table, or the eventual fold's marker in the
     /// marker table (a request logged or counted before a switch from eventual mode).
     async fn old_marker_holds(&self, request: &str) -> Result<bool, Error> {
-        let now = strata_core::time::epoch_seconds(SystemTime::now());
+        let id = marker_id(request);
         for table in [&self.log_table, &self.marker_table] {
-            let out = self
-                .client
-                .get_item()
-                .table_name(table)
-                .key(ID, s(&marker_id(request)))
-                .consistent_read(true)
-                .send()
-                .within_deadline()
-                .await
-                .map_err(|e| store_error("GetItem", e))?;
-            if out
-                .item
-                .is_some_and(|m| m.num_opt(TTL).is_none_or(|ttl| ttl >= now))
-            {
+            if self.live(table, &id).await?.is_some() {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// The item `id` of the log or marker table, read consistently, unless it is a marker past its `ttl`
+    /// (its key is free again; DynamoDB deletes it lazily). Entries have no `ttl`.
+    async fn live(&self, table: &str, id: &str) -> Result<Option<Item>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(ID, s(id))
+            .consistent_read(true)
+            .send()
+            .within_deadline()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        let now = strata_core::time::epoch_seconds(SystemTime::now());
+        Ok(out
+            .item
+            .filter(|m| m.num_opt(TTL).is_none_or(|ttl| ttl >= now)))
     }
 
     /// Notes the token a keyed request wrote or found, for [`Counters::settled`].
@@ -587,20 +599,7 @@ impl DynamoCounters {
         }
         // The request that counted under the key, if one was folded, says what the key is: its marker
         // outranks an entry logged since (which the fold will consume without counting).
-        let marker = self
-            .client
-            .get_item()
-            .table_name(&self.marker_table)
-            .key(ID, s(&id))
-            .consistent_read(true)
-            .send()
-            .within_deadline()
-            .await
-            .map_err(|e| store_error("GetItem", e))?;
-        let now = strata_core::time::epoch_seconds(SystemTime::now());
-        let marker = marker
-            .item
-            .filter(|m| m.num_opt(TTL).is_some_and(|ttl| ttl >= now));
+        let marker = self.live(&self.marker_table, &id).await?;
         match (marker, found) {
             (Some(marker), _) if same_request(&marker, key, value) => {
                 Ok(Incremented::AcceptedBefore)
