@@ -7,12 +7,12 @@
 //! - `hyper`: strata's HTTP listener (hyper, the connection cap and timeouts) and a service that answers
 //!   every request with the `/health` body. What the kernel and hyper cost.
 //! - `axum`: the same listener and an axum router with the one route: what routing adds.
-//! - `observed`: that router inside strata's request ids, request span and logging
+//! - `observed`: that router inside strata's request ids and request logging
 //!   ([`strata::server::observed`]), with the log subscriber `strata serve` installs
 //!   ([`strata::cli::init_logging`]).
 //!
-//! `strata serve`'s `/health` adds the rest: the lambda_http request the handler takes, the deadline, the
-//! handler, the metrics.
+//! `strata serve`'s `/health` adds the rest: the checks in front of the router, the lambda_http request the
+//! handler takes, the deadline, the handler, the metrics.
 //!
 //! ```sh
 //! cargo run --release -p strata --example http_floor -- hyper 127.0.0.1:3001

@@ -17,11 +17,9 @@
 //! `415 unsupported_media_type`, before anything else runs. Requests without these headers (every
 //! program that is not a browser) pass unchanged.
 
+use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderMap, Method};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use strata_core::error::quote;
 use strata_core::{Error, Kind};
 
@@ -157,36 +155,12 @@ pub fn unsupported_media_type(headers: &HeaderMap) -> Error {
     )
 }
 
-/// The operations that read a JSON body: those whose OpenAPI operation declares an `application/json`
-/// request body.
-#[derive(Debug, Default)]
-pub struct JsonOperations(HashMap<String, Vec<Method>>);
-
-impl JsonOperations {
-    /// Whether the operation at this route (axum path) and method reads JSON.
-    pub fn contains(&self, path: &str, method: &Method) -> bool {
-        self.0
-            .get(path)
-            .is_some_and(|methods| methods.contains(method))
-    }
-}
-
-pub fn json_operations() -> Arc<JsonOperations> {
-    let mut operations: HashMap<String, Vec<Method>> = HashMap::new();
-    for route in crate::routes::all() {
-        let reads_json = (route.openapi)()
-            .request_body
-            .is_some_and(|body| body.content.contains_key("application/json"));
-        if reads_json {
-            operations
-                .entry(crate::server::axum_path(route.path))
-                .or_default()
-                .push(
-                    Method::from_bytes(route.method.as_bytes()).expect("route methods are valid"),
-                );
-        }
-    }
-    Arc::new(JsonOperations(operations))
+/// Whether an operation reads a JSON body: its OpenAPI operation declares an `application/json` request
+/// body.
+pub fn reads_json(route: &strata_http::route::Route) -> bool {
+    (route.openapi)()
+        .request_body
+        .is_some_and(|body| body.content.contains_key("application/json"))
 }
 
 #[cfg(test)]
@@ -296,10 +270,16 @@ mod tests {
 
     #[test]
     fn every_body_reading_operation_but_the_line_protocol_reads_json() {
-        let operations = json_operations();
-        assert!(operations.contains("/certificates", &Method::POST));
-        assert!(operations.contains("/kv/keys/{*key}", &Method::PUT));
-        assert!(!operations.contains("/kv/commands", &Method::POST));
-        assert!(!operations.contains("/kv/keys/{*key}", &Method::GET));
+        let reads = |method: &str, path: &str| {
+            let route = crate::routes::all()
+                .into_iter()
+                .find(|r| r.method == method && r.path == path)
+                .unwrap();
+            reads_json(&route)
+        };
+        assert!(reads("POST", "/certificates"));
+        assert!(reads("PUT", "/kv/keys/{key+}"));
+        assert!(!reads("POST", "/kv/commands"));
+        assert!(!reads("GET", "/kv/keys/{key+}"));
     }
 }

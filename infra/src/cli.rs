@@ -302,6 +302,7 @@ pub enum StoreKind {
 /// Installs the log subscriber: `format` on stdout, `RUST_LOG` if set, else `default` (a level); the
 /// embedded store's libraries at `warn` at most unless the filter names them.
 pub fn init_logging(format: LogFormat, default: &str) {
+    use crate::server::observe::WithRequest;
     let filter = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
         .ok()
         .and_then(|spec| tracing_subscriber::EnvFilter::try_new(quiet_store(&spec)).ok())
@@ -312,10 +313,12 @@ pub fn init_logging(format: LogFormat, default: &str) {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_env_filter(filter)
+            .event_format(WithRequest::text(tracing_subscriber::fmt::format()))
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .event_format(WithRequest::json(tracing_subscriber::fmt::format().json()))
             .init(),
     }
 }

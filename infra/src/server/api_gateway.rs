@@ -1,71 +1,14 @@
 //! What API Gateway does that the local server does too: the request as the Lambda gets it (decoded
-//! path parameters, query parameters, the whole body within the read timeout), and the refusals it
-//! gives before any function runs (`HEAD`, a body that is not JSON where JSON is read).
+//! path parameters, query parameters, the whole body within the read timeout). Its refusals before any
+//! function runs are in front of the router ([`super::front`]).
 
-use super::metrics::{count_refusal, operation_of, operations};
-use super::router::to_axum;
 use axum::extract::RawPathParams;
-use http::Method;
 use lambda_http::RequestExt;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use std::collections::HashMap;
-use std::sync::Arc;
 use strata_core::{Error, Kind};
 use strata_http::MAX_BODY_BYTES;
 use strata_http::request::body_too_large;
-use strata_http::response::error;
-
-/// Inside the token check, what API Gateway does before a function runs: no `HEAD` (a `GET` route does
-/// not take it: `404 route_not_found`, where axum would run the `GET` handler), and, where it matters
-/// on a local server that a browser reaches, only JSON on operations that read JSON (`415`; a page can
-/// send `text/plain` or a form to another site without asking it first, but not JSON). Apply it after
-/// every route is added.
-pub fn as_on_aws(router: axum::Router) -> axum::Router {
-    let json = crate::browser::json_operations();
-    let operations = Arc::new(operations());
-    router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let started = std::time::Instant::now();
-            let (json, operations) = (json.clone(), operations.clone());
-            async move {
-                match only_json_no_head(&json, &req) {
-                    Some(refused) => {
-                        count_refusal(operation_of(&operations, &req), started, &refused);
-                        refused
-                    }
-                    None => next.run(req).await,
-                }
-            }
-        },
-    ))
-}
-
-/// The answer API Gateway would give before any function runs, if any.
-fn only_json_no_head(
-    json: &crate::browser::JsonOperations,
-    req: &axum::extract::Request,
-) -> Option<axum::response::Response> {
-    let headers = req.headers();
-    if req.method() == Method::HEAD {
-        return Some(to_axum(error(&strata_api::system::route_not_found(
-            req.method(),
-            req.uri().path(),
-        ))));
-    }
-    let reads_json = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .is_some_and(|path| json.contains(path.as_str(), req.method()));
-    if reads_json
-        && !axum::body::HttpBody::is_end_stream(req.body())
-        && !crate::browser::is_json(headers)
-    {
-        return Some(to_axum(error(&crate::browser::unsupported_media_type(
-            headers,
-        ))));
-    }
-    None
-}
 
 /// The request as API Gateway (HTTP API, payload 2.0) would hand it to the Lambda: decoded path
 /// parameters, query parameters, the whole body.

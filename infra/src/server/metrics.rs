@@ -5,39 +5,67 @@ use super::router::axum_path;
 use http::Method;
 use std::collections::HashMap;
 
-/// Route template (axum syntax) and method → operation, for the answers no handler gave.
-pub(super) type Operations = HashMap<String, Vec<(Method, &'static str)>>;
+/// Which operation a request is for, by its method and path, for the answers no handler gave: the routes of
+/// [`crate::routes::all`] matched as axum matches them (so it works outside the router too).
+pub(super) struct Operations(matchit::Router<Vec<Operation>>);
 
-pub(super) fn operations() -> Operations {
-    let mut operations = Operations::new();
-    for route in crate::routes::all() {
-        let method = Method::from_bytes(route.method.as_bytes()).expect("route methods are valid");
-        operations
-            .entry(axum_path(route.path))
-            .or_default()
-            .push((method, route.function));
-    }
-    operations
+/// One route's method, its operation, and whether it reads a JSON body.
+struct Operation {
+    method: Method,
+    function: &'static str,
+    reads_json: bool,
 }
 
-/// The operation a request is for, as the metrics count it: its route's, or the fallback's (no route
-/// matched, or the route does not take the method); `None` for a `GET` of the local extras, which are not
-/// operations (their answers are never counted).
-pub(super) fn operation_of(
-    operations: &Operations,
-    req: &axum::extract::Request,
-) -> Option<&'static str> {
-    let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() else {
-        return Some(crate::routes::FALLBACK.function);
-    };
-    let route = route.as_str();
-    match operations
-        .get(route)
-        .and_then(|methods| methods.iter().find(|(m, _)| m == req.method()))
-    {
-        Some((_, operation)) => Some(*operation),
-        None if req.method() == Method::GET && LOCAL_EXTRAS.contains(&route) => None,
-        None => Some(crate::routes::FALLBACK.function),
+impl Operations {
+    pub(super) fn new() -> Self {
+        let mut by_path: HashMap<String, Vec<Operation>> = HashMap::new();
+        for route in crate::routes::all() {
+            let method =
+                Method::from_bytes(route.method.as_bytes()).expect("route methods are valid");
+            by_path
+                .entry(axum_path(route.path))
+                .or_default()
+                .push(Operation {
+                    method,
+                    function: route.function,
+                    reads_json: crate::browser::reads_json(&route),
+                });
+        }
+        let mut router = matchit::Router::new();
+        for (path, methods) in by_path {
+            router
+                .insert(path, methods)
+                .expect("the routes are a valid, unambiguous table");
+        }
+        Self(router)
+    }
+
+    /// The operation a request is for, as the metrics count it: its route's, or the fallback's (no route
+    /// matched, or the route does not take the method); `None` for a `GET` of the local extras, which are
+    /// not operations (their answers are never counted).
+    pub(super) fn of<B>(&self, req: &http::Request<B>) -> Option<&'static str> {
+        let (method, path) = (req.method(), req.uri().path());
+        match self.find(req) {
+            Some(operation) => Some(operation.function),
+            None if method == Method::GET && LOCAL_EXTRAS.contains(&path) => None,
+            None => Some(crate::routes::FALLBACK.function),
+        }
+    }
+
+    /// Whether the operation a request is for reads a JSON body.
+    pub(super) fn reads_json<B>(&self, req: &http::Request<B>) -> bool {
+        self.find(req).is_some_and(|operation| operation.reads_json)
+    }
+
+    fn find<B>(&self, req: &http::Request<B>) -> Option<&Operation> {
+        let found = self.0.at(req.uri().path()).ok()?;
+        found.value.iter().find(|o| o.method == req.method())
+    }
+}
+
+impl std::fmt::Debug for Operations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operations").finish_non_exhaustive()
     }
 }
 

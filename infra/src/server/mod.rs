@@ -2,31 +2,28 @@
 //!
 //! - [`mod@router`]: the route table mounted on axum; each route calls its handler, plus the local extras
 //!   (`GET /kv/ws`, `GET /openapi.json`).
-//! - [`api_gateway`]: API Gateway's part: the request as the Lambda gets it, and the refusals it gives
-//!   before any function runs ([`as_on_aws`]).
+//! - [`api_gateway`]: API Gateway's part: the request as the Lambda gets it, and the refusal of a body
+//!   that is not JSON where JSON is read.
 //! - [`rate_limit`]: `--rate-limit` ([`RateLimit`], [`rate_limited`]) and the thread that trims it.
-//! - [`token`]: `--auth-token` on every HTTP request ([`authenticated`]).
-//! - [`web_pages`]: what a web page sends is refused ([`guarded`]).
+//! - [`front`]: the checks before routing, in one service around the router ([`Front`]): what a web page
+//!   sends is refused, `--auth-token` on every HTTP request ([`authenticated`]), no `HEAD`.
 //! - [`metrics`]: `GET /metrics` ([`with_metrics`], [`prometheus`]) and the count of refusals no handler
 //!   counted.
 //! - [`observe`]: request ids and request logging around everything ([`observed`]).
 
 pub mod api_gateway;
+pub mod front;
 pub mod metrics;
 pub mod observe;
 pub mod rate_limit;
 pub mod router;
-pub mod token;
-pub mod web_pages;
 
-pub use api_gateway::as_on_aws;
+pub use front::{Checks, Front, authenticated};
 pub use metrics::{prometheus, with_metrics};
-pub use observe::{App, NextRequestId, RequestSpan, observed};
+pub use observe::{App, observed};
 pub use rate_limit::{RateLimit, rate_limited};
 pub(crate) use router::to_axum;
 pub use router::{axum_path, router};
-pub use token::authenticated;
-pub use web_pages::guarded;
 
 use std::sync::Arc;
 use strata_core::Stores;
@@ -47,9 +44,9 @@ pub struct Options {
     pub websockets: Option<crate::line::WsLimits>,
 }
 
-/// The whole local server. The token check is outside the limiter and around `/metrics` too, so a request
-/// without the token reaches nothing (not even the limiter's budget); request ids and logging are outside
-/// everything, so a `401` has an `x-request-id` and a log line like any answer.
+/// The whole local server. The checks in front of the router ([`Front`]) come before the limiter and
+/// `/metrics`, so a request without the token reaches nothing (not even the limiter's budget); request ids
+/// and logging are outside everything, so a `401` has an `x-request-id` and a log line like any answer.
 pub fn app(stores: Arc<Stores>, options: &Options) -> App {
     let mut router = router(stores);
     let mut websockets = options.websockets.clone();
@@ -64,18 +61,11 @@ pub fn app(stores: Arc<Stores>, options: &Options) -> App {
             websockets.budget = Some(budget);
         }
     }
-    if let Some(websockets) = websockets {
-        router = router.layer(axum::Extension(websockets));
-    }
     router = with_metrics(router);
-    if options.allowed.is_some() {
-        router = as_on_aws(router);
-    }
-    if let Some(token) = &options.auth_token {
-        router = authenticated(router, token.clone());
-    }
-    if let Some(allowed) = &options.allowed {
-        router = guarded(router, allowed.clone());
-    }
-    observed(router)
+    let checks = Checks {
+        allowed: options.allowed.clone(),
+        token: options.auth_token.clone(),
+        websockets,
+    };
+    observed(Front::new(router, checks))
 }

@@ -1,6 +1,6 @@
 //! `--rate-limit`: requests per client address and route, and the thread that trims the limiter's map.
 
-use super::metrics::{Operations, count_refusal, operation_of, operations};
+use super::metrics::{Operations, count_refusal};
 use super::router::to_axum;
 use http::Method;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub fn rate_limited(
     });
     // Outside the limiter, so it sees the 429s the limiter answers without calling a handler (which
     // records its own answers).
-    let operations = Arc::new(operations());
+    let operations = Arc::new(Operations::new());
     let router = router
         .route_layer(layer)
         .route_layer(axum::middleware::from_fn(move |req, next| {
@@ -129,7 +129,7 @@ async fn count_throttled(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = std::time::Instant::now();
-    let operation = operation_of(&operations, &req);
+    let operation = operations.of(&req);
     let response = next.run(req).await;
     if response
         .extensions()

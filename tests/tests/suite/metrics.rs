@@ -447,7 +447,7 @@ async fn request_ids_are_echoed_and_name_the_log_lines() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         // One line per answered request comes at debug.
-        .env("RUST_LOG", "warn,tower_http=debug")
+        .env("RUST_LOG", "warn,strata::requests=debug")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .spawn()
