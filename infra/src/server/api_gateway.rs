@@ -16,7 +16,8 @@ pub(super) async fn to_lambda(
     params: Option<RawPathParams>,
     req: axum::extract::Request,
 ) -> Result<lambda_http::Request, Error> {
-    let mut path = HashMap::new();
+    // Built as the map the extension holds: `HashMap<String, String>` would be copied into it.
+    let mut path: HashMap<String, Vec<String>> = HashMap::new();
     for (name, raw) in params.iter().flat_map(|p| p.iter()) {
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
@@ -26,7 +27,7 @@ pub(super) async fn to_lambda(
                     format!("path parameter `{name}` is not percent-encoded UTF-8"),
                 )
             })?;
-        path.insert(name.to_owned(), decoded.into_owned());
+        path.insert(name.to_owned(), vec![decoded.into_owned()]);
     }
     let query = req.uri().query().map(query_map);
     let (parts, body) = req.into_parts();

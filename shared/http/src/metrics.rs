@@ -140,10 +140,12 @@ pub fn recorder_installed() {
     RECORDER_GENERATION.fetch_add(1, Ordering::Release);
 }
 
-type HandleCache = HashMap<(&'static str, u16, SharedString), Handles>;
+/// Keyed by strings, hashed on every answer: with foldhash rather than SipHash (the keys are ours, not a
+/// client's, so there is nothing to flood).
+type HandleCache = HashMap<(&'static str, u16, SharedString), Handles, foldhash::fast::RandomState>;
 
 thread_local! {
-    static HANDLES: RefCell<(usize, HandleCache)> = RefCell::new((0, HashMap::new()));
+    static HANDLES: RefCell<(usize, HandleCache)> = RefCell::new((0, HashMap::default()));
 }
 
 fn with_handles(
@@ -157,7 +159,7 @@ fn with_handles(
         let mut cache = cache.borrow_mut();
         let generation = RECORDER_GENERATION.load(Ordering::Acquire);
         if cache.0 != generation {
-            *cache = (generation, HashMap::new());
+            *cache = (generation, HashMap::default());
         }
         let handles = cache.1.entry((operation, status, code)).or_insert_with_key(
             |(operation, status, code)| Handles::resolve(operation, *status, code),
