@@ -5,8 +5,9 @@
 //! - [`routes`]: the full route table (`strata_api::routes`) and the fallback. The server mounts it.
 //! - [`server`]: the HTTP server (axum), one layer per file: `router` (each route turns the incoming
 //!   request into the `lambda_http` request API Gateway would have delivered and calls the handler),
-//!   `api_gateway` (that request, and API Gateway's refusals), `rate_limit`, `token` (`--auth-token`),
-//!   `web_pages`, `metrics` (`GET /metrics`, refusals counted) and `observe` (request ids and logging).
+//!   `api_gateway` (that request), `front` (the checks before routing: web pages refused, `--auth-token`,
+//!   API Gateway's refusals), `rate_limit`, `metrics` (`GET /metrics`, refusals counted) and `observe`
+//!   (request ids and logging).
 //! - [`http_listener`]: the HTTP listener (hyper): a cap on connections, a time limit on each request's
 //!   headers and body, idle keep-alive connections closed, a bounded drain on shutdown.
 //! - [`auth`]: `--auth-token`, the local server's shared secret: `Authorization: Bearer` on every HTTP

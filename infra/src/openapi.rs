@@ -173,7 +173,7 @@ pub fn generate() -> String {
                 let mut op = (route.openapi)();
                 // The operation id is the route's Lambda binary: one name for the operation everywhere.
                 op.operation_id = Some(route.function.to_owned());
-                // The local server takes only JSON where JSON is read (`strata::server::as_on_aws`).
+                // The local server takes only JSON where JSON is read (`strata::server::front`).
                 if op
                     .request_body
                     .as_ref()
