@@ -80,12 +80,7 @@ impl tower::Service<axum::extract::Request> for Front {
                 .and_then(|()| allowed.check_origin(req.headers()))
         {
             tracing::warn!(code = %e.code, "refused a request a web page sent: {}", e.message);
-            return Answer::refused(
-                operations,
-                &req,
-                std::time::Instant::now(),
-                to_axum(error(&e)),
-            );
+            return Answer::refused(operations, &req, &e);
         }
         if req.uri().path() == "/kv/ws"
             && let Some(websockets) = &checks.websockets
@@ -139,13 +134,7 @@ fn gateway_refused(
     } else {
         return None;
     };
-    let response = to_axum(error(&refused));
-    Some(Answer::refused(
-        operations,
-        req,
-        std::time::Instant::now(),
-        response,
-    ))
+    Some(Answer::refused(operations, req, &refused))
 }
 
 /// The token check: `None` when the request may go on (with the token in its extensions for `/kv/ws`,
@@ -190,12 +179,10 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn refused<B>(
-        operations: &Operations,
-        req: &http::Request<B>,
-        started: std::time::Instant,
-        response: Response,
-    ) -> Self {
+    /// `e` as the contract's error JSON, counted under the operation the request was for.
+    fn refused<B>(operations: &Operations, req: &http::Request<B>, e: &strata_core::Error) -> Self {
+        let started = std::time::Instant::now();
+        let response = to_axum(error(e));
         count_refusal(operations.of(req), started, &response);
         Self::Refused(Some(response))
     }
