@@ -256,6 +256,18 @@ impl App {
         self.call(Method::POST, path, Some(&body)).await
     }
 
+    /// `POST` with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .expect("valid request");
+        self.send(request).await
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path, None).await
     }

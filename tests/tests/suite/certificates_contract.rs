@@ -27,13 +27,7 @@ async fn issue(app: &App, class: &str, name: &str, amount: u64) -> Reply {
 }
 
 async fn issue_with_key(app: &App, key: &str, body: Value) -> Reply {
-    let request = http::Request::builder()
-        .method(Method::POST)
-        .uri("/certificates")
-        .header("idempotency-key", key)
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    app.send(request).await
+    app.post_keyed("/certificates", key, body).await
 }
 
 async fn class(app: &App, class: &str) -> Value {

@@ -52,13 +52,7 @@ async fn increment(app: &App, key: &str, value: u64) -> Reply {
 }
 
 async fn increment_with_key(app: &App, idempotency_key: &str, body: Value) -> Reply {
-    let request = http::Request::builder()
-        .method(Method::POST)
-        .uri("/increment")
-        .header("idempotency-key", idempotency_key)
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    app.send(request).await
+    app.post_keyed("/increment", idempotency_key, body).await
 }
 
 async fn total(app: &App, key: &str) -> Option<u64> {

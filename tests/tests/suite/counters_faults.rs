@@ -816,7 +816,7 @@ async fn an_export_carries_the_markers_of_both_tables_and_counts_each_request_on
 /// is `422`, both before the entry is folded and after; it counts once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_eventual_increment_is_replayed_or_refused_by_the_log_itself() {
-    use http::{Method, Request, StatusCode};
+    use http::StatusCode;
     let s = eventual_dynamodb().await;
     let settings = Settings {
         counter_mode: Mode::Eventual,
@@ -826,18 +826,7 @@ async fn a_keyed_eventual_increment_is_replayed_or_refused_by_the_log_itself() {
     let app = strata_tests::fixture::App::new(stores);
     let send = |body: Value| {
         let app = app.clone();
-        async move {
-            app.send(
-                Request::builder()
-                    .method(Method::POST)
-                    .uri("/increment")
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", "k1")
-                    .body(axum::body::Body::from(body.to_string()))
-                    .unwrap(),
-            )
-            .await
-        }
+        async move { app.post_keyed("/increment", "k1", body).await }
     };
     let replayed = |r: &strata_tests::fixture::Reply| {
         r.headers
@@ -890,7 +879,7 @@ async fn a_keyed_eventual_increment_is_replayed_or_refused_by_the_log_itself() {
 /// honours; a request logged or folded in eventual mode is found by strong mode (its entry or its marker).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_increment_counts_once_across_a_switch_of_counter_mode() {
-    use http::{Method, Request, StatusCode};
+    use http::StatusCode;
     let s = eventual_dynamodb().await;
     let on = |mode: Mode| {
         let settings = Settings {
@@ -907,18 +896,7 @@ async fn a_keyed_increment_counts_once_across_a_switch_of_counter_mode() {
     };
     let post = |stores: &strata_core::Stores, body: Value| {
         let app = strata_tests::fixture::App::new(stores.clone());
-        async move {
-            app.send(
-                Request::builder()
-                    .method(Method::POST)
-                    .uri("/increment")
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", "switched")
-                    .body(axum::body::Body::from(body.to_string()))
-                    .unwrap(),
-            )
-            .await
-        }
+        async move { app.post_keyed("/increment", "switched", body).await }
     };
 
     // Counted in strong mode and recorded; retried in eventual mode: the record answers.

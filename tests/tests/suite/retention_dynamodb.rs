@@ -5,8 +5,8 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use http::{Method, StatusCode};
-use serde_json::{Value, json};
+use http::StatusCode;
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use strata::template::Template;
@@ -16,7 +16,7 @@ use strata_core::counters::{CounterKey, Incremented, Mode};
 use strata_core::retention::CLOCK_SKEW_MARGIN;
 use strata_core::time::epoch_seconds;
 use strata_dynamo::aggregator::{Aggregator, Entry};
-use strata_tests::fixture::{App, Fixture, Reply, Through};
+use strata_tests::fixture::{Fixture, Reply, Through};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -80,16 +80,6 @@ async fn outlive_the_retention() {
 
 fn now() -> u64 {
     epoch_seconds(SystemTime::now())
-}
-
-async fn post_keyed(app: &App, path: &str, key: &str, body: Value) -> Reply {
-    let request = http::Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("idempotency-key", key)
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    app.send(request).await
 }
 
 fn replayed(reply: &Reply) -> bool {
@@ -170,15 +160,15 @@ async fn a_widget_create_key_reused_after_the_retention_runs_as_a_new_request() 
     let app = &t.fixture.app;
     let alpha = json!({"serial_number": "A", "name": "alpha", "ports": ["P"]});
     let before = now();
-    let first = post_keyed(app, "/widgets", "same", alpha.clone()).await;
+    let first = app.post_keyed("/widgets", "same", alpha.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
-    let other = post_keyed(
-        app,
-        "/widgets",
-        "other",
-        json!({"serial_number": "C", "name": "gamma", "ports": ["Q"]}),
-    )
-    .await;
+    let other = app
+        .post_keyed(
+            "/widgets",
+            "other",
+            json!({"serial_number": "C", "name": "gamma", "ports": ["Q"]}),
+        )
+        .await;
     assert_eq!(other.status, StatusCode::CREATED, "{:?}", other.body);
     let after = now();
     let records = items(&t.direct, &t.tables.idempotency).await;
@@ -191,18 +181,18 @@ async fn a_widget_create_key_reused_after_the_retention_runs_as_a_new_request() 
     // Expired, not deleted: the lazy case every reader must handle.
     assert_eq!(items(&t.direct, &t.tables.idempotency).await.len(), 2);
     // The same body runs again: the widget exists, so this time it is a 409 (not the old 201 replayed).
-    let again = post_keyed(app, "/widgets", "same", alpha).await;
+    let again = app.post_keyed("/widgets", "same", alpha).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
     assert_eq!(again.code(), "duplicate_serial_number");
     assert!(!replayed(&again));
     // Another body under the other key is a new request: a new widget, not 422.
-    let delta = post_keyed(
-        app,
-        "/widgets",
-        "other",
-        json!({"serial_number": "D", "name": "delta", "ports": ["R"]}),
-    )
-    .await;
+    let delta = app
+        .post_keyed(
+            "/widgets",
+            "other",
+            json!({"serial_number": "D", "name": "delta", "ports": ["R"]}),
+        )
+        .await;
     assert_eq!(delta.status, StatusCode::CREATED, "{:?}", delta.body);
     assert_eq!(delta.body["serial_number"], "D");
     assert!(!replayed(&delta));
@@ -215,16 +205,16 @@ async fn a_certificate_key_reused_after_the_retention_issues_a_new_certificate()
     let app = &t.fixture.app;
     let salt = json!({"name": "Salt Bae", "amount": 10, "class": "CS"});
     let before = now();
-    let first = post_keyed(app, "/certificates", "same", salt.clone()).await;
+    let first = app.post_keyed("/certificates", "same", salt.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     assert_eq!(first.body["id"], "CS-1");
-    let other = post_keyed(
-        app,
-        "/certificates",
-        "other",
-        json!({"name": "X", "amount": 5, "class": "CS"}),
-    )
-    .await;
+    let other = app
+        .post_keyed(
+            "/certificates",
+            "other",
+            json!({"name": "X", "amount": 5, "class": "CS"}),
+        )
+        .await;
     assert_eq!(other.body["id"], "CS-2", "{:?}", other.body);
     // The ledger's own records of the keys, at the port (no HTTP record in front of them).
     let ledger = &t.fixture.stores.ledger;
@@ -262,19 +252,19 @@ async fn a_certificate_key_reused_after_the_retention_issues_a_new_certificate()
         3
     );
     // The same body issues a new certificate; the old one is not returned.
-    let again = post_keyed(app, "/certificates", "same", salt).await;
+    let again = app.post_keyed("/certificates", "same", salt).await;
     assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
     assert_eq!(again.body["id"], "CS-4");
     assert_eq!(again.body["name"], "Salt Bae");
     assert!(!replayed(&again));
     // Another body is a new request too, not 422.
-    let y = post_keyed(
-        app,
-        "/certificates",
-        "other",
-        json!({"name": "Y", "amount": 7, "class": "CS"}),
-    )
-    .await;
+    let y = app
+        .post_keyed(
+            "/certificates",
+            "other",
+            json!({"name": "Y", "amount": 7, "class": "CS"}),
+        )
+        .await;
     assert_eq!(y.status, StatusCode::CREATED, "{:?}", y.body);
     assert_eq!(y.body["id"], "CS-5");
     assert_eq!(y.body["name"], "Y");
@@ -302,7 +292,7 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
     let app = &t.fixture.app;
     let five = json!({"key": "hits", "value": 5});
     let before = now();
-    let first = post_keyed(app, "/increment", "same", five.clone()).await;
+    let first = app.post_keyed("/increment", "same", five.clone()).await;
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     assert_eq!(first.body["value"], 5);
     // The counter's own memory of the request, at the port (no HTTP record in front of it, and no word
@@ -340,7 +330,7 @@ async fn an_increment_key_reused_after_the_retention_counts_again() {
 
     outlive_the_retention().await;
     assert_eq!(tokens(&counter("port").await), kept, "nothing removed it");
-    let again = post_keyed(app, "/increment", "same", five).await;
+    let again = app.post_keyed("/increment", "same", five).await;
     assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
     assert_eq!(again.body["value"], 10, "counted again");
     assert!(!replayed(&again));
@@ -408,15 +398,17 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
     let stores = &t.fixture.stores;
     // One of each record that expires: idempotency records, a ledger request record, a folded counter marker,
     // an open transaction with a buffered write, a WebSocket session's transaction.
-    let issued = post_keyed(
-        app,
-        "/certificates",
-        "k1",
-        json!({"name": "N", "amount": 1, "class": "CS"}),
-    )
-    .await;
+    let issued = app
+        .post_keyed(
+            "/certificates",
+            "k1",
+            json!({"name": "N", "amount": 1, "class": "CS"}),
+        )
+        .await;
     assert_eq!(issued.status, StatusCode::CREATED, "{:?}", issued.body);
-    let counted = post_keyed(app, "/increment", "k2", json!({"key": "c", "value": 1})).await;
+    let counted = app
+        .post_keyed("/increment", "k2", json!({"key": "c", "value": 1}))
+        .await;
     assert_eq!(counted.status, StatusCode::OK, "{:?}", counted.body);
     // Strong increments keep their memory in the counter's item; the eventual fold leaves markers.
     let eventual = strata_dynamo::counters::DynamoCounters::new(
@@ -442,7 +434,7 @@ async fn every_table_the_code_writes_ttl_into_has_ttl_enabled_on_it_in_the_templ
         .await
         .unwrap();
     assert_eq!(folded, 1);
-    let began = post_keyed(app, "/kv/transactions", "k3", json!({})).await;
+    let began = app.post_keyed("/kv/transactions", "k3", json!({})).await;
     assert_eq!(began.status, StatusCode::CREATED, "{:?}", began.body);
     let tx = began.body["id"].as_str().unwrap().to_owned();
     let put = app
